@@ -1,0 +1,3 @@
+from runbook_engine.cli import main
+
+main()

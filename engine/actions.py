@@ -1,0 +1,210 @@
+"""The action Protocol, what an action gets when it runs, and the registry.
+
+Built-in actions sit in a plain mapping (``runbook_engine.plugins.BUILTINS``) and are imported on
+first use; third-party actions come from the entry-point group ``runbook.actions``, loaded once,
+on the first name that is not built in.  An entry point names a class (or a factory) whose
+instances satisfy ``Action``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from .errors import InvalidInput
+
+if TYPE_CHECKING:
+    from .model import Runbook
+
+ENTRY_POINT_GROUP = "runbook.actions"
+
+
+class Masker(Protocol):
+    def mask(self, text: str) -> str: ...
+
+
+class Records(Protocol):
+    """Durable key -> value records of one step, kept across crashes, resumes and runs.
+
+    ``put`` returns only once the records are on disk (fsync): an action that must not repeat
+    a side effect (``notify``) records its intent before acting and its outcome after.
+    """
+
+    def get(self, key: str) -> str | None: ...
+
+    def items(self) -> Mapping[str, str]: ...
+
+    def put(self, items: Mapping[str, str]) -> None: ...
+
+
+class Resources:
+    """Objects shared by the steps of one run (SSH connections...), closed when the run ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, Any] = {}
+
+    def get(self, key: str, factory: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = factory()
+            return self._items[key]
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+        for item in items:
+            closer = getattr(item, "close", None)
+            if callable(closer):
+                with contextlib.suppress(Exception):  # closing must not hide the outcome
+                    closer()
+
+
+@dataclass
+class ActionContext:
+    """What one attempt of one step (or rollback, or contingency) gets from the engine."""
+
+    step_id: str  # instance id, e.g. "copy[pilot]"
+    run_id: str
+    attempt: int  # 1-based
+    timeout: float  # seconds allowed for this attempt
+    runbook: Runbook
+    state_dir: Path  # STATE_DIR/NAME: files the engine or an action keeps
+    masker: Masker
+    records: Records
+    emit: Callable[[str, Mapping[str, Any]], None]  # a durable event in the journal
+    progress: Callable[[str], None] = lambda _line: None  # a transient line for the console
+    resources: Resources = field(default_factory=Resources)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.timeout
+
+    def remaining(self) -> float:
+        """Seconds left before the attempt's timeout (never negative)."""
+        return max(0.0, self.deadline - time.monotonic())
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless cancelled or out of time; True when the full time passed."""
+        wait = min(seconds, self.remaining())
+        cancelled = self.cancel.wait(wait)
+        return not cancelled and wait >= seconds
+
+
+@runtime_checkable
+class Action(Protocol):
+    """What every action provides (built-in or plugin)."""
+
+    name: str
+    summary: str  # one line: what the action does in general
+    idempotent: bool  # safe to re-run after a crash cut it short
+    changes: bool  # changes something outside the engine (then a step should say `rollback`)
+
+    @property
+    def schema(self) -> Mapping[str, Any]:
+        """JSON Schema of the action's ``with`` mapping."""
+        ...
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """One line for ``plan``: what this step will do, from its (unrendered) ``with``."""
+        ...
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        """Do it; return the outputs. Raise ``ActionFailed`` (or ``Waiting``) otherwise."""
+        ...
+
+
+class BuiltinAction:
+    """Shared plumbing of the built-in actions: the schema comes from ``schemas/actions``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    idempotent: ClassVar[bool]
+    changes: ClassVar[bool]
+
+    @property
+    def schema(self) -> Mapping[str, Any]:
+        from .schema import load_schema
+
+        return load_schema(self.name)
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        return self.summary
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        raise NotImplementedError(f"action {self.name} cannot run yet")
+
+
+class Registry:
+    """Action names -> actions; built-ins first, then the ``runbook.actions`` entry points."""
+
+    def __init__(self, builtins: Mapping[str, str]) -> None:
+        self._specs = dict(builtins)
+        self._loaded: dict[str, Action] = {}
+        self._plugins: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _entry_points(self) -> dict[str, Any]:
+        if self._plugins is None:
+            from importlib.metadata import entry_points
+
+            self._plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        return self._plugins
+
+    def names(self) -> list[str]:
+        return sorted(set(self._specs) | set(self._entry_points()))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._specs or name in self._entry_points()
+
+    def get(self, name: str) -> Action:
+        with self._lock:
+            action = self._loaded.get(name)
+            if action is None:
+                action = self._load(name)
+                self._loaded[name] = action
+            return action
+
+    def _load(self, name: str) -> Action:
+        if name in self._specs:
+            module, _, attr = self._specs[name].partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        elif name in self._entry_points():
+            try:
+                factory = self._entry_points()[name].load()
+            except Exception as exc:
+                raise InvalidInput(f"action plugin {name!r} failed to load: {exc}") from exc
+        else:
+            raise InvalidInput(f"unknown action {name!r}; known: {', '.join(self.names())}")
+        action = factory() if callable(factory) else factory
+        missing = [
+            attr
+            for attr in ("name", "summary", "idempotent", "changes", "schema", "describe", "run")
+            if not hasattr(action, attr)
+        ]
+        if missing:
+            raise InvalidInput(
+                f"action plugin {name!r} is not an action: it lacks {', '.join(missing)}"
+            )
+        result: Action = action
+        return result
+
+
+_REGISTRY: Registry | None = None
+
+
+def registry() -> Registry:
+    global _REGISTRY
+    if _REGISTRY is None:
+        from runbook_engine.plugins import BUILTINS
+
+        _REGISTRY = Registry(BUILTINS)
+    return _REGISTRY

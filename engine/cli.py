@@ -1,0 +1,117 @@
+"""The command line: parses, dispatches, and maps errors to SPEC's exit codes. Nothing else.
+
+Each command lives in ``commands/<verb>.py`` and is imported only when it runs (start-up time
+matters for ``validate`` in a pre-commit hook).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import Exit, RunbookError
+
+# name -> (module, one-line help). The help is here so that `runbook --help` imports nothing.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": (
+        "validate",
+        "Check runbooks: schema, actions, templates, references, cycles, lint.",
+    ),
+    "plan": ("plan", "Show what apply would do, in order and in parallel groups, with the risks."),
+    "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
+    "show": ("show", "Print the runbook normalised: defaults applied, waves expanded."),
+    "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module = importlib.import_module(f"runbook_engine.commands.{spec[0]}")
+        command: click.Command = module.command
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, helptext) for name, (_, helptext) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "--state-dir",
+    envvar="RUNBOOK_STATE_DIR",
+    default=".runbook",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where run state lives: DIR/NAME/ per runbook (env RUNBOOK_STATE_DIR).",
+)
+@click.version_option(__version__, prog_name="runbook")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: str) -> None:
+    """Declarative migration runbooks: validate, plan, apply, roll back, diff, report.
+
+    A runbook is a YAML file of phases, steps, waves, risks, contingencies and rollbacks.
+    Start with `runbook validate FILE` and `runbook plan FILE`.
+
+    Exit codes: 0 done, 1 failed (or diff found changes), 2 invalid input,
+    3 paused for a decision, 4 locked by another run, 130 interrupted.
+    """
+    ctx.obj = {"state_dir": state_dir}
+
+
+def _log_crash(exc: BaseException) -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(tempfile.gettempdir(), "runbook-logs")
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"runbook {__version__}: {' '.join(sys.argv)}\n\n")
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns (and exits with) SPEC's exit code."""
+    code = run(argv)
+    sys.exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    try:
+        result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False)
+    except RunbookError as exc:
+        click.echo(f"runbook: {exc}", err=True)
+        return int(exc.exit_code)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(Exit.INVALID)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("runbook: interrupted", err=True)
+        return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        return int(Exit.OK)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a line
+        path = _log_crash(exc)
+        click.echo(
+            f"runbook: internal error: {type(exc).__name__}: {exc} (traceback in {path})", err=True
+        )
+        return int(Exit.FAILED)
+    return int(result or 0)

@@ -1,0 +1,42 @@
+"""``approval``: pause until ``runbook approve`` records a decision for this run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.errors import Waiting
+
+
+def approval_key(run_id: str) -> str:
+    """The record key under which ``approve`` stores the decision for one run."""
+    return f"approval:{run_id}"
+
+
+class ApprovalAction(BuiltinAction):
+    name = "approval"
+    summary = "wait for a person's approval"
+    idempotent = True
+    changes = False
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        who = params.get("approvers")
+        text = "approval"
+        if who:
+            text += " by one of " + ", ".join(str(w) for w in who)
+        message = params.get("message")
+        return f"{text}: {message}" if message else text
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        raw = ctx.records.get(approval_key(ctx.run_id))
+        if raw is None:
+            message = params.get("message") or "approval required"
+            raise Waiting(str(message))
+        decision = json.loads(raw)
+        return {
+            "approved_by": decision.get("by"),
+            "comment": decision.get("comment", ""),
+            "approved_at": decision.get("at"),
+        }
