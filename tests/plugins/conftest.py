@@ -1,0 +1,90 @@
+"""Helpers for calling actions directly: a real ActionContext for one step.
+
+``records`` is backed by the engine's durable store once it exists; until then a dict keeps
+the records of the test (the actions under test here do not depend on durability, and the
+crash tests run through ``runbook apply``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook_engine.actions import ActionContext, Resources
+from runbook_engine.loader import load_text
+
+_MINIMAL = """\
+apiVersion: runbook/v1
+kind: Runbook
+metadata: {name: action-test}
+phases:
+  - id: only
+    steps:
+      - {id: s, action: wait, with: {duration: 0s}}
+"""
+
+
+class DictRecords:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def items(self) -> Mapping[str, str]:
+        return dict(self.data)
+
+    def put(self, items: Mapping[str, str]) -> None:
+        with self.lock:
+            self.data.update(items)
+
+
+class NoMask:
+    def mask(self, text: str) -> str:
+        return text
+
+
+@dataclass
+class CtxFactory:
+    tmp: Path
+    events: list[tuple[str, Mapping[str, Any]]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    records: DictRecords = field(default_factory=DictRecords)
+    resources: Resources = field(default_factory=Resources)
+
+    def __call__(
+        self, *, runbook_text: str = _MINIMAL, timeout: float = 60.0, step_id: str = "s", **kw: Any
+    ) -> ActionContext:
+        rb = load_text(runbook_text, "test.yaml").runbook
+
+        def emit(k: str, d: Mapping[str, Any]) -> None:
+            return self.events.append((k, d))
+
+        return ActionContext(
+            step_id=step_id,
+            run_id="run-test",
+            attempt=kw.pop("attempt", 1),
+            timeout=timeout,
+            runbook=rb,
+            state_dir=self.tmp / "state",
+            masker=kw.pop("masker", NoMask()),
+            records=kw.pop("records", self.records),
+            emit=emit,
+            progress=self.lines.append,
+            resources=self.resources,
+            **kw,
+        )
+
+
+@pytest.fixture
+def make_ctx(tmp_path: Path) -> Any:
+    factory = CtxFactory(tmp_path)
+    (tmp_path / "state").mkdir()
+    yield factory
+    factory.resources.close()
