@@ -1,0 +1,350 @@
+"""Database connections for the SQL actions, ``check`` and ``notify``.
+
+A DSN is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (built in) or
+``postgresql://user:pass@host:port/db`` (psycopg 3, the ``postgres`` extra, imported on first
+use).  Every message names the database by ``redact_dsn(dsn)``: a password never shows.
+Driver errors become ``ActionFailed`` naming the statement's first line and the database's
+own message.
+
+Stable interface (other actions import it): ``connect``, ``fetch``, ``redact_dsn``,
+``Connection``, ``sql_failed``, ``first_line``, ``jsonable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import decimal
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from runbook_engine.errors import ActionFailed
+
+Kind = Literal["sqlite", "postgresql"]
+EXTRA_HINT = "install the postgres extra: pip install 'runbook-engine[postgres]'"
+CONNECT_TIMEOUT = 10  # seconds to reach a PostgreSQL server
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds SQLite waits for a lock held by another writer
+
+# SQLite errors that may pass on their own (a writer elsewhere, a full disk freed).
+_SQLITE_TRANSIENT = ("locked", "busy", "disk i/o", "database or disk is full")
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password (in the netloc or a ``password=`` parameter) as ``***``."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return dsn
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + hostport
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{netloc}{slash}{tail}"
+
+
+def _passwords(dsn: str) -> list[str]:
+    """The secret parts of a DSN, raw and percent-decoded, to scrub from driver messages."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(dsn)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        found += [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    except ValueError:
+        pass
+    return sorted({p for p in found if p}, key=len, reverse=True)
+
+
+def scrub(text: str, dsn: str) -> str:
+    """``text`` with the DSN (and its password) replaced by the redacted form."""
+    if dsn and dsn in text:
+        text = text.replace(dsn, redact_dsn(dsn))
+    for secret in _passwords(dsn):
+        text = text.replace(secret, "***")
+    return text
+
+
+def kind_of(dsn: str) -> Kind:
+    scheme = dsn.split(":", 1)[0].lower() if ":" in dsn else ""
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    raise ActionFailed(
+        f"unsupported DSN {redact_dsn(dsn)!r}: expected sqlite:///path.db or "
+        "postgresql://user@host:port/db",
+        retryable=False,
+    )
+
+
+def sqlite_path(dsn: str) -> str:
+    """``sqlite:///rel.db`` -> ``rel.db``; ``sqlite:////abs.db`` -> ``/abs.db``."""
+    if not dsn.lower().startswith("sqlite:///"):
+        raise ActionFailed(
+            f"bad SQLite DSN {dsn!r}: expected sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db",
+            retryable=False,
+        )
+    path = unquote(dsn[len("sqlite:///") :].split("?", 1)[0])
+    if not path:
+        raise ActionFailed(f"bad SQLite DSN {dsn!r}: no file path", retryable=False)
+    return path
+
+
+def psycopg_module() -> Any:
+    """psycopg, imported on first use; a clear failure when the extra is missing."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise ActionFailed(
+            f"PostgreSQL DSNs need psycopg 3 ({exc}): {EXTRA_HINT}", retryable=False
+        ) from exc
+    return psycopg
+
+
+def first_line(sql: str) -> str:
+    """The first non-blank line of a statement, bounded, for messages."""
+    for line in sql.strip().splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= 120 else text[:117] + "..."
+    return ""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return any(word in str(exc).lower() for word in _SQLITE_TRANSIENT)
+    if isinstance(exc, (sqlite3.Error, sqlite3.Warning)):
+        return False
+    psycopg = _loaded_psycopg()
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        return isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.QueryCanceled
+        )
+    return True
+
+
+def _loaded_psycopg() -> Any:
+    import sys
+
+    return sys.modules.get("psycopg")
+
+
+def db_message(exc: BaseException) -> str:
+    """The database's own message: one paragraph, without psycopg's LINE/caret block."""
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    kept: list[str] = []
+    for ln in lines:
+        if ln.startswith(("LINE ", "  ", "HINT:", "DETAIL:")) and kept:
+            if ln.startswith(("HINT:", "DETAIL:")):
+                kept.append(ln.strip())
+            continue
+        kept.append(ln.strip())
+    return " ".join(kept)
+
+
+def sql_failed(
+    exc: BaseException, sql: str, dsn: str, *, context: str = "", outputs: Any = None
+) -> ActionFailed:
+    """An ``ActionFailed`` for a driver error: where, which statement, what the database said."""
+    where = f"{context}: " if context else ""
+    stmt = first_line(sql)
+    what = f"{stmt!r} failed: " if stmt else ""
+    message = f"{where}{redact_dsn(dsn)}: {what}{db_message(exc)}"
+    return ActionFailed(scrub(message, dsn), outputs=dict(outputs or {}), retryable=_retryable(exc))
+
+
+class Connection:
+    """One open connection; a context manager that closes it.
+
+    ``raw`` is the driver's connection (``sqlite3.Connection`` or ``psycopg.Connection``) for
+    code that needs the driver's own speed paths; ``execute`` converts driver errors.
+    SQLite connections are in autocommit mode (``BEGIN``/``COMMIT`` explicit, or use
+    ``transaction()``); PostgreSQL ones open a transaction on the first statement.
+    """
+
+    def __init__(self, raw: Any, kind: Kind, dsn: str) -> None:
+        self.raw = raw
+        self.kind: Kind = kind
+        self.dsn = dsn
+        self.label = redact_dsn(dsn)
+        self.param = "?" if kind == "sqlite" else "%s"
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = (), *, context: str = "") -> Any:
+        """Run one statement; return the driver's cursor."""
+        try:
+            cur = self.raw.cursor()
+            if self.kind == "sqlite":
+                cur.execute(sql, tuple(params))
+            else:  # psycopg reads `%` as a placeholder only when parameters are given
+                cur.execute(sql, tuple(params) if params else None)
+            return cur
+        except ActionFailed:
+            raise
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise sql_failed(exc, sql, self.dsn, context=context) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        if self.kind == "sqlite":
+            self.raw.execute("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+
+    def commit(self) -> None:
+        try:
+            if self.kind == "sqlite":
+                if self.raw.in_transaction:
+                    self.raw.execute("COMMIT")
+            else:
+                self.raw.commit()
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise sql_failed(exc, "COMMIT", self.dsn) from None
+
+    def rollback(self) -> None:
+        with contextlib.suppress(Exception):  # a broken connection: nothing to roll back
+            if self.kind == "sqlite":
+                if self.raw.in_transaction:
+                    self.raw.execute("ROLLBACK")
+            else:
+                self.raw.rollback()
+
+    def interrupt(self) -> None:
+        """Abort the statement running now (from another thread): cancellation."""
+        with contextlib.suppress(Exception):  # best effort: the connection may be gone
+            if self.kind == "sqlite":
+                self.raw.interrupt()
+            else:
+                self.raw.cancel_safe(timeout=5.0)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing must not hide the outcome
+            self.raw.close()
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    if isinstance(exc, (sqlite3.Error, sqlite3.Warning)):
+        return True
+    psycopg = _loaded_psycopg()
+    return psycopg is not None and isinstance(exc, psycopg.Error)
+
+
+def connect(dsn: str, *, must_exist: bool = False) -> Connection:
+    """Open ``dsn``. ``must_exist``: a missing SQLite file is an error (not created empty)."""
+    kind = kind_of(dsn)
+    if kind == "sqlite":
+        path = sqlite_path(dsn)
+        if path != ":memory:":
+            file = Path(path)
+            if must_exist and not file.is_file():
+                raise ActionFailed(
+                    f"{redact_dsn(dsn)}: SQLite database file {path} does not exist",
+                    retryable=False,
+                )
+            if not file.parent.is_dir():
+                raise ActionFailed(
+                    f"{redact_dsn(dsn)}: directory {file.parent} does not exist",
+                    retryable=False,
+                )
+        try:
+            raw = sqlite3.connect(
+                path,
+                timeout=SQLITE_BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise sql_failed(exc, "", dsn, context="cannot open") from None
+        return Connection(raw, "sqlite", dsn)
+    psycopg = psycopg_module()
+    try:
+        raw = psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as exc:
+        raise sql_failed(exc, "", dsn, context="cannot connect") from None
+    return Connection(raw, "postgresql", dsn)
+
+
+def jsonable(value: Any) -> Any:
+    """A database value as JSON can hold it: decimals and dates as strings, bytes as hex."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return (
+            value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+        )
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def fetch(dsn: str, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one query; its column names and at most ``max_rows`` rows (values as the driver
+    gives them).  A statement that returns no rows gives ``([], [])``."""
+    with connect(dsn, must_exist=True) as conn:
+        cur = conn.execute(sql)
+        try:
+            if cur.description is None:
+                conn.commit()
+                return [], []
+            columns = [str(d[0]) for d in cur.description]
+            rows = [tuple(r) for r in cur.fetchmany(max_rows)] if max_rows > 0 else []
+        except ActionFailed:
+            raise
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise sql_failed(exc, sql, dsn) from None
+        finally:
+            conn.rollback()
+        return columns, rows
+
+
+def quote_ident(name: str) -> str:
+    """``schema.table`` or ``column`` quoted for SQL (both engines use double quotes)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
+def sqlite_dsn(path: str | Path) -> str:
+    """The DSN of a SQLite file (absolute paths get four slashes)."""
+    return "sqlite:///" + quote(str(path), safe="/:")
