@@ -83,6 +83,9 @@ class ActionContext:
     resources: Resources = field(default_factory=Resources)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    # The run's template context (vars, secrets, steps, wave, run): for the parts of ``with``
+    # an action renders itself (notify's per-recipient templates, check's condition).
+    template_context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:
