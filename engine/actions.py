@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "runbook.actions"
 
 
+def late_keys(action: object) -> frozenset[str]:
+    """The `with` keys an action renders itself (optional attribute of the Protocol)."""
+    keys: frozenset[str] = getattr(action, "late_keys", frozenset())
+    return keys
+
+
+def late_names(action: object) -> frozenset[str]:
+    names: frozenset[str] = getattr(action, "late_names", frozenset())
+    return names
+
+
 class Masker(Protocol):
     def mask(self, text: str) -> str: ...
 
@@ -132,6 +143,10 @@ class BuiltinAction:
     summary: ClassVar[str]
     idempotent: ClassVar[bool]
     changes: ClassVar[bool]
+    # `with` keys the engine leaves unrendered: the action renders them itself, later (per
+    # recipient, per measurement), with the extra names below besides the run's context
+    late_keys: ClassVar[frozenset[str]] = frozenset()
+    late_names: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def schema(self) -> Mapping[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 
-from .actions import registry
+from .actions import late_keys, late_names, registry
 from .errors import Problem
 from .model import Call, Phase, Runbook
 from .schema import check as schema_check
@@ -174,10 +174,12 @@ def check_actions(rb: Runbook) -> list[Problem]:
 class _Scope:
     """What a template at one place may refer to."""
 
-    def __init__(self, rb: Runbook, phase: Phase | None, kind: str) -> None:
+    def __init__(
+        self, rb: Runbook, phase: Phase | None, kind: str, extra: frozenset[str] = frozenset()
+    ) -> None:
         self.rb = rb
         self.phase = phase if phase is not None and phase.waves else None
-        self.roots = {"vars", "secrets", "steps", "run"}
+        self.roots = {"vars", "secrets", "steps", "run", *extra}
         if self.phase is not None:
             self.roots.add("wave")
         if kind == "contingency":
@@ -254,10 +256,17 @@ def _template_problems(rb: Runbook, source: str, path: Path, scope: _Scope) -> l
 
 def check_templates(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
+    reg = registry()
     for call, phase, kind in calls(rb):
         scope = _Scope(rb, phase, kind)
+        late: frozenset[str] = frozenset()
+        if call.action in reg:
+            action = reg.get(call.action)
+            late = late_keys(action)
+            late_scope = _Scope(rb, phase, kind, late_names(action))
         for rel, text in iter_strings(call.params):
-            out.extend(_template_problems(rb, text, (*call.path, "with", *rel), scope))
+            where = late_scope if late and rel and rel[0] in late else scope
+            out.extend(_template_problems(rb, text, (*call.path, "with", *rel), where))
     for phase in rb.phases:
         for step in phase.steps:
             if isinstance(step.when, str):

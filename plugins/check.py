@@ -13,6 +13,8 @@ class CheckAction(BuiltinAction):
     summary = "measure a metric and gate on a condition"
     idempotent = True
     changes = False
+    late_keys = frozenset({"condition"})
+    late_names = frozenset({"value", "values"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         count = params.get("count", 1)

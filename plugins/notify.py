@@ -13,6 +13,8 @@ class NotifyAction(BuiltinAction):
     summary = "notify recipients (email, webhook, outbox), once each"
     idempotent = True
     changes = True
+    late_keys = frozenset({"templates", "subject", "message"})
+    late_names = frozenset({"recipient"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         who = (
