@@ -119,7 +119,7 @@ def first_line(sql: str) -> str:
     return ""
 
 
-def _retryable(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.OperationalError):
         return any(word in str(exc).lower() for word in _SQLITE_TRANSIENT)
     if isinstance(exc, (sqlite3.Error, sqlite3.Warning)):
@@ -160,7 +160,9 @@ def sql_failed(
     stmt = first_line(sql)
     what = f"{stmt!r} failed: " if stmt else ""
     message = f"{where}{redact_dsn(dsn)}: {what}{db_message(exc)}"
-    return ActionFailed(scrub(message, dsn), outputs=dict(outputs or {}), retryable=_retryable(exc))
+    return ActionFailed(
+        scrub(message, dsn), outputs=dict(outputs or {}), retryable=is_transient(exc)
+    )
 
 
 class Connection:
@@ -202,7 +204,7 @@ class Connection:
         except ActionFailed:
             raise
         except Exception as exc:
-            if not _is_driver_error(exc):
+            if not is_driver_error(exc):
                 raise
             raise sql_failed(exc, sql, self.dsn, context=context) from None
 
@@ -226,7 +228,7 @@ class Connection:
             else:
                 self.raw.commit()
         except Exception as exc:
-            if not _is_driver_error(exc):
+            if not is_driver_error(exc):
                 raise
             raise sql_failed(exc, "COMMIT", self.dsn) from None
 
@@ -251,7 +253,7 @@ class Connection:
             self.raw.close()
 
 
-def _is_driver_error(exc: BaseException) -> bool:
+def is_driver_error(exc: BaseException) -> bool:
     if isinstance(exc, (sqlite3.Error, sqlite3.Warning)):
         return True
     psycopg = _loaded_psycopg()
@@ -332,7 +334,7 @@ def fetch(dsn: str, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any,
         except ActionFailed:
             raise
         except Exception as exc:
-            if not _is_driver_error(exc):
+            if not is_driver_error(exc):
                 raise
             raise sql_failed(exc, sql, dsn) from None
         finally:

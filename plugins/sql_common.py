@@ -1,0 +1,263 @@
+"""What the SQL actions share: table introspection, keys, cancellation, progress.
+
+Tables come from the schema's pattern (``name`` or ``schema.name``) and are written unquoted,
+so PostgreSQL folds their case as an operator expects; columns are quoted with their exact
+names as the database reports them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_engine.actions import ActionContext
+from runbook_engine.errors import ActionFailed
+
+from .db import Connection, is_driver_error, quote_ident, sql_failed
+
+# Column categories: how values are created, compared and normalised across engines.
+INT, NUMERIC, FLOAT, BOOL, TEXT, BLOB = "int", "numeric", "float", "bool", "text", "blob"
+TIMESTAMP, TIMESTAMPTZ, DATE, JSON, OTHER = "timestamp", "timestamptz", "date", "json", "other"
+_PG_TEXT = {"text", "varchar", "bpchar", "name", "citext"}
+_PG_CATEGORY = {
+    "int2": INT, "int4": INT, "int8": INT, "numeric": NUMERIC, "float4": FLOAT,
+    "float8": FLOAT, "bool": BOOL, "bytea": BLOB, "timestamp": TIMESTAMP,
+    "timestamptz": TIMESTAMPTZ, "date": DATE, "json": JSON, "jsonb": JSON,
+    **{name: TEXT for name in _PG_TEXT},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    decl: str  # the declared type as the database states it ("numeric(12,2)", "TEXT", "")
+    category: str
+    pk: bool = False
+
+    @property
+    def q(self) -> str:
+        return quote_ident(self.name)
+
+
+def sqlite_category(decl: str) -> str:
+    """SQLite's affinity rules (datatype3.html §3.1), refined for dates and booleans."""
+    d = decl.upper()
+    if "INT" in d:
+        return INT
+    if "CHAR" in d or "CLOB" in d or "TEXT" in d:
+        return TEXT
+    if "BLOB" in d or not d:
+        return BLOB if d else OTHER
+    if "REAL" in d or "FLOA" in d or "DOUB" in d:
+        return FLOAT
+    if "BOOL" in d:
+        return BOOL
+    if "TIMESTAMP" in d or "DATETIME" in d:
+        return TIMESTAMP
+    if "DATE" in d:
+        return DATE
+    if "JSON" in d:
+        return JSON
+    return NUMERIC
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table on one side: its name as written in SQL and its columns in order."""
+
+    conn: Connection
+    name: str  # as written in SQL (may carry an ATTACH schema prefix)
+    columns: tuple[Column, ...]
+
+    def column(self, name: str) -> Column | None:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        lowered = [c for c in self.columns if c.name.lower() == name.lower()]
+        return lowered[0] if len(lowered) == 1 else None
+
+
+def describe_table(conn: Connection, table: str, *, schema: str = "main") -> Table | None:
+    """The table's columns, or None when it does not exist."""
+    if conn.kind == "sqlite":
+        rows = conn.execute(
+            "SELECT name, type, pk FROM pragma_table_info(?, ?) ORDER BY cid", (table, schema)
+        ).fetchall()
+        if not rows:
+            return None
+        cols = tuple(Column(n, t or "", sqlite_category(t or ""), bool(pk)) for n, t, pk in rows)
+        name = table if schema == "main" else f"{schema}.{table}"
+        return Table(conn, name, cols)
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typname,"
+        " coalesce(a.attnum = ANY(i.indkey), false)"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary"
+        " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+        " ORDER BY a.attnum",
+        (table,),
+    ).fetchall()
+    conn.rollback()  # leave no transaction open behind a catalogue read
+    if not rows:
+        return None
+    cols = tuple(Column(n, f, _PG_CATEGORY.get(t, OTHER), bool(pk)) for n, f, t, pk in rows)
+    return Table(conn, table, cols)
+
+
+def require_table(conn: Connection, table: str, side: str, *, schema: str = "main") -> Table:
+    found = describe_table(conn, table, schema=schema)
+    if found is None:
+        raise ActionFailed(f"{side} table {table} does not exist in {conn.label}", retryable=False)
+    return found
+
+
+def key_names(params: Mapping[str, Any]) -> list[str]:
+    key = params["key"]
+    return [key] if isinstance(key, str) else list(key)
+
+
+def pick_columns(
+    table: Table, wanted: Sequence[str] | None, keys: Sequence[str], side: str
+) -> tuple[list[Column], list[Column]]:
+    """(columns, key columns) of ``table``; unknown names fail, naming the table's columns."""
+    names = list(wanted) if wanted else [c.name for c in table.columns]
+    for k in keys:
+        if not any(n.lower() == k.lower() for n in names):
+            names.append(k)
+    cols: list[Column] = []
+    for name in names:
+        col = table.column(name)
+        if col is None:
+            known = ", ".join(c.name for c in table.columns)
+            raise ActionFailed(
+                f"{side} table {table.name} in {table.conn.label} has no column {name!r} "
+                f"(it has: {known})",
+                retryable=False,
+            )
+        cols.append(col)
+    key_cols = [c for k in keys for c in cols if c.name.lower() == k.lower()][: len(keys)]
+    return cols, key_cols
+
+
+def matching(table: Table, cols: Sequence[Column]) -> list[Column]:
+    """The same columns (by name) on another side's table; missing ones fail."""
+    out: list[Column] = []
+    missing: list[str] = []
+    for col in cols:
+        other = table.column(col.name)
+        if other is None:
+            missing.append(col.name)
+        else:
+            out.append(other)
+    if missing:
+        raise ActionFailed(
+            f"target table {table.name} in {table.conn.label} lacks column(s) {', '.join(missing)}",
+            retryable=False,
+        )
+    return out
+
+
+def where_sql(where: str | None) -> str:
+    return f"({where})" if where and where.strip() else "1=1"
+
+
+def keys_after(key_cols: Sequence[Column], param: str, *, inclusive: bool = False) -> str:
+    """``k > ?`` or ``(k1, k2) > (?, ?)`` (``<=`` with ``inclusive``)."""
+    op = "<=" if inclusive else ">"
+    if len(key_cols) == 1:
+        return f"{key_cols[0].q} {op} {param}"
+    names = ", ".join(c.q for c in key_cols)
+    marks = ", ".join([param] * len(key_cols))
+    return f"({names}) {op} ({marks})"
+
+
+def scope(table: str, where: str | None) -> str:
+    """How messages name the rows a step works on."""
+    return f"table {table}" + (f" where {where!r}" if where else "")
+
+
+def count_rows(conn: Connection, table: str, where: str | None, side: str) -> int:
+    """Rows of ``table`` matching ``where``; a bad ``where`` fails here, clearly named."""
+    sql = f"SELECT count(*) FROM {table} WHERE {where_sql(where)}"
+    try:
+        cur = conn.raw.cursor()
+        cur.execute(sql)
+        (n,) = cur.fetchone()
+        return int(n)
+    except ActionFailed:
+        raise
+    except Exception as exc:
+        if not is_driver_error(exc):
+            raise
+        conn.rollback()
+        raise sql_failed(exc, "", conn.dsn, context=f"{side}: {scope(table, where)}") from None
+
+
+class Watch:
+    """Interrupts the statements of ``conns`` when the step is cancelled or out of time."""
+
+    def __init__(self, ctx: ActionContext, conns: Sequence[Connection]) -> None:
+        self.ctx = ctx
+        self.conns = list(conns)
+        self.fired = ""  # "cancelled" | "timed out" once it interrupted
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sql-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            reason = self.reason()
+            if reason:
+                self.fired = reason
+                for conn in self.conns:
+                    conn.interrupt()
+                return
+
+    def reason(self) -> str:
+        if self.ctx.cancel.is_set():
+            return "cancelled"
+        if self.ctx.remaining() <= 0:
+            return f"timed out after {self.ctx.timeout:g}s"
+        return ""
+
+    def check(self, done: str, outputs: Mapping[str, Any]) -> None:
+        """Between batches: stop cleanly when cancelled or out of time."""
+        reason = self.fired or self.reason()
+        if reason:
+            raise ActionFailed(f"{reason} {done}", outputs=dict(outputs))
+
+    def explain(self, exc: ActionFailed, done: str) -> ActionFailed:
+        """A driver error caused by our own interrupt, said as what it was."""
+        if self.fired:
+            return ActionFailed(f"{self.fired} {done}", outputs=exc.outputs)
+        return exc
+
+
+@contextmanager
+def watching(ctx: ActionContext, *conns: Connection) -> Iterator[Watch]:
+    watch = Watch(ctx, conns)
+    watch._thread.start()
+    try:
+        yield watch
+    finally:
+        watch._stop.set()
+        watch._thread.join()
+
+
+class Progress:
+    """``ctx.progress`` at most once a second: "copied 120,000 / 1,000,000 rows"."""
+
+    def __init__(self, report: Callable[[str], None], verb: str, total: int) -> None:
+        self.report = report
+        self.verb = verb
+        self.total = total
+        self.last = 0.0
+
+    def __call__(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self.last >= 1.0:
+            self.last = now
+            self.report(f"{self.verb} {done:,} / {self.total:,} rows")

@@ -1,0 +1,177 @@
+"""``sql.copy`` on real SQLite files and a real PostgreSQL, in all four directions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook_engine.errors import ActionFailed
+from runbook_engine.plugins.sql import SqlCopyAction, SqlVerifyAction
+from tests.plugins.sqldata import create_empty, make_customers, run_sql, sqlite_file
+
+DIRECTIONS = ["sqlite-sqlite", "sqlite-pg", "pg-pg", "pg-sqlite"]
+
+
+@pytest.fixture
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(source DSN, target DSN) for the direction in ``request.param``."""
+    src_kind, dst_kind = request.param.split("-")
+    dsns = []
+    for side, kind in (("source", src_kind), ("target", dst_kind)):
+        if kind == "sqlite":
+            dsns.append(sqlite_file(tmp_path, f"{side}.db"))
+        else:
+            server = request.getfixturevalue("postgres_server")
+            name = server.create_database()
+            request.addfinalizer(lambda n=name, s=server: s.drop_database(n))
+            dsns.append(server.dsn(name))
+    return dsns[0], dsns[1]
+
+
+def copy(make_ctx: Any, **params: Any) -> dict[str, Any]:
+    return dict(SqlCopyAction().run(params, make_ctx()))
+
+
+def verify(make_ctx: Any, **params: Any) -> dict[str, Any]:
+    return dict(SqlVerifyAction().run(params, make_ctx()))
+
+
+@pytest.mark.parametrize("pair", DIRECTIONS, indirect=True)
+def test_copy_in_batches_then_rerun_is_idempotent(pair: tuple[str, str], make_ctx: Any) -> None:
+    src, dst = pair
+    make_customers(src, range(1, 1001))
+    create_empty(dst)
+    params = {"source": src, "target": dst, "table": "customers", "key": "id", "batch_size": 128}
+    out = copy(make_ctx, **params)
+    assert out == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*), min(id), max(id) FROM customers") == [(1000, 1, 1000)]
+    assert (
+        verify(make_ctx, **{k: v for k, v in params.items() if k != "batch_size"})["rows_checked"]
+        == 1000
+    )
+    # a re-run (after a crash, say) upserts the same rows: no duplicate, same content
+    assert copy(make_ctx, **params) == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*) FROM customers") == [(1000,)]
+    out = verify(make_ctx, source=src, target=dst, table="customers", key="id")
+    assert out["mismatches"] == 0
+    # NULL stayed NULL and '' stayed '' on the target
+    nulls = run_sql(dst, "SELECT count(*) FROM customers WHERE email IS NULL")
+    empties = run_sql(dst, "SELECT count(*) FROM customers WHERE email = ''")
+    assert nulls == [(len([i for i in range(1, 1001) if i % 7 == 0]),)]
+    assert empties == [(len([i for i in range(1, 1001) if i % 7 and i % 11 == 0]),)]
+
+
+@pytest.mark.parametrize("pair", DIRECTIONS, indirect=True)
+def test_copy_where_and_create(pair: tuple[str, str], make_ctx: Any) -> None:
+    src, dst = pair
+    make_customers(src, range(1, 301))
+    where = "id % 100 >= 10 AND id % 100 < 20"
+    with pytest.raises(ActionFailed, match=r"target table customers does not exist .*create: true"):
+        copy(make_ctx, source=src, target=dst, table="customers", key="id", where=where)
+    out = copy(
+        make_ctx, source=src, target=dst, table="customers", key="id", where=where, create=True
+    )
+    assert out == {"rows_copied": 30}
+    ids = [r[0] for r in run_sql(dst, "SELECT id FROM customers ORDER BY id")]
+    assert ids == [i for i in range(1, 301) if 10 <= i % 100 < 20]
+    ok = verify(make_ctx, source=src, target=dst, table="customers", key="id", where=where)
+    assert ok["rows_checked"] == 30
+    assert ok["mismatches"] == 0
+    # a changed source row is brought back in line by the next run (upsert, not insert)
+    run_sql(src, "UPDATE customers SET status = 'moved' WHERE id = 15")
+    copy(make_ctx, source=src, target=dst, table="customers", key="id", where=where)
+    assert run_sql(dst, "SELECT status FROM customers WHERE id = 15") == [("moved",)]
+
+
+@pytest.mark.parametrize("pair", ["sqlite-sqlite", "pg-pg"], indirect=True)
+def test_copy_where_syntax_error_is_named(pair: tuple[str, str], make_ctx: Any) -> None:
+    src, dst = pair
+    make_customers(src, range(1, 11))
+    create_empty(dst)
+    with pytest.raises(ActionFailed) as err:
+        copy(make_ctx, source=src, target=dst, table="customers", key="id", where="id >> AND 1")
+    msg = err.value.message
+    assert "source: table customers where 'id >> AND 1'" in msg
+    assert "syntax error" in msg
+    assert err.value.retryable is False
+    assert run_sql(dst, "SELECT count(*) FROM customers") == [(0,)]
+
+
+def test_copy_missing_source_table_and_column(make_ctx: Any, tmp_path: Path) -> None:
+    src, dst = sqlite_file(tmp_path, "a.db"), sqlite_file(tmp_path, "b.db")
+    make_customers(src, range(1, 5))
+    with pytest.raises(ActionFailed, match=r"source table orders does not exist in sqlite:////"):
+        copy(make_ctx, source=src, target=dst, table="orders", key="id", create=True)
+    with pytest.raises(ActionFailed, match=r"has no column 'nope' \(it has: id, name, email"):
+        copy(make_ctx, source=src, target=dst, table="customers", key="nope", create=True)
+    with pytest.raises(ActionFailed, match=r"missing\.db does not exist"):
+        copy(make_ctx, source=sqlite_file(tmp_path, "missing.db"), target=dst, table="t", key="id")
+    assert not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize("pair", ["sqlite-pg", "pg-pg"], indirect=True)
+def test_copy_columns_subset_and_composite_key(pair: tuple[str, str], make_ctx: Any) -> None:
+    src, dst = pair
+    run_sql(
+        src,
+        "CREATE TABLE lines (order_id integer, line integer, sku text, qty integer,"
+        " PRIMARY KEY (order_id, line))",
+    )
+    for o in range(1, 21):
+        for n in range(1, 6):
+            run_sql(src, f"INSERT INTO lines VALUES ({o}, {n}, 'sku-{o}-{n}', {n * 2})")
+    params = {
+        "source": src,
+        "target": dst,
+        "table": "lines",
+        "key": ["order_id", "line"],
+        "columns": ["order_id", "line", "sku"],
+        "batch_size": 7,
+        "create": True,
+    }
+    assert copy(make_ctx, **params) == {"rows_copied": 100}
+    cols = run_sql(dst, "SELECT count(*), count(DISTINCT sku) FROM lines")
+    assert cols == [(100, 100)]
+    out = verify(
+        make_ctx,
+        source=src,
+        target=dst,
+        table="lines",
+        key=["order_id", "line"],
+        columns=["order_id", "line", "sku"],
+    )
+    assert out["mismatches"] == 0 and out["rows_checked"] == 100
+
+
+def test_copy_cancelled_between_batches(make_ctx: Any, tmp_path: Path) -> None:
+    src, dst = sqlite_file(tmp_path, "a.db"), sqlite_file(tmp_path, "b.db")
+    make_customers(src, range(1, 101))
+    create_empty(dst)
+    ctx = make_ctx()
+    ctx.cancel.set()
+    with pytest.raises(ActionFailed, match=r"cancelled after copying 0 rows") as err:
+        SqlCopyAction().run(
+            {"source": src, "target": dst, "table": "customers", "key": "id", "batch_size": 10},
+            ctx,
+        )
+    assert err.value.outputs == {"rows_copied": 0}
+    assert run_sql(dst, "SELECT count(*) FROM customers") == [(0,)]
+
+
+@pytest.mark.servers
+def test_secret_password_never_in_copy_messages(pg_dsn: str, make_ctx: Any, tmp_path: Path) -> None:
+    password = pg_dsn.split(":")[2].split("@")[0]
+    src = sqlite_file(tmp_path, "a.db")
+    make_customers(src, range(1, 5))
+    with pytest.raises(ActionFailed) as err:
+        copy(make_ctx, source=src, target=pg_dsn, table="customers", key="id")
+    assert "target table customers does not exist in postgresql://postgres:***@" in str(err.value)
+    bad = pg_dsn.replace(password, password + "x")
+    with pytest.raises(ActionFailed) as err:
+        copy(make_ctx, source=src, target=bad, table="customers", key="id")
+    assert "password authentication failed" in err.value.message
+    for text in (err.value.message, err.value.details, repr(err.value.outputs)):
+        assert password not in text
+    assert make_ctx.lines == [] or all(password not in line for line in make_ctx.lines)
