@@ -1,11 +1,180 @@
-"""``http``: one HTTP request."""
+"""``http``: one HTTP request; and ``send``, the request helper ``check`` and ``notify`` share.
+
+The standard library's ``urllib.request`` does the work (environment proxies honoured, redirects
+of GET/HEAD followed).  A request runs in a helper thread so that a cancelled step (Ctrl-C)
+does not wait for a slow server: the helper is left to die at its own timeout.  The body read
+is bounded (``MAX_BODY``); outputs hold a bounded text excerpt and the parsed JSON, if any.
+"""
 
 from __future__ import annotations
 
+import http.client
+import json as jsonlib
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from runbook_engine.actions import BuiltinAction
+from runbook_engine import __version__
+from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.durations import format_duration
+from runbook_engine.errors import ActionFailed
+
+MAX_BODY = 8 * 1024 * 1024  # bytes read from a reply; past it the body is cut (json: None)
+BODY_OUTPUT = 64 * 1024  # characters of the body kept in the outputs
+EXCERPT = 1000  # characters of the body shown under a failure
+USER_AGENT = f"runbook/{__version__}"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    truncated: bool  # the reply was longer than MAX_BODY
+
+    def text(self, limit: int = BODY_OUTPUT) -> str:
+        text = self.body.decode("utf-8", errors="replace")
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    def json(self) -> Any:
+        """The parsed body, or None when it is empty, cut or not JSON."""
+        if not self.body.strip() or self.truncated:
+            return None
+        try:
+            return jsonlib.loads(self.body)
+        except ValueError:
+            return None
+
+
+class RequestError(Exception):
+    """No reply.  ``maybe_received`` says whether the server may have seen the request (a
+    timeout or a dropped connection) or surely did not (refused, unknown host)."""
+
+    def __init__(self, message: str, *, maybe_received: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.maybe_received = maybe_received
+
+
+def send(
+    method: str,
+    url: str,
+    *,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+    data: bytes | None = None,
+    cancel: threading.Event | None = None,
+) -> Response:
+    """One request; any status is a ``Response``; no reply raises ``RequestError``."""
+    if timeout <= 0:
+        raise RequestError("no time left for the request", maybe_received=False)
+    if cancel is None:
+        return _send(method, url, timeout, dict(headers or {}), data)
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["response"] = _send(method, url, timeout, dict(headers or {}), data)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="runbook-http", daemon=True).start()
+    while not done.wait(0.05):
+        if cancel.is_set():
+            raise RequestError("interrupted", maybe_received=True)
+    if "error" in box:
+        raise box["error"]
+    response: Response = box["response"]
+    return response
+
+
+def _send(
+    method: str, url: str, timeout: float, headers: dict[str, str], data: bytes | None
+) -> Response:
+    headers.setdefault("User-Agent", USER_AGENT)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    deadline = time.monotonic() + timeout
+    try:
+        reply: Any = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        reply = exc  # a status outside 2xx still is a reply
+    except urllib.error.URLError as exc:
+        raise _no_reply(exc.reason, timeout) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _no_reply(exc, timeout) from None
+    try:
+        body, truncated = _read(reply, deadline)
+    except (OSError, http.client.HTTPException) as exc:
+        raise _no_reply(exc, timeout, while_reading=True) from None
+    finally:
+        reply.close()
+    merged: dict[str, str] = {}
+    for key, value in reply.headers.items():
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return Response(int(reply.status), str(reply.reason or ""), merged, body, truncated)
+
+
+def _read(reply: Any, deadline: float) -> tuple[bytes, bool]:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY:
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out")
+        chunk = reply.read(min(65536, MAX_BODY + 1 - size))
+        if not chunk:
+            return b"".join(chunks), False
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)[:MAX_BODY], True
+
+
+def _no_reply(reason: object, timeout: float, *, while_reading: bool = False) -> RequestError:
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return RequestError(f"timed out after {format_duration(timeout)}", maybe_received=True)
+    if isinstance(reason, ConnectionRefusedError):
+        return RequestError("connection refused", maybe_received=False)
+    if isinstance(reason, socket.gaierror):
+        return RequestError(f"unknown host ({reason.strerror})", maybe_received=False)
+    if isinstance(reason, http.client.RemoteDisconnected) or (
+        while_reading and isinstance(reason, http.client.IncompleteRead)
+    ):
+        return RequestError("the server closed the connection without a reply", maybe_received=True)
+    if isinstance(reason, ConnectionResetError):
+        return RequestError("the connection was reset by the server", maybe_received=True)
+    if isinstance(reason, OSError) and reason.strerror:
+        return RequestError(reason.strerror.lower(), maybe_received=True)
+    return RequestError(str(reason) or type(reason).__name__, maybe_received=True)
+
+
+def expected_statuses(value: object) -> tuple[list[int] | None, str]:
+    """``expect_status`` as a list (None: any 2xx) and its wording for messages."""
+    if isinstance(value, int):
+        codes = [value]
+    elif isinstance(value, list) and value:
+        codes = [int(v) for v in value]
+    else:
+        return None, "2xx"
+    return codes, " or ".join(str(c) for c in codes)
+
+
+def status_ok(status: int, codes: list[int] | None) -> bool:
+    return 200 <= status < 300 if codes is None else status in codes
+
+
+def indented(text: str, limit: int = EXCERPT) -> str:
+    text = text.strip()
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return "\n".join("    " + line for line in text.splitlines())
 
 
 class HttpAction(BuiltinAction):
@@ -16,3 +185,39 @@ class HttpAction(BuiltinAction):
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"{params.get('method', 'GET')} {params.get('url')}"
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        method = str(params.get("method", "GET"))
+        url = str(params["url"])
+        headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
+        if "json" in params and "body" in params:
+            raise ActionFailed("http: give `json` or `body`, not both", retryable=False)
+        data: bytes | None = None
+        if "json" in params:
+            data = jsonlib.dumps(params["json"]).encode()
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        elif "body" in params:
+            data = str(params["body"]).encode()
+        codes, wanted = expected_statuses(params.get("expect_status"))
+        mask = ctx.masker.mask
+        what = f"{method} {url}"
+        try:
+            reply = send(
+                method, url, timeout=ctx.remaining(), headers=headers, data=data, cancel=ctx.cancel
+            )
+        except RequestError as exc:
+            raise ActionFailed(mask(f"{what} failed: {exc.message}")) from None
+        outputs = {
+            "status": reply.status,
+            "json": reply.json(),
+            "body": reply.text(),
+            "headers": reply.headers,
+        }
+        if not status_ok(reply.status, codes):
+            raise ActionFailed(
+                mask(f"{what} returned {reply.status} {reply.reason}, expected {wanted}"),
+                details=mask(indented(reply.text(EXCERPT))),
+                outputs=outputs,
+            )
+        return outputs
