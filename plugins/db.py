@@ -159,7 +159,7 @@ def sql_failed(
     where = f"{context}: " if context else ""
     stmt = first_line(sql)
     what = f"{stmt!r} failed: " if stmt else ""
-    message = f"{where}{redact_dsn(dsn)}: {what}{db_message(exc)}"
+    message = f"{redact_dsn(dsn)}: {where}{what}{db_message(exc)}"
     return ActionFailed(
         scrub(message, dsn), outputs=dict(outputs or {}), retryable=is_transient(exc)
     )

@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from runbook_engine.plugins.db import sqlite_path
 
 SQLITE_DDL = (
@@ -18,6 +20,7 @@ PG_DDL = (
     "CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL, email text,"
     " status text, created_at timestamptz, balance numeric(12,2), locale text)"
 )
+DIRECTIONS = ["sqlite-sqlite", "sqlite-pg", "pg-pg", "pg-sqlite"]
 COLUMNS = ("id", "name", "email", "status", "created_at", "balance", "locale")
 STATUSES = ("active", "cancelled", "pending")
 LOCALES = ("fr_FR", "en_GB", "pt_BR", "de_DE")
@@ -94,3 +97,19 @@ def run_sql(dsn: str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 def sqlite_file(tmp: Path, name: str) -> str:
     return f"sqlite:///{tmp / name}"
+
+
+@pytest.fixture(name="pair")
+def _pair(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(source DSN, target DSN) for the direction in ``request.param``."""
+    src_kind, dst_kind = request.param.split("-")
+    dsns = []
+    for side, kind in (("source", src_kind), ("target", dst_kind)):
+        if kind == "sqlite":
+            dsns.append(sqlite_file(tmp_path, f"{side}.db"))
+        else:
+            server = request.getfixturevalue("postgres_server")
+            name = server.create_database()
+            request.addfinalizer(lambda n=name, s=server: s.drop_database(n))
+            dsns.append(server.dsn(name))
+    return dsns[0], dsns[1]

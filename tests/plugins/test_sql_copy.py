@@ -9,25 +9,14 @@ import pytest
 
 from runbook_engine.errors import ActionFailed
 from runbook_engine.plugins.sql import SqlCopyAction, SqlVerifyAction
-from tests.plugins.sqldata import create_empty, make_customers, run_sql, sqlite_file
-
-DIRECTIONS = ["sqlite-sqlite", "sqlite-pg", "pg-pg", "pg-sqlite"]
-
-
-@pytest.fixture
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(source DSN, target DSN) for the direction in ``request.param``."""
-    src_kind, dst_kind = request.param.split("-")
-    dsns = []
-    for side, kind in (("source", src_kind), ("target", dst_kind)):
-        if kind == "sqlite":
-            dsns.append(sqlite_file(tmp_path, f"{side}.db"))
-        else:
-            server = request.getfixturevalue("postgres_server")
-            name = server.create_database()
-            request.addfinalizer(lambda n=name, s=server: s.drop_database(n))
-            dsns.append(server.dsn(name))
-    return dsns[0], dsns[1]
+from tests.plugins.sqldata import (  # noqa: F401  (_pair: the `pair` fixture)
+    DIRECTIONS,
+    _pair,
+    create_empty,
+    make_customers,
+    run_sql,
+    sqlite_file,
+)
 
 
 def copy(make_ctx: Any, **params: Any) -> dict[str, Any]:
@@ -175,3 +164,45 @@ def test_secret_password_never_in_copy_messages(pg_dsn: str, make_ctx: Any, tmp_
     for text in (err.value.message, err.value.details, repr(err.value.outputs)):
         assert password not in text
     assert make_ctx.lines == [] or all(password not in line for line in make_ctx.lines)
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_postgres_down_mid_copy_then_rerun_completes(
+    private_postgres: Any, make_ctx: Any, tmp_path: Path
+) -> None:
+    server = private_postgres
+    name = server.create_database()
+    dst = server.dsn(name)
+    src = sqlite_file(tmp_path, "legacy.db")
+    total = 60_000
+    make_customers(src, range(1, total + 1))
+    create_empty(dst)
+    params = {"source": src, "target": dst, "table": "customers", "key": "id", "batch_size": 4000}
+    ctx = make_ctx()
+    seen: list[str] = []
+
+    def progress(line: str) -> None:  # called after a batch committed: the server dies now
+        seen.append(line)
+        if len(seen) == 1:
+            server.stop("immediate")
+
+    ctx.progress = progress
+    with pytest.raises(ActionFailed) as err:
+        SqlCopyAction().run(params, ctx)
+    msg = err.value.message
+    assert seen[0] == "copied 4,000 / 60,000 rows"
+    assert msg.startswith(f"copying table customers from {src} to postgresql://postgres:***@")
+    assert "failed after copying 4,000 rows (re-running the step is safe)" in msg
+    assert server.password not in msg
+    assert err.value.retryable is True
+    assert err.value.outputs == {"rows_copied": 4000}
+
+    server.start()
+    assert run_sql(dst, "SELECT count(*) FROM customers") == [(4000,)]  # the committed batch
+    assert copy(make_ctx, **params) == {"rows_copied": total}
+    assert run_sql(dst, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM customers") == [
+        (total, total, 1, total)
+    ]
+    out = verify(make_ctx, source=src, target=dst, table="customers", key="id")
+    assert out["rows_checked"] == total and out["mismatches"] == 0
