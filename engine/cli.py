@@ -21,13 +21,17 @@ from .errors import Exit, RunbookError
 
 # name -> (module, one-line help). The help is here so that `runbook --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": (
-        "validate",
-        "Check runbooks: schema, actions, templates, references, cycles, lint.",
-    ),
-    "plan": ("plan", "Show what apply would do, in order and in parallel groups, with the risks."),
+    "validate": ("validate", "Check runbooks: schema, actions, templates, references, cycles."),
+    "plan": ("plan", "Show what apply would do now, in order, with the risk register."),
+    "apply": ("apply", "Run or resume a runbook: parallel, checkpointed, resumable."),
+    "status": ("status", "Show each step's status, attempts, duration and last error."),
+    "approve": ("approve", "Record an approval for a waiting approval step."),
+    "resolve": ("resolve", "Decide the status of a step left unknown by a crash."),
+    "rollback": ("rollback", "Undo succeeded steps in reverse dependency order."),
+    "unlock": ("unlock", "Clear a stale lock (--force), naming its holder."),
+    "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
-    "show": ("show", "Print the runbook normalised: defaults applied, waves expanded."),
+    "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
 }
 

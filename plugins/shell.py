@@ -1,12 +1,24 @@
-"""``shell``: run a command through /bin/sh, or an argv with no shell."""
+"""``shell``: run a command through /bin/sh, or an argv with no shell.
+
+The command runs in its own process group; on timeout or cancellation the whole group gets
+SIGTERM, then SIGKILL after a short grace, so that no grandchild outlives the step.
+"""
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
+import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from runbook_engine.actions import BuiltinAction
+from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.durations import format_duration
+from runbook_engine.errors import ActionFailed
+
+KEEP = 16 * 1024  # bytes of stdout/stderr kept in the outputs (the tail)
+KILL_GRACE = 2.0
 
 
 class ShellAction(BuiltinAction):
@@ -19,6 +31,105 @@ class ShellAction(BuiltinAction):
         if "argv" in params and isinstance(params["argv"], list):
             return "run " + shlex.join(str(a) for a in params["argv"])
         return f"run `{_one_line(str(params.get('command', '')))}`"
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        if "argv" in params:
+            args: list[str] | str = [str(a) for a in params["argv"]]
+            shell = False
+            shown = shlex.join(args)
+        else:
+            args = str(params["command"])
+            shell = True
+            shown = args
+        env = None
+        if params.get("env"):
+            env = {**os.environ, **{k: _env_text(v) for k, v in params["env"].items()}}
+        stdin = params.get("stdin")
+        try:
+            proc = subprocess.Popen(
+                args,
+                shell=shell,
+                cwd=params.get("cwd") or None,
+                env=env,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ActionFailed(f"cannot start `{ctx.masker.mask(shown)}`: {exc.strerror}") from None
+        out, err, why = _communicate(proc, stdin, ctx)
+        stdout = _tail(out)
+        stderr = _tail(err)
+        outputs = {"stdout": stdout, "stderr": stderr, "exit_code": proc.returncode}
+        if why is not None:
+            raise ActionFailed(
+                f"`{ctx.masker.mask(_one_line(shown))}` {why}",
+                details=_details(stdout, stderr),
+                outputs=outputs,
+            )
+        if proc.returncode != 0:
+            raise ActionFailed(
+                f"`{ctx.masker.mask(_one_line(shown))}` exited with status {proc.returncode}",
+                details=_details(stdout, stderr),
+                outputs=outputs,
+            )
+        return outputs
+
+
+def _communicate(
+    proc: subprocess.Popen[bytes], stdin: str | None, ctx: ActionContext
+) -> tuple[bytes, bytes, str | None]:
+    data = stdin.encode() if stdin is not None else None
+    while True:
+        wait = min(0.25, ctx.remaining())
+        try:
+            out, err = proc.communicate(input=data, timeout=wait)
+            return out, err, None
+        except subprocess.TimeoutExpired:
+            data = None  # already sent
+            if ctx.cancel.is_set():
+                why = "was stopped (interrupted)"
+            elif ctx.remaining() <= 0:
+                why = f"timed out after {format_duration(ctx.timeout)}"
+            else:
+                continue
+            _kill_group(proc)
+            out, err = proc.communicate()
+            return out, err, why
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _tail(data: bytes) -> str:
+    text = data[-KEEP:].decode("utf-8", errors="replace")
+    return text
+
+
+def _details(stdout: str, stderr: str) -> str:
+    parts = []
+    for label, text in (("stdout", stdout), ("stderr", stderr)):
+        lines = text.rstrip().splitlines()[-10:]
+        if lines:
+            parts.append(f"{label}:\n" + "\n".join("  " + ln for ln in lines))
+    return "\n".join(parts)
+
+
+def _env_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _one_line(text: str, limit: int = 100) -> str:

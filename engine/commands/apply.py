@@ -1,0 +1,107 @@
+"""``runbook apply FILE``"""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import Exit
+from ..runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
+from .options import state_dir, var_options
+
+
+@click.command(name="apply")
+@click.argument("file", type=click.Path(dir_okay=False))
+@var_options
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PARALLEL,
+    show_default=True,
+    help="Steps run at the same time, at most.",
+)
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="ID",
+    help="Run only this step, instance, phase or wave (PHASE.WAVE); what it needs "
+    "must be done already. Repeatable.",
+)
+@click.option(
+    "--replace",
+    multiple=True,
+    metavar="ID",
+    help="Run this succeeded step instance again (e.g. after changing it). Repeatable.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Render every template and show what would run; run and write nothing.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--grace",
+    type=float,
+    default=DEFAULT_GRACE,
+    show_default=True,
+    help="Seconds running steps get to finish after Ctrl-C/SIGTERM.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: live view on a terminal, lines otherwise; json: one event per line.",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    file: str,
+    assignments: tuple[str, ...],
+    var_files: tuple[str, ...],
+    max_parallel: int,
+    only: tuple[str, ...],
+    replace: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+    grace: float,
+    fmt: str,
+) -> int:
+    """Run (or resume) a runbook.
+
+    Runs every step whose dependencies are done, in parallel up to --max-parallel,
+    checkpointing every transition to STATE_DIR/NAME/journal.jsonl. Run it again after a
+    failure, a crash, Ctrl-C or an approval: succeeded steps never run again, failed ones
+    get fresh attempts.
+
+    \b
+    Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
+    a contingency fired or a rollback ran; 2 invalid runbook or variables; 3 paused for
+    an approval or an operator's decision; 4 locked by another run; 130 interrupted.
+
+    \b
+    Examples:
+      runbook apply migrate.yaml --var region=eu --yes
+      runbook apply migrate.yaml --only rollout.pilot --yes
+      runbook apply migrate.yaml --dry-run
+    """
+    from ..scheduler import Apply, ApplyOptions
+    from ..session import confirm, open_session, prepare
+    from ..summary import apply_summary
+
+    prepared = prepare(file, assignments, var_files, resolve_secrets=not dry_run)
+    if dry_run:
+        from ..dryrun import dry_run as show
+
+        return show(prepared, state_dir(ctx), only)
+    confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
+    options = ApplyOptions(max_parallel, only, replace, grace)
+    with open_session(prepared, state_dir(ctx), fmt) as session:
+        engine = Apply(session, options)
+        try:
+            outcome = engine.execute()
+        finally:
+            engine.close()
+        text, data = apply_summary(outcome, file)
+        session.reporter.summary(text, data)
+    return int(outcome.exit if not outcome.nothing_to_do else Exit.OK)

@@ -1,0 +1,79 @@
+"""``runbook resolve FILE STEP --as STATUS``"""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from ..console import Console
+from ..errors import InvalidInput
+from ..lock import Lock
+from ..status import Status
+from ..store import Store, state_path
+from .options import state_dir
+
+
+@click.command(name="resolve")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("step")
+@click.option(
+    "--as",
+    "as_",
+    required=True,
+    type=click.Choice(["succeeded", "failed", "pending", "rolled_back", "rollback_failed"]),
+    help="What really happened to the step.",
+)
+@click.option("--by", "by", metavar="NAME", help="Who decides (default: the OS user).")
+@click.pass_context
+def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) -> int:
+    """Decide the status of a step left `unknown` by a crash.
+
+    A step whose action is not idempotent (shell, ssh, sql.exec, http) and that was running
+    when the run stopped may or may not have taken effect: check, then say which.
+    `pending` runs it again on the next apply; `succeeded` and `failed` record the
+    outcome. For a step that was rolling back, `rolled_back` or `rollback_failed`.
+
+    \b
+    Example:
+      runbook resolve migrate.yaml create-schema --as succeeded
+    """
+    from ..loader import load
+
+    loaded = load(file)
+    rb = loaded.runbook
+    if step not in rb.instances:
+        raise InvalidInput(f"{step!r} is not a step of {rb.name}")
+    from ..secrets import Masker
+
+    with Lock(state_path(state_dir(ctx), rb.name)):
+        store = Store(state_dir(ctx), rb.name, Masker())
+        try:
+            st = store.state.steps.get(step)
+            if st is None or st.status is not Status.UNKNOWN:
+                have = st.status.value if st else "pending"
+                raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
+            rollback_phase = st.reason == "rollback"
+            if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+                raise InvalidInput(
+                    f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+                )
+            if rollback_phase and as_ == "failed":
+                raise InvalidInput(
+                    f"{step} was rolling back: resolve it as rolled_back, "
+                    "rollback_failed, or succeeded (its rollback did not happen)"
+                )
+            who = by or getpass.getuser()
+            rec: dict[str, object] = {
+                "t": "step",
+                "id": step,
+                "status": as_,
+                "reason": f"resolved by {who}",
+            }
+            if as_ == "pending":
+                rec["reset_attempts"] = True
+            store.commit(rec)
+        finally:
+            store.close()
+    Console().out(f"{step} resolved as {as_}; run `runbook apply {file}` to go on")
+    return 0

@@ -1,0 +1,59 @@
+"""``runbook status FILE``"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from ..console import Console
+from ..durations import format_duration
+from .options import state_dir
+
+
+@click.command(name="status")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def command(ctx: click.Context, file: str, fmt: str) -> int:
+    """Show each step's status, attempts, duration and last error.
+
+    Reads the state without taking the lock (safe while a run is going on). A succeeded
+    step whose definition changed since it ran is flagged `changed`.
+
+    \b
+    Example:
+      runbook status migrate.yaml --format json | jq '.steps[] | select(.status=="failed")'
+    """
+    from ..loader import load
+    from ..statusview import build_status
+
+    loaded = load(file)
+    doc = build_status(loaded, state_dir(ctx))
+    console = Console()
+    if fmt == "json":
+        console.out(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
+        return 0
+    _text(console, doc)
+    return 0
+
+
+def _text(console: Console, doc: dict[str, Any]) -> None:
+    run = doc["run"]
+    if run is None:
+        console.out(f"{doc['runbook']}: never applied ({len(doc['steps'])} steps pending)")
+        return
+    console.out(f"{doc['runbook']}: run {run['id']} {run['status']} (started {run['started_at']})")
+    width = max((len(s["id"]) for s in doc["steps"]), default=4)
+    for s in doc["steps"]:
+        took = ""
+        if s.get("duration") is not None:
+            took = format_duration(s["duration"])
+        flag = " changed" if s.get("changed") else ""
+        line = f"  {s['id']:<{width}}  {s['status']:<15} {s['attempts']:>2}  {took:>7}{flag}"
+        if s.get("error"):
+            line += f"  {s['error']}"
+        console.out(line)

@@ -1,0 +1,73 @@
+"""Secrets: resolved at run time from the environment or a file, never stored or printed.
+
+The ``Masker`` replaces every secret value with ``***`` in any text or nested value; the store
+masks every record before it is written and the reporters mask every line before it is shown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidInput
+from .model import Runbook
+
+MASK = "***"
+
+
+class Masker:
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        # longest first, so that a secret containing another is masked whole
+        self._values = sorted({v for v in (values or {}).values() if v}, key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def mask(self, text: str) -> str:
+        for v in self._values:
+            if v in text:
+                text = text.replace(v, MASK)
+        return text
+
+    def mask_value(self, value: Any) -> Any:
+        """A copy of ``value`` with every string masked (mappings and lists walked)."""
+        if not self._values:
+            return _copy(value)
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, Mapping):
+            return {k: self.mask_value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.mask_value(v) for v in value]
+        return value
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(v) for v in value]
+    return value
+
+
+def resolve(runbook: Runbook) -> dict[str, str]:
+    """Every secret's value; all missing ones reported at once (exit 2, before anything runs)."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for name, ref in runbook.secrets.items():
+        if ref.env is not None:
+            value = os.environ.get(ref.env)
+            if value is None:
+                problems.append(f"secret {name!r}: environment variable {ref.env} is not set")
+                continue
+            values[name] = value
+        elif ref.file is not None:
+            try:
+                with open(os.path.expanduser(ref.file), encoding="utf-8") as fh:
+                    values[name] = fh.read().rstrip("\n")
+            except OSError as exc:
+                problems.append(f"secret {name!r}: cannot read {ref.file}: {exc.strerror}")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return values

@@ -1,0 +1,151 @@
+"""Step and run statuses, and the state they fold into from the journal's records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    WAITING = "waiting"
+    UNKNOWN = "unknown"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+
+
+FINISHED_RUNS = frozenset({RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK})
+# A dependency is satisfied by these (a `when`-skip lets dependents run: SPEC §2).
+DONE = frozenset({Status.SUCCEEDED, Status.SKIPPED})
+
+
+@dataclass
+class StepState:
+    id: str
+    status: Status = Status.PENDING
+    attempts: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None  # the definition that last succeeded (or ran)
+    reason: str | None = None  # skipped: "when" | "upstream"; unknown: "apply" | "rollback"
+    run: str | None = None  # the run of the last transition
+    rollback_error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+            "outputs": self.outputs,
+            "digest": self.digest,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class RunState:
+    id: str
+    status: RunStatus
+    started_at: str
+    finished_at: str | None = None
+    digest: str | None = None
+    fired: set[str] = field(default_factory=set)  # contingencies fired in this run
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_RUNS
+
+
+@dataclass
+class State:
+    """Everything the journal says, folded: the current steps, the runs, the records."""
+
+    runbook: str
+    steps: dict[str, StepState] = field(default_factory=dict)
+    runs: list[RunState] = field(default_factory=list)
+    records: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def run(self) -> RunState | None:
+        return self.runs[-1] if self.runs else None
+
+    def step(self, sid: str) -> StepState:
+        st = self.steps.get(sid)
+        if st is None:
+            st = self.steps[sid] = StepState(sid)
+        return st
+
+    def status_of(self, sid: str) -> Status:
+        st = self.steps.get(sid)
+        return st.status if st else Status.PENDING
+
+    def apply(self, rec: dict[str, Any]) -> None:
+        """Fold one journal record in (the journal is the only source of truth)."""
+        kind = rec.get("t")
+        if kind == "step":
+            st = self.step(rec["id"])
+            st.status = Status(rec["status"])
+            st.run = rec.get("run", st.run)
+            if "attempt" in rec:
+                st.attempts = rec["attempt"]
+            if st.status is Status.RUNNING:
+                st.started_at = rec.get("at")
+                st.finished_at = None
+                st.error = None
+                st.digest = rec.get("digest", st.digest)
+            elif st.status is Status.PENDING:
+                st.reason = rec.get("reason")
+                st.error = None
+                if rec.get("reset_attempts"):
+                    st.attempts = 0
+            else:
+                st.finished_at = rec.get("at", st.finished_at)
+            if "error" in rec:
+                if st.status in (Status.ROLLBACK_FAILED,):
+                    st.rollback_error = rec["error"]
+                else:
+                    st.error = rec["error"]
+            if "outputs" in rec:
+                st.outputs = rec["outputs"]
+            if "reason" in rec:
+                st.reason = rec["reason"]
+            if st.status is Status.SUCCEEDED and "digest" in rec:
+                st.digest = rec["digest"]
+        elif kind == "run":
+            status = RunStatus(rec["status"])
+            current = self.run
+            if current is None or current.id != rec["run"]:
+                self.runs.append(RunState(rec["run"], status, rec["at"], digest=rec.get("digest")))
+            else:
+                current.status = status
+                if "digest" in rec:
+                    current.digest = rec["digest"]
+                current.finished_at = rec["at"] if status in FINISHED_RUNS else None
+        elif kind == "contingency" and rec.get("status") == "running":
+            current = self.run
+            if current is not None:
+                current.fired.add(rec["id"])
+        elif kind == "retry":
+            self.step(rec["id"]).attempts = rec["attempt"]
+        elif kind == "record":
+            self.records.setdefault(rec["step"], {}).update(rec["items"])
