@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator
+from typing import Any
 
 from .actions import late_keys, late_names, registry
 from .errors import Problem
 from .model import Call, Phase, Runbook
 from .schema import check as schema_check
-from .templates import CONTEXT_NAMES, Reference, iter_strings, parse
+from .template_names import SyntaxProblem, scan
+from .templates import CONTEXT_NAMES, Reference, iter_strings
 from .yamlsource import Path
 
 _STEP_FIELDS = ("outputs", "status", "id")
@@ -162,6 +164,8 @@ def check_actions(rb: Runbook) -> list[Problem]:
                 )
             )
             continue
+        if not isinstance(_raw(rb.data, call.path).get("with", {}), dict):
+            continue  # the schema check said `with` must be a mapping; nothing more to say
         action = reg.get(call.action)
         out.extend(
             schema_check(
@@ -169,6 +173,17 @@ def check_actions(rb: Runbook) -> list[Problem]:
             )
         )
     return out
+
+
+def _raw(data: Any, path: Path) -> dict[str, Any]:
+    """The mapping at ``path`` in the document as read (``{}`` if there is none)."""
+    node = data
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+    return node if isinstance(node, dict) else {}
 
 
 class _Scope:
@@ -229,13 +244,12 @@ class _Scope:
 
 
 def _template_problems(rb: Runbook, source: str, path: Path, scope: _Scope) -> list[Problem]:
-    from jinja2 import TemplateSyntaxError
-
-    try:
-        parsed = parse(source)
-    except TemplateSyntaxError as exc:
-        where = f" (template line {exc.lineno})" if exc.lineno and exc.lineno > 1 else ""
-        return [rb.source.problem(path, f"template syntax: {exc.message}{where}", code="template")]
+    parsed = scan(source)
+    if isinstance(parsed, SyntaxProblem):
+        where = f" (template line {parsed.lineno})" if parsed.lineno > 1 else ""
+        return [
+            rb.source.problem(path, f"template syntax: {parsed.message}{where}", code="template")
+        ]
     out: list[Problem] = []
     for name in sorted(parsed.names - scope.roots):
         if name == "wave" and "wave" not in scope.roots:

@@ -10,7 +10,7 @@ from .errors import Problem, ValidationFailed
 from .lint import lint
 from .model import Runbook
 from .parse import Builder
-from .schema import check, runtime_schema
+from .schema import check, runtime_schema, type_name
 from .yamlsource import SourceMap, parse, read_file
 
 
@@ -37,7 +37,7 @@ def _check(data: object, smap: SourceMap, file: str) -> Loaded:
         raise ValidationFailed([Problem(file, 1, 1, "", "empty file: expected a runbook mapping")])
     if not isinstance(data, dict):
         raise ValidationFailed(
-            [smap.problem((), f"expected a runbook mapping at the top, got {type(data).__name__}")]
+            [smap.problem((), f"expected a runbook mapping at the top, got {type_name(data)}")]
         )
     problems = check(data, runtime_schema(), smap)
     if data.get("apiVersion") != "runbook/v1" and "apiVersion" in data:
@@ -69,11 +69,19 @@ def _check(data: object, smap: SourceMap, file: str) -> Loaded:
         )
     cycle = dag.find_cycle()
     if cycle:
-        problems.append(dag.cycle_problem(cycle))
+        problems.append(dag.cycle_problem(_from_first(cycle, dag.order_index)))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationFailed(_unique(errors))
     return Loaded(runbook, dag, tuple(sorted(lint(runbook))))
+
+
+def _from_first(cycle: list[str], order: dict[str, int]) -> list[str]:
+    """``[b, c, a, b]`` -> ``[a, b, c, a]``: the cycle told from its first node in the file."""
+    ring = cycle[:-1]
+    start = min(range(len(ring)), key=lambda i: order[ring[i]])
+    ring = ring[start:] + ring[:start]
+    return [*ring, ring[0]]
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from .errors import Problem
+from .fastschema import proven_valid
 from .yamlsource import Path, SourceMap
 
 ID_PATTERN = "^[a-z0-9][a-z0-9-]*$"
@@ -103,6 +104,8 @@ def check(
     With ``templates_ok``, a value that is a template string is not held to its schema here:
     it is checked again once rendered, at run time.
     """
+    if proven_valid(schema, instance, lenient=templates_ok):
+        return []  # the common case, without jsonschema (see fastschema.py)
     out: list[Problem] = []
     for error in validator_for(schema).iter_errors(instance):
         out.extend(_explain(error, smap, base, templates_ok))
@@ -142,10 +145,10 @@ def _explain(error: Any, smap: SourceMap, base: Path, templates_ok: bool) -> lis
         names = " or ".join(repr(k) for k in sch.get("properties", {}))
         if sch.get("minProperties") == 1 and sch.get("maxProperties") == 1:
             return [smap.problem(path, f"give exactly one of {names}")]
-    return [smap.problem(path, _message(error, inst, sch))]
+    return [smap.problem(path, _message(error, inst, sch, path))]
 
 
-def _message(error: Any, inst: Any, sch: Mapping[str, Any]) -> str:
+def _message(error: Any, inst: Any, sch: Mapping[str, Any], path: Path = ()) -> str:
     kind = error.validator
     if kind == "type":
         expected = error.validator_value
@@ -159,7 +162,7 @@ def _message(error: Any, inst: Any, sch: Mapping[str, Any]) -> str:
     if kind == "const":
         return f"expected {error.validator_value!r}, got {inst!r}"
     if kind == "pattern":
-        return _pattern_message(inst, error.validator_value)
+        return _pattern_message(inst, error.validator_value, path[-1] if path else "")
     if kind == "minItems" and error.validator_value == 1:
         return "must not be empty"
     if kind == "minLength" and error.validator_value == 1:
@@ -169,9 +172,14 @@ def _message(error: Any, inst: Any, sch: Mapping[str, Any]) -> str:
     return str(error.message)
 
 
-def _pattern_message(inst: Any, pattern: str) -> str:
+def _pattern_message(inst: Any, pattern: str, key: str | int = "") -> str:
     if pattern == ID_PATTERN:
-        return f"invalid id {inst!r}: use lower-case letters, digits and '-', starting with a letter or digit"
+        what = "name" if key == "name" else "id"
+        return f"invalid {what} {inst!r}: use lower-case letters, digits and '-', starting with a letter or digit"
+    if key in ("table", "target_table") and "[A-Za-z_][A-Za-z0-9_]*" in pattern:
+        return (
+            f"invalid table name {inst!r}: use letters, digits and '_', optionally as SCHEMA.TABLE"
+        )
     if "(ms|s|m|h)" in pattern:
         return f"invalid duration {inst!r}: use a number with a unit (ms, s, m, h), e.g. 30s, 1h30m, 250ms"
     if pattern.startswith("^(https?://"):
@@ -208,12 +216,23 @@ def _explain_branches(
     """anyOf/oneOf: report the branch the value was evidently meant for, else say what fits."""
     inst = error.instance
     branches = error.validator_value
-    if all(set(b) == {"required"} for b in branches):
-        names = [k for b in branches for k in b["required"]]
-        quoted = " or ".join(repr(n) for n in names)
-        if error.validator == "oneOf" and sum(1 for n in names if n in inst) > 1:
-            return [smap.problem(path, f"give only one of {quoted}")]
-        return [smap.problem(path, f"missing {quoted}")]
+    if all(set(b) == {"required"} for b in branches) and isinstance(inst, dict):
+        needed = [" with ".join(repr(k) for k in b["required"]) for b in branches]
+        met = [
+            f
+            for f, b in zip(needed, branches, strict=True)
+            if all(k in inst for k in b["required"])
+        ]
+        if error.validator == "oneOf" and len(met) > 1:
+            return [smap.problem(path, f"give only one of {' or '.join(met)}")]
+        if all(len(b["required"]) == 1 for b in branches):
+            return [smap.problem(path, f"missing {' or '.join(needed)}")]
+        listed = (
+            ", ".join(needed[:-1]) + f", or {needed[-1]}"
+            if len(needed) > 2
+            else " or ".join(needed)
+        )
+        return [smap.problem(path, f"give one of: {listed}")]
     by_branch: dict[int, list[Any]] = {}
     for sub in error.context or []:
         by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)

@@ -14,9 +14,9 @@ duplicate mapping keys (PyYAML keeps the last one silently), tags outside the sa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -28,7 +28,6 @@ MAX_DEPTH = 200
 
 Path = tuple[str | int, ...]
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _SAFE_SCALAR_TAGS = {
     _STR,
@@ -40,19 +39,22 @@ _SAFE_SCALAR_TAGS = {
 }
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
     line: int  # 1-based
     col: int  # 1-based
 
 
 @dataclass
 class SourceMap:
-    """Where each value and each mapping key stands in the file, by path."""
+    """Where each value and each mapping key stands in the file, by path.
+
+    ``values`` and ``keys`` hold ``(line, col)`` pairs (1-based); ``at`` and ``key_at`` give
+    them as ``Mark``.
+    """
 
     file: str
-    values: dict[Path, Mark] = field(default_factory=dict)
-    keys: dict[Path, Mark] = field(default_factory=dict)
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
     def at(self, path: Path) -> Mark:
         """The value at ``path``, or the nearest enclosing node that has a position."""
@@ -60,14 +62,14 @@ class SourceMap:
         while p:
             m = self.values.get(p)
             if m is not None:
-                return m
+                return Mark(*m)
             p = p[:-1]
-        return self.values.get((), Mark(1, 1))
+        return Mark(*self.values.get((), (1, 1)))
 
     def key_at(self, path: Path) -> Mark:
         """The key whose value is at ``path`` (for unknown and duplicate keys)."""
         m = self.keys.get(tuple(path))
-        return m if m is not None else self.at(path)
+        return Mark(*m) if m is not None else self.at(path)
 
     def problem(
         self,
@@ -101,15 +103,15 @@ class _Resolver:
     def __init__(self) -> None:
         self._resolver = yaml.resolver.Resolver()
         self._constructor = yaml.constructor.SafeConstructor()
-        self._cache: dict[str, tuple[str, Any]] = {}
+        self.cache: dict[str, tuple[str, Any]] = {}
 
     def plain(self, value: str) -> tuple[str, Any]:
-        hit = self._cache.get(value)
+        hit = self.cache.get(value)
         if hit is None:
             tag = self._resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
             hit = (tag, self.construct(tag, value))
-            if len(self._cache) < 100_000:
-                self._cache[value] = hit
+            if len(self.cache) < 100_000:
+                self.cache[value] = hit
         return hit
 
     def construct(self, tag: str, value: str) -> Any:
@@ -134,39 +136,50 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
-class _Builder:
-    """Turns libyaml events into Python values plus a SourceMap."""
+_SCALAR = yaml.ScalarEvent
+_ALIAS = yaml.AliasEvent
+_SEQ_START = yaml.SequenceStartEvent
+_SEQ_END = yaml.SequenceEndEvent
+_MAP_START = yaml.MappingStartEvent
+_MAP_END = yaml.MappingEndEvent
 
-    def __init__(self, smap: SourceMap) -> None:
+
+class _Builder:
+    """Turns libyaml events into Python values plus a SourceMap.
+
+    This loop is the cost of reading a big runbook (libyaml's events are the floor), hence the
+    local names and the inlined plain scalars of ``_sequence`` and ``_mapping``.
+    """
+
+    def __init__(self, smap: SourceMap, next_event: Callable[[], Any]) -> None:
         self.smap = smap
+        self.next = next_event
+        self.values = smap.values
         self.problems: list[Problem] = []
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded node count)
-        self.nodes = 0
         self.alias_nodes = 0
         self.res = _resolver()
 
-    def _mark(self, event: Any) -> Mark:
-        m = event.start_mark
-        return Mark(m.line + 1, m.column + 1)
-
     def _error(self, event: Any, path: Path, message: str) -> None:
-        mark = self._mark(event)
+        m = event.start_mark
         self.problems.append(
-            Problem(self.smap.file, mark.line, mark.col, format_path(path), message, code="yaml")
+            Problem(
+                self.smap.file, m.line + 1, m.column + 1, format_path(path), message, code="yaml"
+            )
         )
 
-    def build(self, events: Iterator[Any], first: Any, path: Path, depth: int) -> tuple[Any, int]:
+    def build(self, first: Any, path: Path, depth: int) -> tuple[Any, int]:
         """Build the node that starts with ``first``; returns (value, expanded size)."""
         if depth > MAX_DEPTH:
             self._error(first, path, f"nesting deeper than {MAX_DEPTH} levels")
             raise _Abort
-        self.smap.values[path] = self._mark(first)
-        self.nodes += 1
+        m = first.start_mark
+        self.values[path] = (m.line + 1, m.column + 1)
         kind = type(first)
-        if kind is yaml.ScalarEvent:
-            value = self._scalar(first, path)
+        if kind is _SCALAR:
+            value: Any = self._scalar(first, path)
             size = 1
-        elif kind is yaml.AliasEvent:
+        elif kind is _ALIAS:
             anchored = self.anchors.get(first.anchor)
             if anchored is None:  # libyaml reports this itself; kept for the pure parser
                 self._error(first, path, f"unknown alias *{first.anchor}")
@@ -182,12 +195,12 @@ class _Builder:
                 )
                 raise _Abort
             return value, size
-        elif kind is yaml.SequenceStartEvent:
+        elif kind is _SEQ_START:
             self._check_tag(first, path, "tag:yaml.org,2002:seq")
-            value, size = self._sequence(events, path, depth)
-        elif kind is yaml.MappingStartEvent:
+            value, size = self._sequence(path, depth)
+        elif kind is _MAP_START:
             self._check_tag(first, path, "tag:yaml.org,2002:map")
-            value, size = self._mapping(events, first, path, depth)
+            value, size = self._mapping(path, depth)
         else:  # pragma: no cover - libyaml guarantees a node here
             self._error(first, path, f"unexpected YAML event {kind.__name__}")
             raise _Abort
@@ -215,50 +228,70 @@ class _Builder:
             self._error(event, path, f"{event.value!r} is not a valid {_short_tag(tag)}")
             return event.value
 
-    def _sequence(self, events: Iterator[Any], path: Path, depth: int) -> tuple[list[Any], int]:
+    def _leaf(self, ev: Any, path: Path) -> Any:
+        """A scalar without anchor or tag, the common case, with its position recorded."""
+        m = ev.start_mark
+        self.values[path] = (m.line + 1, m.column + 1)
+        if ev.implicit[0]:
+            hit = self.res.cache.get(ev.value)
+            return hit[1] if hit is not None else self.res.plain(ev.value)[1]
+        return ev.value
+
+    def _sequence(self, path: Path, depth: int) -> tuple[list[Any], int]:
         out: list[Any] = []
         size = 1
-        for ev in events:
-            if type(ev) is yaml.SequenceEndEvent:
+        next_event = self.next
+        while True:
+            ev = next_event()
+            kind = type(ev)
+            if kind is _SEQ_END:
                 return out, size
-            value, n = self.build(events, ev, (*path, len(out)), depth + 1)
+            if kind is _SCALAR and ev.tag is None and not ev.anchor:
+                out.append(self._leaf(ev, (*path, len(out))))
+                size += 1
+                continue
+            value, n = self.build(ev, (*path, len(out)), depth + 1)
             out.append(value)
             size += n
-        raise _Abort  # pragma: no cover - libyaml closes every sequence
 
-    def _mapping(
-        self, events: Iterator[Any], start: Any, path: Path, depth: int
-    ) -> tuple[dict[str, Any], int]:
+    def _mapping(self, path: Path, depth: int) -> tuple[dict[str, Any], int]:
         out: dict[str, Any] = {}
         merged: dict[str, Any] = {}
         size = 1
-        for ev in events:
-            if type(ev) is yaml.MappingEndEvent:
+        next_event = self.next
+        keys = self.smap.keys
+        while True:
+            ev = next_event()
+            if type(ev) is _MAP_END:
                 break
-            if type(ev) is not yaml.ScalarEvent:
+            if type(ev) is not _SCALAR:
                 self._error(ev, path, "mapping keys must be plain strings")
-                _, n = self.build(events, ev, (*path, "<key>"), depth + 1)
-                value_ev = next(events)
-                self.build(events, value_ev, (*path, "<key>"), depth + 1)
+                self.build(ev, (*path, "<key>"), depth + 1)
+                self.build(next_event(), (*path, "<key>"), depth + 1)
                 continue
             key = ev.value
-            if ev.tag not in (None, "!", _STR):
+            if ev.tag is not None and ev.tag not in ("!", _STR):
                 self._error(ev, path, f"unsupported YAML tag {_short_tag(ev.tag)} on a key")
-            value_ev = next(events)
+            value_ev = next_event()
             if key == "<<" and ev.implicit[0]:
-                value, n = self.build(events, value_ev, (*path, "<<"), depth + 1)
+                value, n = self.build(value_ev, (*path, "<<"), depth + 1)
                 size += n
                 self._merge(ev, path, value, merged)
                 continue
             kpath = (*path, key)
             if key in out:
-                first = self.smap.keys.get(kpath)
-                where = f" (first at line {first.line})" if first else ""
+                first = keys.get(kpath)
+                where = f" (first at line {first[0]})" if first else ""
                 self._error(ev, kpath, f"duplicate key {key!r}{where}: YAML would keep only one")
-                self.build(events, value_ev, (*path, f"{key}<dup>"), depth + 1)
+                self.build(value_ev, (*path, f"{key}<dup>"), depth + 1)
                 continue
-            self.smap.keys[kpath] = self._mark(ev)
-            value, n = self.build(events, value_ev, kpath, depth + 1)
+            m: Any = ev.start_mark
+            keys[kpath] = (m.line + 1, m.column + 1)
+            if type(value_ev) is _SCALAR and value_ev.tag is None and not value_ev.anchor:
+                out[key] = self._leaf(value_ev, kpath)
+                size += 1
+                continue
+            value, n = self.build(value_ev, kpath, depth + 1)
             out[key] = value
             size += n
         if merged:
@@ -349,31 +382,50 @@ def parse(text: str, file: str) -> tuple[Any, SourceMap]:
             [Problem(file, 1, 1, "", f"text over {MAX_BYTES // 1048576} MiB: refused")]
         )
     smap = SourceMap(file)
-    builder = _Builder(smap)
+    parser = _parser(text)
+    builder = _Builder(smap, parser.get_event)
     value: Any = None
     try:
-        events = iter(yaml.parse(text, Loader=_Loader))
         docs = 0
-        for ev in events:
-            kind = type(ev)
-            if kind is yaml.DocumentStartEvent:
+        for ev in iter(parser.get_event, None):
+            if type(ev) is yaml.DocumentStartEvent:
                 docs += 1
                 if docs > 1:
                     builder._error(ev, (), "more than one YAML document: a runbook is one")
                     raise _Abort
-                node_ev = next(events)
-                value, _ = builder.build(events, node_ev, (), 0)
+                value, _ = builder.build(parser.get_event(), (), 0)
     except _Abort:
         pass
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        message = " ".join(x for x in (exc.context, exc.problem) if x)
-        builder.problems.append(
-            Problem(file, line, col, "", f"YAML syntax: {message}", code="yaml")
-        )
+        line, col, message = _syntax_message(exc, text)
+        builder.problems.append(Problem(file, line, col, "", message, code="yaml"))
     except yaml.YAMLError as exc:
         builder.problems.append(Problem(file, 1, 1, "", f"YAML: {exc}", code="yaml"))
+    finally:
+        parser.dispose()
     if builder.problems:
         raise ValidationFailed(builder.problems)
     return value, smap
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
+    """libyaml's complaint, located at the problem, saying where the construct began."""
+    mark: Any = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    context = exc.context or ""
+    start: Any = exc.context_mark
+    if context and start is not None and (start.line, start.column) != (line - 1, col - 1):
+        context += f" (from line {start.line + 1}, column {start.column + 1})"
+    message = " ".join(x for x in (context, exc.problem) if x)
+    if mark is not None and 0 <= mark.index < len(text) and text[mark.index] == "\t":
+        message += ": a tab? YAML indents with spaces"
+    return line, col, f"YAML syntax: {message}"
+
+
+def _parser(text: str) -> Any:
+    """libyaml's event parser when PyYAML was built with it, else PyYAML's own."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # pragma: no cover - PyYAML wheels ship libyaml
+        return yaml.SafeLoader(text)
+    return CParser(text)
