@@ -57,6 +57,8 @@ def read(path: str, expect_name: str | None = None) -> Loaded:
                     "a crash cut its write short; it was never acted on"
                 )
                 break
+            if lineno == 1:
+                raise StateError(f"{path}: not a runbook state journal; it was left untouched")
             raise StateError(
                 f"{path}: the state journal is damaged at line {lineno} (byte {pos}); "
                 "it was left untouched. Restore it from a backup, or move it away to start "
