@@ -97,8 +97,8 @@ def describe(rec: dict[str, Any]) -> str | None:
         return f"✓ {rec['step']} approved by {who}" + (
             f": {rec['comment']}" if rec.get("comment") else ""
         )
-    if kind == "run":
-        return f"run {rec['run']}: {rec['status']}"
+    if kind == "run" and rec["status"] == "running":
+        return f"run {rec['run']} " + ("resumed" if rec.get("resumed") else "started")
     return None
 
 
