@@ -16,6 +16,8 @@ the first ``max_report`` of them, in key order.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +53,7 @@ from .sql_normalize import normaliser
 
 DEFAULT_MAX_REPORT = 10
 FETCH = 10_000
+AHEAD = 2  # chunks read ahead per side
 ATTACHED = "rb_src"
 KINDS = {"missing": "missing on target", "extra": "extra on target", "different": "different"}
 
@@ -236,6 +239,11 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
 # -- any other pair: stream both sides ordered by key and merge ---------------------------------
 
 
+@dataclass
+class _Failed:
+    exc: BaseException
+
+
 class _Side:
     """One side's rows, keys first, ordered by key, fetched in bounded chunks."""
 
@@ -247,6 +255,8 @@ class _Side:
         cols: Sequence[Column],
         key_cols: Sequence[Column],
         name: str,
+        *,
+        as_text: bool = False,
     ) -> None:
         self.conn, self.name = conn, name
         self.nk = len(key_cols)
@@ -257,21 +267,59 @@ class _Side:
         order = ", ".join(
             f'{c.q} COLLATE "C"' if pg and c.category == TEXT else c.q for c in key_cols
         )
-        names = ", ".join(c.q for c in self.cols)
+        # PostgreSQL on both sides: values as text (cheaper to read than parsed numerics and
+        # timestamps); equal text is an equal value, unequal text is normalised and compared.
+        names = ", ".join(
+            [c.q for c in key_cols] + [f"{c.q}::text" if as_text else c.q for c in rest]
+        )
         self.sql = f"SELECT {names} FROM {table} WHERE {where_sql(where)} ORDER BY {order}"
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
-        if self.conn.kind == "postgresql":
-            cur = self.conn.raw.cursor(name=f"rb_verify_{self.name}")
-            cur.itersize = FETCH
-            cur.execute(self.sql)
-        else:
-            cur = self.conn.raw.execute(self.sql)
+        """The rows, read ahead by a thread of their own so both sides' databases work at
+        once; at most ``AHEAD`` chunks wait in memory."""
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                if self.conn.kind == "postgresql":
+                    cur = self.conn.raw.cursor(name=f"rb_verify_{self.name}")
+                    cur.itersize = FETCH
+                    cur.execute(self.sql)
+                else:
+                    cur = self.conn.raw.execute(self.sql)
+                try:
+                    while chunk := cur.fetchmany(FETCH):
+                        if not put(chunk):
+                            return
+                finally:
+                    cur.close()
+                put(None)
+            except BaseException as exc:  # noqa: BLE001  (handed to the merging thread)
+                put(_Failed(exc))
+
+        reader = threading.Thread(target=produce, name=f"sql-verify-{self.name}", daemon=True)
+        reader.start()
         try:
-            while chunk := cur.fetchmany(FETCH):
-                yield from chunk
+            while True:
+                item = chunks.get()
+                if item is None:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.exc
+                yield from item
         finally:
-            cur.close()
+            stop.set()
+            reader.join()
 
     def normal(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(f(v) for f, v in zip(self.norms, row, strict=True))

@@ -43,6 +43,7 @@ class PgServer:
     root: Path
     port: int
     password: str
+    fsync: bool = False  # tests need no durability; benchmarks run with the defaults
     _names = itertools.count(1)
 
     @property
@@ -61,7 +62,7 @@ class PgServer:
     def start(self) -> None:
         opts = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} "
-            f"-c unix_socket_directories={self.root} -c fsync=off"
+            f"-c unix_socket_directories={self.root}" + ("" if self.fsync else " -c fsync=off")
         )
         log = str(self.root / "server.log")
         self._pg_ctl("-l", log, "-w", "-t", "60", "-o", opts, "start")
@@ -105,7 +106,7 @@ def _available() -> str | None:
 
 
 @contextlib.contextmanager
-def _cluster() -> Iterator[PgServer]:
+def cluster(*, fsync: bool = False) -> Iterator[PgServer]:
     missing = _available()
     if missing:
         from tests.conftest import ci_requires
@@ -118,7 +119,7 @@ def _cluster() -> Iterator[PgServer]:
     pwfile = root / "pwfile"
     pwfile.write_text(password + "\n")
     os.chown(pwfile, user.pw_uid, user.pw_gid)
-    server = PgServer(root, _free_port(), password)
+    server = PgServer(root, _free_port(), password, fsync)
     try:
         subprocess.run(
             [
@@ -142,7 +143,7 @@ def _cluster() -> Iterator[PgServer]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PgServer]:
-    with _cluster() as server:
+    with cluster() as server:
         yield server
 
 
@@ -159,5 +160,5 @@ def pg_dsn(postgres_server: PgServer) -> Iterator[str]:
 @pytest.fixture
 def private_postgres() -> Iterator[PgServer]:
     """A cluster of the test's own, which it may stop and start."""
-    with _cluster() as server:
+    with cluster() as server:
         yield server
