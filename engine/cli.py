@@ -74,8 +74,14 @@ def cli(ctx: click.Context, state_dir: str) -> None:
     A runbook is a YAML file of phases, steps, waves, risks, contingencies and rollbacks.
     Start with `runbook validate FILE` and `runbook plan FILE`.
 
-    Exit codes: 0 done, 1 failed (or diff found changes), 2 invalid input,
-    3 paused for a decision, 4 locked by another run, 130 interrupted.
+    \b
+    Exit codes:
+      0    done
+      1    the run failed (for diff: there are changes)
+      2    bad usage or an invalid runbook
+      3    paused for an approval or an operator's decision
+      4    locked by another run
+      130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
     ctx.obj = {"state_dir": state_dir}
 
