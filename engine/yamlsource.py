@@ -369,9 +369,9 @@ def read_file(path: str, display: str | None = None) -> str:
         with open(path, "rb") as fh:
             data = fh.read(MAX_BYTES + 1)
     except OSError as exc:
-        from .errors import InvalidInput
-
-        raise InvalidInput(f"{name}: cannot read: {exc.strerror or exc}") from None
+        raise ValidationFailed(
+            [Problem(name, 1, 1, "", f"cannot read: {exc.strerror or exc}")]
+        ) from None
     return decode(data, name)
 
 

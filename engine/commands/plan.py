@@ -1,0 +1,51 @@
+"""``runbook plan FILE``"""
+
+from __future__ import annotations
+
+import click
+
+from ..console import Console
+from ..plan import build_plan
+from ..plan_render import RENDERERS
+from .common import load_or_report
+
+
+@click.command(name="plan")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(RENDERERS)),
+    default="text",
+    show_default=True,
+    help="text: for a terminal; markdown: tables for a pull request or a wiki; "
+    "json: one object with `groups` of `steps`, `risk_matrix` and `risks`.",
+)
+def command(file: str, fmt: str) -> int:
+    """Show what `apply` would do, without running anything.
+
+    \b
+    The steps in execution order, in groups: the steps of one group can run
+    side by side, and each group starts once the groups before it are done.
+    Each step shows its phase (and wave: wave steps appear once per wave, as
+    STEP[WAVE]), what its action will do, the risks it can trigger, and its
+    rollback: the rollback action, `none` (nothing to undo, said on purpose)
+    or `no rollback` (the runbook says nothing).
+
+    \b
+    Then the risk register: a likelihood x impact table of risk ids, and each
+    risk with its mitigation, owner, contingencies and the steps that name it.
+
+    An invalid runbook gets the same located errors as `validate` (exit 2);
+    lint warnings are printed on stderr and do not stop the plan.
+
+    \b
+    Examples:
+      runbook plan migrate.yaml
+      runbook plan --format markdown migrate.yaml > PLAN.md
+      runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
+    """
+    console = Console()
+    loaded = load_or_report(file, console)
+    console.out(RENDERERS[fmt](build_plan(loaded)))
+    return 0
