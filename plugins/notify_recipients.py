@@ -96,7 +96,11 @@ def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
     for r in found:
         unique.setdefault(r.key, r)
     if channel != "webhook":
-        bad = [r.address for r in unique.values() if not _ADDRESS.match(r.address)]
+        bad = [
+            r.address
+            for r in unique.values()
+            if not (r.address.isascii() and _ADDRESS.match(r.address))
+        ]
         if bad:
             raise ActionFailed(
                 f"notify: {len(bad)} invalid email address(es): "

@@ -415,3 +415,25 @@ def test_validate_locates_missing_keys_per_channel(runbook: Any, tmp_path: Path)
     assert "rb.yaml:7:55: phases[0].steps[0].with: missing required key 'smtp'" in r.output
     assert "rb.yaml:8:55: phases[0].steps[1].with: missing 'to' or 'recipients_query'" in r.output
     assert "steps[2]" not in r.output  # `recipient` is a name in notify's templates
+
+
+def test_headers_and_body_round_trip_through_a_mail_parser(make_ctx: Any, tmp_path: Path) -> None:
+    subject = "Atualização importante: " + "migração da sua conta número 42 — " * 4
+    text = "Linha com = sinal e acentuação.\n" + "palavra " * 40 + "\n\n.ponto no início\nfim"
+    params = {
+        "to": [{"address": "ze@example.com.br", "name": 'Zé "da" Silva, Jr.', "locale": "pt"}],
+        "subject": subject,
+        "message": text,
+        "from": "Operações <ops@example.org>",
+        "outbox": str(tmp_path / "m"),
+    }
+    run(params, make_ctx)
+    (path,) = (tmp_path / "m").iterdir()
+    raw = path.read_bytes()
+    assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 78
+    msg = parse(path)
+    assert msg["Subject"] == " ".join(subject.split())
+    assert msg["To"].addresses[0].display_name == 'Zé "da" Silva, Jr.'
+    assert msg["From"].addresses[0].display_name == "Operações"
+    assert msg["From"].addresses[0].addr_spec == "ops@example.org"
+    assert msg.get_content().replace("\r\n", "\n") == text + "\n"  # CRLF on disk
