@@ -6,12 +6,15 @@ for 127.0.0.1 and localhost is generated for the test; ``server.cert_file`` is i
 ``implicit_tls=True`` speaks TLS from the first byte (port-465 style); ``reject={addr}`` refuses
 those recipients with 550; ``drop_for={addr}`` closes the connection when a message for one of
 them has been transmitted, before replying (a crash mid-send seen from the client: the message
-is not kept).  ``server.messages`` holds each accepted message, parsed; ``server.connections``
+is not kept); ``hold_for={addr}`` keeps such a message (delivered) but withholds the reply
+until ``server.release`` is set (``server.holding`` is set meanwhile): a client killed then
+sent it without learning so.  ``server.messages`` holds each accepted message, parsed; ``server.connections``
 counts the connections that sent mail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -50,6 +53,9 @@ class SmtpServer:
     password: str | None = None
     reject: set[str] = field(default_factory=set)
     drop_for: set[str] = field(default_factory=set)
+    hold_for: set[str] = field(default_factory=set)
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     messages: list[Received] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)  # user names that authenticated
     sessions: list[Any] = field(default_factory=list)
@@ -95,6 +101,10 @@ class SmtpServer:
             self.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
             )
+        if any(r.lower() in self.hold_for for r in envelope.rcpt_tos):
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
         return "250 2.0.0 OK: queued"
 
     def authenticate(
@@ -113,6 +123,7 @@ class SmtpServer:
         return AuthResult(success=ok, handled=False)
 
     def stop(self) -> None:
+        self.release.set()
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
@@ -172,6 +183,7 @@ def start_smtp(
     implicit_tls: bool = False,
     reject: set[str] | None = None,
     drop_for: set[str] | None = None,
+    hold_for: set[str] | None = None,
 ) -> SmtpServer:
     from aiosmtpd.controller import Controller
 
@@ -180,6 +192,7 @@ def start_smtp(
         free_port(),
         reject={a.lower() for a in reject or ()},
         drop_for={a.lower() for a in drop_for or ()},
+        hold_for={a.lower() for a in hold_for or ()},
     )
     kwargs: dict[str, Any] = {}
     if auth or implicit_tls:
