@@ -194,10 +194,11 @@ def test_textconv_hides_a_reformat_and_shows_a_change(repo: Path) -> None:
     write("runbooks/x.yaml", REFORMATTED)
     assert git("diff", "--stat").stdout  # the bytes did change...
     proc = git("diff")
-    assert proc.returncode == 0
-    assert proc.stdout == ""  # ...but the meaning did not
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "", proc.stderr  # ...but the meaning did not
     write("runbooks/x.yaml", edit(BASE, ("failure_limit: 1", "failure_limit: 2")))
     proc = git("diff")
+    assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines.count("-      failure_limit: 1") == 3  # once per wave instance
     assert lines.count("+      failure_limit: 2") == 3
