@@ -35,6 +35,7 @@ from .db import (
     is_driver_error,
     is_transient,
     kind_of,
+    psycopg_module,
     redact_dsn,
     scrub,
     sqlite_path,
@@ -305,6 +306,9 @@ class _Job:
             self.progress(self.copied)
 
     def _run_into_pg(self) -> None:
+        """Each range: straight ``COPY`` into the target when it holds no key of the range
+        yet (a first copy), else (or if a row appeared meanwhile) ``COPY`` into the temp
+        table and upsert from it."""
         dst = self.dst.raw
         names = ", ".join(c.q for c in self.tcols)
         dst.execute(
@@ -313,29 +317,58 @@ class _Job:
         )
         dst.commit()
         upsert = self._upsert(f"SELECT {names} FROM {STAGE}")
+        psycopg = psycopg_module()
         for lo, hi in self._ranges(self.src):
             self._check()
-            args = self._args(lo, hi)
-            select = self._select(self.src, lo is not None, hi is not None)
-            with dst.cursor() as cur:
-                with cur.copy(f"COPY {STAGE} ({names}) FROM STDIN") as into:
-                    if self.src.kind == "postgresql":
-                        with (
-                            self.src.raw.cursor() as scur,
-                            scur.copy(f"COPY ({select}) TO STDOUT", args or None) as out,
-                        ):
-                            for block in out:
-                                into.write(block)
-                    else:
-                        scur = _run(self.src, select, args)
-                        while rows := scur.fetchmany(2000):
-                            for row in rows:
-                                into.write_row(row)
-                n = cur.execute(upsert).rowcount
+            n = -1
+            if not self._target_has_range(lo, hi):
+                try:
+                    n = self._copy_range(lo, hi, self.target_table, names)
+                except psycopg.errors.UniqueViolation:
+                    dst.rollback()  # a row arrived in the range meanwhile: upsert instead
+                    self.src.rollback()
+            if n < 0:
+                self._copy_range(lo, hi, STAGE, names)
+                n = dst.execute(upsert).rowcount
             dst.commit()
             self.src.rollback()
             self.copied += max(n, 0)
             self.progress(self.copied)
+
+    def _target_has_range(self, lo: tuple[Any, ...] | None, hi: tuple[Any, ...] | None) -> bool:
+        keys = self._tkeys()
+        cond = [keys_after(keys, "%s")] if lo is not None else []
+        if hi is not None:
+            cond.append(keys_after(keys, "%s", inclusive=True))
+        sql = f"SELECT 1 FROM {self.target_table} WHERE {' AND '.join(cond) or 'true'} LIMIT 1"
+        return self.dst.raw.execute(sql, self._args(lo, hi) or None).fetchone() is not None
+
+    def _copy_range(
+        self, lo: tuple[Any, ...] | None, hi: tuple[Any, ...] | None, into_table: str, names: str
+    ) -> int:
+        """COPY the source rows of (lo, hi] into ``into_table`` on the target; the row count."""
+        args = self._args(lo, hi)
+        select = self._select(self.src, lo is not None, hi is not None)
+        rows = 0
+        with (
+            self.dst.raw.cursor() as cur,
+            cur.copy(f"COPY {into_table} ({names}) FROM STDIN") as into,
+        ):
+            if self.src.kind == "postgresql":
+                with (
+                    self.src.raw.cursor() as scur,
+                    scur.copy(f"COPY ({select}) TO STDOUT", args or None) as out,
+                ):
+                    for block in out:
+                        into.write(block)
+                        rows += bytes(block).count(b"\n")
+            else:
+                scur = _run(self.src, select, args)
+                while chunk := scur.fetchmany(2000):
+                    for row in chunk:
+                        into.write_row(row)
+                    rows += len(chunk)
+        return rows
 
     def _run_into_sqlite(self) -> None:
         dst = self.dst.raw
