@@ -7,7 +7,7 @@ once.  Lint warnings (made errors by ``validate --strict``) live in ``lint.py``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .actions import late_keys, late_names, registry
@@ -15,7 +15,7 @@ from .errors import Problem
 from .model import Call, Phase, Runbook
 from .schema import check as schema_check
 from .template_names import SyntaxProblem, scan
-from .templates import CONTEXT_NAMES, Reference, iter_strings
+from .templates import CONTEXT_NAMES, Reference
 from .yamlsource import Path
 
 _STEP_FIELDS = ("outputs", "status", "id")
@@ -150,6 +150,7 @@ def calls(rb: Runbook) -> Iterator[tuple[Call, Phase | None, str]]:
 def check_actions(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
     reg = registry()
+    schemas: dict[str, Mapping[str, Any]] = {}
     for call, _phase, _kind in calls(rb):
         if not call.action:
             continue  # the schema check reported it
@@ -166,11 +167,11 @@ def check_actions(rb: Runbook) -> list[Problem]:
             continue
         if not isinstance(_raw(rb.data, call.path).get("with", {}), dict):
             continue  # the schema check said `with` must be a mapping; nothing more to say
-        action = reg.get(call.action)
+        schema = schemas.get(call.action)
+        if schema is None:
+            schema = schemas[call.action] = reg.get(call.action).schema
         out.extend(
-            schema_check(
-                call.params, action.schema, rb.source, (*call.path, "with"), templates_ok=True
-            )
+            schema_check(call.params, schema, rb.source, (*call.path, "with"), templates_ok=True)
         )
     return out
 
@@ -271,24 +272,61 @@ def _template_problems(rb: Runbook, source: str, path: Path, scope: _Scope) -> l
 def check_templates(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
     reg = registry()
+    late_by_action: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    scopes: dict[tuple[str | None, str, frozenset[str]], _Scope] = {}
+    clean: set[tuple[str, int]] = set()  # (template, scope) pairs known to have no problem
+
+    def scope_for(phase: Phase | None, kind: str, names: frozenset[str]) -> _Scope:
+        key = (phase.id if phase is not None and phase.waves else None, kind, names)
+        scope = scopes.get(key)
+        if scope is None:
+            scope = scopes[key] = _Scope(rb, phase, kind, names)
+        return scope
+
+    def check(text: str, path: Path, scope: _Scope) -> None:
+        key = (text, id(scope))
+        if key in clean:
+            return
+        found = _template_problems(rb, text, path, scope)
+        if found:
+            out.extend(found)
+        else:
+            clean.add(key)
+
     for call, phase, kind in calls(rb):
-        scope = _Scope(rb, phase, kind)
-        late: frozenset[str] = frozenset()
-        if call.action in reg:
-            action = reg.get(call.action)
-            late = late_keys(action)
-            late_scope = _Scope(rb, phase, kind, late_names(action))
-        for rel, text in iter_strings(call.params):
-            where = late_scope if late and rel and rel[0] in late else scope
-            out.extend(_template_problems(rb, text, (*call.path, "with", *rel), where))
+        late = late_by_action.get(call.action)
+        if late is None:
+            action = reg.get(call.action) if call.action in reg else None
+            late = (late_keys(action), late_names(action)) if action else (frozenset(), frozenset())
+            late_by_action[call.action] = late
+        scope = scope_for(phase, kind, frozenset())
+        for rel, text in _template_strings(call.params):
+            if late[0] and rel and rel[0] in late[0]:
+                check(text, (*call.path, "with", *rel), scope_for(phase, kind, late[1]))
+            else:
+                check(text, (*call.path, "with", *rel), scope)
     for phase in rb.phases:
         for step in phase.steps:
             if isinstance(step.when, str):
                 expr = step.when.strip()
                 source = expr if expr.startswith("{{") else "{{ " + expr + " }}"
-                out.extend(
-                    _template_problems(rb, source, (*step.path, "when"), _Scope(rb, phase, "step"))
-                )
+                check(source, (*step.path, "when"), scope_for(phase, "step", frozenset()))
+    return out
+
+
+def _template_strings(value: Any) -> list[tuple[Path, str]]:
+    """``templates.iter_strings`` without generators (it runs over every `with` of a file)."""
+    out: list[tuple[Path, str]] = []
+    stack: list[tuple[Path, Any]] = [((), value)]
+    while stack:
+        path, v = stack.pop()
+        if type(v) is str:
+            if "{{" in v or "{%" in v or "{#" in v:
+                out.append((path, v))
+        elif isinstance(v, dict):
+            stack.extend(((*path, k), x) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend(((*path, i), x) for i, x in enumerate(v))
     return out
 
 

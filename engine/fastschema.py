@@ -42,6 +42,21 @@ _ANNOTATIONS = frozenset(
 )
 
 
+_REJECTS_STRINGS = frozenset(
+    {"enum", "const", "pattern", "minLength", "maxLength", "anyOf", "oneOf", "not", "if"}
+    | {"allOf", "$ref", "type"}
+)
+
+
+def _may_reject_a_string(schema: Mapping[str, Any]) -> bool:
+    """False when no keyword of ``schema`` can refuse a string (then templates pass anyway)."""
+    keys = _REJECTS_STRINGS.intersection(schema)
+    if keys == {"type"}:
+        t = schema["type"]
+        return not (t == "string" or (isinstance(t, list) and "string" in t))
+    return bool(keys)
+
+
 def _never(_: Any) -> bool:
     return False
 
@@ -100,7 +115,7 @@ class _Compiler:
             checks.append(pred)
             exact = exact and ok
         pred = _all(checks)
-        if lenient:
+        if lenient and _may_reject_a_string(schema):
             inner = pred
 
             def pred(v: Any) -> bool:
@@ -190,6 +205,16 @@ class _Compiler:
     def _k_required(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
         names = tuple(value)
         return (lambda v: not isinstance(v, dict) or all(n in v for n in names)), True
+
+    def _k_dependentRequired(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
+        deps = tuple((k, tuple(names)) for k, names in value.items())
+
+        def dependent(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return True
+            return all(all(n in v for n in names) for k, names in deps if k in v)
+
+        return dependent, True
 
     def _k_properties(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
         compiled = {k: self.compile(s, lenient) for k, s in value.items()}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .checks import all_checks, hint
@@ -23,8 +26,26 @@ class Loaded:
 
 def load_text(text: str, file: str) -> Loaded:
     """Check ``text`` (named ``file`` in messages); raise ``ValidationFailed`` on any error."""
-    data, smap = parse(text, file)
-    return _check(data, smap, file)
+    with _no_gc():
+        data, smap = parse(text, file)
+        return _check(data, smap, file)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a document is built and checked.
+
+    Loading allocates hundreds of thousands of small, acyclic objects; each allocation burst
+    triggers collections that walk the whole growing heap (a fifth of the time of a
+    10,000-step runbook).  Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load(path: str, display: str | None = None) -> Loaded:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import yaml
@@ -44,17 +43,37 @@ class Mark(NamedTuple):
     col: int  # 1-based
 
 
-@dataclass
 class SourceMap:
     """Where each value and each mapping key stands in the file, by path.
 
     ``values`` and ``keys`` hold ``(line, col)`` pairs (1-based); ``at`` and ``key_at`` give
-    them as ``Mark``.
+    them as ``Mark``.  A map made with ``text`` is lazy: positions are only needed to report a
+    problem, so the file is read a second time, with positions, the first time one is asked.
     """
 
-    file: str
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    def __init__(self, file: str, text: str | None = None) -> None:
+        self.file = file
+        self._text = text
+        self._values: dict[Path, tuple[int, int]] = {}
+        self._keys: dict[Path, tuple[int, int]] = {}
+
+    def _load(self) -> None:
+        text, self._text = self._text, None
+        if text is not None:
+            _, full = _parse_located(text, self.file)
+            self._values, self._keys = full._values, full._keys
+
+    @property
+    def values(self) -> dict[Path, tuple[int, int]]:
+        if self._text is not None:
+            self._load()
+        return self._values
+
+    @property
+    def keys(self) -> dict[Path, tuple[int, int]]:
+        if self._text is not None:
+            self._load()
+        return self._keys
 
     def at(self, path: Path) -> Mark:
         """The value at ``path``, or the nearest enclosing node that has a position."""
@@ -154,7 +173,7 @@ class _Builder:
     def __init__(self, smap: SourceMap, next_event: Callable[[], Any]) -> None:
         self.smap = smap
         self.next = next_event
-        self.values = smap.values
+        self.values = smap._values
         self.problems: list[Problem] = []
         self.anchors: dict[str, tuple[Any, int]] = {}  # anchor -> (value, expanded node count)
         self.alias_nodes = 0
@@ -259,7 +278,7 @@ class _Builder:
         merged: dict[str, Any] = {}
         size = 1
         next_event = self.next
-        keys = self.smap.keys
+        keys = self.smap._keys
         while True:
             ev = next_event()
             if type(ev) is _MAP_END:
@@ -376,11 +395,25 @@ def read_file(path: str, display: str | None = None) -> str:
 
 
 def parse(text: str, file: str) -> tuple[Any, SourceMap]:
-    """Parse one YAML document; raise ``ValidationFailed`` with every problem found."""
+    """Parse one YAML document; raise ``ValidationFailed`` with every problem found.
+
+    Most files are plain YAML: they are read once without positions (``_plain``), and their
+    ``SourceMap`` finds positions only when a problem must be located.  Anything unusual
+    (tags, anchors, merge keys, duplicate keys, syntax errors, several documents) is read by
+    the located builder, which reports it.
+    """
     if len(text) > MAX_BYTES:
         raise ValidationFailed(
             [Problem(file, 1, 1, "", f"text over {MAX_BYTES // 1048576} MiB: refused")]
         )
+    try:
+        value = _plain(text)
+    except (_Unusual, yaml.YAMLError, RecursionError):
+        return _parse_located(text, file)
+    return value, SourceMap(file, text)
+
+
+def _parse_located(text: str, file: str) -> tuple[Any, SourceMap]:
     smap = SourceMap(file)
     parser = _parser(text)
     builder = _Builder(smap, parser.get_event)
@@ -406,6 +439,67 @@ def parse(text: str, file: str) -> tuple[Any, SourceMap]:
     if builder.problems:
         raise ValidationFailed(builder.problems)
     return value, smap
+
+
+class _Unusual(Exception):
+    """Something ``_plain`` leaves to the located builder."""
+
+
+def _plain(text: str) -> Any:
+    """The document of a plain YAML file, without positions; ``_Unusual`` for anything else.
+
+    Accepts exactly what ``_Builder`` builds without a problem and without tags, anchors,
+    aliases or merge keys, and gives the same value (held by tests/engine/test_yamlsource.py).
+    """
+    parser = _parser(text)
+    next_event = parser.get_event
+    res = _resolver()
+    cache = res.cache
+
+    def node(ev: Any, depth: int) -> Any:
+        kind = type(ev)
+        if kind is _SCALAR:
+            if ev.tag is not None or ev.anchor is not None:
+                raise _Unusual
+            if ev.implicit[0]:
+                hit = cache.get(ev.value)
+                return hit[1] if hit is not None else res.plain(ev.value)[1]
+            return ev.value
+        if ev.tag is not None or ev.anchor is not None or depth >= MAX_DEPTH:
+            raise _Unusual
+        if kind is _MAP_START:
+            out: dict[str, Any] = {}
+            while True:
+                key = next_event()
+                if type(key) is _MAP_END:
+                    return out
+                if type(key) is not _SCALAR or key.tag is not None or key.anchor is not None:
+                    raise _Unusual
+                name = key.value
+                if name in out or name == "<<":
+                    raise _Unusual
+                out[name] = node(next_event(), depth + 1)
+        if kind is _SEQ_START:
+            items: list[Any] = []
+            while True:
+                item = next_event()
+                if type(item) is _SEQ_END:
+                    return items
+                items.append(node(item, depth + 1))
+        raise _Unusual  # an alias
+
+    try:
+        value: Any = None
+        docs = 0
+        for ev in iter(next_event, None):
+            if type(ev) is yaml.DocumentStartEvent:
+                docs += 1
+                if docs > 1:
+                    raise _Unusual
+                value = node(next_event(), 0)
+        return value
+    finally:
+        parser.dispose()
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
