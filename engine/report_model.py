@@ -1,0 +1,231 @@
+"""What ``runbook report`` says about one run: typed records built from the journal
+(``report_build.py``) and rendered as markdown, HTML or JSON.
+
+Times are kept twice: as the journal wrote them (ISO 8601 UTC) and as seconds since the run
+began (``t0``/``t1``), which is what the timeline draws.  Nothing here holds a value the journal
+did not already hold (the journal is masked): the report adds no secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Span:
+    """One stretch of a step's (or contingency's) life: ``apply`` (running -> an end),
+    ``waiting`` (waiting -> the next transition) or ``rollback`` (rolling back -> an end)."""
+
+    kind: str
+    start: str
+    end: str
+    t0: float
+    t1: float
+    status: str  # how it ended: succeeded, failed, waiting, interrupted, rolled_back, ...
+    attempt: int = 0
+    open: bool = False  # still going when the journal ends
+
+
+@dataclass
+class Mark:
+    """A point on a step's row: a retry, an approval, a skip."""
+
+    kind: str  # retry | approval | skipped
+    at: str
+    t: float
+    text: str
+
+
+@dataclass
+class StepRow:
+    id: str
+    phase: str | None  # None: in the journal but no longer in the runbook
+    wave: str | None
+    action: str
+    status: str  # at the end of the run
+    attempts: int
+    this_run: bool  # the run did something with it (else done in an earlier run, or never)
+    duration: float | None  # the last apply span
+    error: str | None
+    reason: str | None
+    outputs: dict[str, Any]
+    spans: list[Span] = field(default_factory=list)
+    marks: list[Mark] = field(default_factory=list)
+
+
+@dataclass
+class Measurement:
+    index: int
+    value: float
+    passed: bool
+    at: str
+    series: int  # 1 for the first attempt's measurements, 2 after a retry restarted them
+
+
+@dataclass
+class Gate:
+    step: str
+    condition: str
+    threshold: tuple[str, float] | None  # ("<", 0.02) when the condition is that simple
+    measurements: list[Measurement]
+    status: str
+
+
+@dataclass
+class Verify:
+    step: str
+    status: str
+    rows_checked: int | None
+    mismatches: int | None
+    missing: int | None
+    extra: int | None
+    different: int | None
+    first_differences: list[Any]
+
+
+@dataclass
+class Copy:
+    step: str
+    status: str
+    rows_copied: int | None
+    rows_undone: int | None  # rowcount of its rollback action, when it was rolled back
+
+
+@dataclass
+class WaveReport:
+    phase: str
+    wave: str | None  # None: a phase without waves
+    steps: list[str]
+    outcome: str  # completed | failed | rolled back | rollback failed | waiting | ...
+    counts: dict[str, int]
+    started: str | None
+    finished: str | None
+    duration: float | None
+    customers_moved: int
+    customers_moved_back: int
+    copies: list[Copy]
+    verifies: list[Verify]
+    gates: list[Gate]
+
+
+@dataclass
+class Retry:
+    step: str
+    attempt: int  # the attempt about to start
+    error: str
+    delay: float
+    at: str
+
+
+@dataclass
+class Failure:
+    step: str
+    attempt: int
+    error: str
+    details: str
+    at: str
+    phase: str  # "apply" | "rollback"
+
+
+@dataclass
+class ContingencyRun:
+    id: str
+    risk: str
+    step: str  # the failed step that fired it
+    status: str
+    error: str | None
+    action: str
+    started: str
+    duration: float | None
+    outputs: dict[str, Any]
+    span: Span | None
+
+
+@dataclass
+class Approval:
+    step: str
+    by: str
+    comment: str
+    at: str
+    waited: float | None  # from the step's `waiting` to this approval
+
+
+@dataclass
+class RollbackEntry:
+    step: str
+    status: str  # rolled_back | rollback_failed | rolling_back | unknown
+    note: str | None
+    error: str | None
+    at: str
+    duration: float | None
+    outputs: dict[str, Any]
+
+
+@dataclass
+class Notification:
+    step: str
+    kind: str  # step | contingency
+    status: str
+    sent: int
+    skipped_already_sent: int
+    uncertain: int
+    uncertain_recipients: list[str]
+
+
+@dataclass
+class RiskRow:
+    id: str
+    description: str
+    likelihood: str
+    impact: str
+    mitigation: str
+    owner: str
+    contingencies: list[str]
+    steps: list[str]  # instances that name it
+    materialised: bool
+    failed_steps: list[str]
+    fired: list[str]  # "page-dba: succeeded"
+
+
+@dataclass
+class RunInfo:
+    id: str
+    status: str
+    started: str
+    finished: str | None  # the last record of the run
+    elapsed: float
+    busy: float  # the union of every step's apply and rollback spans
+    user: str | None
+    file: str | None
+    resumes: int
+    vars: dict[str, Any]
+
+
+@dataclass
+class Report:
+    runbook: str
+    description: str
+    owner: str
+    file: str
+    run: RunInfo
+    runs: list[dict[str, str]]  # every run of the journal: id, status, started
+    counts: dict[str, int]
+    summary: dict[str, list[str]]  # happened / hurt / customers: one sentence each
+    steps: list[StepRow]
+    waves: list[WaveReport]
+    phases: list[WaveReport]  # one per phase (wave phases too: their waves together)
+    retries: list[Retry]
+    failures: list[Failure]
+    contingencies: list[ContingencyRun]
+    approvals: list[Approval]
+    rollbacks: list[RollbackEntry]
+    notifications: list[Notification]
+    risks: list[RiskRow]
+    slowest: list[tuple[str, float]]
+    customers_moved: int
+    notices: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
