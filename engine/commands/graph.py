@@ -7,6 +7,7 @@ import click
 from ..console import Console
 from ..graph_render import RENDERERS
 from .common import load_or_report
+from .options import state_dir
 
 
 @click.command(name="graph")
@@ -25,7 +26,15 @@ from .common import load_or_report
     is_flag=True,
     help="Also draw each step's rollback action, as a dashed node beside the step.",
 )
-def command(file: str, fmt: str, rollbacks: bool) -> int:
+@click.option(
+    "--state",
+    "with_state",
+    is_flag=True,
+    help="Colour each step by its status in the state (done, running, failed, skipped, "
+    "waiting, unknown, rolled back, ...): mermaid classDef, dot fillcolor, json `status`.",
+)
+@click.pass_context
+def command(ctx: click.Context, file: str, fmt: str, rollbacks: bool, with_state: bool) -> int:
     """Print the runbook's dependency graph (DAG) of steps.
 
     \b
@@ -45,8 +54,16 @@ def command(file: str, fmt: str, rollbacks: bool) -> int:
       runbook graph migrate.yaml > graph.mmd
       runbook graph --format dot migrate.yaml | dot -Tsvg > graph.svg
       runbook graph --format json --rollbacks migrate.yaml
+      runbook graph --state migrate.yaml     # coloured by each step's status
     """
     console = Console()
     loaded = load_or_report(file, console)
-    console.out(RENDERERS[fmt](loaded, rollbacks))
+    text = RENDERERS[fmt](loaded, rollbacks)
+    if with_state:
+        from ..graph_state import colour
+
+        text, notice = colour(fmt, text, loaded, state_dir(ctx))
+        if notice:
+            console.err(f"notice: {notice}")
+    console.out(text)
     return 0
