@@ -204,26 +204,38 @@ def _login_user() -> str:
     return TEST_USER
 
 
+def make_keys(root: Path) -> SshKeys:
+    """Generate the keys in ``root`` (made readable by the login user) and set up the user."""
+    root.chmod(0o755)  # the login user reads authorized_keys here
+    for name in ("host_main", "host_second", "client", "stranger"):
+        _keygen(root / name, f"runbook-test-{name}")
+    (root / "authorized_keys").write_text((root / "client.pub").read_text())
+    (root / "authorized_keys").chmod(0o644)
+    return SshKeys(
+        root=root,
+        user=_login_user(),
+        host_keys={"main": root / "host_main", "second": root / "host_second"},
+        client_key=root / "client",
+        stranger_key=root / "stranger",
+    )
+
+
+def sshd_missing() -> str | None:
+    if not SSHD.exists() or not Path(SSH_KEYGEN).exists():
+        return "sshd (apt-get install openssh-server)"
+    return None
+
+
 @pytest.fixture(scope="session")
 def ssh_keys() -> Iterator[SshKeys]:
-    if not SSHD.exists() or not Path(SSH_KEYGEN).exists():
+    missing = sshd_missing()
+    if missing:
         from tests.conftest import ci_requires
 
-        ci_requires("sshd (apt-get install openssh-server)")
+        ci_requires(missing)
     root = Path(tempfile.mkdtemp(prefix="runbook-sshd-"))
     try:
-        root.chmod(0o755)  # the login user reads authorized_keys here
-        for name in ("host_main", "host_second", "client", "stranger"):
-            _keygen(root / name, f"runbook-test-{name}")
-        (root / "authorized_keys").write_text((root / "client.pub").read_text())
-        (root / "authorized_keys").chmod(0o644)
-        yield SshKeys(
-            root=root,
-            user=_login_user(),
-            host_keys={"main": root / "host_main", "second": root / "host_second"},
-            client_key=root / "client",
-            stranger_key=root / "stranger",
-        )
+        yield make_keys(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
