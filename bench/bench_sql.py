@@ -302,6 +302,15 @@ def pg_part(run: Runner, rows: int, sources: dict[int, str]) -> list[dict[str, A
             )
         )
         out.append(run.series("SQLite->PostgreSQL sql.copy", "copy", copy_lite_pg, rows))
+
+        def copy_lite_pg_big(n: int) -> dict[str, Any]:
+            return {**copy_lite_pg(n), "batch_size": 100_000}
+
+        out.append(
+            run.series(
+                "SQLite->PostgreSQL sql.copy batch_size=100000", "copy", copy_lite_pg_big, rows
+            )
+        )
         out.append(run.series("PostgreSQL/PostgreSQL sql.verify", "verify", verify_pg, rows))
         out.append(run.series("SQLite/PostgreSQL sql.verify", "verify", verify_lite_pg, rows))
     return out
