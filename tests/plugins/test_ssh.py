@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -275,16 +278,21 @@ def _gone(pid: int) -> bool:
 def test_command_timeout_stops_the_command(make_ctx: Any, sshd: SshServer) -> None:
     trust(sshd)
     ctx = make_ctx(runbook_text=runbook_text(sshd.inventory()), timeout=2.0)
-    err = failure({"command": "echo $$; sleep 120; echo never", "hosts": ["h1"]}, ctx)
+    nap = f"sleep 120.{secrets.randbelow(10**6):06d}"  # unique: other runs may share the user
+    err = failure({"command": f"echo $$; {nap}; echo never", "hosts": ["h1"]}, ctx)
     assert "h1: timed out after 2s (the step's timeout): the command was sent TERM" in err.message
     host = err.outputs["hosts"]["h1"]
     assert host["exit_code"] is None and "never" not in host["stdout"]
     pid = int(host["stdout"].split()[0])
-    assert _gone(pid), f"remote shell {pid} still runs after the timeout"
+    gone = _gone(pid)
     sleepers = subprocess.run(
-        ["pgrep", "-u", sshd.keys.user, "-f", "sleep 120"], capture_output=True, check=False
-    )
-    assert sleepers.stdout == b""
+        ["pgrep", "-u", sshd.keys.user, "-f", nap], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for left in [*sleepers, *([] if gone else [str(pid)])]:  # do not leave them behind
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(left), signal.SIGKILL)
+    assert gone, f"remote shell {pid} still runs after the timeout"
+    assert sleepers == []
 
 
 def test_cancel_stops_running_commands(make_ctx: Any, sshd: SshServer) -> None:
