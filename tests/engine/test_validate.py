@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
@@ -32,7 +33,7 @@ def test_errors_are_located_and_all_reported(runbook) -> None:
     Path("bad.yaml").write_text(text)
     r = runbook("validate", "bad.yaml")
     assert r.code == 2
-    lines = [line for line in r.err.splitlines() if line.startswith("bad.yaml:")]
+    lines = [line for line in r.err.splitlines() if re.match(r"bad\.yaml:\d+:\d+: ", line)]
     assert "bad.yaml:9:18: phases[0].steps[0].timeout: invalid duration '3 minutes'" in r.err
     assert any("phases[0].steps[0].with.extra: unknown key 'extra'" in line for line in lines)
     assert any("with.duration: invalid duration 'soon'" in line for line in lines)
