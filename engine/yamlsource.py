@@ -14,6 +14,7 @@ duplicate mapping keys (PyYAML keeps the last one silently), tags outside the sa
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -56,12 +57,14 @@ class SourceMap:
         self._text = text
         self._values: dict[Path, tuple[int, int]] = {}
         self._keys: dict[Path, tuple[int, int]] = {}
+        self._lock = threading.Lock()
 
     def _load(self) -> None:
-        text, self._text = self._text, None
-        if text is not None:
-            _, full = _parse_located(text, self.file)
-            self._values, self._keys = full._values, full._keys
+        with self._lock:  # steps running in threads may report problems at the same time
+            if self._text is not None:
+                _, full = _parse_located(self._text, self.file)
+                self._values, self._keys = full._values, full._keys
+                self._text = None
 
     @property
     def values(self) -> dict[Path, tuple[int, int]]:
