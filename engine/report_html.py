@@ -45,7 +45,8 @@ svg.gantt{display:block;max-width:100%;height:auto}
 svg text{font:11px system-ui,"DejaVu Sans",Arial,sans-serif;fill:#343a40}
 svg text.sec{font-weight:600}svg text.tick,svg text.ax{fill:#6c757d;font-size:10px}
 svg text.tick{text-anchor:middle}svg text.thr{fill:#e03131}
-svg line.grid{stroke:#e9ecef;stroke-width:1}
+svg line.grid{stroke:#e9ecef;stroke-width:1}svg rect.band{fill:none;stroke:#f1f3f5}
+svg text.tick-l{fill:#6c757d;font-size:10px}
 .legend{margin:6px 0;font-size:12px}.key{margin-right:12px;white-space:nowrap}
 .key i{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:middle}
 .gates{display:flex;flex-wrap:wrap;gap:12px}

@@ -53,9 +53,19 @@ def _happened(rep: Report) -> list[str]:
         f"({format_duration(run.busy)} of it running steps), started {run.started}{by}{resumed}.",
         f"{sum(rep.counts.values()):,} steps: {counts_text(rep.counts)}.",
     ]
-    if rep.waves:
+    if len(rep.waves) > 6:
+        outcomes = Counter(w.outcome for w in rep.waves)
+        odd = [f"{w.phase}.{w.wave} {w.outcome}" for w in rep.waves if w.outcome != "completed"]
+        shown = ", ".join(odd[:6]) + (" …" if len(odd) > 6 else "")
+        out.append(
+            f"Waves: {len(rep.waves)}: "
+            + ", ".join(f"{n} {what}" for what, n in outcomes.most_common())
+            + (f" ({shown})" if odd else "")
+            + "."
+        )
+    elif rep.waves:
         waves = [f"{w.phase}.{w.wave} {w.outcome}" for w in rep.waves]
-        out.append("Waves: " + ", ".join(waves[:12]) + (" …" if len(waves) > 12 else "") + ".")
+        out.append("Waves: " + ", ".join(waves) + ".")
     return out
 
 

@@ -22,7 +22,7 @@ BAR_H = 12
 SECTION_H = 20
 LANE_H = 5
 GATE_LINE = "#0b7285"  # the gate charts' line: a colour no status uses
-GATE_W, GATE_H = 320, 150
+GATE_W, GATE_H = 300, 150
 
 
 def e(text: object) -> str:
@@ -43,27 +43,33 @@ def gantt_svg(tl: Timeline) -> str:
     y = AXIS_H
     section = None
     for row in tl.rows:
-        if row.section != section:
+        lanes = tl.grouped and row.section != "contingencies"  # a group's steps in lanes
+        if row.section != section and not lanes:
             section = row.section
             body.append(
                 f'<rect x="0" y="{y}" width="{WIDTH}" height="{SECTION_H}" fill="#f1f3f5"/>'
                 f'<text x="6" y="{y + 14}" class="sec">{e(_short(section, 90))}</text>'
             )
             y += SECTION_H
-        height = ROW_H if not tl.grouped else max(ROW_H, row.lanes * LANE_H + 6)
-        if tl.grouped and row.section != "contingencies":
-            label = f"{row.lanes} lane(s), {len(row.bars)} bar(s)"
+        height = ROW_H if not lanes else max(2 * ROW_H, row.lanes * LANE_H + 8)
+        if lanes:
+            body.append(
+                f'<rect x="0" y="{y}" width="{WIDTH}" height="{height}" class="band"/>'
+                f'<text x="6" y="{y + 14}" class="sec"><title>{e(row.label)}</title>'
+                f"{e(_short(row.label))}</text>"
+                f'<text x="6" y="{y + 29}" class="tick-l">{len(row.bars):,} bars in '
+                f"{row.lanes} lane(s)</text>"
+            )
         else:
-            label = row.label
-        body.append(
-            f'<text x="14" y="{y + 13}" class="lbl"><title>{e(row.label)}</title>'
-            f"{e(_short(label))}</text>"
-        )
+            body.append(
+                f'<text x="14" y="{y + 13}" class="lbl"><title>{e(row.label)}</title>'
+                f"{e(_short(row.label))}</text>"
+            )
         for bar in row.bars:
             x0, x1 = x(bar.t0), x(bar.t1)
             w = max(1.0, round(x1 - x0, 2))
-            if tl.grouped and row.section != "contingencies":
-                by, bh = y + 3 + bar.lane * LANE_H, LANE_H - 1
+            if lanes:
+                by, bh = y + 4 + bar.lane * LANE_H, LANE_H - 1
             else:
                 by, bh = y + (ROW_H - BAR_H) // 2, BAR_H
             s = style(bar.status)
@@ -124,7 +130,7 @@ def gate_svg(g: Gate) -> str:
     if hi == lo:
         lo, hi = lo - (abs(lo) or 1) * 0.5, hi + (abs(hi) or 1) * 0.5
     span = hi - lo
-    lo, hi = (0.0 if 0 <= lo < span * 0.08 else lo - span * 0.08), hi + span * 0.08
+    lo, hi = (0.0 if lo >= 0 else lo - span * 0.08), hi + span * 0.08  # rates: from zero
 
     def px(i: int) -> float:
         return round(pad_l + (pw * (i + 0.5) / max(len(ms), 1)), 2)
