@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import re
 import sqlite3
 import subprocess
 import sys
 import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from types import ModuleType
 
@@ -204,3 +207,123 @@ def test_force_replaces_a_previous_generation(tmp_path: Path) -> None:
     r = generate("subscription", "--out", str(out), "--customers", "200", "--force")
     assert r.returncode == 0, r.stderr
     assert count(out / "subscription-legacy.db", "subscribers") == 200
+
+
+# --- the runbooks run on the demo data ------------------------------------------------------------
+
+DEMO_VARS = (
+    "--var",
+    "auto_approve=true",
+    "--var",
+    "notice_lead_time=0s",
+    "--var",
+    "gate_interval=0s",
+)
+
+
+def outbox(folder: str) -> list[EmailMessage]:
+    """The messages of an outbox folder, parsed (bodies decoded)."""
+    path = Path("demo") / folder
+    return [
+        message_from_bytes(p.read_bytes(), policy=policy.default)  # type: ignore[misc]
+        for p in sorted(path.glob("*.eml"))
+    ]
+
+
+def body(message: EmailMessage) -> str:
+    return str(message.get_content())
+
+
+def statuses(runbook, path: Path) -> dict[str, str]:
+    r = runbook("status", "--format", "json", str(path))
+    return {s["id"]: s["status"] for s in json.loads(r.out)["steps"]}
+
+
+def test_acai_demo_moves_every_customer(runbook) -> None:
+    assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
+    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
+    assert r.code == 0, r.output
+    assert "succeeded" in r.out
+
+    legacy, new = Path("demo/legacy.db"), Path("demo/new.db")
+    for table in ("customers", "orders", "subscriptions"):
+        assert count(new, table) == count(legacy, table) > 0
+    told = count(legacy, "customers WHERE status <> 'blocked'")
+    assert count(new, "feedback") == told
+    assert count(new, "notices") == 9  # three waves, three languages
+    assert count(Path("demo/backup.db"), "orders") == count(legacy, "orders")
+    assert len(outbox("outbox/email")) == told
+    assert len(outbox("outbox/sms")) == told
+    pt = [m for m in outbox("outbox/email") if m["Content-Language"] == "pt-BR"]
+    assert pt and all("https://pedidos.acai.example" in body(m) for m in pt)
+    assert all(body(m).startswith(f"Olá, {m['To'].addresses[0].display_name},") for m in pt)
+    assert all(str(m["Subject"]).endswith("seus pedidos vão para a nova plataforma") for m in pt)
+    report = [m for m in outbox("outbox/staff") if m["X-Runbook-Step"] == "report-to-stakeholders"]
+    assert len(report) == 3
+    assert "customers      300 of 300" in body(report[0])
+    assert not Path("demo/outbox/pager").exists()
+
+
+def test_acai_fault_in_early_wave_rolls_back_that_wave_only(runbook) -> None:
+    assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
+    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS, "--var", "inject_fault=early")
+    assert r.code == 1, r.output
+    assert "verify-customers[early] failed" in r.output
+    assert (
+        "contingencies fired: page-dba, restore-customers-from-backup, "
+        "restore-orders-from-backup, restore-subscriptions-from-backup" in r.output
+    )
+
+    legacy, new = Path("demo/legacy.db"), Path("demo/new.db")
+    pilot = "id % 100 < 5"
+    assert count(new, "customers") == count(legacy, f"customers WHERE {pilot}") > 0
+    assert count(new, "customers WHERE name LIKE '%(corrupted)%'") == 0
+    assert count(new, "orders") == count(legacy, f"orders WHERE customer_{pilot}")
+    assert count(new, "subscriptions") == count(legacy, f"subscriptions WHERE customer_{pilot}")
+    assert rows(new, "SELECT DISTINCT campaign FROM notices") == [("migration-pilot",)]
+    assert rows(new, "SELECT DISTINCT wave FROM feedback") == [("pilot",)]
+    assert count(legacy, "customers WHERE name LIKE '%(corrupted)%'") == 0
+    (page,) = outbox("outbox/pager")
+    assert "verify-customers[early]" in str(page["Subject"])
+    early = [m for m in outbox("outbox/email") if m["X-Runbook-Step"] == "announce-email[early]"]
+    assert early and any(m["Subject"] == "Mudança adiada" for m in early)
+
+    status = statuses(runbook, ACAI)
+    assert status["copy-customers[pilot]"] == "succeeded"
+    assert status["copy-customers[early]"] == "rolled_back"
+    assert status["verify-customers[early]"] == "failed"
+    assert status["copy-customers[all]"] == "pending"
+
+
+def test_subscription_demo_and_fault_in_half_wave(runbook) -> None:
+    assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS, "--var", "inject_fault=half")
+    assert r.code == 1, r.output
+    assert "verify-payment-methods[half] failed" in r.output
+    assert "contingencies fired: page-payments-oncall, pause-and-notify" in r.output
+
+    legacy = Path("demo/subscription-legacy.db")
+    new = Path("demo/subscription-new.db")
+    canary = "subscriber_id % 100 < 2"
+    assert count(new, "subscriptions") == count(legacy, f"subscriptions WHERE {canary}") > 0
+    assert count(new, "subscribers") == count(legacy, "subscribers WHERE id % 100 < 2")
+    assert count(new, "payment_methods WHERE token LIKE '%-mangled'") == 0
+    # billing moved for the canary wave only; the half wave is billed by the old platform again
+    assert rows(legacy, "SELECT wave, bucket_from, bucket_to FROM billing_holds") == [
+        ("canary", 0, 2)
+    ]
+    assert count(new, "plans") == 6
+    assert count(new, "notices") == 3
+
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS)
+    assert r.code == 0, r.output
+    for table in ("subscribers", "subscriptions", "plans"):
+        assert count(new, table) == count(legacy, table)
+    supported = "type NOT IN ('legacy_wallet', 'carrier_billing')"
+    assert count(new, "payment_methods") == count(legacy, f"payment_methods WHERE {supported}")
+    assert count(new, f"payment_methods WHERE NOT ({supported})") == 0
+    assert [w for (w,) in rows(legacy, "SELECT wave FROM billing_holds ORDER BY bucket_from")] == [
+        "canary",
+        "half",
+        "rest",
+    ]
