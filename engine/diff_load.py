@@ -37,19 +37,19 @@ def read_source(arg: str, display: str | None = None) -> Source:
         if os.path.isdir(arg):
             raise InvalidInput(f"{name}: is a directory, not a runbook file")
         return Source(name, read_file(arg, name))
-    rev, sep, path = arg.partition(":")
+    _, sep, path = arg.rpartition(":")
     if sep and path:
-        return Source(name, git_show(rev, path, name))
+        return Source(name, git_show(arg, name))
     raise InvalidInput(
         f"{name}: no such file (to read a runbook from git, write REV:PATH, e.g. main:{arg})"
     )
 
 
-def git_show(rev: str, path: str, name: str) -> str:
+def git_show(spec: str, name: str) -> str:
     """``git show REV:PATH`` (PATH from the repository's top, or ``./``-relative)."""
     try:
         proc = subprocess.run(
-            ["git", "show", "--no-textconv", f"{rev}:{path}"],
+            ["git", "show", "--no-textconv", spec],
             capture_output=True,
             timeout=120,
             check=False,
@@ -62,6 +62,8 @@ def git_show(rev: str, path: str, name: str) -> str:
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         why = lines[0].removeprefix("fatal: ") if lines else f"git exited {proc.returncode}"
         raise InvalidInput(f"{name}: cannot read from git: {why}")
+    if proc.stdout.startswith(f"tree {spec}\n".encode()):
+        raise InvalidInput(f"{name}: is a directory in git, not a runbook file")
     if len(proc.stdout) > MAX_BYTES:
         raise InvalidInput(f"{name}: over {MAX_BYTES // 1048576} MiB: refused")
     return decode(proc.stdout, name)

@@ -107,6 +107,9 @@ def test_missing_rev_or_path(runbook, repo: Path) -> None:
         "main:runbooks/y.yaml: cannot read from git: path 'runbooks/y.yaml' does not exist in 'main'"
         in r.err
     )
+    r = runbook("diff", "main:runbooks", "runbooks/x.yaml")
+    assert r.code == 2
+    assert "main:runbooks: is a directory in git, not a runbook file" in r.err
     assert "Traceback" not in r.output
 
 
