@@ -110,6 +110,7 @@ def render(fmt: str, rep: object) -> str:
 def _write(output: str, text: str) -> None:
     """Replace ``output`` whole (a reader never sees half a report)."""
     target = Path(output)
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report-", dir=str(target.parent.resolve()))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -117,4 +118,6 @@ def _write(output: str, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
         raise InvalidInput(f"--output {output}: cannot write: {exc.strerror or exc}") from None

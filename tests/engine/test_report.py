@@ -235,6 +235,28 @@ def test_damaged_journal_is_exit_2_and_left_untouched(runbook) -> None:
     assert not Path("r.html").exists() and JOURNAL.read_bytes() == before
 
 
+def test_output_into_a_missing_folder_is_exit_2(runbook) -> None:
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true")]}])
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    r = runbook("report", "r.yaml", "--output", "no/such/dir/r.md")
+    assert r.code == 2
+    assert "--output no/such/dir/r.md: cannot write: No such file or directory" in r.err
+    assert not Path("no").exists()
+
+
+def test_steps_no_longer_in_the_edited_runbook_are_still_reported(runbook) -> None:
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true"), sh("old", "true")]}])
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true"), sh("new", "true")]}])
+    doc = json.loads(runbook("report", "r.yaml", "--format", "json").out)
+    steps = {s["id"]: s for s in doc["steps"]}
+    assert steps["old"]["phase"] is None and steps["old"]["status"] == "succeeded"
+    assert steps["new"]["status"] == "pending" and not steps["new"]["this_run"]
+    assert "1 step(s) of this run are no longer in r.yaml: old" in doc["notices"][0]
+    md = runbook("report", "r.yaml").out
+    assert "  section (no longer in the runbook)\n  old :done, " in md
+
+
 def test_an_earlier_run_is_reported_as_it_ended(runbook) -> None:
     write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "echo a"), sh("b", "echo b")]}])
     assert runbook("apply", "r.yaml", "--yes").code == 0
