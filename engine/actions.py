@@ -31,6 +31,12 @@ def late_keys(action: object) -> frozenset[str]:
     return keys
 
 
+def expression_keys(action: object) -> frozenset[str]:
+    """The `with` keys that hold a bare Jinja2 expression (check's `condition`)."""
+    keys: frozenset[str] = getattr(action, "expression_keys", frozenset())
+    return keys
+
+
 def late_names(action: object) -> frozenset[str]:
     names: frozenset[str] = getattr(action, "late_names", frozenset())
     return names
@@ -147,6 +153,8 @@ class BuiltinAction:
     # recipient, per measurement), with the extra names below besides the run's context
     late_keys: ClassVar[frozenset[str]] = frozenset()
     late_names: ClassVar[frozenset[str]] = frozenset()
+    # `with` keys holding a bare Jinja2 expression (no braces), checked as such by validate
+    expression_keys: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def schema(self) -> Mapping[str, Any]:

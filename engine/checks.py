@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .actions import late_keys, late_names, registry
+from .actions import expression_keys, late_keys, late_names, registry
 from .errors import Problem
 from .model import Call, Phase, Runbook
 from .schema import check as schema_check
@@ -269,10 +269,27 @@ def _template_problems(rb: Runbook, source: str, path: Path, scope: _Scope) -> l
     return out
 
 
+def _expression_problems(
+    rb: Runbook, expr: str, path: Path, key: str, scope: _Scope
+) -> list[Problem]:
+    """A `with` value that is a bare Jinja2 expression (check's `condition`)."""
+    if "{{" in expr or "{%" in expr:
+        return [
+            rb.source.problem(
+                path,
+                f"`{key}` is a Jinja2 expression, written without {{{{ }}}}: "
+                "e.g. `value < vars.limit`",
+                code="template",
+            )
+        ]
+    return _template_problems(rb, "{{ " + expr + " }}", path, scope)
+
+
 def check_templates(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
     reg = registry()
     late_by_action: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+    expressions: dict[str, frozenset[str]] = {}
     scopes: dict[tuple[str | None, str, frozenset[str]], _Scope] = {}
     clean: set[tuple[str, int]] = set()  # (template, scope) pairs known to have no problem
 
@@ -300,11 +317,23 @@ def check_templates(rb: Runbook) -> list[Problem]:
             late = (late_keys(action), late_names(action)) if action else (frozenset(), frozenset())
             late_by_action[call.action] = late
         scope = scope_for(phase, kind, frozenset())
+        exprs = expressions.get(call.action)
+        if exprs is None:
+            exprs = expressions[call.action] = (
+                expression_keys(reg.get(call.action)) if call.action in reg else frozenset()
+            )
         for rel, text in _template_strings(call.params):
+            if rel and rel[0] in exprs:
+                continue  # a bare expression: checked below
             if late[0] and rel and rel[0] in late[0]:
                 check(text, (*call.path, "with", *rel), scope_for(phase, kind, late[1]))
             else:
                 check(text, (*call.path, "with", *rel), scope)
+        for key in sorted(exprs):
+            expr = call.params.get(key)
+            if isinstance(expr, str):
+                where = scope_for(phase, kind, late[1] if key in late[0] else frozenset())
+                out.extend(_expression_problems(rb, expr, (*call.path, "with", key), key, where))
     for phase in rb.phases:
         for step in phase.steps:
             if isinstance(step.when, str):

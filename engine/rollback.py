@@ -106,6 +106,11 @@ class Rollback(Runner):
         """Roll back ``targets`` (already expanded); returns the steps whose rollback failed."""
         self.scope = set(targets)
         self._deps = {n: scoped_succs(self.dag, n, self.scope) for n in self.scope}
+        # who waits for whom: when d is rolled back, the steps in waiters[d] may be ready
+        waiters: dict[str, set[str]] = {n: set() for n in self.scope}
+        for n, deps in self._deps.items():
+            for d in deps:
+                waiters[d].add(n)
         for n in sorted(self.scope):
             if self.status(n) is Status.ROLLING_BACK:
                 inst = self.rb.instances[n]
@@ -156,7 +161,7 @@ class Rollback(Runner):
                     continue
                 job = self.start(node)
                 if job is None:
-                    push(self.step_preds(node) & self.scope)
+                    push(waiters[node])
                 else:
                     started.append(job)
             self.flush()
@@ -169,7 +174,7 @@ class Rollback(Runner):
             for r in self.wait_results():
                 self.running.pop(r.node, None)
                 self.finish(r)
-                push(self.step_preds(r.node) & self.scope)
+                push(waiters[r.node])
         self.flush()
         return self.failed_nodes
 

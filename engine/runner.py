@@ -174,7 +174,7 @@ class Runner:
 
         def make_ctx(attempt: int, cancel: threading.Event) -> ActionContext:
             return ActionContext(
-                step_id=node,
+                step_id=key,  # a rollback is `ID#rollback`: its own records and message ids
                 run_id=self.run_id,
                 attempt=attempt,
                 timeout=call.timeout,

@@ -47,6 +47,8 @@ class ApplyOutcome:
     unknown: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     nothing_to_do: bool = False
+    compensated: bool = False  # every step is done, but this run fired or rolled back
+    rollbacks: int = 0  # steps rolled back in this run (re-run since or not)
 
 
 def new_run_id() -> str:
@@ -447,6 +449,7 @@ class Apply(Runner):
             ):
                 out.changed.append(n)
         out.fired = sorted(run.fired)
+        out.rollbacks = run.rollbacks
         for node, error in self.failures:
             if (node, error) not in out.failed and self.status(node) is not Status.FAILED:
                 out.failed.append((node, error))
@@ -463,6 +466,8 @@ class Apply(Runner):
             status, out.exit = RunStatus.PAUSED, Exit.PAUSED
         else:
             status, out.exit = RunStatus.SUCCEEDED, Exit.OK
+            if run.fired or run.rollbacks:
+                out.compensated, out.exit = True, Exit.FAILED  # SPEC §4: never a plain success
         if self.options.only and status is RunStatus.SUCCEEDED:
             pending_elsewhere = any(
                 self.status(n) not in DONE for n in self.rb.instances if n not in self.scope

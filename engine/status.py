@@ -70,6 +70,7 @@ class RunState:
     finished_at: str | None = None
     digest: str | None = None
     fired: set[str] = field(default_factory=set)  # contingencies fired in this run
+    rollbacks: int = 0  # steps rolled back in this run
 
     @property
     def finished(self) -> bool:
@@ -131,6 +132,9 @@ class State:
                 st.reason = rec["reason"]
             if st.status is Status.SUCCEEDED and "digest" in rec:
                 st.digest = rec["digest"]
+            current = self.run
+            if st.status is Status.ROLLED_BACK and current is not None and st.run == current.id:
+                current.rollbacks += 1
         elif kind == "run":
             status = RunStatus(rec["status"])
             current = self.run

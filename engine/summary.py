@@ -44,11 +44,13 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
             )
         return "\n".join(lines), {"exit": 0, "nothing_to_do": True, "changed": out.changed}
     head = _HEAD.get(out.exit, str(out.exit))
+    if out.compensated:
+        head = "succeeded after compensation (exit 1)"
     lines = [f"run {out.run_id}: {head} — {counts_text(out.counts)}"]
     for node, error in out.failed:
         lines.append(f"  failed: {node}: {error}")
     if out.fired:
-        lines.append(f"  contingencies fired: {', '.join(out.fired)}")
+        lines.append(f"  contingencies fired in this run: {', '.join(out.fired)}")
     if out.rolled_back:
         lines.append(f"  rolled back: {', '.join(out.rolled_back)}")
     if out.rollback_failed:
@@ -68,7 +70,11 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
         )
     if out.changed:
         lines.append(f"  changed since applied (not re-run): {', '.join(out.changed)}")
-    if out.exit in (Exit.FAILED, Exit.PAUSED, Exit.INTERRUPTED):
+    if out.compensated and out.rollbacks and not out.rolled_back:
+        lines.append(
+            f"  {out.rollbacks} step rollback(s) earlier in this run; those steps ran again"
+        )
+    if out.exit in (Exit.FAILED, Exit.PAUSED, Exit.INTERRUPTED) and not out.compensated:
         lines.append(f"  resume with: runbook apply {q}")
     data = {k: v for k, v in asdict(out).items() if k != "exit"}
     data["exit"] = int(out.exit)

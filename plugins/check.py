@@ -40,6 +40,7 @@ class CheckAction(BuiltinAction):
     changes = False
     late_keys = frozenset({"condition"})
     late_names = frozenset({"value", "values"})
+    expression_keys = frozenset({"condition"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         count = params.get("count", 1)

@@ -226,7 +226,7 @@ def test_contingencies_fire_once_in_order_then_rollback_policy(runbook) -> None:
     r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 1
     assert ledger_lines() == ["a", "b", "first c", "second", "undo-b", "undo-a"]
-    assert "contingencies fired: first, second" in r.out
+    assert "contingencies fired in this run: first, second" in r.out
     assert "rolled back: a, b" in r.out
     doc = status_json(runbook, "r.yaml")
     assert doc["run"]["status"] == "rolled_back"
@@ -349,3 +349,57 @@ def test_dry_run_renders_and_writes_nothing(runbook) -> None:
     assert "echo hello world ***" in r.out
     assert "<a.outputs.stdout>" in r.out
     assert not Path(".runbook").exists()
+
+
+def test_wave_rollback_reaches_steps_before_a_when_skipped_step(runbook) -> None:
+    undo = {"action": "shell", "with": {"command": "echo undo-a >> ledger.txt"}}
+    write(
+        "r.yaml",
+        phases=[
+            {
+                "id": "p",
+                "waves": [{"id": "w1"}],
+                "steps": [
+                    sh("a", "echo a >> ledger.txt", rollback=undo),
+                    sh("b", "echo b >> ledger.txt", when=False),
+                    {"id": "c", "action": "wait", "with": {"duration": "0s"}},
+                    sh("d", "false", on_failure="rollback-wave"),
+                ],
+            }
+        ],
+    )
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1
+    assert ledger_lines() == ["a", "undo-a"]
+    assert statuses(runbook, "r.yaml")["a[w1]"] == "rolled_back"
+
+
+def test_a_run_that_needed_compensation_never_ends_in_a_plain_success(runbook) -> None:
+    undo = {"action": "shell", "with": {"command": "echo undo-{{ wave.id }} >> ledger.txt"}}
+    write(
+        "r.yaml",
+        risks=[{"id": "r", "likelihood": "low", "impact": "low", "contingencies": ["tell"]}],
+        contingencies=[
+            {"id": "tell", "action": "shell", "with": {"command": "echo tell >> ledger.txt"}}
+        ],
+        phases=[
+            {
+                "id": "p",
+                "waves": [{"id": "w1"}],
+                "steps": [
+                    sh("copy", "echo copy >> ledger.txt", rollback=undo),
+                    sh("gate", "test -e fixed", risks=["r"], on_failure="rollback-wave"),
+                ],
+            }
+        ],
+    )
+    assert runbook("apply", "r.yaml", "--yes").code == 1
+    Path("fixed").touch()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert "succeeded after compensation (exit 1)" in r.out
+    assert "contingencies fired in this run: tell" in r.out
+    assert "1 step rollback(s) earlier in this run" in r.out
+    assert status_json(runbook, "r.yaml")["run"]["status"] == "succeeded"
+    r = runbook("apply", "r.yaml", "--yes")  # the run is over: nothing to do, exit 0
+    assert r.code == 0 and "nothing to do" in r.out

@@ -56,3 +56,21 @@ def test_examples_pass_strict(runbook) -> None:
     assert len(files) >= 2
     r = runbook("validate", "--strict", *files)
     assert r.code == 0, r.err
+
+
+def test_check_conditions_are_checked_as_expressions(runbook) -> None:
+    steps = """\
+      - {id: a, action: check, with: {command: "echo 1", condition: "value >= {{ vars.x }}"}}
+      - {id: b, action: check, with: {command: "echo 1", condition: "value >= vars.nope"}}
+      - {id: c, action: check, with: {command: "echo 1", condition: "value >="}}
+      - {id: d, action: check, with: {command: "echo 1", condition: "value >= vars.x and values | length > 0"}}
+"""
+    text = MINIMAL.replace("metadata: {name: minimal}", "metadata: {name: minimal}\nvars: {x: 1}")
+    text = text.split("      - id: hello")[0] + steps
+    Path("c.yaml").write_text(text)
+    r = runbook("validate", "c.yaml")
+    assert r.code == 2
+    assert "steps[0].with.condition: `condition` is a Jinja2 expression, written without" in r.err
+    assert "steps[1].with.condition: undeclared variable vars.nope" in r.err
+    assert "steps[2].with.condition: template syntax" in r.err
+    assert "steps[3]" not in r.err
