@@ -91,7 +91,10 @@ class NotifyAction(BuiltinAction):
         run.flush()
         outputs = run.outputs(channel_name, channel)
         if run.uncertain:
-            ctx.emit("notify.uncertain", {"recipients": run.uncertain[:LISTED]})
+            ctx.emit(
+                "notify.uncertain",
+                {"count": run.uncertain_count, "recipients": run.uncertain[:LISTED]},
+            )
         if run.failed:
             names = [f"{address} ({why})" for address, why in run.failed]
             raise ActionFailed(

@@ -223,7 +223,7 @@ def test_crash_between_send_and_record_is_uncertain_and_not_resent(
     assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (3, 1, 1)
     assert out["uncertain_recipients"] == ["bob@example.com"]
     assert server.to("bob@example.com") == [] and server.to("ana@example.com.br") == []
-    assert ("notify.uncertain", {"recipients": ["bob@example.com"]}) in make_ctx.events
+    assert ("notify.uncertain", {"count": 1, "recipients": ["bob@example.com"]}) in make_ctx.events
     assert make_ctx.records.get("to:bob@example.com") == "sending"
 
     out = run({**params, "resend_uncertain": True}, make_ctx)
