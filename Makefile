@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PIP     = $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: demo test lint typecheck install install-dev bench clean
+.PHONY: demo demo-fault demo-subscription test lint typecheck install install-dev bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,35 @@ install-dev: $(VENV)/.deps
 install: | $(BIN)/python
 	$(PIP) install -q .
 
+ACAI = runbooks/examples/acai-distributor-gradual-migration.yaml
+SUBS = runbooks/examples/subscription-platform-switch.yaml
+DEMO_VARS = --var auto_approve=true --var notice_lead_time=1s --var gate_interval=0s
+
+# The main job: 20,000 retailer customers move from a legacy SQLite ERP to the new platform in
+# three waves (pilot, early, all), told in their language first, copied, verified, gated.
 demo: install
-	$(BIN)/runbook validate --strict runbooks/examples/*.yaml
-	$(BIN)/runbook plan runbooks/examples/acai-distributor-gradual-migration.yaml
+	rm -rf demo
+	$(BIN)/python runbooks/examples/demo_data.py acai --out demo
+	$(BIN)/runbook validate --strict runbooks/examples/*.yaml runbooks/tour/*.yaml
+	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(ACAI) $(DEMO_VARS)
+	$(BIN)/runbook --state-dir demo/.runbook report $(ACAI) --format html --output demo/report.html
+	$(BIN)/python runbooks/examples/demo_summary.py acai demo
+	@echo "report: demo/report.html   state: demo/.runbook/   try: make demo-fault"
+
+# The same with a corrupted row in wave `early`: verify fails, the data-loss contingencies fire,
+# wave `early` is rolled back and the pilot stays migrated (exit 1 is the expected outcome).
+demo-fault: install
+	rm -rf demo
+	$(BIN)/python runbooks/examples/demo_data.py acai --out demo
+	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(ACAI) $(DEMO_VARS) --var inject_fault=early || test $$? -eq 1
+	$(BIN)/runbook --state-dir demo/.runbook status $(ACAI)
+	$(BIN)/python runbooks/examples/demo_summary.py acai demo
+
+demo-subscription: install
+	rm -rf demo
+	$(BIN)/python runbooks/examples/demo_data.py subscription --out demo
+	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(SUBS) $(DEMO_VARS)
+	$(BIN)/python runbooks/examples/demo_summary.py subscription demo
 
 lint: install-dev
 	$(BIN)/ruff check engine plugins tests bench
