@@ -163,7 +163,7 @@ def _waves(rep: Report) -> Iterator[str]:
                 took(w.duration),
             ]
         )
-    head = ["wave", "outcome", "steps", "customers moved", "moved back", "verified", "duration"]
+    head = ["wave", "outcome", "steps", "rows moved", "moved back", "verified", "duration"]
     yield table(head, rows, numeric=(3, 4))
     gates = [g for p in rep.phases for g in p.gates]
     yield "<h3>Gates</h3>"

@@ -178,7 +178,7 @@ def _waves(rep: Report) -> Iterator[str]:
                 took(w.duration),
             ]
         )
-    head = ["wave", "outcome", "steps", "customers moved", "moved back", "verified", "gates"]
+    head = ["wave", "outcome", "steps", "rows moved", "moved back", "verified", "gates"]
     yield from table([*head, "duration"], rows)
     yield ""
     yield "### Gates"

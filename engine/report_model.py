@@ -91,6 +91,7 @@ class Copy:
     status: str
     rows_copied: int | None
     rows_undone: int | None  # rowcount of its rollback action, when it was rolled back
+    table: str | None = None  # the copied table (its `with.table`)
 
 
 @dataclass

@@ -86,7 +86,17 @@ class Sections:
             if r.action == "sql.copy":
                 undo = self.walk.undo_outputs.get(r.id, {})
                 undone = _int(undo.get("rowcount")) if r.status == "rolled_back" else None
-                copies.append(Copy(r.id, r.status, _int(r.outputs.get("rows_copied")), undone))
+                inst = self.rb.instances.get(r.id)
+                table = inst.step.call.params.get("table") if inst else None
+                copies.append(
+                    Copy(
+                        r.id,
+                        r.status,
+                        _int(r.outputs.get("rows_copied")),
+                        undone,
+                        str(table) if table is not None else None,
+                    )
+                )
             elif r.action == "sql.verify":
                 o = r.outputs
                 verifies.append(
@@ -231,7 +241,8 @@ class Sections:
             notifications=self.notifications(),
             risks=self.risks(),
             slowest=[(sid, float(d)) for sid, d in slowest],
-            customers_moved=sum(c.rows_copied or 0 for p in phases for c in p.copies),
+            # what the waves moved (backups and staging copies outside waves are not customers')
+            customers_moved=sum(c.rows_copied or 0 for w in waves if w.wave for c in w.copies),
             notices=notices,
         )
         from .report_summary import summarise

@@ -125,13 +125,21 @@ def _hurt(rep: Report) -> list[str]:
 
 def _customers(rep: Report) -> list[str]:
     out: list[str] = []
-    if any(c for p in rep.phases for c in p.copies):
-        per = [f"{w.wave} {w.customers_moved:,}" for w in rep.waves if w.copies]
-        detail = f" ({' · '.join(per[:12])})" if per else ""
-        out.append(f"{rep.customers_moved:,} customers moved{detail}.")
-        back = sum(p.customers_moved_back for p in rep.phases)
+    moved = [w for w in rep.waves if w.wave and w.copies]
+    if moved:
+        tables: dict[str, int] = {}
+        for w in moved:
+            for c in w.copies:
+                key = c.table or c.step
+                tables[key] = tables.get(key, 0) + (c.rows_copied or 0)
+        per_table = " · ".join(f"{t} {n:,}" for t, n in list(tables.items())[:8])
+        per_wave = " · ".join(f"{w.wave} {w.customers_moved:,}" for w in moved[:12])
+        out.append(
+            f"{rep.customers_moved:,} rows moved in waves ({per_table}; by wave: {per_wave})."
+        )
+        back = sum(w.customers_moved_back for w in moved)
         if back:
-            gone = [w.wave for w in rep.waves if w.customers_moved_back]
+            gone = [w.wave for w in moved if w.customers_moved_back]
             out.append(
                 f"{back:,} moved back by rollback"
                 + (f" (wave {', '.join(str(g) for g in gone)})" if gone else "")

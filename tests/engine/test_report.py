@@ -42,7 +42,10 @@ def test_markdown_answers_what_happened_where_it_hurt_and_what_customers_got(run
     assert "health\\[all\\] failed (attempt 1): check failed: 2 of 2 measurement(s)" in summary
     assert "1 retry on 1 step(s); most on warm-cache (1)." in summary
     assert "contingency tell-support fired for risk churn after health\\[all\\] failed" in summary
-    assert "200 customers moved (pilot 20 · early 80 · all 100)." in summary
+    assert (
+        "200 rows moved in waves (customers 200; by wave: pilot 20 · early 80 · all 100)."
+        in summary
+    )
     assert "100 moved back by rollback (wave all)." in summary
     assert "4 notification(s) sent, 0 skipped (already sent), 0 uncertain." in summary
     # the timeline: a mermaid gantt with every step that ran, the failed one critical
