@@ -3,7 +3,8 @@
 Jinja2's parser costs about 0.13 ms a template; a 10,000-step runbook has ~18,000 template
 strings, most of them repeats or plain references such as ``{{ vars.new_db }}``.  So results
 are cached by text, and a template made only of literal text and ``{{ NAME.attr['key'] | filter
-}}`` references is read with one regular expression, giving exactly what
+}}`` references (optionally compared with a number, as check conditions are) is read with one
+regular expression, giving exactly what
 ``templates.parse`` would (tested side by side in ``tests/engine/test_template_names.py``).
 Anything else (statements, comments, operators, calls, whitespace control, Jinja globals) goes
 to Jinja2's real parser.
@@ -19,7 +20,8 @@ from .templates import Parsed, Reference
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _EXPR = re.compile(
     rf"\s*(?P<root>{_NAME})(?P<chain>(?:\.{_NAME}|\['[A-Za-z0-9_-]+'\]|\[\"[A-Za-z0-9_-]+\"\])*)"
-    rf"(?P<filters>(?:\s*\|\s*{_NAME})*)\s*"
+    rf"(?P<filters>(?:\s*\|\s*{_NAME})*)"
+    r"(?:\s*(?:<|<=|>|>=|==|!=)\s*-?\d+(?:\.\d+)?)?\s*"  # a check condition: `value < 0.02`
 )
 _PART = re.compile(rf"\.({_NAME})|\['([A-Za-z0-9_-]+)'\]|\[\"([A-Za-z0-9_-]+)\"\]")
 _FILTER = re.compile(_NAME)

@@ -44,6 +44,11 @@ SAMPLES = [
     "{{ vars.a }}\n{{ secrets.b | lower | trim }}",
     "{{ loop.index }}",
     "{{ not vars.a }}",
+    "{{ value < 0.02 }}",
+    "{{ value.rate >= -1 }}",
+    "{{ value | float != 3 }}",
+    "{{ value < 1 < 2 }}",
+    "{{ value < vars.limit }}",
 ]
 
 
@@ -63,7 +68,7 @@ def test_fast_reading_matches_jinja(source: str) -> None:
 
 
 def test_plain_references_take_the_fast_path() -> None:
-    for source in SAMPLES[:5]:
+    for source in [*SAMPLES[:5], "{{ value < 0.02 }}"]:
         assert _fast(source) is not None, source
 
 
@@ -87,6 +92,7 @@ TOKENS = st.sampled_from(
     [
         *["{{", "}}", " ", "vars", "secrets", ".", "a", "b", "['k-1']", "|", "quote", "nosuch"],
         *["{%", "-", "0", "'", "\n", "none", "range", "[", "]", "x", "(", ")", "+"],
+        *["<", "<=", ">", "==", "!=", "0.02", "=", "value", "1.5.2"],
     ]
 )
 
