@@ -84,6 +84,29 @@ def check_ids(rb: Runbook) -> list[Problem]:
     return out
 
 
+def check_inventory(rb: Runbook) -> list[Problem]:
+    """``ssh`` steps name inventory hosts and groups that exist (literal names only)."""
+    out: list[Problem] = []
+    groups = {g for h in rb.hosts.values() for g in h.groups}
+    for call, _phase, _kind in calls(rb):
+        if call.action != "ssh":
+            continue
+        for key, known, what in (("hosts", rb.hosts, "host"), ("groups", groups, "group")):
+            names = call.params.get(key)
+            if not isinstance(names, list):
+                continue
+            for i, name in enumerate(names):
+                if isinstance(name, str) and "{" not in name and name not in known:
+                    out.append(
+                        rb.source.problem(
+                            (*call.path, "with", key, i),
+                            f"no {what} {name!r} in the runbook's `hosts` inventory"
+                            f"{hint(name, sorted(known))}",
+                        )
+                    )
+    return out
+
+
 def check_references(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
     risk_ids = list(rb.risk_by_id)
@@ -361,6 +384,6 @@ def _template_strings(value: Any) -> list[tuple[Path, str]]:
 
 def all_checks(rb: Runbook) -> list[Problem]:
     out: list[Problem] = []
-    for check in (check_ids, check_references, check_actions, check_templates):
+    for check in (check_ids, check_references, check_inventory, check_actions, check_templates):
         out.extend(check(rb))
     return out

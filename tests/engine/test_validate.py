@@ -74,3 +74,23 @@ def test_check_conditions_are_checked_as_expressions(runbook) -> None:
     assert "steps[1].with.condition: undeclared variable vars.nope" in r.err
     assert "steps[2].with.condition: template syntax" in r.err
     assert "steps[3]" not in r.err
+
+
+def test_ssh_steps_name_inventory_hosts_and_groups(runbook) -> None:
+    text = MINIMAL.replace(
+        "metadata: {name: minimal}",
+        "metadata: {name: minimal}\nhosts:\n  app1: {address: 10.0.0.5, groups: [app]}",
+    ).replace(
+        "action: wait\n        with: {duration: 0s}",
+        "action: ssh\n        with: {command: 'true', hosts: [app1, app2], groups: [ap]}\n"
+        "        rollback: none",
+    )
+    Path("s.yaml").write_text(text)
+    r = runbook("validate", "s.yaml")
+    assert r.code == 2
+    assert "with.hosts[1]: no host 'app2' in the runbook's `hosts` inventory" in r.err
+    assert (
+        "with.groups[0]: no group 'ap' in the runbook's `hosts` inventory; did you mean 'app'?"
+        in r.err
+    )
+    assert "hosts[0]" not in r.err
