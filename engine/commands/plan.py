@@ -21,7 +21,8 @@ from .common import load_or_report
     help="text: for a terminal; markdown: tables for a pull request or a wiki; "
     "json: one object with `groups` of `steps`, `risk_matrix` and `risks`.",
 )
-def command(file: str, fmt: str) -> int:
+@click.pass_context
+def command(ctx: click.Context, file: str, fmt: str) -> int:
     """Show what `apply` would do, without running anything.
 
     \b
@@ -36,6 +37,11 @@ def command(file: str, fmt: str) -> int:
     Then the risk register: a likelihood x impact table of risk ids, and each
     risk with its mitigation, owner, contingencies and the steps that name it.
 
+    Once the runbook has been applied (state in --state-dir), each step also shows
+    where it stands: `to run`, `done` (and `changed since applied` when its
+    definition changed: apply will not re-run it without --replace), `skipped`,
+    `waiting` (an approval or an operator's decision) or `running`.
+
     An invalid runbook gets the same located errors as `validate` (exit 2);
     lint warnings are printed on stderr and do not stop the plan.
 
@@ -45,7 +51,15 @@ def command(file: str, fmt: str) -> int:
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
     """
+    from ..plan_state import plan_statuses
+    from ..store import read_state
+    from .options import state_dir
+
     console = Console()
     loaded = load_or_report(file, console)
-    console.out(RENDERERS[fmt](build_plan(loaded)))
+    got = read_state(state_dir(ctx), loaded.runbook.name)
+    if got is not None and got[1]:
+        console.err(got[1])
+    statuses = plan_statuses(loaded, got[0]) if got is not None else None
+    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses)))
     return 0

@@ -208,3 +208,29 @@ def test_help_teaches() -> None:
         "runbook plan",
     ):
         assert words in out, words
+
+
+def test_plan_shows_where_each_step_stands_against_the_state(runbook) -> None:
+    from tests.engine.helpers import sh, write
+
+    steps = [sh("a", "echo a"), sh("b", "exit 1"), sh("c", "echo c")]
+    write("s.yaml", phases=[{"id": "p", "steps": steps}])
+    r = runbook("plan", "s.yaml", "--format", "json")
+    assert r.code == 0
+    assert {s["id"]: s["status"] for g in json.loads(r.out)["groups"] for s in g["steps"]} == {
+        "a": None,
+        "b": None,
+        "c": None,
+    }
+    assert runbook("apply", "s.yaml", "--yes").code == 1
+    steps[0] = sh("a", "echo a, changed")
+    write("s.yaml", phases=[{"id": "p", "steps": steps}])
+    r = runbook("plan", "s.yaml", "--format", "json")
+    got = {
+        s["id"]: (s["status"], s["changed"])
+        for g in json.loads(r.out)["groups"]
+        for s in g["steps"]
+    }
+    assert got == {"a": ("done", True), "b": ("to run", False), "c": ("to run", False)}
+    r = runbook("plan", "s.yaml")
+    assert "[done (changed since applied)] a" in r.out and "[to run] b" in r.out
