@@ -54,14 +54,19 @@ class NotifyAction(BuiltinAction):
     late_names = frozenset({"recipient"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
-        who = (
-            "recipients of a query"
-            if params.get("recipients_query")
-            else (f"{len(params.get('to', []))} recipient(s)")
-        )
+        to = params.get("to")
+        channel = params.get("channel", "outbox")
+        if params.get("recipients_query"):
+            who = "recipients of a query"
+        elif isinstance(to, list):
+            who = f"{len(to)} recipient(s)"
+        elif channel == "webhook":
+            who = "a webhook"
+        else:
+            who = "recipients given at run time"
         locales = params.get("templates")
         tail = f" in {', '.join(locales)}" if isinstance(locales, Mapping) and locales else ""
-        return f"notify {who} by {params.get('channel', 'outbox')}{tail}"
+        return f"notify {who} by {channel}{tail}"
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         channel_name = str(params.get("channel") or "outbox")

@@ -197,8 +197,14 @@ class SshAction(BuiltinAction):
     changes = True
 
     def describe(self, params: Mapping[str, Any]) -> str:
-        targets = [*params.get("hosts", []), *(f"group {g}" for g in params.get("groups", []))]
-        return f"ssh `{params.get('command', '')}` on {', '.join(str(t) for t in targets)}"
+        def names(key: str, prefix: str = "") -> list[str]:
+            value = params.get(key)
+            if isinstance(value, list):
+                return [f"{prefix}{v}" for v in value]
+            return [f"{prefix}{value}"] if value else []  # a template, named as written
+
+        targets = [*names("hosts"), *names("groups", "group ")]
+        return f"ssh `{params.get('command', '')}` on {', '.join(targets)}"
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         opts = Options.from_params(params)
