@@ -15,7 +15,6 @@ listed is left out (``a1 -> a2 -> a3`` then phase ``b``: the first step of ``b``
 
 from __future__ import annotations
 
-import heapq
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -46,10 +45,21 @@ def format_duration(seconds: float) -> str:
 def sort_keys(value: Any) -> Any:
     """Mappings with sorted keys, recursively; lists keep their order."""
     if isinstance(value, dict):
-        return {str(k): sort_keys(value[k]) for k in sorted(value, key=str)}
+        try:
+            items = sorted(value.items(), key=_first)
+        except TypeError:  # not all strings (the YAML reader only makes string keys)
+            items = sorted(value.items(), key=lambda kv: str(kv[0]))
+        return {
+            k if isinstance(k, str) else str(k): sort_keys(v) if isinstance(v, (dict, list)) else v
+            for k, v in items
+        }
     if isinstance(value, list):
-        return [sort_keys(v) for v in value]
+        return [sort_keys(v) if isinstance(v, (dict, list)) else v for v in value]
     return value
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
 
 
 @lru_cache(maxsize=1024)
@@ -129,34 +139,38 @@ def _step_record(inst: Instance) -> dict[str, Any]:
 
 
 def nearest_preds(dag: Dag) -> tuple[dict[str, list[str]], list[str]]:
-    """Each instance's nearest step predecessors, and the topological order of instances."""
-    indeg = {n: len(p) for n, p in dag.preds.items()}
-    heap = [(dag.order_index[n], n) for n, d in indeg.items() if d == 0]
-    heapq.heapify(heap)
+    """Each instance's nearest step predecessors, and a topological order of the instances."""
+    preds = dag.preds
+    indeg = {n: len(p) for n, p in preds.items()}
+    queue = [n for n, d in indeg.items() if d == 0]
     memo: dict[str, set[str]] = {}
     out: dict[str, list[str]] = {}
     order: list[str] = []
     succs = dag.succs
     is_step = dag.instances.__contains__
-    while heap:
-        _, node = heapq.heappop(heap)
-        found: set[str] = set()
-        for p in dag.preds[node]:
-            if is_step(p):
-                found.add(p)
-            else:
-                found |= memo[p]
-        if len(found) > 1:
-            found = {x for x in found if not any(y in found for y in succs[x])}
+    index = dag.order_index.__getitem__
+    for node in queue:  # grows while it is walked: Kahn's algorithm, first in first out
+        direct = preds[node]
+        if len(direct) == 1 and is_step(direct[0]):
+            found = {direct[0]}
+        else:
+            found = set()
+            for p in direct:
+                if is_step(p):
+                    found.add(p)
+                else:
+                    found |= memo[p]
+            if len(found) > 1:
+                found = {x for x in found if not any(y in found for y in succs[x])}
         if is_step(node):
-            out[node] = sorted(found, key=dag.order_index.__getitem__)
+            out[node] = sorted(found, key=index) if len(found) > 1 else list(found)
             order.append(node)
         else:
             memo[node] = found
         for s in succs[node]:
             indeg[s] -= 1
             if indeg[s] == 0:
-                heapq.heappush(heap, (dag.order_index[s], s))
+                queue.append(s)
     return out, order
 
 
