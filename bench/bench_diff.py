@@ -178,6 +178,13 @@ def generate(new: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+# `runbook diff` with the side-by-side loading switched off: what the diff costs on one core
+ONE_CORE = (
+    "import runbook_engine.diff_load as d; d.PARALLEL_BYTES = 1 << 62\n"
+    "from runbook_engine.cli import main; main(['diff', 'old.yaml', 'new.yaml'])"
+)
+
+
 def timed(cmd: list[str], cwd: Path) -> tuple[float, int, int]:
     """(wall seconds, peak RSS KiB, exit code) of one whole process."""
     start = time.perf_counter()
@@ -206,6 +213,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--output", help="also write the markdown report to this file")
     ns = ap.parse_args()
+    load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-diff-"))
     (work / "old.yaml").write_text(generate(new=False))
     (work / "new.yaml").write_text(generate(new=True))
@@ -220,8 +228,13 @@ def main() -> int:
         "libyaml events of both files (floor)": [py, "-c", floor_yaml, "old.yaml", "new.yaml"],
         "runbook validate new.yaml": [str(BIN), "validate", "new.yaml"],
         "runbook diff old.yaml new.yaml": [str(BIN), "diff", "old.yaml", "new.yaml"],
+        "the same diff in one process (no second core)": [py, "-c", ONE_CORE],
     }
-    expect = {"runbook validate new.yaml": 0, "runbook diff old.yaml new.yaml": 1}
+    expect = {
+        "runbook validate new.yaml": 0,
+        "runbook diff old.yaml new.yaml": 1,
+        "the same diff in one process (no second core)": 1,
+    }
     for name, cmd in commands.items():  # warm-up (page cache, .pyc) and exit codes
         _, _, code = timed(cmd, work)
         if code != expect.get(name, 0):
@@ -270,7 +283,12 @@ def main() -> int:
         lines.append(
             f"| {name} | {med[name]:.3f} | {min(walls):.3f}–{max(walls):.3f} | {rss:.0f} |"
         )
+    load = os.getloadavg()
     lines += [
+        "",
+        f"Load average (1 min) before the runs: {load_before:.2f}; after: {load[0]:.2f}, on "
+        f"{os.cpu_count()} CPUs (other work on the machine shows here: `diff` loads its two "
+        "sides on two cores, so it suffers first when one is busy).",
         "",
         f"diff / validate = {ratio:.2f} (bound: under 2); diff = {diff_t:.2f} s (bound: under 2 s): "
         f"{'PASS' if ok else 'FAIL'}.",
