@@ -101,7 +101,8 @@ def _flags(d: Diff, out: _Out) -> bool:
     out.add(f"#### ⚠️ {len(d.flags)} change(s) make this migration riskier")
     out.add("")
     for i, f in enumerate(d.flags):
-        line = f"- **`{f.rule}`** {_escape(f.message)}"
+        message = f.message if len(f.message) <= 600 else f.message[:599] + "…"
+        line = f"- **`{f.rule}`** {_escape(message)}"
         if not out.fits(line):
             out.add(_cut_note(len(d.flags) - i, "flagged change(s)"))
             return False
