@@ -7,6 +7,7 @@ masks every record before it is written and the reporters mask every line before
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,15 @@ from .errors import InvalidInput
 from .model import Runbook
 
 MASK = "***"
+# a password inside a URL (`postgresql://user:pw@host/db`) is masked even when it was never
+# declared as a secret: it would otherwise land in the journal through a variable or an output
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<at>@)")
+
+
+def mask_url_passwords(text: str) -> str:
+    if "://" in text and "@" in text:
+        return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + m.group("at"), text)
+    return text
 
 
 class Masker:
@@ -28,12 +38,10 @@ class Masker:
         for v in self._values:
             if v in text:
                 text = text.replace(v, MASK)
-        return text
+        return mask_url_passwords(text)
 
     def mask_value(self, value: Any) -> Any:
         """A copy of ``value`` with every string masked (mappings and lists walked)."""
-        if not self._values:
-            return _copy(value)
         if isinstance(value, str):
             return self.mask(value)
         if isinstance(value, Mapping):
@@ -41,14 +49,6 @@ class Masker:
         if isinstance(value, (list, tuple)):
             return [self.mask_value(v) for v in value]
         return value
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_copy(v) for v in value]
-    return value
 
 
 def resolve(runbook: Runbook) -> dict[str, str]:

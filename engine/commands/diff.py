@@ -15,6 +15,7 @@ from ..diff_markdown import markdown
 from ..diff_render import as_json, text
 from ..diff_rules import RULES, flag
 from ..errors import Exit, Problem, ValidationFailed
+from ..secrets import mask_url_passwords
 from ..yamlsource import read_file
 
 
@@ -31,11 +32,14 @@ def compute(old: Source, new: Source) -> Diff:
 
 
 def render(d: Diff, fmt: str, console: Console, header: str = "") -> str:
+    """The diff as text; a password inside a URL value is masked (secrets are names only)."""
     if fmt == "json":
-        return json.dumps(as_json(d), indent=2, ensure_ascii=False, default=str)
-    if fmt == "markdown":
-        return markdown(d).rstrip("\n")
-    return text(d, console.style, header)
+        out = json.dumps(as_json(d), indent=2, ensure_ascii=False, default=str)
+    elif fmt == "markdown":
+        out = markdown(d).rstrip("\n")
+    else:
+        out = text(d, console.style, header)
+    return mask_url_passwords(out)
 
 
 def _invalid(exc: ValidationFailed, console: Console) -> None:

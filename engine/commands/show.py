@@ -12,6 +12,7 @@ from ..canonical import build_side, document
 from ..console import Console
 from ..errors import Exit, InvalidInput, ValidationFailed
 from ..loader import load
+from ..secrets import mask_url_passwords
 
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
@@ -65,9 +66,9 @@ def show(file: str, fmt: str, raw_on_error: bool, console: Console) -> int:
         return int(Exit.INVALID)
     doc = document(build_side(loaded))
     if fmt == "json":
-        console.out(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+        console.out(mask_url_passwords(json.dumps(doc, indent=2, ensure_ascii=False, default=str)))
     else:
-        console.stdout.write(dump_yaml(doc))
+        console.stdout.write(mask_url_passwords(dump_yaml(doc)))
     return int(Exit.OK)
 
 

@@ -143,12 +143,14 @@ def _wait_for(path: Path) -> None:
 
 
 CANARY = "canary-7f3a9-s3cret"
+URL_CANARY = "canary-url-pw-41c"  # a password inside a URL variable, never declared secret
 
 
 def test_canary_secret_never_reaches_disk_or_output(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(CANARY + "\n")
     steps = [
         sh("echo-it", "echo the token is {{ secrets.tok }}"),
+        sh("dsn-it", "echo connecting to {{ vars.dsn }}"),
         sh(
             "fail-with-it",
             "echo {{ secrets.tok }} >&2; exit 1",
@@ -164,6 +166,7 @@ def test_canary_secret_never_reaches_disk_or_output(tmp_path: Path) -> None:
     doc = runbook_yaml(
         "sec",
         secrets={"tok": {"file": str(tmp_path / "token")}},
+        vars={"dsn": f"postgresql://app:{URL_CANARY}@db.example:5432/erp"},
         risks=[{"id": "leak", "likelihood": "low", "impact": "low", "contingencies": ["tell"]}],
         contingencies=[
             {
@@ -188,11 +191,13 @@ def test_canary_secret_never_reaches_disk_or_output(tmp_path: Path) -> None:
         r = _run(work, *args)
         outputs += [r.stdout, r.stderr]
     assert "***" in "".join(outputs)  # the secret was used, and masked
+    assert "postgresql://app:***@db.example" in "".join(outputs)
     for text in outputs:
-        assert CANARY not in text
+        assert CANARY not in text and URL_CANARY not in text
     for path in (work / ".runbook").rglob("*"):
         if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
+            data = path.read_bytes()
+            assert CANARY.encode() not in data and URL_CANARY.encode() not in data, path
     logs = Path(os.environ.get("XDG_STATE_HOME", "/nonexistent"))
     for path in logs.rglob("*") if logs.exists() else []:
         assert CANARY.encode() not in path.read_bytes()

@@ -676,3 +676,20 @@ def test_help_lists_rules_and_examples(runbook) -> None:
     for rule in ("rollback-removed", "order-loosened", "timeout-reduced", "gate-loosened"):
         assert rule in r.out
     assert "REV:PATH" in r.out and "Examples" in r.out
+
+
+def test_a_password_inside_a_url_value_is_never_printed(runbook) -> None:
+    base = (
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: dd}\n"
+        'vars: {dsn: "postgresql://app:PW@h/db"}\n'
+        "phases:\n  - id: p\n    steps:\n      - {id: a, action: wait, with: {duration: 0s}}\n"
+    )
+    Path("d1.yaml").write_text(base.replace("PW", "first-pw-81"))
+    Path("d2.yaml").write_text(base.replace("PW", "second-pw-82"))
+    for fmt in ("text", "markdown", "json"):
+        r = runbook("diff", "d1.yaml", "d2.yaml", "--format", fmt)
+        assert r.code == 1
+        assert "postgresql://app:***@h/db" in r.out
+        assert "first-pw-81" not in r.output and "second-pw-82" not in r.output
+    r = runbook("show", "d1.yaml")
+    assert r.code == 0 and "first-pw-81" not in r.output
