@@ -20,6 +20,8 @@ from .fastschema import proven_valid
 from .yamlsource import Path, SourceMap
 
 ID_PATTERN = "^[a-z0-9][a-z0-9-]*$"
+# action schemas let a typed `with` value be one `{{ expression }}` through this branch
+TEMPLATE_BRANCH = {"$ref": "#/$defs/template"}
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 _TYPE_NAMES = {
     str: "string",
@@ -235,7 +237,11 @@ def _explain_branches(
         return [smap.problem(path, f"give one of: {listed}")]
     by_branch: dict[int, list[Any]] = {}
     for sub in error.context or []:
-        by_branch.setdefault(sub.relative_schema_path[0], []).append(sub)
+        index = sub.relative_schema_path[0]
+        if branches[index] == TEMPLATE_BRANCH:
+            continue  # "or a {{ template }}": not what a literal value was meant to be
+        by_branch.setdefault(index, []).append(sub)
+    branches = [b for b in branches if b != TEMPLATE_BRANCH]
     plausible = [
         errs
         for errs in by_branch.values()
