@@ -1,8 +1,8 @@
 """Helpers for calling actions directly: a real ActionContext for one step.
 
-``records`` is backed by the engine's durable store once it exists; until then a dict keeps
-the records of the test (the actions under test here do not depend on durability, and the
-crash tests run through ``runbook apply``).
+``records`` is a dict here, so that a test can set up and inspect an action's records directly
+(e.g. a recipient left ``sending``); the durable journal-backed records (``Store.records_for``)
+are exercised through ``runbook apply``, crashes included, in ``test_notify_apply.py``.
 """
 
 from __future__ import annotations
