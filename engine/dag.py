@@ -13,7 +13,7 @@ networkx); ``graph`` gives the networkx ``DiGraph`` that orders execution and ro
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -223,37 +223,32 @@ class Dag:
         """Steps that depend, directly or not, on any of ``nodes`` (steps only)."""
         return {n for n in self._walk(nodes, self.succs) if self.is_step(n)}
 
-    def step_preds(self, node: str) -> set[str]:
-        """The nearest steps before ``node``, looking through barriers."""
+    def nearest(
+        self, node: str, edges: dict[str, list[str]], stop: Callable[[str], bool]
+    ) -> set[str]:
+        """The first nodes met from ``node`` along ``edges`` for which ``stop`` holds, walking
+        through the others (barriers, or steps outside a scope)."""
         out: set[str] = set()
-        stack = list(self.preds[node])
+        stack = list(edges[node])
         seen: set[str] = set()
         while stack:
             n = stack.pop()
             if n in seen:
                 continue
             seen.add(n)
-            if self.is_step(n):
+            if stop(n):
                 out.add(n)
             else:
-                stack.extend(self.preds[n])
+                stack.extend(edges[n])
         return out
+
+    def step_preds(self, node: str) -> set[str]:
+        """The nearest steps before ``node``, looking through barriers."""
+        return self.nearest(node, self.preds, self.is_step)
 
     def step_succs(self, node: str) -> set[str]:
         """The nearest steps after ``node``, looking through barriers."""
-        out: set[str] = set()
-        stack = list(self.succs[node])
-        seen: set[str] = set()
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            if self.is_step(n):
-                out.add(n)
-            else:
-                stack.extend(self.succs[n])
-        return out
+        return self.nearest(node, self.succs, self.is_step)
 
     def edges(self) -> Iterator[tuple[str, str]]:
         for node, preds in self.preds.items():

@@ -53,25 +53,25 @@ def run_job(job: Job) -> Result:
     delay = retry.delay
     failure: ActionFailed | None = None
     attempt = 0
+
+    def result(outcome: Outcome, outputs: Any = None, error: str | None = None) -> Result:
+        details = failure.details if failure is not None and outcome is Outcome.FAILED else ""
+        return Result(
+            job.node,
+            outcome,
+            attempt,
+            dict(outputs or {}),
+            error=error,
+            details=details,
+            duration=time.monotonic() - start,
+        )
+
     for attempt in range(1, retry.attempts + 1):
         ctx = job.make_ctx(attempt, job.cancel)
         try:
-            outputs = job.action.run(job.params, ctx)
-            return Result(
-                job.node,
-                Outcome.SUCCEEDED,
-                attempt,
-                dict(outputs or {}),
-                duration=time.monotonic() - start,
-            )
+            return result(Outcome.SUCCEEDED, job.action.run(job.params, ctx))
         except Waiting as wait:
-            return Result(
-                job.node,
-                Outcome.WAITING,
-                attempt,
-                error=wait.message,
-                duration=time.monotonic() - start,
-            )
+            return result(Outcome.WAITING, error=wait.message)
         except ActionFailed as exc:
             failure = exc
         except Exception as exc:  # noqa: BLE001 - a bug in an action fails the step, not the run
@@ -81,34 +81,12 @@ def run_job(job: Job) -> Result:
                 retryable=False,
             )
         if job.cancel.is_set():
-            return Result(
-                job.node,
-                Outcome.CANCELLED,
-                attempt,
-                dict(failure.outputs),
-                error=failure.message,
-                duration=time.monotonic() - start,
-            )
+            return result(Outcome.CANCELLED, failure.outputs, failure.message)
         if attempt >= retry.attempts or not failure.retryable:
             break
         job.on_retry(job.node, attempt + 1, failure.message, delay)
         if job.cancel.wait(delay):
-            return Result(
-                job.node,
-                Outcome.CANCELLED,
-                attempt,
-                dict(failure.outputs),
-                error=failure.message,
-                duration=time.monotonic() - start,
-            )
+            return result(Outcome.CANCELLED, failure.outputs, failure.message)
         delay *= retry.backoff
     assert failure is not None
-    return Result(
-        job.node,
-        Outcome.FAILED,
-        attempt,
-        dict(failure.outputs),
-        error=failure.message,
-        details=failure.details,
-        duration=time.monotonic() - start,
-    )
+    return result(Outcome.FAILED, failure.outputs, failure.message)

@@ -44,19 +44,7 @@ def undo_for(inst: Instance) -> Undo:
 def scoped_succs(dag: Dag, node: str, scope: set[str]) -> set[str]:
     """The nearest steps in ``scope`` that depend on ``node`` (looking through barriers and
     steps outside the scope); farther ones are covered by those."""
-    out: set[str] = set()
-    seen: set[str] = set()
-    stack = list(dag.succs[node])
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if n in scope:
-            out.add(n)
-        else:
-            stack.extend(dag.succs[n])
-    return out
+    return dag.nearest(node, dag.succs, scope.__contains__)
 
 
 def rollback_groups(dag: Dag, scope: set[str]) -> list[list[str]]:
