@@ -45,6 +45,7 @@ class Dag:
         self.runbook = runbook
         self.instances: dict[str, Instance] = runbook.instances
         self.preds: dict[str, list[str]] = {}
+        self._edges: set[tuple[str, str]] = set()  # membership test: preds lists can be long
         self.order_index: dict[str, int] = {}
         self.unknown_needs: list[NeedsProblem] = []
         self._build()
@@ -56,7 +57,8 @@ class Dag:
             self.preds[node] = []
 
     def _edge(self, before: str, after: str) -> None:
-        if before != after and before not in self.preds[after]:
+        if before != after and (before, after) not in self._edges:
+            self._edges.add((before, after))
             self.preds[after].append(before)
 
     def _build(self) -> None:
