@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from . import __version__
 from .graph_state import style
 from .report_model import Report
-from .report_sections import took
+from .report_sections import RISK_HEAD, risk_rows, took
 from .report_summary import counts_text
 from .report_svg import e, gantt_svg, gate_svg, legend_html
 from .report_timeline import build_timeline
@@ -242,22 +242,7 @@ def _rest(rep: Report) -> Iterator[str]:
     head = ["step", "kind", "status", "sent", "skipped (already sent)", "uncertain"]
     yield table([*head, "uncertain recipients"], nrows, numeric=(3, 4, 5))
     yield "<h2>Risk register</h2>"
-    krows = [
-        [
-            r.id,
-            r.description,
-            r.likelihood,
-            r.impact,
-            r.owner,
-            badge("failed") if r.materialised else "no",
-            ", ".join(r.failed_steps) or "—",
-            ", ".join(r.fired) or "—",
-            r.mitigation,
-        ]
-        for r in rep.risks
-    ]
-    head = ["risk", "description", "likelihood", "impact", "owner", "materialised"]
-    yield table([*head, "failed steps", "contingencies fired", "mitigation"], krows)
+    yield table(RISK_HEAD, risk_rows(rep, badge("failed")))
     yield "<h2>Slowest steps</h2>"
     yield table(["step", "duration"], [[s, took(d)] for s, d in rep.slowest])
     yield "<h2>Steps</h2>"

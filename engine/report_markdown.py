@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from .report_model import Report, StepRow
-from .report_sections import took
+from .report_sections import RISK_HEAD, risk_rows, took
 from .report_summary import counts_text
 from .report_timeline import build_timeline
 
@@ -276,22 +276,7 @@ def _rest(rep: Report) -> Iterator[str]:
     yield ""
     yield "## Risk register"
     yield ""
-    krows = [
-        [
-            r.id,
-            r.description,
-            r.likelihood,
-            r.impact,
-            r.owner,
-            Raw("**yes**") if r.materialised else "no",
-            ", ".join(r.failed_steps) or "—",
-            ", ".join(r.fired) or "—",
-            r.mitigation,
-        ]
-        for r in rep.risks
-    ]
-    head = ["risk", "description", "likelihood", "impact", "owner", "materialised"]
-    yield from table([*head, "failed steps", "contingencies fired", "mitigation"], krows)
+    yield from table(RISK_HEAD, risk_rows(rep, Raw("**yes**")))
     yield ""
     yield "## Slowest steps"
     yield ""

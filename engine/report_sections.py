@@ -253,3 +253,34 @@ class Sections:
 
 def took(seconds: float | None) -> str:
     return "—" if seconds is None else format_duration(seconds)
+
+
+RISK_HEAD = [
+    "risk",
+    "description",
+    "likelihood",
+    "impact",
+    "owner",
+    "materialised",
+    "failed steps",
+    "contingencies fired",
+    "mitigation",
+]
+
+
+def risk_rows(rep: Report, materialised: object) -> list[list[object]]:
+    """The risk register's rows (RISK_HEAD), ``materialised`` shown for a risk that was."""
+    return [
+        [
+            r.id,
+            r.description,
+            r.likelihood,
+            r.impact,
+            r.owner,
+            materialised if r.materialised else "no",
+            ", ".join(r.failed_steps) or "—",
+            ", ".join(r.fired) or "—",
+            r.mitigation,
+        ]
+        for r in rep.risks
+    ]
