@@ -25,7 +25,7 @@ from .schema import check as schema_check
 from .secrets import Masker
 from .status import State, Status
 from .store import Store
-from .templates import TemplateError, evaluate, is_template, render
+from .templates import TemplateError, evaluate, iter_strings, render
 
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_GRACE = 30.0
@@ -146,7 +146,7 @@ class Runner:
                 raise ActionFailed(
                     f"template error in with.{key}: {exc}", retryable=False
                 ) from None
-            templated = templated or _has_template(value)
+            templated = templated or next(iter_strings(value), None) is not None
         if templated:
             problems = schema_check(out, action.schema, self.rb.source, (*call.path, "with"))
             if problems:
@@ -277,13 +277,3 @@ class Runner:
             job.cancel.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.resources.close()
-
-
-def _has_template(value: Any) -> bool:
-    if isinstance(value, str):
-        return is_template(value)
-    if isinstance(value, Mapping):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return False

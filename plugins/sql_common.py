@@ -81,6 +81,14 @@ class Table:
         return lowered[0] if len(lowered) == 1 else None
 
 
+def utc_sessions(*conns: Connection) -> None:
+    """PostgreSQL sessions in UTC, so that timestamps read the same on both sides."""
+    for conn in conns:
+        if conn.kind == "postgresql":
+            conn.raw.execute("SET TimeZone = 'UTC'")
+            conn.raw.commit()
+
+
 def describe_table(conn: Connection, table: str, *, schema: str = "main") -> Table | None:
     """The table's columns, or None when it does not exist."""
     if conn.kind == "sqlite":

@@ -62,6 +62,7 @@ from .sql_common import (
     pick_columns,
     require_table,
     scope,
+    utc_sessions,
     watching,
     where_sql,
 )
@@ -98,10 +99,7 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         connect(target) as dst,
         watching(ctx, src, dst) as watch,
     ):
-        for conn in (src, dst):
-            if conn.kind == "postgresql":
-                conn.raw.execute("SET TimeZone = 'UTC'")
-                conn.raw.commit()
+        utc_sessions(src, dst)
         source = require_table(src, table, "source")
         cols, key_cols = pick_columns(source, params.get("columns"), keys, "source")
         existing = describe_table(dst, target_table)
