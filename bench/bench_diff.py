@@ -180,7 +180,7 @@ def generate(new: bool) -> str:
 
 # `runbook diff` with the side-by-side loading switched off: what the diff costs on one core
 ONE_CORE = (
-    "import runbook_engine.diff_load as d; d.PARALLEL_BYTES = 1 << 62\n"
+    "import runbook_engine.review.load as d; d.PARALLEL_BYTES = 1 << 62\n"
     "from runbook_engine.cli import main; main(['diff', 'old.yaml', 'new.yaml'])"
 )
 

@@ -110,7 +110,7 @@ def recipients(n: int) -> list[dict[str, Any]]:
 
 def context(work: Path, records: FsyncRecords) -> Any:
     from runbook_engine.actions import ActionContext
-    from runbook_engine.loader import load_text
+    from runbook_engine.format.loader import load_text
 
     state = work / "state"
     state.mkdir(exist_ok=True)
@@ -135,7 +135,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def notify_outbox(n: int, work: Path) -> tuple[float, int, int]:
-    from runbook_engine.plugins.notify import NotifyAction
+    from runbook_engine.plugins.notify.action import NotifyAction
 
     records = FsyncRecords(work / "records.jsonl")
     params = {
@@ -176,7 +176,7 @@ def bare_files(n: int, work: Path, size: int) -> float:
 
 
 def notify_smtp(n: int, port: int, work: Path) -> tuple[float, int]:
-    from runbook_engine.plugins.notify import NotifyAction
+    from runbook_engine.plugins.notify.action import NotifyAction
 
     records = FsyncRecords(work / "records.jsonl")
     params = {

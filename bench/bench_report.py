@@ -113,7 +113,7 @@ def report_time(work: Path, fmt: str, out: Path) -> float:
 
 
 def browser(page: Path) -> dict[str, Any]:
-    from runbook_engine.graph_state import STYLES
+    from runbook_engine.graph.colours import STYLES
     from tests.engine.browser import dump_dom, find_chromium, read_png, screenshot
 
     binary = find_chromium()

@@ -67,7 +67,7 @@ def _ctx() -> Any:
     import threading
 
     from runbook_engine.actions import ActionContext
-    from runbook_engine.loader import load_text
+    from runbook_engine.format.loader import load_text
 
     text = (
         "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: bench}\nphases:\n"
@@ -91,7 +91,7 @@ def _ctx() -> Any:
 
 def one(kind: str, args: dict[str, Any]) -> dict[str, Any]:
     if kind in ("copy", "verify"):
-        from runbook_engine.plugins.sql import SqlCopyAction, SqlVerifyAction
+        from runbook_engine.plugins.sql.actions import SqlCopyAction, SqlVerifyAction
 
         action = SqlCopyAction() if kind == "copy" else SqlVerifyAction()
         ctx = _ctx()

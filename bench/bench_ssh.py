@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 import paramiko  # noqa: E402
 
 from runbook_engine.actions import ActionContext, Resources  # noqa: E402
-from runbook_engine.loader import load_text  # noqa: E402
-from runbook_engine.plugins.ssh import SshAction  # noqa: E402
+from runbook_engine.format.loader import load_text  # noqa: E402
+from runbook_engine.plugins.ssh.action import SshAction  # noqa: E402
 from tests.servers.sshd import SshdFactory, SshServer, make_keys, sshd_missing  # noqa: E402
 
 HOSTS = 10

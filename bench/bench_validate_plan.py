@@ -60,7 +60,7 @@ def stage(name, fn, *args):
 
 text = stage("read + decode", yamlsource.read_file, sys.argv[1])
 data, smap = stage("YAML -> document (plain reader)", yamlsource.parse, text, "x.yaml")
-from runbook_engine.schema import check, runtime_schema
+from runbook_engine.format.schema import check, runtime_schema
 stage("format schema", check, data, runtime_schema(), smap)
 rb = stage("document -> records", parse.Builder(data, smap, "x.yaml").build)
 stage("ids + references", lambda: checks.check_ids(rb) + checks.check_references(rb))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 from .errors import InvalidInput
 
 if TYPE_CHECKING:
-    from .model import Runbook
+    from .format.model import Runbook
 
 ENTRY_POINT_GROUP = "runbook.actions"
 
@@ -158,7 +158,7 @@ class BuiltinAction:
 
     @property
     def schema(self) -> Mapping[str, Any]:
-        from .schema import load_schema
+        from .schemas import load_schema
 
         return load_schema(self.name)
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
-from runbook_engine.durations import format_duration, parse_duration
 from runbook_engine.errors import ActionFailed
-from runbook_engine.templates import TemplateError, evaluate
+from runbook_engine.format.durations import format_duration, parse_duration
+from runbook_engine.format.templates import TemplateError, evaluate
 
 DEFAULT_INTERVAL = "10s"
 SHOWN_VALUES = 20  # values listed in a failure message
@@ -138,7 +138,7 @@ def as_number(raw: Any, source: str) -> int | float:
 
 def _source(params: Mapping[str, Any], ctx: ActionContext) -> tuple[str, Callable[[], Any]]:
     if params.get("query") is not None:
-        from runbook_engine.plugins.db import fetch, redact_dsn
+        from runbook_engine.plugins.sql.db import fetch, redact_dsn
 
         dsn, sql = str(params["dsn"]), str(params["query"])
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from runbook_engine import __version__
 from runbook_engine.actions import ActionContext, BuiltinAction
-from runbook_engine.durations import format_duration
 from runbook_engine.errors import ActionFailed
+from runbook_engine.format.durations import format_duration
 
 MAX_BODY = 8 * 1024 * 1024  # bytes read from a reply; past it the body is cut (json: None)
 BODY_OUTPUT = 64 * 1024  # characters of the body kept in the outputs

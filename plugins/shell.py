@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
-from runbook_engine.durations import format_duration
 from runbook_engine.errors import ActionFailed
+from runbook_engine.format.durations import format_duration
 
 KEEP = 16 * 1024  # bytes of stdout/stderr kept in the outputs (the tail)
 KILL_GRACE = 2.0

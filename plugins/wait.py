@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
-from runbook_engine.durations import format_duration, parse_duration
 from runbook_engine.errors import ActionFailed
+from runbook_engine.format.durations import format_duration, parse_duration
 
 
 class WaitAction(BuiltinAction):

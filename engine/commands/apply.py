@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import Exit
-from ..runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
+from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
 from .options import state_dir, var_options
 
 
@@ -85,13 +85,13 @@ def command(
       runbook apply migrate.yaml --only rollout.pilot --yes
       runbook apply migrate.yaml --dry-run
     """
-    from ..scheduler import Apply, ApplyOptions
-    from ..session import confirm, open_session, prepare
-    from ..summary import apply_summary
+    from ..run.scheduler import Apply, ApplyOptions
+    from ..run.session import confirm, open_session, prepare
+    from ..run.summary import apply_summary
 
     prepared = prepare(file, assignments, var_files, resolve_secrets=not dry_run)
     if dry_run:
-        from ..dryrun import dry_run as show
+        from ..run.dryrun import dry_run as show
 
         return show(prepared, state_dir(ctx), only)
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)

@@ -7,10 +7,10 @@ import json
 
 import click
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..lock import Lock
-from ..store import Store, now, state_path
+from ..state.lock import Lock
+from ..state.store import Store, now, state_path
 from .options import state_dir, var_options
 
 
@@ -39,8 +39,8 @@ def command(
     Example:
       runbook approve migrate.yaml training-ack --by maria --comment "team trained on 11/20"
     """
-    from ..session import prepare
-    from ..templates import render
+    from ..format.templates import render
+    from ..run.session import prepare
 
     prepared = prepare(file, assignments, var_files, resolve_secrets=False)
     rb = prepared.runbook

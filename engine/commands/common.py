@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput, Problem, ValidationFailed
-from ..loader import Loaded, load
+from ..format.loader import Loaded, load
 
 
 class Reported(InvalidInput):

@@ -8,15 +8,15 @@ import os
 
 import click
 
-from ..console import Console
-from ..diff_compare import Diff, compare
-from ..diff_load import Source, build_pair, read_source
-from ..diff_markdown import markdown
-from ..diff_render import as_json, text
-from ..diff_rules import RULES, flag
+from ..console.terminal import Console
 from ..errors import Exit, Problem, ValidationFailed
-from ..secrets import mask_url_passwords
-from ..yamlsource import read_file
+from ..format.yamlsource import read_file
+from ..masking import mask_url_passwords
+from ..review.compare import Diff, compare
+from ..review.load import Source, build_pair, read_source
+from ..review.markdown import markdown
+from ..review.rules import RULES, flag
+from ..review.text import as_json, text
 
 
 def compute(old: Source, new: Source) -> Diff:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..console import Console
-from ..graph_render import RENDERERS
+from ..console.terminal import Console
+from ..graph.render import RENDERERS
 from .common import load_or_report
 from .options import state_dir
 
@@ -60,7 +60,7 @@ def command(ctx: click.Context, file: str, fmt: str, rollbacks: bool, with_state
     loaded = load_or_report(file, console)
     text = RENDERERS[fmt](loaded, rollbacks)
     if with_state:
-        from ..graph_state import colour
+        from ..graph.colours import colour
 
         text, notice = colour(fmt, text, loaded, state_dir(ctx))
         if notice:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..console import Console
-from ..plan import build_plan
-from ..plan_render import RENDERERS
+from ..console.terminal import Console
+from ..plan.build import build_plan
+from ..plan.render import RENDERERS
 from .common import load_or_report
 
 
@@ -51,8 +51,8 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
     """
-    from ..plan_state import plan_statuses
-    from ..store import read_state
+    from ..plan.status import plan_statuses
+    from ..state.store import read_state
     from .options import state_dir
 
     console = Console()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput, StateError
 from .common import load_or_report
 from .options import state_dir
@@ -60,9 +60,9 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
       runbook report migrate.yaml --format html --output report.html
       runbook report migrate.yaml --format json | jq '.waves[] | {wave, customers_moved}'
     """
-    from .. import journal
-    from ..report_build import build
-    from ..store import JOURNAL, state_path
+    from ..report.build import build
+    from ..state import journal
+    from ..state.store import JOURNAL, state_path
 
     console = Console()
     loaded = load_or_report(file, console)
@@ -91,7 +91,7 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
 
 
 def render(fmt: str, rep: object) -> str:
-    from ..report_model import Report
+    from ..report.model import Report
 
     assert isinstance(rep, Report)
     if fmt == "json":
@@ -99,10 +99,10 @@ def render(fmt: str, rep: object) -> str:
 
         return json.dumps(rep.as_json(), indent=2, ensure_ascii=False, default=str) + "\n"
     if fmt == "html":
-        from ..report_html import render_html
+        from ..report.html import render_html
 
         return render_html(rep)
-    from ..report_markdown import render_markdown
+    from ..report.markdown import render_markdown
 
     return render_markdown(rep)
 

@@ -6,11 +6,11 @@ import getpass
 
 import click
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..lock import Lock
-from ..status import Status
-from ..store import Store, state_path
+from ..state.lock import Lock
+from ..state.status import Status
+from ..state.store import Store, state_path
 from .options import state_dir
 
 
@@ -38,13 +38,13 @@ def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) 
     Example:
       runbook resolve migrate.yaml create-schema --as succeeded
     """
-    from ..loader import load
+    from ..format.loader import load
 
     loaded = load(file)
     rb = loaded.runbook
     if step not in rb.instances:
         raise InvalidInput(f"{step!r} is not a step of {rb.name}")
-    from ..secrets import Masker
+    from ..masking import Masker
 
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import Exit, InvalidInput
-from ..runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
+from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
 from .options import state_dir, var_options
 
 
@@ -66,8 +66,8 @@ def command(
       runbook rollback migrate.yaml --wave rollout.early --plan
       runbook rollback migrate.yaml --step copy --yes
     """
-    from ..rollback_cmd import plan_text, run_rollback, targets_for
-    from ..session import confirm, open_session, prepare
+    from ..run.session import confirm, open_session, prepare
+    from ..run.undo import plan_text, run_rollback, targets_for
 
     if sum(x is not None for x in (step, phase, wave)) > 1:
         raise InvalidInput("give at most one of --step, --phase, --wave")
@@ -76,7 +76,7 @@ def command(
         return plan_text(prepared, state_dir(ctx), step, phase, wave)
     targets = targets_for(prepared, state_dir(ctx), step, phase, wave)
     if not targets:
-        from ..console import Console
+        from ..console.terminal import Console
 
         Console().out("nothing to roll back: no succeeded step in that scope")
         return int(Exit.OK)

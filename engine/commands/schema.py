@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ..actions import registry
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..schema import schema_text
+from ..schemas import schema_text
 
 
 @click.command(name="schema")

@@ -8,11 +8,11 @@ from typing import Any
 import click
 import yaml
 
-from ..canonical import build_side, document
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import Exit, InvalidInput, ValidationFailed
-from ..loader import load
-from ..secrets import mask_url_passwords
+from ..format.loader import load
+from ..masking import mask_url_passwords
+from ..review.canonical import build_side, document
 
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 

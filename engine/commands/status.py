@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ..console import Console
-from ..durations import format_duration
+from ..console.terminal import Console
+from ..format.durations import format_duration
 from .options import state_dir
 
 
@@ -28,8 +28,8 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     Example:
       runbook status migrate.yaml --format json | jq '.steps[] | select(.status=="failed")'
     """
-    from ..loader import load
-    from ..statusview import build_status
+    from ..format.loader import load
+    from ..state.view import build_status
 
     loaded = load(file)
     doc = build_status(loaded, state_dir(ctx))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..lock import force_unlock
-from ..store import state_path
+from ..state.lock import force_unlock
+from ..state.store import state_path
 from .options import state_dir
 
 
@@ -22,7 +22,7 @@ def command(ctx: click.Context, file: str, force: bool) -> int:
     this is for a lock held from another host that is gone. It refuses while the holder
     is alive on this host.
     """
-    from ..loader import load
+    from ..format.loader import load
 
     if not force:
         raise InvalidInput("unlock clears another run's lock: check it is gone, then pass --force")

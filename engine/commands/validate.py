@@ -6,9 +6,9 @@ import json
 
 import click
 
-from ..console import Console
+from ..console.terminal import Console
 from ..errors import Exit, InvalidInput, Problem, ValidationFailed
-from ..loader import load
+from ..format.loader import load
 
 
 def validate(files: tuple[str, ...], strict: bool, fmt: str, console: Console) -> int:

@@ -15,10 +15,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runbook_engine import schema as schema_mod
-from runbook_engine.fastschema import proven_valid
-from runbook_engine.schema import load_schema, runtime_schema, validator_for
-from runbook_engine.yamlsource import SourceMap, parse
+from runbook_engine.format import schema as schema_mod
+from runbook_engine.format.fastschema import proven_valid
+from runbook_engine.format.schema import runtime_schema, validator_for
+from runbook_engine.format.yamlsource import SourceMap, parse
+from runbook_engine.schemas import load_schema
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from gen_runbook import generate
@@ -192,7 +193,7 @@ def test_unknown_keywords_are_left_to_jsonschema() -> None:
 
 
 def test_every_builtin_schema_compiles() -> None:
-    from runbook_engine.fastschema import _Compiler
+    from runbook_engine.format.fastschema import _Compiler
 
     for name in [*ACTIONS, "runbook"]:
         schema = runtime_schema() if name == "runbook" else load_schema(name)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_engine.loader import load
+from runbook_engine.format.loader import load
 from tests.conftest import ci_requires
 from tests.engine.plan_fixtures import RUNBOOK
 

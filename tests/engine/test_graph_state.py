@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from runbook_engine.graph_state import STYLES
+from runbook_engine.graph.colours import STYLES
 from tests.conftest import ci_requires
 from tests.engine.helpers import sh, write
 from tests.engine.report_run import applied

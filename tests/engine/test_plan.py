@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from runbook_engine.actions import registry
-from runbook_engine.loader import load
-from runbook_engine.plan import ROLLBACK_MISSING, ROLLBACK_NONE, StepStatus, build_plan
+from runbook_engine.format.loader import load
+from runbook_engine.plan.build import ROLLBACK_MISSING, ROLLBACK_NONE, StepStatus, build_plan
 from tests.engine.plan_fixtures import GROUPS, RUNBOOK
 
 
@@ -137,7 +137,7 @@ def test_statuses_have_their_place(plan_file: Path) -> None:
     assert by_id["backup"].status == StepStatus("done")
     assert by_id["schema"].as_json()["changed"] is True
     assert by_id["announce"].status is None
-    from runbook_engine.plan_render import render_markdown, render_text
+    from runbook_engine.plan.render import render_markdown, render_text
 
     assert "[done (changed since applied)] schema" in render_text(plan)
     assert "| 2 | `schema` | done (changed since applied) |" in render_markdown(plan)

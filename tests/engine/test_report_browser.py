@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_engine.graph_state import STYLES
-from runbook_engine.report_svg import GATE_LINE
+from runbook_engine.graph.colours import STYLES
+from runbook_engine.report.svg import GATE_LINE
 from tests.conftest import ci_requires
 from tests.engine.browser import dump_dom, find_chromium, read_png, screenshot
 from tests.engine.report_run import applied

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_engine.canonical import build_side, format_duration, nearest_preds
-from runbook_engine.loader import load_text
+from runbook_engine.format.loader import load_text
+from runbook_engine.review.canonical import build_side, format_duration, nearest_preds
 from tests.engine.diff_fixtures import BASE, REFORMATTED, edit, write
 
 

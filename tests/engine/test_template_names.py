@@ -7,14 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2 import TemplateSyntaxError
 
-from runbook_engine.template_names import (
+from runbook_engine.format.names import (
     FAST_FILTERS,
     GLOBALS_SUPERSET,
     SyntaxProblem,
     _fast,
     scan,
 )
-from runbook_engine.templates import environment, parse
+from runbook_engine.format.templates import environment, parse
 
 SAMPLES = [
     "{{ vars.new_db }}",

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runbook_engine.errors import ValidationFailed
-from runbook_engine.yamlsource import _parse_located, _plain, _Unusual, parse
+from runbook_engine.format.yamlsource import _parse_located, _plain, _Unusual, parse
 from tests.engine.plan_fixtures import RUNBOOK
 from tests.engine.test_bad_input import CASES
 from tests.engine.test_fastschema import generate

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runbook_engine.actions import ActionContext, Resources
-from runbook_engine.loader import load_text
+from runbook_engine.format.loader import load_text
 
 _MINIMAL = """\
 apiVersion: runbook/v1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runbook_engine.plugins.db import sqlite_path
+from runbook_engine.plugins.sql.db import sqlite_path
 
 SQLITE_DDL = (
     "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT,"

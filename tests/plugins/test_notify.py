@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.plugins.notify import NotifyAction
-from runbook_engine.plugins.notify_recipients import message_id
+from runbook_engine.plugins.notify.action import NotifyAction
+from runbook_engine.plugins.notify.recipients import message_id
 from tests.plugins.conftest import DictRecords
 from tests.servers.http import HttpServer, free_port
 from tests.servers.smtp import SmtpServer

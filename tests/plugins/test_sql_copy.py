@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.plugins.sql import SqlCopyAction, SqlVerifyAction
+from runbook_engine.plugins.sql.actions import SqlCopyAction, SqlVerifyAction
 from tests.plugins.sqldata import (  # noqa: F401  (_pair: the `pair` fixture)
     DIRECTIONS,
     _pair,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.plugins.db import connect, fetch, redact_dsn, sqlite_dsn
+from runbook_engine.plugins.sql.db import connect, fetch, redact_dsn, sqlite_dsn
 
 
 def test_redact_dsn_hides_passwords() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.plugins.sql import SqlExecAction, SqlQueryAction, split_sqlite
+from runbook_engine.plugins.sql.actions import SqlExecAction, SqlQueryAction, split_sqlite
 from tests.plugins.sqldata import make_customers, run_sql, sqlite_file
 
 

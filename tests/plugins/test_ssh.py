@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.plugins.ssh import SshAction
-from runbook_engine.plugins.ssh_exec import Capture
-from runbook_engine.plugins.ssh_hostkeys import matches
+from runbook_engine.plugins.ssh.action import SshAction
+from runbook_engine.plugins.ssh.execute import Capture
+from runbook_engine.plugins.ssh.hostkeys import matches
 from tests.servers.sshd import SshdFactory, SshServer, free_port
 
 pytestmark = pytest.mark.servers

@@ -1,0 +1,107 @@
+"""Consumers of the engine's events: plain lines, JSON lines, or a live view on a terminal.
+
+The engine commits each record to the journal first, then hands the same records to the
+reporter: what the operator sees is what is on disk.  Every line is masked before printing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol, TextIO
+
+from ..masking import Masker
+from .lines import describe
+
+
+class Reporter(Protocol):
+    def records(self, recs: Sequence[dict[str, Any]]) -> None: ...
+
+    def progress(self, node: str, line: str) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+    def summary(self, text: str, data: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PlainReporter:
+    """Plain lines, for logs and pipes."""
+
+    def __init__(self, masker: Masker, out: TextIO | None = None) -> None:
+        self.masker = masker
+        self.out = out or sys.stdout
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            stamp = time.strftime("%H:%M:%S")
+            for line in self.masker.mask(text).splitlines():
+                self.out.write(f"{stamp} {line}\n")
+            self.out.flush()
+
+    def records(self, recs: Sequence[dict[str, Any]]) -> None:
+        for rec in recs:
+            text = describe(rec)
+            if text:
+                self._write(text)
+
+    def progress(self, node: str, line: str) -> None:
+        self._write(f"  {node}: {line}")
+
+    def notice(self, text: str) -> None:
+        self._write(text)
+
+    def summary(self, text: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.out.write(self.masker.mask(text).rstrip("\n") + "\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class JsonReporter:
+    """One JSON object per line on stdout: every journal record, plus progress and notices."""
+
+    def __init__(self, masker: Masker, out: TextIO | None = None) -> None:
+        self.masker = masker
+        self.out = out or sys.stdout
+        self._lock = threading.Lock()
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        line = json.dumps(self.masker.mask_value(obj), default=str, ensure_ascii=False)
+        with self._lock:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def records(self, recs: Sequence[dict[str, Any]]) -> None:
+        for rec in recs:
+            self._emit({"event": rec.get("t"), **rec})
+
+    def progress(self, node: str, line: str) -> None:
+        self._emit({"event": "progress", "id": node, "message": line})
+
+    def notice(self, text: str) -> None:
+        self._emit({"event": "notice", "message": text})
+
+    def summary(self, text: str, data: dict[str, Any]) -> None:
+        self._emit({"event": "summary", "message": text, **data})
+
+    def close(self) -> None:
+        pass
+
+
+def make_reporter(fmt: str, masker: Masker, total: int, title: str) -> Reporter:
+    if fmt == "json":
+        return JsonReporter(masker)
+    if sys.stdout.isatty() and fmt == "text":
+        from .live import LiveReporter
+
+        return LiveReporter(masker, total, title)
+    return PlainReporter(masker)

@@ -1,0 +1,170 @@
+"""Jinja2 templates: a sandbox with strict undefined, checked at validation, compiled on first use.
+
+Validation only *parses* templates (syntax, names used); compiling thousands of templates costs
+seconds and is done lazily at run time, once per distinct text.  A string that is exactly one
+``{{ expression }}`` renders to the expression's native value, so that ``batch_size:
+"{{ vars.batch_size }}"`` stays an integer.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..errors import RunbookError
+
+CONTEXT_NAMES = ("vars", "secrets", "steps", "wave", "run", "failed_step")
+_SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
+
+
+class TemplateError(RunbookError):
+    """A template failed to render (undefined name, type error...)."""
+
+
+def is_template(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+
+
+def _quote(value: Any) -> str:
+    return shlex.quote(str(value))
+
+
+@lru_cache(maxsize=1)
+def environment() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    env.filters["quote"] = _quote
+    return env
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A name used by a template: ``vars.region`` is ("vars", ("region",))."""
+
+    root: str
+    parts: tuple[str, ...]
+
+    def dotted(self) -> str:
+        return ".".join((self.root, *self.parts))
+
+
+@dataclass(frozen=True)
+class Parsed:
+    names: frozenset[str]  # top-level names not defined inside the template
+    refs: tuple[Reference, ...]
+
+
+def parse(source: str) -> Parsed:
+    """Syntax-check a template and list what it refers to; raises jinja2's TemplateSyntaxError."""
+    from jinja2 import meta, nodes
+
+    env = environment()
+    ast = env.parse(source)
+    names = frozenset(meta.find_undeclared_variables(ast))
+    refs: dict[tuple[str, tuple[str, ...]], Reference] = {}
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        parts: list[str] = []
+        cur: Any = node
+        while isinstance(cur, (nodes.Getattr, nodes.Getitem)):
+            if isinstance(cur, nodes.Getattr):
+                parts.append(cur.attr)
+            elif isinstance(cur.arg, nodes.Const) and isinstance(cur.arg.value, str):
+                parts.append(cur.arg.value)
+            else:
+                parts = []  # a computed index: nothing to check past it
+            cur = cur.node
+        if isinstance(cur, nodes.Name) and cur.name in names and parts:
+            ref = Reference(cur.name, tuple(reversed(parts)))
+            refs[(ref.root, ref.parts)] = ref
+    return Parsed(names, tuple(refs.values()))
+
+
+def iter_strings(
+    value: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every template string inside a nested value, with its relative path."""
+    if isinstance(value, str):
+        if is_template(value):
+            yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from iter_strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from iter_strings(v, (*path, i))
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> Any:
+    return environment().from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(expr: str) -> Any:
+    return environment().compile_expression(expr, undefined_to_none=False)
+
+
+def render_string(source: str, context: Mapping[str, Any]) -> Any:
+    from jinja2 import TemplateError as JinjaError
+
+    try:
+        m = _SINGLE.match(source)
+        if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
+            value = _compiled_expression(m.group("expr").strip())(**context)
+            _force(value)
+            return value
+        return _compiled(source).render(**context)
+    except JinjaError as exc:
+        raise TemplateError(_jinja_message(exc)) from None
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
+    """A bare Jinja2 expression (``when`` without braces, ``check`` conditions)."""
+    from jinja2 import TemplateError as JinjaError
+
+    source = expression.strip()
+    m = _SINGLE.match(source)
+    if m:
+        source = m.group("expr").strip()
+    try:
+        value = _compiled_expression(source)(**context)
+        _force(value)
+        return value
+    except JinjaError as exc:
+        raise TemplateError(_jinja_message(exc)) from None
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _force(value: Any) -> None:
+    """Touch a StrictUndefined so that it raises instead of travelling on."""
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined):
+        str(value)
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template string inside ``value`` (mappings and lists are walked)."""
+    if isinstance(value, str):
+        return render_string(value, context) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def _jinja_message(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return str(text)

@@ -1,0 +1,5 @@
+"""What `apply` would do now: the plan built from the runbook and the DAG, its statuses
+against the state, and its renderers (text, markdown, json).
+
+May import: format, state, graph, and the base modules.
+"""

@@ -1,0 +1,216 @@
+"""``Plan`` -> text (for a terminal), markdown (for a pull request or a wiki) or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..format.model import IMPACTS, LIKELIHOODS
+from .build import Plan, PlanRisk, PlanStep
+
+_MAX_ID_WIDTH = 40
+
+
+def _where(step: PlanStep) -> str:
+    return f"{step.phase}/{step.wave}" if step.wave else step.phase
+
+
+def _status(step: PlanStep) -> str:
+    if step.status is None:
+        return ""
+    return step.status.status + (" (changed since applied)" if step.status.changed else "")
+
+
+def _rollback(step: PlanStep) -> str:
+    return f"{step.rollback_action}: {step.rollback}" if step.rollback_action else step.rollback
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _summary(plan: Plan) -> str:
+    steps = sum(len(g) for g in plan.groups)
+    return (
+        f"{_plural(steps, 'step')} in {_plural(len(plan.groups), 'group')}, "
+        f"{_plural(len(plan.risks), 'risk')}"
+    )
+
+
+# -- text -------------------------------------------------------------------------------------
+def render_text(plan: Plan) -> str:
+    out = [f"Plan: {plan.name} ({plan.file}): {_summary(plan)}"]
+    if plan.description:
+        out.append(f"  {plan.description}")
+    if plan.owner:
+        out.append(f"  owner: {plan.owner}")
+    out.append("Groups run in order; the steps of one group can run side by side.")
+    for k, group in enumerate(plan.groups, 1):
+        out.append("")
+        side = f": {len(group)} steps side by side" if len(group) > 1 else ""
+        out.append(f"Group {k}{side}")
+        width = min(_MAX_ID_WIDTH, max(len(s.id) for s in group))
+        where = max(len(_where(s)) for s in group)
+        for s in group:
+            status = f"[{_status(s)}] " if s.status else ""
+            out.append(f"  {status}{s.id:<{width}}  {_where(s):<{where}}  {s.action}: {s.does}")
+            pad = " " * (4 + len(status))
+            if s.description:
+                out.append(f"{pad}{s.description}")
+            if s.when is not None:
+                out.append(f"{pad}when: {s.when}")
+            if s.on_failure != "abort":
+                out.append(f"{pad}on failure: {s.on_failure}")
+            out.append(f"{pad}risks: {', '.join(s.risks) if s.risks else '-'}")
+            out.append(f"{pad}rollback: {_rollback(s)}")
+    out.append("")
+    out.extend(_text_register(plan))
+    return "\n".join(out)
+
+
+def _text_register(plan: Plan) -> list[str]:
+    if not plan.risks:
+        return ["Risk register: no risks declared."]
+    cells = plan.matrix()
+    corner = "likelihood \\ impact"
+    texts = {(lk, im): ", ".join(cells[lk][im]) or "." for lk in LIKELIHOODS for im in IMPACTS}
+    widths = {im: max(len(im), *(len(texts[lk, im]) for lk in LIKELIHOODS)) for im in IMPACTS}
+    first = max(len(corner), *(len(lk) for lk in LIKELIHOODS))
+    out = ["Risk register (likelihood x impact)"]
+    head = "  ".join(f"{im:<{widths[im]}}" for im in IMPACTS)
+    out.append(f"  {corner:<{first}}  {head}".rstrip())
+    for lk in LIKELIHOODS:
+        row = "  ".join(f"{texts[lk, im]:<{widths[im]}}" for im in IMPACTS)
+        out.append(f"  {lk:<{first}}  {row}".rstrip())
+    out.append("")
+    out.append("Risks")
+    for r in plan.risks:
+        out.extend(_text_risk(r))
+    return out
+
+
+def _text_risk(r: PlanRisk) -> list[str]:
+    out = [f"  {r.id}" + (f": {r.description}" if r.description else "")]
+    owner = f", owner {r.owner}" if r.owner else ", no owner"
+    out.append(f"    likelihood {r.likelihood}, impact {r.impact}{owner}")
+    out.append(f"    mitigation: {r.mitigation or '-'}")
+    if r.contingencies:
+        out.append("    contingencies:")
+        out.extend(f"      {c.id} ({c.action}: {c.does})" for c in r.contingencies)
+    else:
+        out.append("    contingencies: none")
+    out.append(f"    named by: {', '.join(r.named_by) if r.named_by else 'no step'}")
+    return out
+
+
+# -- markdown ---------------------------------------------------------------------------------
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _row(values: list[Any]) -> str:
+    return "| " + " | ".join(_cell(v) for v in values) + " |"
+
+
+def render_markdown(plan: Plan) -> str:
+    out = [f"# Plan: {plan.name}", ""]
+    if plan.description:
+        out += [f"> {_cell(plan.description)}", ""]
+    owner = f" · owner: {_cell(plan.owner)}" if plan.owner else ""
+    out += [f"`{plan.file}` · {_summary(plan)}{owner}", ""]
+    out += ["## Steps", ""]
+    out.append("Groups run in order; the steps of one group can run side by side.")
+    out.append("")
+    with_status = any(s.status for g in plan.groups for s in g)
+    head = ["group", "step", "phase", "wave", "action", "does", "risks", "rollback"]
+    if with_status:
+        head.insert(2, "status")
+    out.append(_row(head))
+    out.append("|" + "|".join("---:" if h == "group" else "---" for h in head) + "|")
+    for k, group in enumerate(plan.groups, 1):
+        for s in group:
+            does = s.does + (f" — {s.description}" if s.description else "")
+            if s.when is not None:
+                does += f" (when: {s.when})"
+            if s.on_failure != "abort":
+                does += f" (on failure: {s.on_failure})"
+            row: list[Any] = [
+                k,
+                f"`{s.id}`",
+                s.phase,
+                s.wave or "",
+                s.action,
+                does,
+                ", ".join(s.risks),
+                _rollback(s),
+            ]
+            if with_status:
+                row.insert(2, _status(s))
+            out.append(_row(row))
+    out += ["", "## Risk register", ""]
+    if not plan.risks:
+        out.append("No risks declared.")
+        return "\n".join(out)
+    cells = plan.matrix()
+    out.append(_row(["likelihood \\ impact", *IMPACTS]))
+    out.append("|" + "|".join(["---"] * (len(IMPACTS) + 1)) + "|")
+    for lk in LIKELIHOODS:
+        out.append(_row([lk, *(", ".join(cells[lk][im]) for im in IMPACTS)]))
+    out += ["", "### Risks", ""]
+    head = ["risk", "likelihood", "impact", "owner", "mitigation", "contingencies", "named by"]
+    out.append(_row(head))
+    out.append("|" + "|".join(["---"] * len(head)) + "|")
+    for r in plan.risks:
+        conts = "; ".join(f"`{c.id}` ({c.action}: {c.does})" for c in r.contingencies)
+        name = f"`{r.id}`" + (f": {r.description}" if r.description else "")
+        out.append(
+            _row(
+                [
+                    name,
+                    r.likelihood,
+                    r.impact,
+                    r.owner,
+                    r.mitigation,
+                    conts or "none",
+                    ", ".join(r.named_by),
+                ]
+            )
+        )
+    return "\n".join(out)
+
+
+# -- json -------------------------------------------------------------------------------------
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "runbook": plan.name,
+        "file": plan.file,
+        "description": plan.description,
+        "owner": plan.owner,
+        "digest": plan.digest,
+        "groups": [
+            {"index": k, "steps": [s.as_json() for s in group]}
+            for k, group in enumerate(plan.groups, 1)
+        ],
+        "risk_matrix": {
+            "rows": "likelihood",
+            "columns": "impact",
+            "likelihoods": list(LIKELIHOODS),
+            "impacts": list(IMPACTS),
+            "cells": plan.matrix(),
+        },
+        "risks": [r.as_json() for r in plan.risks],
+        "warnings": [p.as_json() for p in plan.warnings],
+    }
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan_json(plan), indent=2, ensure_ascii=False)
+
+
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "text": render_text,
+    "markdown": render_markdown,
+    "json": render_json,
+}

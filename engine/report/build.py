@@ -1,0 +1,73 @@
+"""The journal's records of one run -> a ``Report`` (``report_model.py``).
+
+A run is the stretch of the journal from its first ``run`` record to the first ``run`` record of
+the next run (runs never interleave: a new run begins only once the previous one succeeded or
+was rolled back).  Statuses are the fold of the journal up to the end of that stretch, so an
+earlier run (``--run ID``) is reported as it stood when it ended.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidInput, StateError
+from ..format.loader import Loaded
+from .model import (
+    Report,
+)
+from .sections import Sections
+from .walk import Walk
+
+
+def runs_of(records: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """(run id, first record, end) of every run, in journal order."""
+    out: list[tuple[str, int, int]] = []
+    for i, rec in enumerate(records):
+        if rec.get("t") != "run" or not isinstance(rec.get("run"), str):
+            continue
+        if out and out[-1][0] == rec["run"]:
+            continue
+        if out:
+            out[-1] = (out[-1][0], out[-1][1], i)
+        out.append((rec["run"], i, len(records)))
+    return out
+
+
+def pick_run(records: list[dict[str, Any]], run_id: str | None, name: str) -> tuple[int, int]:
+    runs = runs_of(records)
+    if not runs:
+        raise StateError(
+            f"{name}: the state has no run yet (an apply stopped before starting one): "
+            "nothing to report"
+        )
+    if run_id is None:
+        return runs[-1][1], runs[-1][2]
+    for rid, start, end in runs:
+        if rid == run_id:
+            return start, end
+    known = ", ".join(r[0] for r in runs)
+    raise InvalidInput(f"--run {run_id}: no such run of {name} (runs: {known})")
+
+
+def build(
+    loaded: Loaded, records: list[dict[str, Any]], run_id: str | None, notices: list[str]
+) -> Report:
+    rb = loaded.runbook
+    start, end = pick_run(records, run_id, rb.name)
+    walk = Walk(loaded, records, start, end)
+    rows = [walk.row(sid, inst) for sid, inst in rb.instances.items()]
+    strays = [sid for sid in walk.order if sid not in rb.instances]
+    rows.extend(walk.row(sid, None) for sid in strays)
+    notes = list(notices)
+    if strays:
+        shown = ", ".join(strays[:10]) + (" …" if len(strays) > 10 else "")
+        notes.append(
+            f"{len(strays)} step(s) of this run are no longer in {rb.file}: {shown} "
+            "(the runbook was edited since)"
+        )
+    sections = Sections(rb, walk, rows)
+    runs = []
+    for rid, s, e in runs_of(records):
+        status = [r.get("status") for r in records[s:e] if r.get("t") == "run"]
+        runs.append({"id": rid, "status": str(status[-1]), "started": str(records[s].get("at"))})
+    return sections.report(walk.run_info(), runs, notes)

@@ -1,0 +1,65 @@
+"""``apply --dry-run``: every template rendered, nothing run, nothing written (no lock)."""
+
+from __future__ import annotations
+
+import json
+
+from ..actions import late_keys, registry
+from ..console.terminal import Console
+from ..format.templates import TemplateError, evaluate, render
+from ..graph.scope import select
+from ..state.status import DONE, State, Status
+from ..state.store import read_state
+from . import context as tctx
+from .session import Prepared
+
+
+def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
+    rb = prepared.runbook
+    dag = prepared.loaded.dag
+    got = read_state(state_dir, rb.name)
+    state = got[0] if got else State(rb.name)
+    scope = select(rb, dag, only)
+    secrets = {name: "***" for name in rb.secrets}
+    run = state.run
+    run_view = {
+        "id": run.id if run and not run.finished else "<new run>",
+        "started_at": run.started_at if run and not run.finished else "<now>",
+    }
+    console = Console()
+    reg = registry()
+    todo = [n for n in dag.step_order() if n in scope and state.status_of(n) not in DONE]
+    console.out(
+        f"dry run of {rb.name}: {len(todo)} step(s) would run, in this order "
+        "(nothing is run or written)"
+    )
+    problems = 0
+    for node in todo:
+        inst = rb.instances[node]
+        ctx = tctx.build(rb, state, prepared.variables, secrets, run_view, inst, placeholder=True)
+        action = reg.get(inst.step.action)
+        status = state.status_of(node)
+        note = "" if status is Status.PENDING else f" (now {status.value})"
+        try:
+            if isinstance(inst.step.when, str):
+                try:
+                    skip = not evaluate(inst.step.when, ctx)
+                except TemplateError:
+                    skip = None
+                if skip:
+                    console.out(f"  – {node}: skipped (when: {inst.step.when})")
+                    continue
+                if skip is None:
+                    note += f" (when: {inst.step.when} — decided at run time)"
+            late = late_keys(action)
+            params = {
+                k: (v if k in late else render(v, ctx)) for k, v in inst.step.call.params.items()
+            }
+        except TemplateError as exc:
+            problems += 1
+            console.out(f"  ✗ {node}: template error: {exc}")
+            continue
+        console.out(f"  ▶ {node}{note}: {action.describe(params)}")
+        shown = prepared.masker.mask(json.dumps(params, default=str, ensure_ascii=False))
+        console.out(f"      with {shown}")
+    return 1 if problems else 0

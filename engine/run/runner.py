@@ -1,0 +1,279 @@
+"""What apply and rollback share: the session (runbook, state, vars, secrets, reporter), the
+record buffer with its group commit, contexts for actions, rendering, and the worker pool."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..actions import Action, ActionContext, Resources, late_keys, registry
+from ..console.reporters import Reporter
+from ..errors import ActionFailed
+from ..format.model import Call, Instance, Runbook
+from ..format.schema import check as schema_check
+from ..format.templates import TemplateError, evaluate, iter_strings, render
+from ..graph.dag import Dag
+from ..masking import Masker
+from ..state.status import State, Status
+from ..state.store import Store
+from . import context as tctx
+from .executor import Job, Outcome, Result, run_job
+
+DEFAULT_MAX_PARALLEL = 4
+DEFAULT_GRACE = 30.0
+
+
+@dataclass
+class Session:
+    """One command's hold on a runbook's state (under the lock)."""
+
+    file: str  # as the user typed it, for messages
+    runbook: Runbook
+    dag: Dag
+    store: Store
+    variables: dict[str, Any]
+    secrets: dict[str, str]
+    masker: Masker
+    reporter: Reporter
+    workdir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def state(self) -> State:
+        return self.store.state
+
+
+class Runner:
+    """Shared machinery; ``scheduler.Apply`` and ``rollback.Rollback`` build on it."""
+
+    def __init__(self, session: Session, max_parallel: int, grace: float = DEFAULT_GRACE) -> None:
+        self.s = session
+        self.rb = session.runbook
+        self.dag = session.dag
+        self.registry = registry()
+        self.max_parallel = max(1, max_parallel)
+        self.grace = grace
+        self.buffer: list[dict[str, Any]] = []
+        self.results: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        self.running: dict[str, Job] = {}
+        self.resources = Resources()
+        self.pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
+        self.interrupted_at: float | None = None
+        self.hard_stop = False
+        self._preds: dict[str, set[str]] = {}
+        self._succs: dict[str, set[str]] = {}
+
+    # -- records ------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        run = self.s.state.run
+        return run.id if run else "none"
+
+    def emit(self, rec: dict[str, Any]) -> None:
+        """Stage a record: the state sees it at once; it is durable after the next ``flush``,
+        which comes before anything acts on it."""
+        if rec.get("t") == "step":
+            rec.setdefault("run", self.run_id)
+        self.buffer.append(self.s.store.stage(rec))
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        recs, self.buffer = self.buffer, []
+        self.s.store.flush()
+        self.s.reporter.records(recs)
+
+    def commit_now(self, rec: dict[str, Any]) -> None:
+        """From a worker thread: durable at once, then shown."""
+        self.s.reporter.records(self.s.store.commit(rec))
+
+    def status(self, node: str) -> Status:
+        return self.s.state.status_of(node)
+
+    def step_preds(self, node: str) -> set[str]:
+        got = self._preds.get(node)
+        if got is None:
+            got = self._preds[node] = self.dag.step_preds(node)
+        return got
+
+    def step_succs(self, node: str) -> set[str]:
+        got = self._succs.get(node)
+        if got is None:
+            got = self._succs[node] = self.dag.step_succs(node)
+        return got
+
+    # -- actions ------------------------------------------------------------------------
+    def action(self, call: Call) -> Action:
+        return self.registry.get(call.action)
+
+    def idempotent(self, call: Call) -> bool:
+        return call.idempotent if call.idempotent is not None else self.action(call).idempotent
+
+    def template_context(
+        self, inst: Instance | None, failed_step: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        run = self.s.state.run
+        return tctx.build(
+            self.rb,
+            self.s.state,
+            self.s.variables,
+            self.s.secrets,
+            {"id": run.id if run else None, "started_at": run.started_at if run else None},
+            inst,
+            failed_step,
+        )
+
+    def render_params(self, call: Call, ctx: Mapping[str, Any]) -> dict[str, Any]:
+        """The rendered ``with``; raises ActionFailed naming the key that failed."""
+        action = self.action(call)
+        late = late_keys(action)
+        out: dict[str, Any] = {}
+        templated = False
+        for key, value in call.params.items():
+            if key in late:
+                out[key] = value
+                continue
+            try:
+                out[key] = render(value, ctx)
+            except TemplateError as exc:
+                raise ActionFailed(
+                    f"template error in with.{key}: {exc}", retryable=False
+                ) from None
+            templated = templated or next(iter_strings(value), None) is not None
+        if templated:
+            problems = schema_check(out, action.schema, self.rb.source, (*call.path, "with"))
+            if problems:
+                text = "; ".join(f"{p.path}: {p.message}" for p in problems)
+                raise ActionFailed(f"after rendering, {text}", retryable=False)
+        return out
+
+    def when_says_skip(self, when: str | bool | None, ctx: Mapping[str, Any]) -> bool:
+        if when is None:
+            return False
+        if isinstance(when, bool):
+            return not when
+        return not evaluate(when, ctx)
+
+    def job(
+        self,
+        node: str,
+        call: Call,
+        params: Mapping[str, Any],
+        tctx_: Mapping[str, Any],
+        records_key: str | None = None,
+    ) -> Job:
+        s = self.s
+        key = records_key or node
+
+        def make_ctx(attempt: int, cancel: threading.Event) -> ActionContext:
+            return ActionContext(
+                step_id=key,  # a rollback is `ID#rollback`: its own records and message ids
+                run_id=self.run_id,
+                attempt=attempt,
+                timeout=call.timeout,
+                runbook=self.rb,
+                state_dir=s.store.dir,
+                masker=s.masker,
+                records=s.store.records_for(key),
+                emit=lambda kind, data: self.commit_now(
+                    {"t": "event", "id": node, "kind": kind, "data": dict(data)}
+                ),
+                progress=lambda line: s.reporter.progress(node, line),
+                resources=self.resources,
+                cancel=cancel,
+                template_context=tctx_,
+            )
+
+        def on_retry(n: str, attempt: int, error: str, delay: float) -> None:
+            self.commit_now(
+                {"t": "retry", "id": n, "attempt": attempt, "error": error, "delay": delay}
+            )
+
+        return Job(node, call, self.action(call), params, make_ctx, on_retry)
+
+    def submit(self, job: Job) -> None:
+        self.running[job.node] = job
+
+        def work() -> None:
+            try:
+                result = run_job(job)
+            except BaseException as exc:  # noqa: BLE001 - never lose a result
+                result = Result(job.node, Outcome.FAILED, 1, error=f"{type(exc).__name__}: {exc}")
+            self.results.put(result)
+
+        self.pool.submit(work)
+
+    def run_inline(self, job: Job) -> Result:
+        """Run a job and wait for it (contingencies): still interruptible by a second Ctrl-C."""
+        self.running[job.node] = job
+        try:
+            return run_job(job)
+        finally:
+            self.running.pop(job.node, None)
+
+    def wait_results(self) -> list[Result]:
+        """Block for at least one result (waking up to watch signals), then drain."""
+        while True:
+            self.watch_interrupt()
+            try:
+                first = self.results.get(timeout=0.2)
+                break
+            except queue.Empty:
+                continue
+        out = [first]
+        while True:
+            try:
+                out.append(self.results.get_nowait())
+            except queue.Empty:
+                return out
+
+    # -- signals ------------------------------------------------------------------------
+    def on_signal(self, signum: int, _frame: object) -> None:
+        if self.interrupted_at is None:
+            self.interrupted_at = time.monotonic()
+            names = ", ".join(sorted(self.running)) or "none"
+            self.s.reporter.notice(
+                f"interrupted: starting nothing new; waiting up to {self.grace:.0f}s for the "
+                f"running steps ({names}); press Ctrl-C again to stop them now"
+            )
+        else:
+            self.stop_running("second interrupt")
+
+    def stop_running(self, why: str) -> None:
+        if not self.hard_stop:
+            self.hard_stop = True
+            self.s.reporter.notice(f"{why}: stopping the running steps now")
+        for job in list(self.running.values()):
+            job.cancel.set()
+
+    def watch_interrupt(self) -> None:
+        late = self.interrupted_at is not None and (
+            time.monotonic() - self.interrupted_at > self.grace
+        )
+        if late and not self.hard_stop:
+            self.stop_running(f"grace period of {self.grace:.0f}s over")
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def close(self) -> None:
+        for job in self.running.values():
+            job.cancel.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.resources.close()

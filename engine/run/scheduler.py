@@ -1,0 +1,511 @@
+"""``apply``: run every step whose dependencies are done, in parallel, checkpointed.
+
+What is ready comes from the DAG and each step's stored status only: a step is ready when it is
+pending and every nearest step before it is succeeded or skipped.  Transitions are buffered and
+committed with one fsync before the engine acts on them (a step's success and the start of the
+steps it unblocks share a commit).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import secrets as pysecrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..errors import ActionFailed, Exit, InvalidInput
+from ..format.model import Instance, OnFailure
+from ..format.templates import TemplateError
+from ..graph.scope import select
+from ..state.status import DONE, RunStatus, Status
+from .executor import Job, Outcome, Result
+from .rollback import Rollback
+from .runner import DEFAULT_GRACE, Runner, Session
+
+_STRENGTH = {None: 0, "abort": 1, "rollback-wave": 2, "rollback": 3}
+
+
+@dataclass
+class ApplyOptions:
+    max_parallel: int = 4
+    only: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
+    grace: float = DEFAULT_GRACE
+
+
+@dataclass
+class ApplyOutcome:
+    exit: Exit
+    run_id: str
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    fired: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    rollback_failed: list[str] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    nothing_to_do: bool = False
+    compensated: bool = False  # every step is done, but this run fired or rolled back
+    rollbacks: int = 0  # steps rolled back in this run (re-run since or not)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + pysecrets.token_hex(2)
+
+
+class Apply(Runner):
+    def __init__(self, session: Session, options: ApplyOptions) -> None:
+        super().__init__(session, options.max_parallel, options.grace)
+        self.options = options
+        self.scope: set[str] = select(self.rb, self.dag, options.only)
+        self.ready: list[tuple[int, str]] = []
+        self.stopping: str | None = None
+        self.wave_rollbacks: list[tuple[str, str]] = []  # (phase, wave)
+        self.failures: list[tuple[str, str]] = []
+        self.first_attempt: dict[str, int] = {}
+
+    # -- start of a run -----------------------------------------------------------------
+    def check_only(self) -> None:
+        if not self.options.only:
+            return
+        missing = sorted(
+            n for n in self.dag.ancestors(self.scope) - self.scope if self.status(n) not in DONE
+        )
+        if missing:
+            shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+            raise InvalidInput(
+                f"--only {' '.join(self.options.only)}: these steps must be done first: {shown}"
+            )
+
+    def begin(self) -> bool:
+        """Open or resume the run; False when there is nothing to do."""
+        state = self.s.state
+        run = state.run
+        for rid in self.options.replace:
+            if rid not in self.rb.instances:
+                raise InvalidInput(
+                    f"--replace {rid}: no such step (instance ids: copy[pilot], ...)"
+                )
+        resume = run is not None and not run.finished
+        todo = [
+            n
+            for n in self.scope
+            if self.status(n) is not Status.SUCCEEDED
+            and not (
+                self.status(n) is Status.SKIPPED and state.steps[n].reason == "when" and resume
+            )
+        ]
+        if not resume and not todo and not self.options.replace:
+            return False
+        if resume:
+            assert run is not None
+            self.emit(
+                {
+                    "t": "run",
+                    "run": run.id,
+                    "status": "running",
+                    "digest": self.rb.digest,
+                    "resumed": True,
+                    "pid": os.getpid(),
+                }
+            )
+        else:
+            self.emit(
+                {
+                    "t": "run",
+                    "run": new_run_id(),
+                    "status": "running",
+                    "digest": self.rb.digest,
+                    "file": self.s.file,
+                    "vars": self.s.variables,
+                    "pid": os.getpid(),
+                    "user": _user(),
+                }
+            )
+        self.flush()
+        self._fixups(new_run=not resume)
+        self.flush()
+        return True
+
+    def _fixups(self, new_run: bool) -> None:
+        """Statuses left by earlier runs, crashes and failures -> what this run does."""
+        for node in self.rb.instances:
+            st = self.s.state.steps.get(node)
+            if node in self.options.replace:
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": node,
+                        "status": "pending",
+                        "reason": "replace",
+                        "reset_attempts": True,
+                    }
+                )
+                continue
+            if st is None or node not in self.scope:
+                continue
+            inst = self.rb.instances[node]
+            status = st.status
+            if status is Status.RUNNING:
+                if self.idempotent(inst.step.call):
+                    self.emit(
+                        {
+                            "t": "step",
+                            "id": node,
+                            "status": "pending",
+                            "reason": "found running after a crash; idempotent: runs again",
+                        }
+                    )
+                else:
+                    self.emit(
+                        {
+                            "t": "step",
+                            "id": node,
+                            "status": "unknown",
+                            "reason": "apply",
+                            "error": "found running after a crash and its action is not "
+                            "idempotent: it may or may not have taken effect",
+                        }
+                    )
+            elif status is Status.ROLLING_BACK:
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": node,
+                        "status": "unknown",
+                        "reason": "rollback",
+                        "error": "found rolling back after a crash: run `runbook rollback` "
+                        "to finish, or resolve it",
+                    }
+                )
+            elif status in (Status.FAILED, Status.ROLLED_BACK, Status.WAITING):
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": node,
+                        "status": "pending",
+                        "reason": f"was {status.value}",
+                        "reset_attempts": True,
+                    }
+                )
+            elif status is Status.SKIPPED and (st.reason != "when" or new_run):
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": node,
+                        "status": "pending",
+                        "reason": f"was skipped ({st.reason})",
+                    }
+                )
+
+    # -- the loop -------------------------------------------------------------------------
+    def is_ready(self, node: str) -> bool:
+        return self.status(node) is Status.PENDING and all(
+            self.status(p) in DONE for p in self.step_preds(node)
+        )
+
+    def push_ready(self, nodes: set[str] | list[str]) -> None:
+        for n in nodes:
+            if n in self.scope and self.is_ready(n):
+                heapq.heappush(self.ready, (self.dag.order_index[n], n))
+
+    def loop(self) -> None:
+        self.push_ready(list(self.scope))
+        while True:
+            started: list[Job] = []
+            while (
+                self.ready
+                and self.stopping is None
+                and self.interrupted_at is None
+                and len(self.running) + len(started) < self.max_parallel
+            ):
+                _, node = heapq.heappop(self.ready)
+                if not self.is_ready(node):
+                    continue
+                job = self.prepare(self.rb.instances[node])
+                if job is not None:
+                    started.append(job)
+            self.flush()
+            for job in started:
+                self.submit(job)
+            if not self.running:
+                if self.ready and self.stopping is None and self.interrupted_at is None:
+                    continue
+                break
+            for result in self.wait_results():
+                self.running.pop(result.node, None)
+                self.handle(result)
+
+    def prepare(self, inst: Instance) -> Job | None:
+        """when, render, validate: a Job to run, or None when the step ended here."""
+        node = inst.id
+        ctx = self.template_context(inst)
+        try:
+            if self.when_says_skip(inst.step.when, ctx):
+                self.emit({"t": "step", "id": node, "status": "skipped", "reason": "when"})
+                self.push_ready(self.step_succs(node))
+                return None
+            params = self.render_params(inst.step.call, ctx)
+        except (ActionFailed, TemplateError) as exc:
+            self.emit(
+                {"t": "step", "id": node, "status": "running", "attempt": 1, "digest": inst.digest}
+            )
+            self.failed(inst, Result(node, Outcome.FAILED, 1, error=str(exc)))
+            return None
+        st = self.s.state.steps.get(node)
+        attempt = (st.attempts if st else 0) + 1
+        self.first_attempt[node] = attempt
+        self.emit(
+            {
+                "t": "step",
+                "id": node,
+                "status": "running",
+                "attempt": attempt,
+                "digest": inst.digest,
+            }
+        )
+        return self.job(node, inst.step.call, params, ctx)
+
+    def handle(self, r: Result) -> None:
+        inst = self.rb.instances[r.node]
+        attempts = self.first_attempt.get(r.node, 1) - 1 + r.attempts
+        if r.outcome is Outcome.SUCCEEDED:
+            self.emit(
+                {
+                    "t": "step",
+                    "id": r.node,
+                    "status": "succeeded",
+                    "attempt": attempts,
+                    "outputs": r.outputs,
+                    "digest": inst.digest,
+                    "duration": r.duration,
+                }
+            )
+            self.push_ready(self.step_succs(r.node))
+        elif r.outcome is Outcome.WAITING:
+            self.emit(
+                {
+                    "t": "step",
+                    "id": r.node,
+                    "status": "waiting",
+                    "attempt": attempts,
+                    "error": r.error,
+                }
+            )
+        elif r.outcome is Outcome.CANCELLED:
+            if self.idempotent(inst.step.call):
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": r.node,
+                        "status": "pending",
+                        "attempt": attempts,
+                        "reason": "interrupted; idempotent: runs again",
+                    }
+                )
+            else:
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": r.node,
+                        "status": "unknown",
+                        "reason": "apply",
+                        "attempt": attempts,
+                        "error": "interrupted while running: it may or may not have taken effect",
+                    }
+                )
+        else:
+            self.failed(
+                inst, Result(r.node, r.outcome, attempts, r.outputs, r.error, r.details, r.duration)
+            )
+
+    # -- failures ------------------------------------------------------------------------
+    def failed(self, inst: Instance, r: Result) -> None:
+        self.emit(
+            {
+                "t": "step",
+                "id": r.node,
+                "status": "failed",
+                "attempt": r.attempts,
+                "error": r.error,
+                "details": r.details,
+                "outputs": r.outputs,
+                "duration": r.duration,
+            }
+        )
+        self.flush()
+        self.failures.append((r.node, r.error or "failed"))
+        self.fire_contingencies(inst, r)
+        policy = inst.step.on_failure
+        if policy is OnFailure.CONTINUE:
+            for d in sorted(self.dag.descendants([r.node]) & self.scope):
+                if self.status(d) in (Status.PENDING, Status.WAITING):
+                    self.emit(
+                        {
+                            "t": "step",
+                            "id": d,
+                            "status": "skipped",
+                            "reason": "upstream",
+                            "error": f"{r.node} failed",
+                        }
+                    )
+        else:
+            if policy is OnFailure.ROLLBACK_WAVE and inst.wave is not None:
+                self.wave_rollbacks.append((inst.phase.id, inst.wave.id))
+            want = policy.value
+            if _STRENGTH[want] > _STRENGTH[self.stopping]:
+                self.stopping = want
+        self.flush()
+
+    def fire_contingencies(self, inst: Instance, r: Result) -> None:
+        failed_step = {
+            "id": inst.id,
+            "error": r.error,
+            "phase": inst.phase.id,
+            "wave": inst.wave.id if inst.wave else None,
+            "action": inst.step.action,
+            "outputs": r.outputs,
+        }
+        for rid in inst.step.risks:
+            risk = self.rb.risk_by_id.get(rid)
+            if risk is None:
+                continue
+            for cid in risk.contingencies:
+                run = self.s.state.run
+                c = self.rb.contingency_by_id.get(cid)
+                if c is None or run is None or cid in run.fired:
+                    continue
+                base = {"t": "contingency", "id": cid, "risk": rid, "step": inst.id, "run": run.id}
+                self.emit({**base, "status": "running"})
+                self.flush()
+                ctx = self.template_context(None, failed_step)
+                try:
+                    params = self.render_params(c.call, ctx)
+                    result = self.run_inline(self.job(cid, c.call, params, ctx))
+                except ActionFailed as exc:
+                    result = Result(cid, Outcome.FAILED, 1, error=str(exc))
+                status = "succeeded" if result.outcome is Outcome.SUCCEEDED else "failed"
+                self.emit(
+                    {
+                        **base,
+                        "status": status,
+                        "error": result.error,
+                        "outputs": result.outputs,
+                        "duration": result.duration,
+                    }
+                )
+                self.flush()
+
+    # -- the end --------------------------------------------------------------------------
+    def after(self) -> list[str]:
+        """Rollbacks the failure policies asked for; returns the steps that failed to roll back."""
+        if self.interrupted_at is not None or self.stopping not in ("rollback", "rollback-wave"):
+            return []
+        if self.stopping == "rollback":
+            targets = {n for n in self.rb.instances if self.status(n) is Status.SUCCEEDED}
+        else:
+            targets = {
+                n
+                for n, inst in self.rb.instances.items()
+                if inst.wave is not None
+                and (inst.phase.id, inst.wave.id) in self.wave_rollbacks
+                and self.status(n) is Status.SUCCEEDED
+            }
+        self.s.reporter.notice(f"on_failure: {self.stopping}: rolling back {len(targets)} step(s)")
+        rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)
+        try:
+            return rb.run(targets)
+        finally:
+            rb.close(keep_resources=True)
+
+    def outcome(self, rollback_failures: list[str]) -> ApplyOutcome:
+        state = self.s.state
+        run = state.run
+        assert run is not None
+        counts: dict[str, int] = {}
+        for n in self.rb.instances:
+            counts[self.status(n).value] = counts.get(self.status(n).value, 0) + 1
+        out = ApplyOutcome(Exit.OK, run.id, counts)
+        for n in self.rb.instances:
+            st = state.steps.get(n)
+            if st is None:
+                continue
+            if st.status is Status.FAILED:
+                out.failed.append((n, st.error or ""))
+            elif st.status is Status.WAITING:
+                out.waiting.append((n, st.error or ""))
+            elif st.status is Status.UNKNOWN:
+                out.unknown.append(n)
+            elif st.status is Status.ROLLED_BACK and st.run == run.id:
+                out.rolled_back.append(n)
+            elif st.status is Status.ROLLBACK_FAILED:
+                out.rollback_failed.append(n)
+            elif (
+                st.status is Status.SUCCEEDED
+                and st.digest
+                and st.digest != self.rb.instances[n].digest
+            ):
+                out.changed.append(n)
+        out.fired = sorted(run.fired)
+        out.rollbacks = run.rollbacks
+        for node, error in self.failures:
+            if (node, error) not in out.failed and self.status(node) is not Status.FAILED:
+                out.failed.append((node, error))
+        skipped_upstream = any(
+            st.status is Status.SKIPPED and st.reason == "upstream" for st in state.steps.values()
+        )
+        if self.interrupted_at is not None:
+            status, out.exit = RunStatus.INTERRUPTED, Exit.INTERRUPTED
+        elif self.failures or out.failed or rollback_failures or skipped_upstream:
+            everything_undone = self.stopping == "rollback" and not rollback_failures
+            status = RunStatus.ROLLED_BACK if everything_undone else RunStatus.FAILED
+            out.exit = Exit.FAILED
+        elif out.waiting or out.unknown or self._blocked():
+            status, out.exit = RunStatus.PAUSED, Exit.PAUSED
+        else:
+            status, out.exit = RunStatus.SUCCEEDED, Exit.OK
+            if run.fired or run.rollbacks:
+                out.compensated, out.exit = True, Exit.FAILED  # SPEC §4: never a plain success
+        if self.options.only and status is RunStatus.SUCCEEDED:
+            pending_elsewhere = any(
+                self.status(n) not in DONE for n in self.rb.instances if n not in self.scope
+            )
+            if pending_elsewhere:
+                status = RunStatus.PAUSED  # the run goes on with the next apply
+        self.emit({"t": "run", "run": run.id, "status": status.value})
+        self.flush()
+        return out
+
+    def _blocked(self) -> bool:
+        return any(self.status(n) is Status.PENDING for n in self.scope)
+
+    def execute(self) -> ApplyOutcome:
+        self.check_only()
+        if not self.begin():
+            run = self.s.state.run
+            return ApplyOutcome(
+                Exit.OK, run.id if run else "", nothing_to_do=True, changed=self._changed()
+            )
+        with self.signals():
+            self.loop()
+            failures = self.after()
+        return self.outcome(failures)
+
+    def _changed(self) -> list[str]:
+        out = []
+        for n, inst in self.rb.instances.items():
+            st = self.s.state.steps.get(n)
+            if st and st.status is Status.SUCCEEDED and st.digest and st.digest != inst.digest:
+                out.append(n)
+        return out
+
+
+def _user() -> str:
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name is not a reason to fail
+        return "unknown"

@@ -1,0 +1,31 @@
+"""Secrets: resolved at run time from the environment or a file, never stored or printed
+(``masking.Masker`` hides their values everywhere)."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InvalidInput
+from ..format.model import Runbook
+
+
+def resolve(runbook: Runbook) -> dict[str, str]:
+    """Every secret's value; all missing ones reported at once (exit 2, before anything runs)."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for name, ref in runbook.secrets.items():
+        if ref.env is not None:
+            value = os.environ.get(ref.env)
+            if value is None:
+                problems.append(f"secret {name!r}: environment variable {ref.env} is not set")
+                continue
+            values[name] = value
+        elif ref.file is not None:
+            try:
+                with open(os.path.expanduser(ref.file), encoding="utf-8") as fh:
+                    values[name] = fh.read().rstrip("\n")
+            except OSError as exc:
+                problems.append(f"secret {name!r}: cannot read {ref.file}: {exc.strerror}")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return values

@@ -1,0 +1,122 @@
+"""Opening a runbook for a command that changes its state: everything that can be refused is
+refused (exit 2) before the lock is taken and before anything is written."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..console.reporters import Reporter, make_reporter
+from ..errors import InvalidInput
+from ..format import variables
+from ..format.loader import Loaded, load
+from ..format.model import Runbook
+from ..format.templates import iter_strings, parse
+from ..masking import Masker
+from ..state.lock import Lock
+from ..state.store import Store, state_path
+from . import secrets as secrets_mod
+from .runner import Session
+
+
+@dataclass
+class Prepared:
+    """A checked runbook with its variables and secrets: nothing written yet."""
+
+    file: str
+    loaded: Loaded
+    variables: dict[str, Any]
+    secrets: dict[str, str]
+    masker: Masker
+
+    @property
+    def runbook(self) -> Runbook:
+        return self.loaded.runbook
+
+
+def used_secrets(rb: Runbook) -> set[str]:
+    """Secret names any template of the runbook refers to."""
+    from ..format.checks import calls
+
+    names: set[str] = set()
+    for call, _phase, _kind in calls(rb):
+        for _path, text in iter_strings(call.params):
+            if "secrets" not in text:
+                continue
+            try:
+                parsed = parse(text)
+            except Exception:  # noqa: BLE001 - validate already refused bad templates
+                continue
+            names.update(r.parts[0] for r in parsed.refs if r.root == "secrets" and r.parts)
+    return names & set(rb.secrets)
+
+
+def prepare(
+    file: str,
+    assignments: Iterable[str] = (),
+    var_files: Iterable[str] = (),
+    *,
+    resolve_secrets: bool = True,
+) -> Prepared:
+    loaded = load(file)
+    rb = loaded.runbook
+    values = variables.resolve(rb, assignments, var_files)
+    secret_values: dict[str, str] = {}
+    if resolve_secrets:
+        needed = used_secrets(rb)
+        sub = {n: rb.secrets[n] for n in needed}
+        secret_values = secrets_mod.resolve(_with_secrets(rb, sub))
+    return Prepared(file, loaded, values, secret_values, Masker(secret_values))
+
+
+def _with_secrets(rb: Runbook, subset: dict[str, Any]) -> Runbook:
+    import dataclasses
+
+    return dataclasses.replace(rb, secrets=subset)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on a terminal; without one, insist on --yes (SPEC §6)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InvalidInput(f"{question}: no terminal to ask on; pass --yes to go ahead")
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("y", "yes"):
+        raise InvalidInput("not confirmed: nothing was done")
+
+
+@contextmanager
+def open_session(
+    prepared: Prepared, state_dir: str, fmt: str = "text", title: str = ""
+) -> Iterator[Session]:
+    rb = prepared.runbook
+    with Lock(state_path(state_dir, rb.name)) as lock:
+        store = Store(state_dir, rb.name, prepared.masker)
+        reporter: Reporter = make_reporter(
+            fmt, prepared.masker, len(rb.instances), title or rb.name
+        )
+        try:
+            for note in (lock.notice, store.notice):
+                if note:
+                    reporter.notice(note)
+            yield Session(
+                file=prepared.file,
+                runbook=rb,
+                dag=prepared.loaded.dag,
+                store=store,
+                variables=prepared.variables,
+                secrets=prepared.secrets,
+                masker=prepared.masker,
+                reporter=reporter,
+                workdir=Path.cwd(),
+            )
+        finally:
+            reporter.close()
+            store.close()

@@ -1,0 +1,87 @@
+"""The closing summary of apply and rollback: never a plain "success" when something failed,
+fired or was rolled back (SPEC §4)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import Exit
+from .scheduler import ApplyOutcome
+
+_HEAD = {
+    Exit.OK: "succeeded",
+    Exit.FAILED: "FAILED",
+    Exit.PAUSED: "PAUSED",
+    Exit.INTERRUPTED: "INTERRUPTED",
+}
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    order = [
+        "succeeded",
+        "skipped",
+        "failed",
+        "rolled_back",
+        "rollback_failed",
+        "waiting",
+        "unknown",
+        "pending",
+        "running",
+        "rolling_back",
+    ]
+    return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+
+def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
+    q = _quote(file)
+    if out.nothing_to_do:
+        lines = [f"nothing to do: every step of {file} is done"]
+        if out.changed:
+            lines.append(
+                f"  changed since applied (not re-run): {', '.join(out.changed)}; "
+                f"re-run one with: runbook apply {q} --replace ID"
+            )
+        return "\n".join(lines), {"exit": 0, "nothing_to_do": True, "changed": out.changed}
+    head = _HEAD.get(out.exit, str(out.exit))
+    if out.compensated:
+        head = "succeeded after compensation (exit 1)"
+    lines = [f"run {out.run_id}: {head} — {counts_text(out.counts)}"]
+    for node, error in out.failed:
+        lines.append(f"  failed: {node}: {error}")
+    if out.fired:
+        lines.append(f"  contingencies fired in this run: {', '.join(out.fired)}")
+    if out.rolled_back:
+        lines.append(f"  rolled back: {', '.join(out.rolled_back)}")
+    if out.rollback_failed:
+        lines.append(
+            f"  rollback FAILED: {', '.join(out.rollback_failed)} (the steps before them were "
+            "left as they are)"
+        )
+    for node, why in out.waiting:
+        lines.append(f"  {node} waits: {why}")
+        lines.append(
+            f"    approve with: runbook approve {q} {_quote(node)} --by NAME [--comment TEXT]"
+        )
+    for node in out.unknown:
+        lines.append(
+            f"  {node} is unknown (it was running when the run stopped): check it, then "
+            f"runbook resolve {q} {_quote(node)} --as succeeded|failed|pending"
+        )
+    if out.changed:
+        lines.append(f"  changed since applied (not re-run): {', '.join(out.changed)}")
+    if out.compensated and out.rollbacks and not out.rolled_back:
+        lines.append(
+            f"  {out.rollbacks} step rollback(s) earlier in this run; those steps ran again"
+        )
+    if out.exit in (Exit.FAILED, Exit.PAUSED, Exit.INTERRUPTED) and not out.compensated:
+        lines.append(f"  resume with: runbook apply {q}")
+    data = {k: v for k, v in asdict(out).items() if k != "exit"}
+    data["exit"] = int(out.exit)
+    return "\n".join(lines), data
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

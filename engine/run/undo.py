@@ -1,0 +1,117 @@
+"""What ``runbook rollback`` does around the Rollback runner: scope, preview, summary."""
+
+from __future__ import annotations
+
+from ..console.terminal import Console
+from ..errors import Exit
+from ..graph.scope import select
+from ..state.status import RunStatus, Status
+from ..state.store import read_state
+from .rollback import Rollback, rollback_groups, undo_for
+from .runner import Session
+from .session import Prepared
+from .summary import counts_text
+
+
+def _scope(prepared: Prepared, step: str | None, phase: str | None, wave: str | None) -> set[str]:
+    rb = prepared.runbook
+    ident = step or phase or wave
+    return select(rb, prepared.loaded.dag, [ident] if ident else [])
+
+
+def targets_for(
+    prepared: Prepared, state_dir: str, step: str | None, phase: str | None, wave: str | None
+) -> set[str]:
+    got = read_state(state_dir, prepared.runbook.name)
+    if got is None:
+        return set()
+    state = got[0]
+    live = {Status.SUCCEEDED, Status.ROLLING_BACK, Status.ROLLBACK_FAILED}
+    base = _scope(prepared, step, phase, wave)
+    grown = base | prepared.loaded.dag.descendants(base)
+    return {n for n in grown if state.status_of(n) in live}
+
+
+def plan_text(
+    prepared: Prepared, state_dir: str, step: str | None, phase: str | None, wave: str | None
+) -> int:
+    """``rollback --plan``: reads the state, writes nothing, takes no lock."""
+    console = Console()
+    targets = targets_for(prepared, state_dir, step, phase, wave)
+    if not targets:
+        console.out("nothing to roll back: no succeeded step in that scope")
+        return 0
+    rb = prepared.runbook
+    groups = rollback_groups(prepared.loaded.dag, targets)
+    console.out(f"rollback plan for {rb.name}: {len(targets)} step(s), {len(groups)} group(s)")
+    console.out("(each group runs after the one above; steps in a group run in parallel)")
+    for i, group in enumerate(groups, 1):
+        console.out(f"  group {i}:")
+        for node in group:
+            console.out(f"    ↶ {node}: {undo_for(rb.instances[node]).description}")
+    return 0
+
+
+def run_rollback(
+    session: Session,
+    step: str | None,
+    phase: str | None,
+    wave: str | None,
+    max_parallel: int,
+    grace: float,
+) -> int:
+    rb = session.runbook
+    ident = step or phase or wave
+    base = select(rb, session.dag, [ident] if ident else [])
+    runner = Rollback(session, max_parallel, grace)
+    targets = runner.expand(base)
+    state = session.state
+    run = state.run
+    try:
+        with runner.signals():
+            failed = runner.run(targets)
+    finally:
+        runner.close()
+    unknown = [n for n in targets if state.status_of(n) is Status.UNKNOWN]
+    undone = [n for n in targets if state.status_of(n) is Status.ROLLED_BACK]
+    if run is not None and not failed and not unknown and runner.interrupted_at is None:
+        left = [
+            n
+            for n in rb.instances
+            if state.status_of(n) in (Status.SUCCEEDED, Status.FAILED, Status.WAITING)
+        ]
+        if not left:
+            runner.emit({"t": "run", "run": run.id, "status": RunStatus.ROLLED_BACK.value})
+            runner.flush()
+    counts: dict[str, int] = {}
+    for n in targets:
+        counts[state.status_of(n).value] = counts.get(state.status_of(n).value, 0) + 1
+    if runner.interrupted_at is not None:
+        code = Exit.INTERRUPTED
+        head = "INTERRUPTED"
+    elif failed:
+        code, head = Exit.FAILED, "FAILED"
+    elif unknown:
+        code, head = Exit.PAUSED, "PAUSED"
+    else:
+        code, head = Exit.OK, "done"
+    lines = [f"rollback {head} — {counts_text(counts)}"]
+    if undone:
+        lines.append(f"  rolled back: {', '.join(sorted(undone))}")
+    for n in failed:
+        st = state.steps[n]
+        blocked = sorted(session.dag.ancestors([n]) & targets - set(undone))
+        lines.append(f"  rollback FAILED: {n}: {st.rollback_error}")
+        if blocked:
+            lines.append(f"    left as they are (not rolled back past it): {', '.join(blocked)}")
+    for n in unknown:
+        lines.append(
+            f"  {n} is unknown: runbook resolve {session.file} {n} --as "
+            "rolled_back|rollback_failed|succeeded"
+        )
+    if code is not Exit.OK:
+        lines.append(f"  resume with: runbook rollback {session.file} ...")
+    session.reporter.summary(
+        "\n".join(lines), {"exit": int(code), "failed": failed, "rolled_back": sorted(undone)}
+    )
+    return int(code)

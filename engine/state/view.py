@@ -1,0 +1,74 @@
+"""The document ``status --format json`` prints (SPEC §4), built from the runbook and the
+journal; also used by ``plan`` and ``graph --state``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ..format.loader import Loaded
+from .status import State, Status
+from .store import read_state
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())
+
+
+def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None]:
+    got = read_state(state_dir, loaded.runbook.name)
+    return (got[0], got[1]) if got else (None, None)
+
+
+def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
+    rb = loaded.runbook
+    state, notice = load_state(loaded, state_dir)
+    run = state.run if state else None
+    steps = []
+    for node, inst in rb.instances.items():
+        st = state.steps.get(node) if state else None
+        status = st.status if st else Status.PENDING
+        changed = bool(
+            st and st.status is Status.SUCCEEDED and st.digest and st.digest != inst.digest
+        )
+        steps.append(
+            {
+                "id": node,
+                "phase": inst.phase.id,
+                "wave": inst.wave.id if inst.wave else None,
+                "status": status.value,
+                "attempts": st.attempts if st else 0,
+                "started_at": st.started_at if st else None,
+                "finished_at": st.finished_at if st else None,
+                "duration": _seconds(st.started_at, st.finished_at) if st else None,
+                "error": (st.rollback_error or st.error) if st else None,
+                "outputs": st.outputs if st else {},
+                "changed": changed,
+                "reason": st.reason if st else None,
+                "action": inst.step.action,
+            }
+        )
+    extra = sorted(set(state.steps) - set(rb.instances)) if state else []
+    return {
+        "runbook": rb.name,
+        "digest": rb.digest,
+        "run": {
+            "id": run.id,
+            "status": run.status.value,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "contingencies_fired": sorted(run.fired),
+        }
+        if run
+        else None,
+        "steps": steps,
+        "not_in_runbook": extra,
+        "notice": notice,
+    }

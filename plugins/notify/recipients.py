@@ -1,0 +1,243 @@
+"""Who ``notify`` writes to and what each one gets: recipients, locales, rendered messages.
+
+Recipients come from ``to`` (addresses or ``{address, name, locale, vars}``) or from the rows
+of ``recipients_query`` on ``dsn`` (columns ``address``, ``name``, ``locale``; every other
+column is a template variable ``recipient.COLUMN``, like the ``vars`` of a ``to`` entry).  Each recipient's message is rendered from the template of its locale
+(``pt-BR`` -> ``pt`` -> ``default_locale``) with the run's context plus ``recipient``.  Every
+message is rendered before the first is sent, so that a template error never half-sends a step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runbook_engine.errors import ActionFailed
+from runbook_engine.format.templates import TemplateError, render_string
+
+MAX_RECIPIENTS = 1_000_000  # rows read from a recipients_query
+SHOWN = 10  # names listed in a message
+WEBHOOK_KEY = "webhook"  # the one record of a webhook with no recipients
+_ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+$")
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    name: str = ""
+    locale: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The record key: one per recipient and step, whatever the channel."""
+        return f"to:{self.address.strip().lower()}" if self.address else WEBHOOK_KEY
+
+    def as_context(self) -> dict[str, Any]:
+        return {**self.vars, "address": self.address, "name": self.name, "locale": self.locale}
+
+
+@dataclass(frozen=True)
+class Message:
+    recipient: Recipient
+    locale: str | None  # the template's locale (None: `subject`/`message` were used)
+    subject: str
+    body: str
+    message_id: str  # "<hex@runbook-name.runbook>"
+
+    @property
+    def key(self) -> str:
+        return self.recipient.key
+
+    @property
+    def token(self) -> str:
+        """The Message-ID's unique part: outbox file name, webhook Idempotency-Key."""
+        return token(self.message_id)
+
+
+def message_id(runbook: str, step_id: str, key: str) -> str:
+    """Stable for (runbook, step, recipient): a receiver can de-duplicate on it."""
+    digest = hashlib.sha256(f"{runbook}\0{step_id}\0{key}".encode()).hexdigest()[:40]
+    return f"<{digest}@{runbook}.runbook>"
+
+
+def token(mid: str) -> str:
+    return mid[1:].split("@", 1)[0]
+
+
+def shown(names: Iterable[str], total: int | None = None) -> str:
+    items = list(names)
+    total = len(items) if total is None else total
+    text = ", ".join(items[:SHOWN])
+    return text + (f" and {total - SHOWN} more" if total > SHOWN else "")
+
+
+def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
+    """The step's recipients, de-duplicated (first wins); checked for the channel."""
+    if params.get("recipients_query") and params.get("to"):
+        raise ActionFailed("notify: give `to` or `recipients_query`, not both", retryable=False)
+    if params.get("recipients_query"):
+        if not params.get("dsn"):
+            raise ActionFailed("notify: `recipients_query` needs a `dsn`", retryable=False)
+        found = _from_query(str(params["dsn"]), str(params["recipients_query"]))
+    elif params.get("to"):
+        found = [_from_item(item, i) for i, item in enumerate(params["to"])]
+    elif channel == "webhook":
+        return [Recipient("")]  # one message to the webhook itself
+    else:
+        raise ActionFailed(
+            f"notify: channel {channel} needs recipients: give `to` or `recipients_query`",
+            retryable=False,
+        )
+    unique: dict[str, Recipient] = {}
+    for r in found:
+        unique.setdefault(r.key, r)
+    if channel != "webhook":
+        bad = [
+            r.address
+            for r in unique.values()
+            if not (r.address.isascii() and _ADDRESS.match(r.address))
+        ]
+        if bad:
+            raise ActionFailed(
+                f"notify: {len(bad)} invalid email address(es): "
+                + shown((repr(b) for b in bad), len(bad)),
+                retryable=False,
+            )
+    return list(unique.values())
+
+
+def _from_item(item: Any, index: int) -> Recipient:
+    if isinstance(item, str):
+        return Recipient(item.strip())
+    if isinstance(item, Mapping):
+        extra = item.get("vars") or {}
+        return Recipient(
+            str(item.get("address", "")).strip(),
+            _one_line(item.get("name")),
+            str(item["locale"]) if item.get("locale") else None,
+            dict(extra) if isinstance(extra, Mapping) else {},
+        )
+    raise ActionFailed(f"notify: to[{index}]: expected an address or a mapping", retryable=False)
+
+
+def _from_query(dsn: str, sql: str) -> list[Recipient]:
+    from runbook_engine.plugins.sql.db import fetch, redact_dsn
+
+    columns, rows = fetch(dsn, sql, MAX_RECIPIENTS + 1)
+    lower = [c.lower() for c in columns]
+    if "address" not in lower:
+        raise ActionFailed(
+            f"notify: recipients_query on {redact_dsn(dsn)} returned no `address` column "
+            f"(columns: {', '.join(columns) or 'none'})",
+            retryable=False,
+        )
+    if len(rows) > MAX_RECIPIENTS:
+        raise ActionFailed(
+            f"notify: recipients_query returned more than {MAX_RECIPIENTS} rows", retryable=False
+        )
+    out = []
+    for row in rows:
+        values = dict(zip(lower, row, strict=False))
+        extra = {c: v for c, v in zip(columns, row, strict=False) if c.lower() not in _OWN}
+        locale = values.get("locale")
+        out.append(
+            Recipient(
+                "" if values["address"] is None else str(values["address"]).strip(),
+                _one_line(values.get("name")),
+                str(locale) if locale else None,
+                extra,
+            )
+        )
+    return out
+
+
+_OWN = ("address", "name", "locale")
+
+
+def _one_line(value: Any) -> str:
+    return "" if value is None else " ".join(str(value).split())
+
+
+def _norm(locale: str) -> str:
+    return locale.strip().lower().replace("_", "-")
+
+
+def pick_locale(
+    locale: str | None, available: Iterable[str], default: str
+) -> tuple[str | None, list[str]]:
+    """The template for ``locale``: exact, then its language, then the default (and its
+    language).  Returns (chosen or None, the candidates tried)."""
+    by_norm = {_norm(k): k for k in available}
+    tried: list[str] = []
+    for wanted in (locale, default):
+        if not wanted:
+            continue
+        for cand in (_norm(wanted), _norm(wanted).split("-", 1)[0]):
+            if cand not in tried:
+                tried.append(cand)
+            if cand in by_norm:
+                return by_norm[cand], tried
+    return None, tried
+
+
+class Renderer:
+    """Renders one message per recipient from ``templates`` or ``subject``/``message``."""
+
+    def __init__(
+        self, params: Mapping[str, Any], context: Mapping[str, Any], runbook: str, step_id: str
+    ) -> None:
+        templates = params.get("templates") or {}
+        self.templates: Mapping[str, Mapping[str, str]] = templates
+        self.subject: str | None = params.get("subject")
+        self.message: str | None = params.get("message")
+        self.default = str(params.get("default_locale") or "en")
+        self.context = dict(context)
+        self.runbook, self.step_id = runbook, step_id
+        if not self.templates and self.message is None:
+            raise ActionFailed("notify: give `templates` or `message`", retryable=False)
+
+    def render(self, r: Recipient) -> Message:
+        locale: str | None = None
+        subject_src, body_src = self.subject, self.message or ""
+        if self.templates:
+            locale, tried = pick_locale(r.locale, self.templates, self.default)
+            if locale is None:
+                raise ActionFailed(
+                    f"notify: no template for {r.address or 'the webhook'} (tried "
+                    f"{', '.join(tried)}; templates: {', '.join(self.templates)}); "
+                    "set `default_locale` to one of the templates",
+                    retryable=False,
+                )
+            chosen = self.templates[locale]
+            subject_src, body_src = chosen.get("subject", self.subject), chosen["body"]
+        ctx = {**self.context, "recipient": r.as_context()}
+        where = f"templates.{locale}" if locale else ""
+        subject = self._one(subject_src, ctx, f"{where}.subject" if where else "subject", r)
+        body = self._one(body_src, ctx, f"{where}.body" if where else "message", r)
+        if subject is None:
+            subject = f"{self.runbook}: {self.step_id}"
+        return Message(
+            r,
+            locale,
+            " ".join(subject.split()),
+            body,
+            self.message_id(r),
+        )
+
+    def message_id(self, r: Recipient) -> str:
+        return message_id(self.runbook, self.step_id, r.key)
+
+    def _one(self, source: str | None, ctx: Mapping[str, Any], where: str, r: Recipient) -> Any:
+        if source is None:
+            return None
+        try:
+            return str(render_string(source, ctx))
+        except TemplateError as exc:
+            who = r.address or "the webhook"
+            raise ActionFailed(
+                f"notify: {where} for {who}: {exc.message}", retryable=False
+            ) from None

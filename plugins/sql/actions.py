@@ -1,0 +1,183 @@
+"""``sql.exec``, ``sql.query``, ``sql.copy`` and ``sql.verify``.
+
+``sql.copy`` and ``sql.verify`` do their work in ``sql_copy`` and ``sql_verify`` (imported when
+a step runs); this module keeps the four actions' metadata together.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.errors import ActionFailed
+
+from .common import watching
+from .db import (
+    Connection,
+    connect,
+    db_message,
+    first_line,
+    is_transient,
+    jsonable,
+    psycopg_module,
+    scrub,
+)
+
+DEFAULT_MAX_ROWS = 100
+
+
+def _where(params: Mapping[str, Any]) -> str:
+    where = params.get("where")
+    return f" where {where}" if where else ""
+
+
+def split_sqlite(script: str) -> list[tuple[int, str]]:
+    """A SQLite script as (line, statement) pairs, split where SQLite says one is complete
+    (so a ``;`` inside a string, a comment or a trigger body does not split)."""
+    out: list[tuple[int, str]] = []
+    start = 0
+    for i, ch in enumerate(script):
+        if ch == ";" and sqlite3.complete_statement(script[start : i + 1]):
+            _add(out, script, start, i + 1)
+            start = i + 1
+    _add(out, script, start, len(script))
+    return out
+
+
+def _add(out: list[tuple[int, str]], script: str, start: int, end: int) -> None:
+    text = script[start:end]
+    stripped = text.strip().rstrip(";").strip()
+    if stripped and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in stripped.splitlines()
+    ):
+        lead = len(text) - len(text.lstrip())
+        out.append((script.count("\n", 0, start + lead) + 1, text.strip()))
+
+
+def _statements(sql: str | list[str], kind: str) -> list[tuple[str, str]]:
+    """(label, statement) pairs: a list as given; a SQLite script split; a PostgreSQL
+    script whole (the server runs it in one round trip and locates errors itself)."""
+    if isinstance(sql, list):
+        return [(f"statement {i} of {len(sql)}", s) for i, s in enumerate(sql, 1) if s.strip()]
+    if kind == "sqlite":
+        parts = split_sqlite(sql)
+        return [
+            (f"statement {i} of {len(parts)} (line {ln})", s) for i, (ln, s) in enumerate(parts, 1)
+        ]
+    return [("script", sql)]
+
+
+def _pg_located(exc: Exception, script: str, conn: Connection) -> ActionFailed:
+    """A PostgreSQL error in a script, naming the line the server points at."""
+    pos = getattr(getattr(exc, "diag", None), "statement_position", None)
+    where = ""
+    if pos and str(pos).isdigit():
+        offset = int(str(pos)) - 1
+        line_no = script.count("\n", 0, offset) + 1
+        line = script.splitlines()[line_no - 1].strip() if script.splitlines() else ""
+        where = f"line {line_no}: {first_line(line)!r} failed: "
+    message = f"{conn.label}: {where}{db_message(exc)}"
+    return ActionFailed(scrub(message, conn.dsn), retryable=is_transient(exc))
+
+
+class SqlExecAction(BuiltinAction):
+    name = "sql.exec"
+    summary = "run SQL statements in one transaction"
+    idempotent = False
+    changes = True
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        dsn: str = params["dsn"]
+        with connect(dsn) as conn, watching(ctx, conn) as watch:
+            statements = _statements(params["sql"], conn.kind)
+            rowcount = 0
+            try:
+                with conn.transaction():
+                    for label, stmt in statements:
+                        watch.check(f"before {label}; nothing was committed", {})
+                        rowcount += self._one(conn, label, stmt)
+            except ActionFailed as exc:
+                raise watch.explain(exc, "; nothing was committed") from None
+        return {"rowcount": rowcount}
+
+    def _one(self, conn: Connection, label: str, stmt: str) -> int:
+        if conn.kind == "sqlite" or label != "script":
+            context = "" if label == "statement 1 of 1" else label
+            cur = conn.execute(stmt, context=context)
+            return max(int(cur.rowcount), 0)
+        psycopg = psycopg_module()
+        cur = conn.raw.cursor()
+        try:
+            cur.execute(stmt)
+            total = max(int(cur.rowcount), 0)
+            while cur.nextset():
+                total += max(int(cur.rowcount), 0)
+        except psycopg.Error as exc:
+            raise _pg_located(exc, stmt, conn) from None
+        return total
+
+
+class SqlQueryAction(BuiltinAction):
+    name = "sql.query"
+    summary = "run one SQL query"
+    idempotent = True
+    changes = False
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        return f"query: {first_line(str(params.get('query', '')))}"
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        query: str = params["query"]
+        max_rows = int(params.get("max_rows", DEFAULT_MAX_ROWS))
+        with connect(params["dsn"], must_exist=True) as conn, watching(ctx, conn) as watch:
+            try:
+                cur = conn.execute(query)
+                if cur.description is None:
+                    conn.commit()
+                    return {"value": None, "rows": [], "columns": [], "truncated": False}
+                columns = [str(d[0]) for d in cur.description]
+                rows = cur.fetchmany(max(max_rows, 1) + 1)
+            except ActionFailed as exc:
+                raise watch.explain(exc, "") from None
+            finally:
+                conn.rollback()
+        value = jsonable(rows[0][0]) if rows else None
+        kept = [[jsonable(v) for v in row] for row in rows[:max_rows]]
+        return {
+            "value": value,
+            "rows": kept,
+            "columns": columns,
+            "truncated": len(rows) > max_rows,
+        }
+
+
+class SqlCopyAction(BuiltinAction):
+    name = "sql.copy"
+    summary = "copy rows between databases, upserting on a key"
+    idempotent = True
+    changes = True
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        return f"copy {params.get('table')} rows{_where(params)}, upsert on {params.get('key')}"
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        from .copy import copy
+
+        return copy(params, ctx)
+
+
+class SqlVerifyAction(BuiltinAction):
+    name = "sql.verify"
+    summary = "compare rows on both sides by count and per-row checksum"
+    idempotent = True
+    changes = False
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        return f"verify {params.get('table')} rows{_where(params)} match on both sides"
+
+    def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        from .verify import verify
+
+        return verify(params, ctx)

@@ -1,0 +1,393 @@
+"""``sql.copy``: rows of ``table`` matching ``where``, source -> target, upserting on ``key``.
+
+Rows move in batches of ``batch_size`` by key range: the source is asked for the key that ends
+the next batch (``ORDER BY key LIMIT 1 OFFSET batch_size - 1``), then the range
+``lo < key <= hi`` is copied and committed.  Memory stays constant, each batch commits, the
+step can stop between batches, and a re-run upserts the same rows again: idempotent.
+
+- SQLite -> SQLite: the target ``ATTACH``es the source and SQLite copies each range itself
+  (``INSERT ... SELECT ... ON CONFLICT DO UPDATE``).
+- -> PostgreSQL: each range goes by ``COPY`` into a temp table (``ON COMMIT DELETE ROWS``),
+  then ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; from PostgreSQL the source's
+  ``COPY TO STDOUT`` is streamed into the target's ``COPY FROM STDIN`` unparsed.
+- PostgreSQL -> SQLite: a range is fetched and upserted with ``executemany``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from runbook_engine.actions import ActionContext
+from runbook_engine.errors import ActionFailed
+
+from .common import (
+    BLOB,
+    BOOL,
+    DATE,
+    FLOAT,
+    INT,
+    JSON,
+    NUMERIC,
+    TEXT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
+    Column,
+    Progress,
+    Watch,
+    count_rows,
+    describe_table,
+    key_names,
+    keys_after,
+    matching,
+    pick_columns,
+    require_table,
+    scope,
+    utc_sessions,
+    watching,
+    where_sql,
+)
+from .db import (
+    Connection,
+    connect,
+    db_message,
+    is_driver_error,
+    is_transient,
+    kind_of,
+    psycopg_module,
+    redact_dsn,
+    scrub,
+    sqlite_path,
+)
+
+DEFAULT_BATCH = 10_000
+ATTACHED = "rb_src"
+STAGE = "rb_copy_stage"
+_TO_PG = {
+    INT: "bigint", TEXT: "text", FLOAT: "double precision", BOOL: "boolean", BLOB: "bytea",
+    TIMESTAMP: "timestamptz", TIMESTAMPTZ: "timestamptz", DATE: "date", JSON: "jsonb",
+}  # fmt: skip
+_TO_SQLITE = {
+    INT: "INTEGER", NUMERIC: "NUMERIC", FLOAT: "REAL", BOOL: "BOOLEAN", BLOB: "BLOB",
+    TIMESTAMP: "TIMESTAMP", TIMESTAMPTZ: "TIMESTAMP", DATE: "DATE",
+}  # fmt: skip
+
+
+def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+    table: str = params["table"]
+    target_table: str = params.get("target_table") or table
+    where: str | None = params.get("where")
+    batch = int(params.get("batch_size", DEFAULT_BATCH))
+    create = bool(params.get("create", False))
+    keys = key_names(params)
+    target: str = params["target"]
+    if not create and kind_of(target) == "sqlite" and not Path(sqlite_path(target)).is_file():
+        raise ActionFailed(
+            f"target table {target_table} does not exist in {redact_dsn(target)} (no such "
+            "file; set `create: true` to create it from the source's columns)",
+            retryable=False,
+        )
+    with (
+        connect(params["source"], must_exist=True) as src,
+        connect(target) as dst,
+        watching(ctx, src, dst) as watch,
+    ):
+        utc_sessions(src, dst)
+        source = require_table(src, table, "source")
+        cols, key_cols = pick_columns(source, params.get("columns"), keys, "source")
+        existing = describe_table(dst, target_table)
+        if existing is None:
+            if not create:
+                raise ActionFailed(
+                    f"target table {target_table} does not exist in {dst.label} "
+                    "(set `create: true` to create it from the source's columns)",
+                    retryable=False,
+                )
+            _create(dst, target_table, cols, key_cols, src.kind)
+            existing = require_table(dst, target_table, "target")
+        tcols = matching(existing, cols)
+        job = _Job(src, dst, table, target_table, where, cols, key_cols, tcols, batch, watch)
+        total = count_rows(src, table, where, "source")
+        job.progress = Progress(ctx.progress, "copied", total)
+        try:
+            job.run()
+        except ActionFailed as exc:
+            raise watch.explain(exc, job.done()) from None
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            if watch.fired:
+                raise ActionFailed(
+                    f"{watch.fired} {job.done()}", outputs={"rows_copied": job.copied}
+                ) from None
+            raise job.failed(exc) from None
+        job.progress(job.copied, final=True)
+        return {"rows_copied": job.copied}
+
+
+def _create(
+    dst: Connection, name: str, cols: Sequence[Column], keys: Sequence[Column], src_kind: str
+) -> None:
+    def type_of(col: Column) -> str:
+        if src_kind == dst.kind:
+            return col.decl
+        if dst.kind == "postgresql":
+            if col.category == NUMERIC:
+                m = re.search(r"\(\s*\d+\s*(,\s*\d+\s*)?\)", col.decl)
+                return "numeric" + (m.group(0).replace(" ", "") if m else "")
+            return _TO_PG.get(col.category, "text")
+        return _TO_SQLITE.get(col.category, "TEXT")
+
+    body = ", ".join(f"{c.q} {type_of(c)}".rstrip() for c in cols)
+    pk = ", ".join(c.q for c in keys)
+    dst.execute(f"CREATE TABLE {name} ({body}, PRIMARY KEY ({pk}))", context="create: true")
+    dst.commit()
+
+
+def _run(conn: Connection, sql: str, args: tuple[Any, ...]) -> Any:
+    """A driver cursor; errors stay the driver's (the job names them with its context)."""
+    cur = conn.raw.cursor()
+    if conn.kind == "postgresql":
+        cur.execute(sql, args or None)  # without parameters `%` is not a placeholder
+    else:
+        cur.execute(sql, args)
+    return cur
+
+
+def _to_sqlite(value: Any) -> Any:
+    """A PostgreSQL value as SQLite can bind it."""
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (dt.date, dt.time, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return str(value)
+
+
+class _Job:
+    """One copy: the connections, the SQL it needs, and how far it got."""
+
+    def __init__(
+        self,
+        src: Connection,
+        dst: Connection,
+        table: str,
+        target_table: str,
+        where: str | None,
+        cols: Sequence[Column],
+        key_cols: Sequence[Column],
+        tcols: Sequence[Column],
+        batch: int,
+        watch: Watch,
+    ) -> None:
+        self.src, self.dst, self.watch = src, dst, watch
+        self.where = where
+        self.table, self.target_table = table, target_table
+        self.cols, self.key_cols, self.tcols = list(cols), list(key_cols), list(tcols)
+        self.batch = batch
+        self.copied = 0
+        self.progress = Progress(lambda _l: None, "copied", 0)
+        self.attached = src.kind == dst.kind == "sqlite"
+        self.read_from = table  # the source table as the reading connection names it
+
+    def done(self) -> str:
+        return f"after copying {self.copied:,} rows (re-running the step is safe)"
+
+    def failed(self, exc: BaseException) -> ActionFailed:
+        text = (
+            f"copying {scope(self.table, self.where)} from {self.src.label} to "
+            f"{self.dst.label} failed {self.done()}: {db_message(exc)}"
+        )
+        text = scrub(scrub(text, self.src.dsn), self.dst.dsn)
+        return ActionFailed(text, outputs={"rows_copied": self.copied}, retryable=is_transient(exc))
+
+    # -- the SQL -----------------------------------------------------------------------------
+
+    def _select(self, reader: Connection, lo: bool, hi: bool) -> str:
+        cond = [where_sql(self.where)]
+        if lo:
+            cond.append(keys_after(self.key_cols, reader.param))
+        if hi:
+            cond.append(keys_after(self.key_cols, reader.param, inclusive=True))
+        names = ", ".join(c.q for c in self.cols)
+        return f"SELECT {names} FROM {self.read_from} WHERE {' AND '.join(cond)}"
+
+    def _upsert(self, rows_from: str) -> str:
+        names = ", ".join(c.q for c in self.tcols)
+        keys = ", ".join(c.q for c in self._tkeys())
+        rest = [c for c in self.tcols if c not in self._tkeys()]
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{c.q} = excluded.{c.q}" for c in rest)
+            if rest
+            else "DO NOTHING"
+        )
+        return (
+            f"INSERT INTO {self.target_table} ({names}) {rows_from} ON CONFLICT ({keys}) {action}"
+        )
+
+    def _tkeys(self) -> list[Column]:
+        return [self.tcols[self.cols.index(k)] for k in self.key_cols]
+
+    def _ranges(
+        self, reader: Connection
+    ) -> Iterator[tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]]:
+        """(lo, hi) key ranges of ``batch`` rows each; hi None for the last one."""
+        knames = ", ".join(c.q for c in self.key_cols)
+        lo: tuple[Any, ...] | None = None
+        while True:
+            cond = [where_sql(self.where)]
+            if lo is not None:
+                cond.append(keys_after(self.key_cols, reader.param))
+            sql = (
+                f"SELECT {knames} FROM {self.read_from} WHERE {' AND '.join(cond)} "
+                f"ORDER BY {knames} LIMIT 1 OFFSET {self.batch - 1}"
+            )
+            row = _run(reader, sql, lo or ()).fetchone()
+            hi = tuple(row) if row is not None else None
+            yield lo, hi
+            if hi is None:
+                return
+            lo = hi
+
+    @staticmethod
+    def _args(lo: tuple[Any, ...] | None, hi: tuple[Any, ...] | None) -> tuple[Any, ...]:
+        return (lo or ()) + (hi or ())
+
+    # -- the copy ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.attached:
+            self._attach()
+            self._run_attached()
+        elif self.dst.kind == "postgresql":
+            self._run_into_pg()
+        else:
+            self._run_into_sqlite()
+
+    def _check(self) -> None:
+        self.watch.check(self.done(), {"rows_copied": self.copied})
+
+    def _attach(self) -> None:
+        src_path = os.path.realpath(sqlite_path(self.src.dsn))
+        dst_path = os.path.realpath(sqlite_path(self.dst.dsn))
+        if src_path != dst_path:
+            self.dst.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (src_path,))
+            self.read_from = f"{ATTACHED}.{self.table}"
+
+    def _run_attached(self) -> None:
+        raw = self.dst.raw
+        for lo, hi in self._ranges(self.dst):
+            self._check()
+            sql = self._upsert(self._select(self.dst, lo is not None, hi is not None))
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                n = raw.execute(sql, self._args(lo, hi)).rowcount
+                raw.execute("COMMIT")
+            except BaseException:
+                self.dst.rollback()
+                raise
+            self.copied += max(n, 0)
+            self.progress(self.copied)
+
+    def _run_into_pg(self) -> None:
+        """Each range: straight ``COPY`` into the target when it holds no key of the range
+        yet (a first copy), else (or if a row appeared meanwhile) ``COPY`` into the temp
+        table and upsert from it."""
+        dst = self.dst.raw
+        names = ", ".join(c.q for c in self.tcols)
+        dst.execute(
+            f"CREATE TEMP TABLE {STAGE} ON COMMIT DELETE ROWS AS "
+            f"SELECT {names} FROM {self.target_table} WITH NO DATA"
+        )
+        dst.commit()
+        upsert = self._upsert(f"SELECT {names} FROM {STAGE}")
+        psycopg = psycopg_module()
+        for lo, hi in self._ranges(self.src):
+            self._check()
+            n = -1
+            if not self._target_has_range(lo, hi):
+                try:
+                    n = self._copy_range(lo, hi, self.target_table, names)
+                except psycopg.errors.UniqueViolation:
+                    dst.rollback()  # a row arrived in the range meanwhile: upsert instead
+                    self.src.rollback()
+            if n < 0:
+                self._copy_range(lo, hi, STAGE, names)
+                n = dst.execute(upsert).rowcount
+            dst.commit()
+            self.src.rollback()
+            self.copied += max(n, 0)
+            self.progress(self.copied)
+
+    def _target_has_range(self, lo: tuple[Any, ...] | None, hi: tuple[Any, ...] | None) -> bool:
+        keys = self._tkeys()
+        cond = [keys_after(keys, "%s")] if lo is not None else []
+        if hi is not None:
+            cond.append(keys_after(keys, "%s", inclusive=True))
+        sql = f"SELECT 1 FROM {self.target_table} WHERE {' AND '.join(cond) or 'true'} LIMIT 1"
+        return self.dst.raw.execute(sql, self._args(lo, hi) or None).fetchone() is not None
+
+    def _copy_range(
+        self, lo: tuple[Any, ...] | None, hi: tuple[Any, ...] | None, into_table: str, names: str
+    ) -> int:
+        """COPY the source rows of (lo, hi] into ``into_table`` on the target; the row count."""
+        args = self._args(lo, hi)
+        select = self._select(self.src, lo is not None, hi is not None)
+        rows = 0
+        with (
+            self.dst.raw.cursor() as cur,
+            cur.copy(f"COPY {into_table} ({names}) FROM STDIN") as into,
+        ):
+            if self.src.kind == "postgresql":
+                with (
+                    self.src.raw.cursor() as scur,
+                    scur.copy(f"COPY ({select}) TO STDOUT", args or None) as out,
+                ):
+                    for block in out:
+                        into.write(block)
+                        rows += bytes(block).count(b"\n")
+            else:
+                scur = _run(self.src, select, args)
+                while chunk := scur.fetchmany(2000):
+                    for row in chunk:
+                        into.write_row(row)
+                    rows += len(chunk)
+        return rows
+
+    def _run_into_sqlite(self) -> None:
+        dst = self.dst.raw
+        marks = ", ".join("?" for _ in self.tcols)
+        upsert = self._upsert(f"SELECT {marks} WHERE true")
+        upsert = upsert.replace(f"SELECT {marks} WHERE true", f"VALUES ({marks})")
+        plain = [c.category in (INT, TEXT, FLOAT, BOOL) for c in self.cols]
+        for lo, hi in self._ranges(self.src):
+            self._check()
+            select = self._select(self.src, lo is not None, hi is not None)
+            rows = [
+                tuple(v if p else _to_sqlite(v) for v, p in zip(row, plain, strict=True))
+                for row in _run(self.src, select, self._args(lo, hi)).fetchall()
+            ]
+            self.src.rollback()
+            dst.execute("BEGIN IMMEDIATE")
+            try:
+                dst.executemany(upsert, rows)
+                dst.execute("COMMIT")
+            except BaseException:
+                self.dst.rollback()
+                raise
+            self.copied += len(rows)
+            self.progress(self.copied)
