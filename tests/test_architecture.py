@@ -45,9 +45,6 @@ EXCEPTIONS = {
     ("runbook_engine.actions", "runbook_engine.plugins"),
     # type-only: ActionContext.runbook is the parsed Runbook
     ("runbook_engine.actions", "runbook_engine.format.model"),
-    # TEMPORARY until the plain-Python order walk leaves graph/dag.py for format/ (issue 9)
-    ("runbook_engine.format.loader", "runbook_engine.graph.dag"),
-    ("runbook_engine.review.canonical", "runbook_engine.graph.dag"),
 }
 
 

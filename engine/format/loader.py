@@ -8,10 +8,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import Problem, ValidationFailed
-from ..graph.dag import Dag
 from .checks import all_checks, hint
 from .lint import lint
 from .model import Runbook
+from .order import Order, barrier_phase
 from .parse import Builder
 from .schema import check, runtime_schema, type_name
 from .yamlsource import SourceMap, parse, read_file
@@ -20,7 +20,7 @@ from .yamlsource import SourceMap, parse, read_file
 @dataclass(frozen=True)
 class Loaded:
     runbook: Runbook
-    dag: Dag
+    order: Order  # the DAG's edges, plain Python; graph.dag.Dag puts them in networkx
     warnings: tuple[Problem, ...]
 
 
@@ -74,35 +74,26 @@ def _check(data: object, smap: SourceMap, file: str) -> Loaded:
         )
     runbook = Builder(data, smap, file).build()
     problems.extend(all_checks(runbook))
-    dag = Dag(runbook)
-    for miss in dag.unknown_needs:
+    order = Order(runbook)
+    for miss in order.unknown_needs:
         inst = runbook.instances.get(miss.node)
         if inst is not None:
             path = (*inst.step.path, "needs", miss.index)
         else:
-            pid = miss.node.split(":", 1)[1]
-            path = (*runbook.phase_by_id[pid].path, "needs", miss.index)
+            path = (*runbook.phase_by_id[barrier_phase(miss.node)].path, "needs", miss.index)
         known = sorted([*runbook.steps, *runbook.phase_by_id])
         problems.append(
             smap.problem(
                 path, f"unknown step or phase {miss.name!r} in needs{hint(miss.name, known)}"
             )
         )
-    cycle = dag.find_cycle()
+    cycle = order.find_cycle()
     if cycle:
-        problems.append(dag.cycle_problem(_from_first(cycle, dag.order_index)))
+        problems.append(order.cycle_problem(cycle))
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise ValidationFailed(_unique(errors))
-    return Loaded(runbook, dag, tuple(sorted(lint(runbook))))
-
-
-def _from_first(cycle: list[str], order: dict[str, int]) -> list[str]:
-    """``[b, c, a, b]`` -> ``[a, b, c, a]``: the cycle told from its first node in the file."""
-    ring = cycle[:-1]
-    start = min(range(len(ring)), key=lambda i: order[ring[i]])
-    ring = ring[start:] + ring[:start]
-    return [*ring, ring[0]]
+    return Loaded(runbook, order, tuple(sorted(lint(runbook))))
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -1,7 +1,7 @@
-"""The step DAG as mermaid, Graphviz dot, or node-link JSON.
+"""The step DAG as mermaid, Graphviz dot, or node-link JSON (networkx ``node_link_data``).
 
 The DAG has *barrier* nodes (``phase:ID`` at the end of each phase, ``wave:PHASE.WAVE`` at the
-end of each wave, see ``dag.py``).  They are never drawn as steps: in mermaid an edge from a
+end of each wave, see ``format/order.py``).  They are never drawn as steps: in mermaid an edge from a
 barrier leaves the phase's or wave's subgraph (``planning --> rollout``); in dot they are small
 point nodes inside their cluster; in JSON they are nodes of kind ``phase`` or ``wave``.
 """
@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import networkx as nx
+
 from ..format.loader import Loaded
 from ..format.model import instance_id
-from .dag import Dag, phase_node, wave_node
+from ..format.order import phase_node, wave_node
+from .dag import Dag
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _mm_label(*lines: str) -> str:
 
 
 def render_mermaid(loaded: Loaded, rollbacks: bool = False) -> str:
-    dag = loaded.dag
+    dag = Dag(loaded.order)
     groups = _groups(loaded)
     ids: dict[str, str] = {}  # DAG node -> mermaid id (steps and subgraphs)
     for n, iid in enumerate(dag.instances):
@@ -135,7 +138,7 @@ def _q(*lines: str) -> str:
 
 
 def render_dot(loaded: Loaded, rollbacks: bool = False) -> str:
-    dag = loaded.dag
+    dag = Dag(loaded.order)
     undo = dict(_rollbacks(dag)) if rollbacks else {}
     out = [
         f"digraph {_q(loaded.runbook.name)} {{",
@@ -174,16 +177,15 @@ def _dot_edges(dag: Dag) -> Iterator[tuple[str, str]]:
     """Every edge, but a step's edge to the end of its own group when a later step of the
     group follows it: that step leads there anyway (the picture stays readable)."""
     owner = {s: s for s in dag.instances}  # step -> the barrier that ends its innermost group
-    for b, preds in dag.preds.items():
-        if not dag.is_step(b):
-            for a in preds:
-                if dag.is_step(a):
-                    owner[a] = b
+    for a, b in dag.edges():
+        if dag.is_step(a) and not dag.is_step(b):
+            owner[a] = b
+    succ = dag.graph.succ
     for a, b in dag.edges():
         if (
             dag.is_step(a)
             and owner[a] == b
-            and any(dag.is_step(n) and owner[n] == b for n in dag.succs[a])
+            and any(dag.is_step(n) and owner[n] == b for n in succ[a])
         ):
             continue
         yield a, b
@@ -191,39 +193,18 @@ def _dot_edges(dag: Dag) -> Iterator[tuple[str, str]]:
 
 # -- json -------------------------------------------------------------------------------------
 def graph_json(loaded: Loaded, rollbacks: bool = False) -> dict[str, Any]:
-    dag = loaded.dag
-    nodes: list[dict[str, Any]] = []
-    for n in dag.preds:
-        inst = dag.instances.get(n)
-        if inst is not None:
-            nodes.append(
-                {
-                    "id": n,
-                    "kind": "step",
-                    "step": inst.step.id,
-                    "phase": inst.phase.id,
-                    "wave": inst.wave.id if inst.wave else None,
-                    "action": inst.step.action,
-                }
-            )
-        else:
-            kind, _, rest = n.partition(":")
-            phase, _, wave = rest.partition(".")
-            nodes.append({"id": n, "kind": kind, "phase": phase, "wave": wave or None})
-    edges: list[dict[str, Any]] = [
-        {"source": a, "target": b, "kind": "order"} for a, b in dag.edges()
-    ]
+    """networkx node-link data: ``directed``, ``multigraph``, ``graph`` (runbook, file),
+    ``nodes`` (``id``, ``kind`` step|phase|wave|rollback, ...) and ``edges`` (``source``,
+    ``target``, ``kind`` order|rollback)."""
+    dag = Dag(loaded.order)
+    g = dag.graph
     if rollbacks:
+        g = g.copy()
         for s, action in _rollbacks(dag):
-            nodes.append({"id": f"rollback:{s}", "kind": "rollback", "of": s, "action": action})
-            edges.append({"source": s, "target": f"rollback:{s}", "kind": "rollback"})
-    return {
-        "directed": True,
-        "multigraph": False,
-        "graph": {"runbook": loaded.runbook.name, "file": loaded.runbook.file},
-        "nodes": nodes,
-        "edges": edges,
-    }
+            g.add_node(f"rollback:{s}", kind="rollback", of=s, action=action)
+            g.add_edge(s, f"rollback:{s}", kind="rollback")
+    doc: dict[str, Any] = nx.node_link_data(g, edges="edges")
+    return doc
 
 
 def render_json(loaded: Loaded, rollbacks: bool = False) -> str:

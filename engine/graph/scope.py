@@ -10,7 +10,6 @@ from collections.abc import Iterable
 
 from ..errors import InvalidInput
 from ..format.model import Runbook
-from .dag import Dag
 
 
 def instances_of(rb: Runbook, ident: str) -> set[str]:
@@ -41,8 +40,9 @@ def wave_instances(rb: Runbook, ident: str) -> set[str]:
     }
 
 
-def select(rb: Runbook, dag: Dag, idents: Iterable[str]) -> set[str]:
-    """The instances named (all of them when none is named)."""
+def select(rb: Runbook, idents: Iterable[str]) -> set[str]:
+    """The instances named (all of them when none is named); the commands widen this with
+    ``Dag.ancestors``/``Dag.descendants`` where they need to."""
     idents = list(idents)
     if not idents:
         return set(rb.instances)

@@ -21,6 +21,7 @@ from ..format.loader import Loaded
 from ..format.model import IMPACTS, LIKELIHOODS, Call, Instance, Runbook
 from ..format.names import SyntaxProblem, scan
 from ..format.templates import iter_strings, render_string
+from ..graph.dag import Dag
 
 # What a plan says of a step's rollback when it has no rollback action.
 ROLLBACK_NONE = "none"  # `rollback: none`: nothing to undo, said on purpose
@@ -212,7 +213,7 @@ def _wave_only(text: str) -> bool:
 def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None) -> Plan:
     """The plan of a loaded runbook; ``statuses`` (instance id -> status) from the run state."""
     rb: Runbook = loaded.runbook
-    dag = loaded.dag
+    dag = Dag(loaded.order)
     describe = _Describer()
     groups: list[tuple[PlanStep, ...]] = []
     for generation in dag.generations():

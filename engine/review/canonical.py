@@ -22,7 +22,7 @@ from typing import Any
 from ..actions import registry
 from ..format.loader import Loaded
 from ..format.model import Call, Instance, Retry, Runbook, digest_of
-from ..graph.dag import Dag
+from ..format.order import Order
 
 DEFINITION = ("action", "with", "when", "idempotent", "rollback")
 
@@ -138,8 +138,11 @@ def _step_record(inst: Instance) -> dict[str, Any]:
     return out
 
 
-def nearest_preds(dag: Dag) -> tuple[dict[str, list[str]], list[str]]:
-    """Each instance's nearest step predecessors, and a topological order of the instances."""
+def nearest_preds(dag: Order) -> tuple[dict[str, list[str]], list[str]]:
+    """Each instance's nearest step predecessors, and a topological order of the instances.
+
+    One plain first-in-first-out walk of Kahn's algorithm (``diff`` must not pay for importing
+    networkx): its order is property-tested against networkx in tests/engine/test_order.py."""
     preds = dag.preds
     indeg = {n: len(p) for n, p in preds.items()}
     queue = [n for n, d in indeg.items() if d == 0]
@@ -187,7 +190,7 @@ def _phase_needs(rb: Runbook) -> dict[str, list[str]]:
 
 
 def build_side(loaded: Loaded, file: str | None = None) -> Side:
-    rb, dag = loaded.runbook, loaded.dag
+    rb, dag = loaded.runbook, loaded.order
     metadata: dict[str, Any] = {"name": rb.name}
     if rb.description:
         metadata["description"] = rb.description

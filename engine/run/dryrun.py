@@ -16,10 +16,9 @@ from .session import Prepared
 
 def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
     rb = prepared.runbook
-    dag = prepared.loaded.dag
     got = read_state(state_dir, rb.name)
     state = got[0] if got else State(rb.name)
-    scope = select(rb, dag, only)
+    scope = select(rb, only)
     secrets = {name: "***" for name in rb.secrets}
     run = state.run
     run_view = {
@@ -28,7 +27,7 @@ def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
     }
     console = Console()
     reg = registry()
-    todo = [n for n in dag.step_order() if n in scope and state.status_of(n) not in DONE]
+    todo = [n for n in prepared.dag.step_order() if n in scope and state.status_of(n) not in DONE]
     console.out(
         f"dry run of {rb.name}: {len(todo)} step(s) would run, in this order "
         "(nothing is run or written)"

@@ -1,7 +1,12 @@
 """Rollback in reverse dependency order: a step's rollback runs only after the rollbacks of
 every step (in scope) that depended on it, in parallel where independent.  A failed rollback
 is ``rollback_failed`` and the steps it protects stay as they are (nothing is rolled back past
-it).  Checkpointed and resumable like apply."""
+it).  Checkpointed and resumable like apply.
+
+The order is Kahn's algorithm on the reversed networkx DAG (``graph/countdown.py``): the steps
+in scope are done when rolled back, every other node (barriers, steps outside the scope)
+passes through; ties go to the latest step in the execution order.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import dataclass
 from ..actions import registry
 from ..errors import ActionFailed
 from ..format.model import Instance
+from ..graph.countdown import Countdown
 from ..graph.dag import Dag
 from ..state.status import Status
 from .executor import Job, Outcome, Result
@@ -41,22 +47,17 @@ def undo_for(inst: Instance) -> Undo:
     return Undo(inst.id, "missing", "NO ROLLBACK DEFINED: its changes stay")
 
 
-def scoped_succs(dag: Dag, node: str, scope: set[str]) -> set[str]:
-    """The nearest steps in ``scope`` that depend on ``node`` (looking through barriers and
-    steps outside the scope); farther ones are covered by those."""
-    return dag.nearest(node, dag.succs, scope.__contains__)
-
-
 def rollback_groups(dag: Dag, scope: set[str]) -> list[list[str]]:
-    """Rollback order in parallel groups: the latest dependents first."""
-    depth: dict[str, int] = {}
-    for n in reversed(dag.topological()):
-        if n in scope:
-            after = [depth[d] + 1 for d in scoped_succs(dag, n, scope) if d in depth]
-            depth[n] = max(after, default=0)
+    """Rollback order in parallel groups, the latest dependents first: group k holds the steps
+    of ``scope`` with k steps of ``scope`` after them on their longest path (networkx order,
+    reversed; nodes outside the scope count nothing)."""
+    succ = dag.graph.succ
+    chain: dict[str, int] = {}  # steps of scope on the longest path from the node, itself included
+    for n in reversed(dag.topo):
+        chain[n] = max((chain[s] for s in succ[n]), default=0) + (n in scope)
     out: dict[int, list[str]] = {}
-    for n in sorted(scope, key=dag.order_index.__getitem__, reverse=True):
-        out.setdefault(depth[n], []).append(n)
+    for n in sorted(scope, key=dag.rank.__getitem__, reverse=True):
+        out.setdefault(chain[n] - 1, []).append(n)
     return [out[k] for k in sorted(out)]
 
 
@@ -85,20 +86,9 @@ class Rollback(Runner):
         return undo_for(inst)
 
     # -- running -------------------------------------------------------------------------
-    def ready(self, node: str) -> bool:
-        if self.status(node) is not Status.SUCCEEDED:
-            return False
-        return all(self.status(d) is Status.ROLLED_BACK for d in self._deps.get(node, set()))
-
     def run(self, targets: set[str]) -> list[str]:
         """Roll back ``targets`` (already expanded); returns the steps whose rollback failed."""
         self.scope = set(targets)
-        self._deps = {n: scoped_succs(self.dag, n, self.scope) for n in self.scope}
-        # who waits for whom: when d is rolled back, the steps in waiters[d] may be ready
-        waiters: dict[str, set[str]] = {n: set() for n in self.scope}
-        for n, deps in self._deps.items():
-            for d in deps:
-                waiters[d].add(n)
         for n in sorted(self.scope):
             if self.status(n) is Status.ROLLING_BACK:
                 inst = self.rb.instances[n]
@@ -128,15 +118,24 @@ class Rollback(Runner):
                     {"t": "step", "id": n, "status": "succeeded", "reason": "rollback retried"}
                 )
         self.flush()
+        countdown = Countdown(
+            self.dag.graph.reverse(copy=False),
+            reversed(self.dag.topo),
+            self.scope.__contains__,
+            lambda n: self.status(n) is Status.ROLLED_BACK,
+        )
         heap: list[tuple[int, str]] = []
-        order = {n: i for i, n in enumerate(reversed(self.dag.topological()))}
 
-        def push(nodes: set[str]) -> None:
+        def push(nodes: list[str]) -> None:
             for n in nodes:
-                if self.ready(n):
-                    heapq.heappush(heap, (order[n], n))
+                if self.status(n) is Status.SUCCEEDED:
+                    heapq.heappush(heap, (countdown.rank[n], n))
 
-        push(self.scope)
+        def undone(node: str) -> None:
+            if self.status(node) is Status.ROLLED_BACK:
+                push(countdown.finish(node))
+
+        push(countdown.unblocked())
         while True:
             started: list[Job] = []
             while (
@@ -145,11 +144,11 @@ class Rollback(Runner):
                 and (len(self.running) + len(started) < self.max_parallel)
             ):
                 _, node = heapq.heappop(heap)
-                if not self.ready(node):
+                if self.status(node) is not Status.SUCCEEDED:
                     continue
                 job = self.start(node)
                 if job is None:
-                    push(waiters[node])
+                    undone(node)
                 else:
                     started.append(job)
             self.flush()
@@ -162,7 +161,7 @@ class Rollback(Runner):
             for r in self.wait_results():
                 self.running.pop(r.node, None)
                 self.finish(r)
-                push(waiters[r.node])
+                undone(r.node)
         self.flush()
         return self.failed_nodes
 

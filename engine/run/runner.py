@@ -67,8 +67,6 @@ class Runner:
         self.pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
         self.interrupted_at: float | None = None
         self.hard_stop = False
-        self._preds: dict[str, set[str]] = {}
-        self._succs: dict[str, set[str]] = {}
 
     # -- records ------------------------------------------------------------------------
     @property
@@ -96,18 +94,6 @@ class Runner:
 
     def status(self, node: str) -> Status:
         return self.s.state.status_of(node)
-
-    def step_preds(self, node: str) -> set[str]:
-        got = self._preds.get(node)
-        if got is None:
-            got = self._preds[node] = self.dag.step_preds(node)
-        return got
-
-    def step_succs(self, node: str) -> set[str]:
-        got = self._succs.get(node)
-        if got is None:
-            got = self._succs[node] = self.dag.step_succs(node)
-        return got
 
     # -- actions ------------------------------------------------------------------------
     def action(self, call: Call) -> Action:

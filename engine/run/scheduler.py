@@ -1,9 +1,12 @@
 """``apply``: run every step whose dependencies are done, in parallel, checkpointed.
 
-What is ready comes from the DAG and each step's stored status only: a step is ready when it is
-pending and every nearest step before it is succeeded or skipped.  Transitions are buffered and
-committed with one fsync before the engine acts on them (a step's success and the start of the
-steps it unblocks share a commit).
+What is ready comes from the networkx DAG and each step's stored status only (Kahn's algorithm,
+``graph/countdown.py``): per node the count of predecessors not yet done, initialised from the
+stored statuses when the loop starts; a step whose count reaches 0 starts if it is pending and
+in scope, first in the lexicographical topological order (document order).  A step done
+(succeeded, or skipped by ``when``) counts down its successors; barriers pass it on.
+Transitions are buffered and committed with one fsync before the engine acts on them (a step's
+success and the start of the steps it unblocks share a commit).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 from ..errors import ActionFailed, Exit, InvalidInput
 from ..format.model import Instance, OnFailure
 from ..format.templates import TemplateError
+from ..graph.countdown import Countdown
 from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
 from .executor import Job, Outcome, Result
@@ -59,7 +63,7 @@ class Apply(Runner):
     def __init__(self, session: Session, options: ApplyOptions) -> None:
         super().__init__(session, options.max_parallel, options.grace)
         self.options = options
-        self.scope: set[str] = select(self.rb, self.dag, options.only)
+        self.scope: set[str] = select(self.rb, options.only)
         self.ready: list[tuple[int, str]] = []
         self.stopping: str | None = None
         self.wave_rollbacks: list[tuple[str, str]] = []  # (phase, wave)
@@ -201,18 +205,21 @@ class Apply(Runner):
                 )
 
     # -- the loop -------------------------------------------------------------------------
-    def is_ready(self, node: str) -> bool:
-        return self.status(node) is Status.PENDING and all(
-            self.status(p) in DONE for p in self.step_preds(node)
-        )
-
-    def push_ready(self, nodes: set[str] | list[str]) -> None:
+    def push_ready(self, nodes: list[str]) -> None:
+        """Queue the unblocked steps that this run is to start (pending, in scope)."""
         for n in nodes:
-            if n in self.scope and self.is_ready(n):
-                heapq.heappush(self.ready, (self.dag.order_index[n], n))
+            if n in self.scope and self.status(n) is Status.PENDING:
+                heapq.heappush(self.ready, (self.countdown.rank[n], n))
+
+    def done(self, node: str) -> None:
+        """``node`` succeeded or was skipped by ``when``: what it unblocks may start."""
+        self.push_ready(self.countdown.finish(node))
 
     def loop(self) -> None:
-        self.push_ready(list(self.scope))
+        self.countdown = Countdown(
+            self.dag.graph, self.dag.topo, self.dag.is_step, lambda n: self.status(n) in DONE
+        )
+        self.push_ready(self.countdown.unblocked())
         while True:
             started: list[Job] = []
             while (
@@ -222,8 +229,8 @@ class Apply(Runner):
                 and len(self.running) + len(started) < self.max_parallel
             ):
                 _, node = heapq.heappop(self.ready)
-                if not self.is_ready(node):
-                    continue
+                if self.status(node) is not Status.PENDING:
+                    continue  # skipped as `upstream` since it was queued
                 job = self.prepare(self.rb.instances[node])
                 if job is not None:
                     started.append(job)
@@ -245,7 +252,7 @@ class Apply(Runner):
         try:
             if self.when_says_skip(inst.step.when, ctx):
                 self.emit({"t": "step", "id": node, "status": "skipped", "reason": "when"})
-                self.push_ready(self.step_succs(node))
+                self.done(node)
                 return None
             params = self.render_params(inst.step.call, ctx)
         except (ActionFailed, TemplateError) as exc:
@@ -283,7 +290,7 @@ class Apply(Runner):
                     "duration": r.duration,
                 }
             )
-            self.push_ready(self.step_succs(r.node))
+            self.done(r.node)
         elif r.outcome is Outcome.WAITING:
             self.emit(
                 {

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..format import variables
 from ..format.loader import Loaded, load
 from ..format.model import Runbook
 from ..format.templates import iter_strings, parse
+from ..graph.dag import Dag
 from ..masking import Masker
 from ..state.lock import Lock
 from ..state.store import Store, state_path
@@ -36,6 +38,11 @@ class Prepared:
     @property
     def runbook(self) -> Runbook:
         return self.loaded.runbook
+
+    @cached_property
+    def dag(self) -> Dag:
+        """The networkx DAG that orders the run (built once, on first use)."""
+        return Dag(self.loaded.order)
 
 
 def used_secrets(rb: Runbook) -> set[str]:
@@ -109,7 +116,7 @@ def open_session(
             yield Session(
                 file=prepared.file,
                 runbook=rb,
-                dag=prepared.loaded.dag,
+                dag=prepared.dag,
                 store=store,
                 variables=prepared.variables,
                 secrets=prepared.secrets,

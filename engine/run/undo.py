@@ -16,7 +16,7 @@ from .summary import counts_text
 def _scope(prepared: Prepared, step: str | None, phase: str | None, wave: str | None) -> set[str]:
     rb = prepared.runbook
     ident = step or phase or wave
-    return select(rb, prepared.loaded.dag, [ident] if ident else [])
+    return select(rb, [ident] if ident else [])
 
 
 def targets_for(
@@ -28,7 +28,7 @@ def targets_for(
     state = got[0]
     live = {Status.SUCCEEDED, Status.ROLLING_BACK, Status.ROLLBACK_FAILED}
     base = _scope(prepared, step, phase, wave)
-    grown = base | prepared.loaded.dag.descendants(base)
+    grown = base | prepared.dag.descendants(base)
     return {n for n in grown if state.status_of(n) in live}
 
 
@@ -42,7 +42,7 @@ def plan_text(
         console.out("nothing to roll back: no succeeded step in that scope")
         return 0
     rb = prepared.runbook
-    groups = rollback_groups(prepared.loaded.dag, targets)
+    groups = rollback_groups(prepared.dag, targets)
     console.out(f"rollback plan for {rb.name}: {len(targets)} step(s), {len(groups)} group(s)")
     console.out("(each group runs after the one above; steps in a group run in parallel)")
     for i, group in enumerate(groups, 1):
@@ -62,7 +62,7 @@ def run_rollback(
 ) -> int:
     rb = session.runbook
     ident = step or phase or wave
-    base = select(rb, session.dag, [ident] if ident else [])
+    base = select(rb, [ident] if ident else [])
     runner = Rollback(session, max_parallel, grace)
     targets = runner.expand(base)
     state = session.state

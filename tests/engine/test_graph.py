@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runbook_engine.format.loader import load
+from runbook_engine.graph.dag import Dag
 from tests.conftest import ci_requires
 from tests.engine.plan_fixtures import RUNBOOK
 
@@ -62,7 +63,7 @@ def graph_file() -> Path:
 
 def dag_order(path: Path) -> set[tuple[str, str]]:
     """(a, b) for every pair of steps where b comes after a in the DAG."""
-    dag = load(str(path)).dag
+    dag = Dag(load(str(path)).order)
     return {(a, b) for a in dag.instances for b in dag.descendants([a])}
 
 
@@ -92,7 +93,7 @@ def test_mermaid_text(runbook, graph_file: Path) -> None:
 def test_mermaid_order_matches_the_dag(runbook, graph_file: Path) -> None:
     text = runbook("graph", "--format", "mermaid", str(graph_file)).out
     labels = dict(re.findall(r'^\s*(s\d+)\["([^<"]+)<br/>', text, re.M))
-    assert sorted(labels.values()) == sorted(load(str(graph_file)).dag.instances)
+    assert sorted(labels.values()) == sorted(load(str(graph_file)).runbook.instances)
     assert not any(":" in v for v in labels.values())  # barriers are never steps
     # containment: a subgraph's "in" leads to its members, its members to its "out"
     edges: set[tuple[str, str]] = set()
@@ -136,7 +137,7 @@ def test_dot_is_valid_graphviz_and_keeps_the_order(runbook, graph_file: Path) ->
         for a, b, attrs in re.findall(r'^\s*"([^"]+)" -> "([^"]+)"( \[.*\])?;$', text, re.M)
         if not attrs
     }
-    steps = set(load(str(graph_file)).dag.instances)
+    steps = set(load(str(graph_file)).runbook.instances)
     assert closure(edges, steps) == dag_order(graph_file)
     dot = shutil.which("dot")
     if dot is None:
@@ -156,8 +157,8 @@ def test_json_node_link(runbook, graph_file: Path) -> None:
     doc = json.loads(r.out)
     assert doc["directed"] is True
     nodes = {n["id"]: n for n in doc["nodes"]}
-    dag = load(str(graph_file)).dag
-    assert set(nodes) == set(dag.preds)
+    dag = Dag(load(str(graph_file)).order)
+    assert set(nodes) == set(dag.graph)
     assert nodes["copy[pilot]"] == {
         "id": "copy[pilot]",
         "kind": "step",

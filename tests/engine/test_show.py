@@ -6,10 +6,12 @@ import json
 import random
 from pathlib import Path
 
+import networkx as nx
 import pytest
 import yaml
 
 from runbook_engine.format.loader import load_text
+from runbook_engine.graph.dag import Dag
 from runbook_engine.review.canonical import build_side, format_duration, nearest_preds
 from tests.engine.diff_fixtures import BASE, REFORMATTED, edit, write
 
@@ -211,15 +213,18 @@ def _random_runbook(rng: random.Random) -> str:
 def test_explicit_needs_keep_the_dag_order(seed: int) -> None:
     """The nearest-step needs describe exactly the DAG's order: same ancestors everywhere."""
     loaded = load_text(_random_runbook(random.Random(seed)), "rnd.yaml")
-    preds, order = nearest_preds(loaded.dag)
-    assert sorted(order) == sorted(loaded.dag.step_order())
+    dag = Dag(loaded.order)
+    preds, order = nearest_preds(loaded.order)
+    assert sorted(order) == sorted(dag.step_order())
     ancestors: dict[str, set[str]] = {}
     for node in order:  # a topological order: every predecessor comes first
         ancestors[node] = set(preds[node]).union(*(ancestors[p] for p in preds[node]))
-        assert ancestors[node] == loaded.dag.ancestors([node]), node
-        assert set(preds[node]) <= loaded.dag.step_preds(node)
+        assert ancestors[node] == dag.ancestors([node]), node
+        for p in preds[node]:  # nearest: a path from p to the node through barriers only
+            through = [n for n in dag.graph if not dag.is_step(n)]
+            assert nx.has_path(dag.graph.subgraph([*through, p, node]), p, node), (node, p)
     side = build_side(loaded)
-    generations = loaded.dag.generations()
+    generations = dag.generations()
     for depth, group in enumerate(generations):
         for node in group:
             assert side.generation[node] == depth
