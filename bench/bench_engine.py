@@ -1,6 +1,11 @@
 """Benchmark of the execution engine (issue 3, "Speed"), next to the physical limits, in one run.
 
-    .venv/bin/python bench/bench_engine.py [--repeat 3] [--no-ansible] [--only NAME ...]
+    .venv/bin/python bench/bench_engine.py [--repeat 3] [--no-ansible] [--no-resume]
+        [--only NAME ...] [--runbook [LABEL=]PATH ...]
+
+``--runbook`` names the ``runbook`` executable to time (default: this tree's
+``.venv/bin/runbook``); given several times, every engine runs every scenario, interleaved
+(repeat 1 of each engine, then repeat 2, ...), and a side-by-side table closes the report.
 
 Every figure is a WHOLE PROCESS: ``/usr/bin/time -v .venv/bin/runbook --state-dir FRESH apply
 FILE --yes`` with a fresh state dir per run, stdout to /dev/null.  The wall time is
@@ -186,10 +191,12 @@ def journal_times(recs: list[dict[str, Any]], start_wall: float) -> tuple[float,
     return _ts(first["at"]) - start_wall, _ts(steps_[-1]["at"]) - _ts(first["at"])
 
 
-def apply(file: Path, extra: list[str], expect: int, state_dir: Path | None = None) -> Run:
+def apply(
+    exe: Path, file: Path, extra: list[str], expect: int, state_dir: Path | None = None
+) -> Run:
     own = state_dir is None
     sd = Path(tempfile.mkdtemp(prefix="state-", dir=OUT)) if state_dir is None else state_dir
-    argv = [str(RUNBOOK), "--state-dir", str(sd), "apply", str(file), "--yes", *extra]
+    argv = [str(exe), "--state-dir", str(sd), "apply", str(file), "--yes", *extra]
     wall, rss, code, start_wall = timed(argv)
     if code != expect:
         raise SystemExit(f"{' '.join(argv)}: exit {code}, expected {expect}")
@@ -199,12 +206,12 @@ def apply(file: Path, extra: list[str], expect: int, state_dir: Path | None = No
     return Run(wall, rss, first, in_run)
 
 
-def resume_run(paths: dict[str, Path]) -> tuple[Run, Run]:
+def resume_run(exe: Path, paths: dict[str, Path]) -> tuple[Run, Run]:
     """Apply the runbook whose step s5000 fails (exit 1: stops half-way), then the fixed one."""
     sd = Path(tempfile.mkdtemp(prefix="state-", dir=OUT))
     try:
-        first = apply(paths["resume-fail"], [], 1, sd)
-        second = apply(paths["resume-fixed"], [], 0, sd)
+        first = apply(exe, paths["resume-fail"], [], 1, sd)
+        second = apply(exe, paths["resume-fixed"], [], 0, sd)
         recs = journal_records(sd)
         done = sum(1 for r in recs if r.get("t") == "step" and r["status"] == "succeeded")
         assert done == 10001, done  # base-0 + s0..s9999, each once
@@ -348,15 +355,35 @@ def rows(series: dict[str, Series]) -> Iterator[str]:
         yield line
 
 
+def engines(values: list[str] | None) -> dict[str, Path]:
+    """``[LABEL=]PATH`` -> {label: executable}; the default is this tree's .venv."""
+    out: dict[str, Path] = {}
+    for value in values or [str(RUNBOOK)]:
+        label, _, path = value.rpartition("=")
+        exe = Path(path).resolve()
+        if not os.access(exe, os.X_OK):
+            raise SystemExit(f"--runbook {value}: not an executable")
+        out[label or path] = exe
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-ansible", action="store_true")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--only", nargs="*", help="scenarios to run (their T(0) is added)")
+    ap.add_argument(
+        "--runbook",
+        action="append",
+        metavar="[LABEL=]PATH",
+        help="the runbook executable to time (default: this tree's .venv); repeat to compare",
+    )
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    exes = engines(args.runbook)
     info = machine()
+    info["engines"] = {k: str(v) for k, v in exes.items()}
     print(json.dumps(info))
     paths = write_runbooks()
     names = list(SCENARIOS)
@@ -364,29 +391,75 @@ def main() -> None:
         names = [n for n in names if n in args.only or n in {BASE_OF[o] for o in args.only}]
     ansible_version = None if args.no_ansible else ansible_setup()
     before = limits()
-    series = {n: Series(n, SCENARIOS[n][0]) for n in names}
-    resume: list[tuple[Run, Run]] = []
+    series = {e: {n: Series(n, SCENARIOS[n][0]) for n in names} for e in exes}
+    resume: dict[str, list[tuple[Run, Run]]] = {e: [] for e in exes}
     ans: dict[int, list[Run]] = {0: [], 200: []}
     for rep in range(args.repeat):
-        for name in names:
-            book, extra, _n = SCENARIOS[name]
-            expect = 0
-            series[name].runs.append(apply(paths[book], extra, expect))
-            print(f"rep {rep} {name}: {series[name].runs[-1]}", flush=True)
-        if not args.no_resume:
-            resume.append(resume_run(paths))
-            print(f"rep {rep} resume: {resume[-1]}", flush=True)
+        for engine, exe in exes.items():
+            for name in names:
+                book, extra, _n = SCENARIOS[name]
+                series[engine][name].runs.append(apply(exe, paths[book], extra, 0))
+                print(f"rep {rep} {engine} {name}: {series[engine][name].runs[-1]}", flush=True)
+            if not args.no_resume:
+                resume[engine].append(resume_run(exe, paths))
+                print(f"rep {rep} {engine} resume: {resume[engine][-1]}", flush=True)
         if ansible_version:
             for n in ans:
                 ans[n].append(ansible(n))
                 print(f"rep {rep} ansible-{n}: {ans[n][-1]}", flush=True)
     after = limits()
     info["loadavg_end"] = os.getloadavg()
-    report(info, before, after, series, resume, ans, ansible_version)
+    ms = 1000.0
+    print("\n## machine\n")
+    print(json.dumps(info))
+    print("\n## limits (min / median, ms), before | after the scenarios\n")
+    for k in before:
+        b, a = before[k], after[k]
+        print(f"| {k} | {b[0] * ms:.3f} / {b[1] * ms:.3f} | {a[0] * ms:.3f} / {a[1] * ms:.3f} |")
+    for engine in exes:
+        if len(exes) > 1:
+            print(f"\n# engine {engine} ({exes[engine]})")
+        report(before, after, series[engine], resume[engine], ans, ansible_version)
+    if len(exes) > 1:
+        side_by_side(series)
+    dump = {
+        "machine": info,
+        "limits_before": before,
+        "limits_after": after,
+        "series": {
+            e: {k: [vars(r) for r in s.runs] for k, s in ss.items()} for e, ss in series.items()
+        },
+        "resume": {e: [[vars(a), vars(b)] for a, b in rs] for e, rs in resume.items()},
+        "ansible": {
+            "version": ansible_version,
+            **{str(k): [vars(r) for r in v] for k, v in ans.items()},
+        },
+    }
+    (OUT / "results.json").write_text(json.dumps(dump, indent=1))
+
+
+def side_by_side(series: dict[str, dict[str, Series]]) -> None:
+    """Medians of every engine, scenario by scenario."""
+    ms = 1000.0
+    labels = list(series)
+    print("\n## side by side (medians)\n")
+    head = " | ".join(
+        f"{e}: wall s | {e}: start -> first step ms | {e}: per step ms" for e in labels
+    )
+    print(f"| scenario | {head} |")
+    print("|---|" + "---|---|---|" * len(labels))
+    for name in next(iter(series.values())):
+        cells = []
+        for e in labels:
+            s = series[e][name]
+            per = ""
+            if SCENARIOS[name][2] and name != "chains" and BASE_OF[name] in series[e]:
+                per = f"{per_step(series[e], name)[1] * ms:.3f}"
+            cells.append(f"{s.stat('wall')[1]:.3f} | {s.stat('first_step')[1] * ms:.0f} | {per}")
+        print(f"| {name} | {' | '.join(cells)} |")
 
 
 def report(
-    info: dict[str, Any],
     before: dict[str, tuple[float, float]],
     after: dict[str, tuple[float, float]],
     series: dict[str, Series],
@@ -394,14 +467,9 @@ def report(
     ans: dict[int, list[Run]],
     ansible_version: str | None,
 ) -> None:
+    """One engine's tables and goals."""
     ms = 1000.0
     goals: list[tuple[str, str, str, bool]] = []  # (goal, figure, compared with, met)
-    print("\n## machine\n")
-    print(json.dumps(info))
-    print("\n## limits (min / median, ms), before | after the scenarios\n")
-    for k in before:
-        b, a = before[k], after[k]
-        print(f"| {k} | {b[0] * ms:.3f} / {b[1] * ms:.3f} | {a[0] * ms:.3f} / {a[1] * ms:.3f} |")
     fsync = statistics.median([before["append 300 B + fsync"][1], after["append 300 B + fsync"][1]])
     spawn = statistics.median([before["spawn sh -c true"][1], after["spawn sh -c true"][1]])
     print("\n## whole processes\n")
@@ -470,18 +538,6 @@ def report(
     print("| goal | figure (medians) | compared with | met |\n|---|---|---|---|")
     for goal, figure, against, met in goals:
         print(f"| {goal} | {figure} | {against} | {'yes' if met else 'NO'} |")
-    dump = {
-        "machine": info,
-        "limits_before": before,
-        "limits_after": after,
-        "series": {k: [vars(r) for r in s.runs] for k, s in series.items()},
-        "resume": [[vars(a), vars(b)] for a, b in resume],
-        "ansible": {
-            "version": ansible_version,
-            **{str(k): [vars(r) for r in v] for k, v in ans.items()},
-        },
-    }
-    (OUT / "results.json").write_text(json.dumps(dump, indent=1))
 
 
 def ansible_report(

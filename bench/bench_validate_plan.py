@@ -46,7 +46,7 @@ STAGES = """\
 import gc, json, sys, time
 T = time.process_time
 t = T()
-from runbook_engine import checks, dag, lint, loader, parse, plan, plan_render, yamlsource
+from runbook_engine.format import checks, lint, loader, order, parse, yamlsource
 out = {"import": T() - t}
 gc.disable()  # as loader.load does
 
@@ -66,16 +66,21 @@ rb = stage("document -> records", parse.Builder(data, smap, "x.yaml").build)
 stage("ids + references", lambda: checks.check_ids(rb) + checks.check_references(rb))
 stage("action `with` schemas", checks.check_actions, rb)
 stage("templates", checks.check_templates, rb)
-def build_dag():
-    g = dag.Dag(rb)
-    g.find_cycle()
-    return g
+def build_order():
+    o = order.Order(rb)
+    o.find_cycle()
+    return o
 
 
-d = stage("DAG + cycle search", build_dag)
+o = stage("order + cycle search (plain, validate)", build_order)
 stage("lint", lint.lint, rb)
-p = stage("build_plan", plan.build_plan, loader.Loaded(rb, d, ()))
-stage("render text plan", plan_render.render_text, p)
+t = T()
+from runbook_engine.graph import dag
+from runbook_engine.plan import build, render
+out["import networkx + plan (plan only)"] = T() - t
+stage("networkx DiGraph + topological sort", dag.Dag, o)
+p = stage("build_plan (its own DiGraph included)", build.build_plan, loader.Loaded(rb, o, ()))
+stage("render text plan", render.render_text, p)
 print(json.dumps(out))
 """
 EMPTY = (
@@ -286,13 +291,13 @@ replaced without dropping a check (the 49-row bad-input table and the property t
 `tests/engine/test_fastschema.py`, `test_template_names.py` and `test_yamlsource.py` hold
 the equivalences):
 
-- **Templates** (`engine/template_names.py`): names are read by one regular expression when a
+- **Templates** (`engine/format/names.py`): names are read by one regular expression when a
   template is plain text plus `{{ a.b['c'] | filter }}` references (the common case), else by
   Jinja2's parser; results are cached by text (2,527 distinct texts among 17,780).
-- **Schemas** (`engine/fastschema.py`): a predicate compiled from the same JSON Schema says
+- **Schemas** (`engine/format/fastschema.py`): a predicate compiled from the same JSON Schema says
   "certainly valid" or "don't know"; jsonschema runs only on "don't know", and stays the only
   source of messages. Valid runbooks never import jsonschema.
-- **YAML** (`engine/yamlsource.py`): libyaml's events are read without PyYAML's generator, and
+- **YAML** (`engine/format/yamlsource.py`): libyaml's events are read without PyYAML's generator, and
   a plain file is read without positions; positions are found by a second, located read the
   first time a problem must be reported.
 - **GC**: cyclic garbage collection is off while a document is built and checked.

@@ -1,9 +1,9 @@
 """The execution DAG as one networkx ``DiGraph``: what orders apply, rollback, plan and graph.
 
 Nodes are the step instances and the barriers (``phase:ID``, ``wave:PHASE.WAVE``) of
-``format/order.py``, with their edges in the same order; each node carries ``kind``
-(step|phase|wave), ``phase`` and ``wave``, and a step its ``step`` id and ``action``.  Outside
-this package the questions are about steps; barriers are an internal detail (``is_step``).
+``format/order.py``, with their edges in the same order (``attributes`` describes a node for
+the JSON renderer).  Outside this package the questions are about steps; barriers are an
+internal detail (``is_step``).
 
 networkx does the graph work: the order is ``lexicographical_topological_sort`` keyed by
 document order (its ``rank`` is the scheduler's priority), ancestors and descendants are
@@ -29,22 +29,8 @@ class Dag:
         self.instances = order.instances
         rb = order.runbook
         g: nx.DiGraph[str] = nx.DiGraph(runbook=rb.name, file=rb.file)
-        for n in order.preds:
-            inst = self.instances.get(n)
-            if inst is not None:
-                g.add_node(
-                    n,
-                    kind="step",
-                    step=inst.step.id,
-                    phase=inst.phase.id,
-                    wave=inst.wave.id if inst.wave else None,
-                    action=inst.step.action,
-                )
-            else:
-                kind, _, rest = n.partition(":")
-                _, _, wave = rest.partition(".")
-                g.add_node(n, kind=kind, phase=barrier_phase(n), wave=wave or None)
-        g.add_edges_from(order.edges(), kind="order")
+        g.add_nodes_from(order.preds)  # no attributes: apply needs none (see ``attributes``)
+        g.add_edges_from(order.edges())
         self.graph = g
         try:
             topo = list(nx.lexicographical_topological_sort(g, key=order.order_index.__getitem__))
@@ -54,6 +40,22 @@ class Dag:
             raise ValidationFailed([order.cycle_problem(cycle)]) from None
         self.topo: list[str] = topo  # every node, dependencies first, then document order
         self.rank: dict[str, int] = {n: i for i, n in enumerate(topo)}
+
+    def attributes(self, node: str) -> dict[str, str | None]:
+        """What ``graph --format json`` says of a node: ``kind`` step|phase|wave, ``phase``,
+        ``wave``; a step's ``step`` id and ``action`` too."""
+        inst = self.instances.get(node)
+        if inst is not None:
+            return {
+                "kind": "step",
+                "step": inst.step.id,
+                "phase": inst.phase.id,
+                "wave": inst.wave.id if inst.wave else None,
+                "action": inst.step.action,
+            }
+        kind, _, rest = node.partition(":")
+        _, _, wave = rest.partition(".")
+        return {"kind": kind, "phase": barrier_phase(node), "wave": wave or None}
 
     def find_cycle(self) -> list[str] | None:
         """One cycle as ``[a, b, c, a]`` (networkx), or None.  The loader refuses cycles

@@ -197,9 +197,10 @@ def graph_json(loaded: Loaded, rollbacks: bool = False) -> dict[str, Any]:
     ``nodes`` (``id``, ``kind`` step|phase|wave|rollback, ...) and ``edges`` (``source``,
     ``target``, ``kind`` order|rollback)."""
     dag = Dag(loaded.order)
-    g = dag.graph
+    g = dag.graph.copy()
+    nx.set_node_attributes(g, {n: dag.attributes(n) for n in g})
+    nx.set_edge_attributes(g, "order", "kind")
     if rollbacks:
-        g = g.copy()
         for s, action in _rollbacks(dag):
             g.add_node(f"rollback:{s}", kind="rollback", of=s, action=action)
             g.add_edge(s, f"rollback:{s}", kind="rollback")
