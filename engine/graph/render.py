@@ -199,7 +199,7 @@ def graph_json(loaded: Loaded, rollbacks: bool = False) -> dict[str, Any]:
     dag = Dag(loaded.order)
     g = dag.graph.copy()
     nx.set_node_attributes(g, {n: dag.attributes(n) for n in g})
-    nx.set_edge_attributes(g, "order", "kind")
+    nx.set_edge_attributes(g, dict.fromkeys(g.edges, "order"), "kind")
     if rollbacks:
         for s, action in _rollbacks(dag):
             g.add_node(f"rollback:{s}", kind="rollback", of=s, action=action)
