@@ -108,6 +108,7 @@ class Order:
         self.order_index: dict[str, int] = {}
         self.unknown_needs: list[NeedsProblem] = []
         self._build()
+        self._edges.clear()  # only construction asks
 
     # -- construction -------------------------------------------------------------------
     def _add(self, node: str) -> None:
