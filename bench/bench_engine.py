@@ -134,6 +134,7 @@ class Run:
     rss_kb: int
     first_step: float | None = None  # process start -> first step `running` record of this run
     in_run: float | None = None  # first `running` -> last step record, from the journal
+    cpu: float | None = None  # user + system seconds of the process (less load-dependent)
 
 
 @dataclass
@@ -150,8 +151,10 @@ class Series:
         return (min(values), statistics.median(values)) if values else (float("nan"),) * 2
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int, float]:
-    """(wall seconds, max RSS KB, exit code, wall-clock start) of one whole process."""
+def timed(
+    argv: list[str], env: dict[str, str] | None = None
+) -> tuple[float, int, int, float, float]:
+    """(wall seconds, max RSS KB, exit code, wall-clock start, CPU seconds) of one process."""
     with tempfile.NamedTemporaryFile("r", dir=OUT, suffix=".time") as tfile:
         start_wall = time.time()
         t0 = time.perf_counter()
@@ -164,13 +167,15 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, in
             cwd=OUT,
         )
         wall = time.perf_counter() - t0
-        rss = 0
+        rss, cpu = 0, 0.0
         for line in Path(tfile.name).read_text().splitlines():
             if "Maximum resident set size" in line:
                 rss = int(line.rsplit(":", 1)[1])
+            elif "User time (seconds)" in line or "System time (seconds)" in line:
+                cpu += float(line.rsplit(":", 1)[1])
     if proc.returncode not in (0, 1):
         sys.stderr.write(proc.stderr.decode(errors="replace")[-2000:])
-    return wall, rss, proc.returncode, start_wall
+    return wall, rss, proc.returncode, start_wall, cpu
 
 
 def journal_records(state_dir: Path) -> list[dict[str, Any]]:
@@ -197,13 +202,13 @@ def apply(
     own = state_dir is None
     sd = Path(tempfile.mkdtemp(prefix="state-", dir=OUT)) if state_dir is None else state_dir
     argv = [str(exe), "--state-dir", str(sd), "apply", str(file), "--yes", *extra]
-    wall, rss, code, start_wall = timed(argv)
+    wall, rss, code, start_wall, cpu = timed(argv)
     if code != expect:
         raise SystemExit(f"{' '.join(argv)}: exit {code}, expected {expect}")
     first, in_run = journal_times(journal_records(sd), start_wall)
     if own:
         shutil.rmtree(sd)
-    return Run(wall, rss, first, in_run)
+    return Run(wall, rss, first, in_run, cpu)
 
 
 def resume_run(exe: Path, paths: dict[str, Path]) -> tuple[Run, Run]:
@@ -247,7 +252,7 @@ def ansible(n: int) -> Run:
         "ANSIBLE_NOCOLOR": "1",
     }
     argv = [str(ANSIBLE_VENV / "bin" / "ansible-playbook"), "-i", "localhost,", str(book)]
-    wall, rss, code, _ = timed(argv, env)
+    wall, rss, code, _, _ = timed(argv, env)
     if code != 0:
         raise SystemExit(f"ansible-playbook {book}: exit {code}")
     return Run(wall, rss)
@@ -439,24 +444,37 @@ def main() -> None:
 
 
 def side_by_side(series: dict[str, dict[str, Series]]) -> None:
-    """Medians of every engine, scenario by scenario."""
+    """Medians of every engine, scenario by scenario: wall, start -> first step, peak RSS,
+    and per step (T(N) - T(0)) / N of the wall time and of the CPU time (user + system)."""
     ms = 1000.0
     labels = list(series)
     print("\n## side by side (medians)\n")
-    head = " | ".join(
-        f"{e}: wall s | {e}: start -> first step ms | {e}: per step ms" for e in labels
-    )
-    print(f"| scenario | {head} |")
-    print("|---|" + "---|---|---|" * len(labels))
+    cols = ["wall s", "start -> first step ms", "RSS MB", "per step ms", "CPU per step ms"]
+    print("| scenario | " + " | ".join(f"{e}: {c}" for e in labels for c in cols) + " |")
+    print("|---|" + "---|" * (len(cols) * len(labels)))
     for name in next(iter(series.values())):
         cells = []
         for e in labels:
-            s = series[e][name]
-            per = ""
-            if SCENARIOS[name][2] and name != "chains" and BASE_OF[name] in series[e]:
+            s, n = series[e][name], SCENARIOS[name][2]
+            per = cpu = ""
+            if n and name != "chains" and BASE_OF[name] in series[e]:
                 per = f"{per_step(series[e], name)[1] * ms:.3f}"
-            cells.append(f"{s.stat('wall')[1]:.3f} | {s.stat('first_step')[1] * ms:.0f} | {per}")
+                base = series[e][BASE_OF[name]].stat("cpu")[1]
+                cpu = f"{(s.stat('cpu')[1] - base) / n * ms:.3f}"
+            rss = max(r.rss_kb for r in s.runs) / 1024
+            cells += [
+                f"{s.stat('wall')[1]:.3f}",
+                f"{s.stat('first_step')[1] * ms:.0f}",
+                f"{rss:.0f}",
+                per,
+                cpu,
+            ]
         print(f"| {name} | {' | '.join(cells)} |")
+    for a, b in (("wait-1k", "wait-10k"), ("wait-1k-par", "wait-10k-par")):
+        for e in labels:
+            if a in series[e] and b in series[e]:
+                ratio = per_step(series[e], b)[1] / per_step(series[e], a)[1]
+                print(f"- {e}: {b} / {a} per step: {ratio:.2f}x")
 
 
 def report(
