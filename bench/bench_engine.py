@@ -360,6 +360,23 @@ def rows(series: dict[str, Series]) -> Iterator[str]:
         yield line
 
 
+def uncompiled(exe: Path) -> tuple[str, int]:
+    """(package folder, modules without bytecode) of the engine behind ``exe``.  With
+    PYTHONDONTWRITEBYTECODE set (as here), an editable tree is compiled again by every process:
+    its start-up would include that."""
+    python = exe.read_text(errors="replace").splitlines()[0].removeprefix("#!").strip()
+    probe = "import os, runbook_engine; print(os.path.dirname(runbook_engine.__file__))"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    folder = Path(out.stdout.strip())
+    tag = sys.implementation.cache_tag
+    missing = [
+        p
+        for p in folder.rglob("*.py")
+        if not (p.parent / "__pycache__" / f"{p.stem}.{tag}.pyc").exists()
+    ]
+    return str(folder), len(missing)
+
+
 def engines(values: list[str] | None) -> dict[str, Path]:
     """``[LABEL=]PATH`` -> {label: executable}; the default is this tree's .venv."""
     out: dict[str, Path] = {}
@@ -369,6 +386,13 @@ def engines(values: list[str] | None) -> dict[str, Path]:
         if not os.access(exe, os.X_OK):
             raise SystemExit(f"--runbook {value}: not an executable")
         out[label or path] = exe
+        folder, missing = uncompiled(exe)
+        if missing:
+            print(
+                f"warning: {missing} modules of {folder} have no bytecode: every process "
+                f"compiles them; first run: {exe.parent / 'python'} -m compileall -q {folder}",
+                file=sys.stderr,
+            )
     return out
 
 
