@@ -52,7 +52,7 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
     Reads the journal without taking the lock (safe during a run). The journal is
     already masked: the report holds no secret. Exit 0 when the report was made,
     whatever the run's outcome; 2 for an invalid runbook, a runbook never applied,
-    or a damaged state (a torn last record is dropped, with a notice in the report).
+    or a damaged state.
 
     \b
     Examples:
@@ -61,25 +61,24 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
       runbook report migrate.yaml --format json | jq '.waves[] | {wave, customers_moved}'
     """
     from ..report.build import build
-    from ..state import journal
-    from ..state.store import JOURNAL, state_path
+    from ..state.store import read_records
 
     console = Console()
     loaded = load_or_report(file, console)
     name = loaded.runbook.name
     where = state_dir(ctx)
-    path = state_path(where, name) / JOURNAL
-    if not path.exists():
+    got = read_records(where, name)
+    if got is None:
         raise StateError(
             f"{file}: runbook {name!r} has never been applied (no state in {where}/{name}): "
             f"nothing to report yet; run `runbook apply {file}` first, or pass the --state-dir "
             "it ran with"
         )
-    got = journal.read(str(path), expect_name=name)
-    notices = [got.notice] if got.notice else []
+    records, notice = got
+    notices = [notice] if notice else []
     for note in notices:
         console.err(f"notice: {note}")
-    rep = build(loaded, got.records, run_id, notices)
+    rep = build(loaded, records, run_id, notices)
     text = render(fmt, rep)
     if output:
         _write(output, text)

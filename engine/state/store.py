@@ -1,25 +1,27 @@
-"""The state of one runbook: ``STATE_DIR/NAME/journal.jsonl`` folded into a ``State``.
+"""The state of one runbook: the journal of ``STATE_DIR/NAME/state.db`` folded into a ``State``.
 
 Writers hold the runbook's lock (``lock.py``); readers (``status``, ``plan``, ``report``) read
-the journal as it is.  Every record is masked (no secret value reaches the disk) and stamped
-with the time before it is written.
+the database as it is (WAL: a reader never blocks the writer and sees whole commits only).
+Every record is masked (no secret value reaches the disk) and stamped with the time before it
+is written. A state of an earlier version (``journal.jsonl``) is imported into a new database
+the first time a command writes to it, in the same step that creates the database.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
+from ..errors import StateError, StateWriteError
 from ..masking import Masker
-from . import journal
+from . import db as dbm
+from . import journal, legacy
 from .status import State
-
-JOURNAL = "journal.jsonl"
 
 
 def now() -> str:
@@ -31,24 +33,59 @@ def state_path(state_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(state_dir) / name
 
 
+def fold(name: str, records: Iterable[tuple[int, dict[str, Any]]], where: object) -> State:
+    """The state the records say; a record the fold cannot take is damage (exit 2)."""
+    state = State(name)
+    for seq, rec in records:
+        try:
+            state.apply(rec)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"{where}: journal record {seq} is not a valid state record ({type(exc).__name__}: "
+                f"{exc}); the state was left untouched"
+            ) from None
+    return state
+
+
+def _read(
+    state_dir: str | os.PathLike[str], name: str
+) -> tuple[list[tuple[int, dict[str, Any]]], object, str | None] | None:
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if path.exists():
+        db = dbm.open_existing(path, name)
+        try:
+            return journal.read(db), path, None
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+        finally:
+            db.close()
+    old = base / legacy.FILE
+    if old.exists():
+        got = legacy.read(str(old), expect_name=name)
+        return list(enumerate(got.records[1:], start=1)), old, got.notice
+    return None
+
+
 def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str | None] | None:
     """The folded state, or None when the runbook has none; raises StateError on damage."""
-    path = state_path(state_dir, name) / JOURNAL
-    if not path.exists():
+    got = _read(state_dir, name)
+    if got is None:
         return None
-    loaded = journal.read(str(path), expect_name=name)
-    state = State(name)
-    for rec in loaded.records[1:]:
-        state.apply(rec)
-    return state, loaded.notice
+    records, where, notice = got
+    return fold(name, records, where), notice
 
 
-def read_records(state_dir: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:
-    """Every record of the journal (for ``report``); raises StateError when there is none."""
-    path = state_path(state_dir, name) / JOURNAL
-    if not path.exists():
-        raise StateError(f"no state for runbook {name!r} in {state_dir}: it has not been applied")
-    return journal.read(str(path), expect_name=name).records
+def read_records(
+    state_dir: str | os.PathLike[str], name: str
+) -> tuple[list[dict[str, Any]], str | None] | None:
+    """Every journal record (for ``report``) and a notice, or None when there is no state."""
+    got = _read(state_dir, name)
+    if got is None:
+        return None
+    records, where, notice = got
+    fold(name, records, where)  # damage is refused here too, not half-reported
+    return [r for _, r in records], notice
 
 
 class Store:
@@ -58,26 +95,50 @@ class Store:
         self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / JOURNAL
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
         self.notice: str | None = None
-        self.state = State(name)
-        good: int | None = None
-        fresh = True
+        dbm.private_dir(self.dir)
+        path = self.dir / dbm.FILE
+        old = self.dir / legacy.FILE
         if path.exists():
-            loaded = journal.read(str(path), expect_name=name)
-            self.notice = loaded.notice
-            good = loaded.good_bytes
-            fresh = not loaded.records
-            for rec in loaded.records[1:]:
-                self.state.apply(rec)
-        self.writer = journal.Writer(str(path), good)
-        if fresh:
-            self.writer.append(
-                [{"t": "header", "format": journal.FORMAT, "runbook": name, "at": now()}]
+            self.db = dbm.open_existing(path, name)
+            dbm.setup(self.db)
+        else:
+            imported: list[dict[str, Any]] = []
+            if old.exists():
+                got = legacy.read(str(old), expect_name=name)
+                imported, self.notice = got.records[1:], got.notice
+            self.db = dbm.create(
+                path, name, now(), (lambda d: journal.append(d, imported)) if imported else None
             )
+            if old.exists():
+                self.notice = "\n".join(
+                    filter(
+                        None,
+                        [self.notice, f"imported {len(imported)} records of {old} into {path}"],
+                    )
+                )
+        if old.exists():
+            os.replace(old, old.with_name(legacy.FILE + ".imported"))
+            dbm.fsync_dir(self.dir)
+        try:
+            self.seq = 0
+            records = journal.read(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise dbm.damaged(path, exc) from None
+        except StateError:
+            self.db.close()
+            raise
+        if records:
+            self.seq = records[-1][0]
+        try:
+            self.state = fold(name, records, path)
+        except StateError:
+            self.db.close()
+            raise
+        self.failed: str | None = None
 
     def stage(self, rec: dict[str, Any]) -> dict[str, Any]:
         """Fold a record into the state now; it reaches the disk with the next ``flush``.
@@ -91,23 +152,39 @@ class Store:
             return clean
 
     def flush(self) -> None:
-        """Write every staged record with one write and one fsync."""
+        """Write every staged record in one transaction (one fsync). A failed write (disk
+        full, I/O error) commits nothing and every later write is refused: the state on disk
+        stays as it was at the last checkpoint, and nothing acts on what was not written."""
         with self._lock:
-            if self._staged:
-                staged, self._staged = self._staged, []
-                self.writer.append(staged)
+            if not self._staged:
+                return
+            if self.failed is not None:
+                raise StateWriteError(self.failed)
+            staged, self._staged = self._staged, []
+            try:
+                with self.db.transaction():
+                    journal.append(self.db, staged)
+            except sqlite3.Error as exc:
+                self.failed = (
+                    f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
+                    "and the state stays as it was at the last checkpoint. Free the space or "
+                    "fix the disk, then run `runbook apply` again to resume"
+                )
+                raise StateWriteError(self.failed) from None
+            self.seq += len(staged)
 
     def commit(self, *records: dict[str, Any]) -> list[dict[str, Any]]:
         """Stage and flush: durable when this returns."""
-        out = [self.stage(r) for r in records]
-        self.flush()
-        return out
+        with self._lock:
+            out = [self.stage(r) for r in records]
+            self.flush()
+            return out
 
     def records_for(self, step: str) -> StepRecords:
         return StepRecords(self, step)
 
     def close(self) -> None:
-        self.writer.close()
+        self.db.close()
 
 
 class StepRecords:

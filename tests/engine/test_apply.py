@@ -34,7 +34,7 @@ def test_sequential_phase_runs_in_document_order_and_records_everything(runbook)
     }
     assert step["outputs"]["exit_code"] == 0 and step["attempts"] == 1
     kinds = [(rec["t"], rec.get("status")) for rec in journal(".runbook", "t")]
-    assert kinds[0] == ("header", None)
+    assert kinds[0] == ("run", "running")
     assert kinds.count(("step", "running")) == 5 and kinds.count(("step", "succeeded")) == 5
 
 
