@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -60,6 +60,41 @@ class Records(Protocol):
     def put(self, items: Mapping[str, str]) -> None: ...
 
 
+class Members(Protocol):
+    """The members of the wave a step works on (a step with ``cohort:``), from the ledger.
+
+    An action reads them (``rows``), or lets its database select them (``ledger_path`` and
+    ``select_sql``: attach the ledger to a SQLite connection, or stream ``keys()``), and says
+    what happened to them: ``only`` (the members it handled, when not all), ``fail`` (a member
+    that failed, with the reason). The engine commits those marks with the step's success.
+    """
+
+    cohort: str
+    wave: str
+    attempt: int  # the wave attempt (SPEC §11): part of idempotency and outbox keys
+
+    def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
+        """(key, attributes, journey state) of every member to work on, by rank."""
+        ...
+
+    def keys(self) -> list[Any]: ...
+
+    @property
+    def ledger_path(self) -> Path: ...
+
+    def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:
+        """``SELECT key FROM SCHEMA.entity WHERE …`` and its parameters (``?`` style)."""
+        ...
+
+    def only(self, keys: Iterable[Any]) -> None: ...
+
+    def fail(self, key: Any, reason: str) -> None: ...
+
+    def messages(self, rows: Iterable[tuple[Any, str, str | None, str]]) -> None:
+        """Record messages sent to members now: (key, channel, message id, state)."""
+        ...
+
+
 class Resources:
     """Objects shared by the steps of one run (SSH connections...), closed when the run ends."""
 
@@ -103,6 +138,8 @@ class ActionContext:
     # The run's template context (vars, secrets, steps, wave, run): for the parts of ``with``
     # an action renders itself (notify's per-recipient templates, check's condition).
     template_context: Mapping[str, Any] = field(default_factory=dict)
+    # the wave's members, for a step with `cohort:` (or notify `to: {cohort}`); else None
+    members: Members | None = None
 
     @property
     def deadline(self) -> float:

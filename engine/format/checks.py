@@ -19,7 +19,7 @@ from .templates import CONTEXT_NAMES, Reference
 from .yamlsource import Path
 
 _STEP_FIELDS = ("outputs", "status", "id")
-_WAVE_FIELDS = ("id", "index", "vars", "previous")
+_WAVE_FIELDS = ("id", "index", "vars", "previous", "cohort", "attempt")
 _RUN_FIELDS = ("id", "started_at")
 _FAILED_FIELDS = ("id", "error", "phase", "wave", "action", "outputs")
 _VAR_TYPES = {
@@ -383,7 +383,16 @@ def _template_strings(value: Any) -> list[tuple[Path, str]]:
 
 
 def all_checks(rb: Runbook) -> list[Problem]:
+    from .cohorts import check_cohorts
+
     out: list[Problem] = []
-    for check in (check_ids, check_references, check_inventory, check_actions, check_templates):
+    for check in (
+        check_ids,
+        check_references,
+        check_inventory,
+        check_actions,
+        check_templates,
+        check_cohorts,
+    ):
         out.extend(check(rb))
     return out

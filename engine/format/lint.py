@@ -49,6 +49,9 @@ def lint(rb: Runbook) -> list[Problem]:
                     "risk-unused",
                 )
             )
+    from .cohorts import lint_cohorts
+
+    out.extend(lint_cohorts(rb))
     for c in rb.contingencies:
         if c.id not in used:
             out.append(

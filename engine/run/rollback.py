@@ -13,6 +13,7 @@ from ..errors import ActionFailed
 from ..format.model import Instance
 from ..graph.dag import Dag
 from ..state.status import Status
+from . import cohorts as rcohorts
 from .executor import Job, Outcome, Result
 from .runner import DEFAULT_GRACE, Runner, Session
 
@@ -164,6 +165,9 @@ class Rollback(Runner):
                 self.finish(r)
                 push(waiters[r.node])
         self.flush()
+        undone = [n for n in self.scope if self.status(n) is Status.ROLLED_BACK]
+        if undone:
+            rcohorts.compensate(self.rb, self.s.store, undone, self.run_id, self.s.reporter.notice)
         return self.failed_nodes
 
     def start(self, node: str) -> Job | None:

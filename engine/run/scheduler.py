@@ -11,14 +11,17 @@ from __future__ import annotations
 import heapq
 import os
 import secrets as pysecrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import ActionFailed, Exit, InvalidInput
 from ..format.model import Instance, OnFailure
 from ..format.templates import TemplateError
 from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
+from . import cohorts as rcohorts
 from .executor import Job, Outcome, Result
 from .rollback import Rollback
 from .runner import DEFAULT_GRACE, Runner, Session
@@ -89,6 +92,8 @@ class Apply(Runner):
                     f"--replace {rid}: no such step (instance ids: copy[pilot], ...)"
                 )
         resume = run is not None and not run.finished
+        cohorts = rcohorts.used_cohorts(self.rb, self.scope)
+        rcohorts.check_frozen(self.rb, self.s.store, cohorts)
         todo = [
             n
             for n in self.scope
@@ -99,6 +104,9 @@ class Apply(Runner):
         ]
         if not resume and not todo and not self.options.replace:
             return False
+        drawn = rcohorts.draw_missing(
+            self.rb, self.s.store, cohorts, self.s.variables, self.s.secrets
+        )  # may refuse (exit 2) before anything is written
         if resume:
             assert run is not None
             self.emit(
@@ -125,6 +133,7 @@ class Apply(Runner):
                 }
             )
         self.flush()
+        rcohorts.freeze_drawn(self.s.store, drawn, self.run_id, self.s.reporter.notice)
         self._fixups(new_run=not resume)
         self.flush()
         return True
@@ -247,6 +256,7 @@ class Apply(Runner):
                 self.emit({"t": "step", "id": node, "status": "skipped", "reason": "when"})
                 self.push_ready(self.step_succs(node))
                 return None
+            members = self.wave_members(inst, ctx)
             params = self.render_params(inst.step.call, ctx)
         except (ActionFailed, TemplateError) as exc:
             self.emit(
@@ -266,7 +276,33 @@ class Apply(Runner):
                 "digest": inst.digest,
             }
         )
-        return self.job(node, inst.step.call, params, ctx)
+        return self.job(node, inst.step.call, params, ctx, members=members)
+
+    def wave_members(self, inst: Instance, ctx: dict[str, Any]) -> Callable[[], Any] | None:
+        """Start the cohort wave of ``inst`` when it has not started in this run (its attempt
+        in the template context), and the members its step works on."""
+        if inst.phase.cohort is None or inst.wave is None:
+            return None
+        try:
+            attempt, note = rcohorts.begin_wave(
+                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.s.secrets
+            )
+        except InvalidInput as exc:
+            raise ActionFailed(f"wave {inst.wave.id} cannot start: {exc.message}") from None
+        if note:
+            self.s.reporter.notice(note)
+        ctx["wave"] = {**ctx["wave"], "attempt": attempt}
+        cohort = rcohorts.cohort_of(inst)
+        if cohort is None:
+            return None
+        store, wave, node, run = self.s.store, inst.wave.id, inst.id, self.run_id
+        return lambda: rcohorts.WaveMembers(store, cohort, wave, attempt, node, run)
+
+    def marks(self, inst: Instance, r: Result, succeeded: bool) -> Callable[[Any], None] | None:
+        if r.members is None:
+            return None
+        with_state = succeeded or inst.step.on_failure is OnFailure.CONTINUE
+        return rcohorts.mark_effect(r.members.mark(inst.step.marks, with_state))
 
     def handle(self, r: Result) -> None:
         inst = self.rb.instances[r.node]
@@ -281,7 +317,8 @@ class Apply(Runner):
                     "outputs": r.outputs,
                     "digest": inst.digest,
                     "duration": r.duration,
-                }
+                },
+                self.marks(inst, r, succeeded=True),
             )
             self.push_ready(self.step_succs(r.node))
         elif r.outcome is Outcome.WAITING:
@@ -318,7 +355,17 @@ class Apply(Runner):
                 )
         else:
             self.failed(
-                inst, Result(r.node, r.outcome, attempts, r.outputs, r.error, r.details, r.duration)
+                inst,
+                Result(
+                    r.node,
+                    r.outcome,
+                    attempts,
+                    r.outputs,
+                    r.error,
+                    r.details,
+                    r.duration,
+                    r.members,
+                ),
             )
 
     # -- failures ------------------------------------------------------------------------
@@ -333,7 +380,8 @@ class Apply(Runner):
                 "details": r.details,
                 "outputs": r.outputs,
                 "duration": r.duration,
-            }
+            },
+            self.marks(inst, r, succeeded=False),
         )
         self.flush()
         self.failures.append((r.node, r.error or "failed"))

@@ -24,17 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
+from . import schema
 
 FILE = "state.db"
 FORMAT = "runbook-state"
-SCHEMA_VERSION = 1
-
-_SCHEMA_V1 = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    # one row per journal record, in commit order; `rec` is the masked record as JSON
-    "CREATE TABLE journal (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL,"
-    " rec TEXT NOT NULL)",
-)
+SCHEMA_VERSION = schema.VERSION
 
 
 def fsync_dir(path: Path) -> None:
@@ -175,7 +169,13 @@ def open_existing(path: Path, name: str) -> Database:
 
 
 def setup(db: Database) -> None:
-    """The pragmas of a writer: WAL, and a commit durable when it returns."""
+    """A writer's connection: the pragmas, and the schema brought to this program's."""
+    pragmas(db)
+    migrate(db)
+
+
+def pragmas(db: Database) -> None:
+    """WAL, and a commit durable when it returns."""
     try:
         mode = db.query("PRAGMA journal_mode = WAL")[0][0]
         db.execute("PRAGMA synchronous = FULL")
@@ -183,6 +183,17 @@ def setup(db: Database) -> None:
         raise damaged(db.path, exc) from None
     if str(mode).lower() != "wal":
         raise StateError(f"{db.path}: the state database cannot use WAL mode ({mode})")
+
+
+def migrate(db: Database) -> None:
+    """Bring a database of an older schema to this program's, one version per transaction."""
+    version = int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
+    while version < SCHEMA_VERSION:
+        version += 1
+        with db.transaction():
+            for stmt in schema.STEPS[version]:
+                db.execute(stmt)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(version),))
 
 
 def create(
@@ -199,10 +210,11 @@ def create(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     db = Database(tmp, _connect(tmp))
-    setup(db)
+    pragmas(db)
     with db.transaction():
-        for stmt in _SCHEMA_V1:
-            db.execute(stmt)
+        for version in sorted(schema.STEPS):
+            for stmt in schema.STEPS[version]:
+                db.execute(stmt)
         db.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
             [

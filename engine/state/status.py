@@ -78,6 +78,16 @@ class RunState:
 
 
 @dataclass
+class WaveAttempt:
+    """The current attempt of one cohort wave: numbered from 1, a new one only when the wave
+    was rolled back (compensated) and runs again, or in a new run (SPEC §11)."""
+
+    attempt: int
+    run: str
+    status: str  # "started" | "compensated"
+
+
+@dataclass
 class State:
     """Everything the journal says, folded: the current steps, the runs, the records."""
 
@@ -85,6 +95,8 @@ class State:
     steps: dict[str, StepState] = field(default_factory=dict)
     runs: list[RunState] = field(default_factory=list)
     records: dict[str, dict[str, str]] = field(default_factory=dict)
+    attempts: dict[tuple[str, str], WaveAttempt] = field(default_factory=dict)
+    frozen: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort -> its summary
 
     @property
     def run(self) -> RunState | None:
@@ -153,3 +165,10 @@ class State:
             self.step(rec["id"]).attempts = rec["attempt"]
         elif kind == "record":
             self.records.setdefault(rec["step"], {}).update(rec["items"])
+        elif kind == "wave":
+            key = (str(rec["cohort"]), str(rec["wave"]))
+            if rec["status"] not in ("started", "compensated"):
+                raise ValueError(f"{rec['status']!r} is not a wave attempt status")
+            self.attempts[key] = WaveAttempt(int(rec["attempt"]), str(rec["run"]), rec["status"])
+        elif kind == "cohort" and rec.get("event") in ("frozen", "redrawn"):
+            self.frozen[str(rec["cohort"])] = dict(rec.get("summary") or {})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class Store:
         self.masker = masker
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
+        self._effects: list[Callable[[dbm.Database], None]] = []
         self.notice: str | None = None
         dbm.private_dir(self.dir)
         path = self.dir / dbm.FILE
@@ -140,15 +141,21 @@ class Store:
             raise
         self.failed: str | None = None
 
-    def stage(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def stage(
+        self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
+    ) -> dict[str, Any]:
         """Fold a record into the state now; it reaches the disk with the next ``flush``.
         Nothing may act on a staged record before that flush (the engine flushes before it
-        starts anything). Returns the masked record as it will be written."""
+        starts anything). ``effect`` runs in the same transaction as the record (a step's
+        marks on its members commit with its success). Returns the masked record as it will
+        be written."""
         with self._lock:
             clean: dict[str, Any] = self.masker.mask_value(rec)
             clean.setdefault("at", now())
             self.state.apply(clean)
             self._staged.append(clean)
+            if effect is not None:
+                self._effects.append(effect)
             return clean
 
     def flush(self) -> None:
@@ -161,24 +168,50 @@ class Store:
             if self.failed is not None:
                 raise StateWriteError(self.failed)
             staged, self._staged = self._staged, []
+            effects, self._effects = self._effects, []
             try:
                 with self.db.transaction():
+                    for effect in effects:
+                        effect(self.db)
                     journal.append(self.db, staged)
             except sqlite3.Error as exc:
-                self.failed = (
-                    f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
-                    "and the state stays as it was at the last checkpoint. Free the space or "
-                    "fix the disk, then run `runbook apply` again to resume"
-                )
-                raise StateWriteError(self.failed) from None
+                self._fail(exc)
             self.seq += len(staged)
 
-    def commit(self, *records: dict[str, Any]) -> list[dict[str, Any]]:
-        """Stage and flush: durable when this returns."""
+    def commit(
+        self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Write ``records`` (after anything staged), with ``effect`` in the same transaction:
+        durable when this returns. The records reach the folded state only once committed, so
+        an effect that raises (a source that cannot be read) leaves no trace anywhere."""
         with self._lock:
-            out = [self.stage(r) for r in records]
             self.flush()
-            return out
+            clean: list[dict[str, Any]] = []
+            for rec in records:
+                c: dict[str, Any] = self.masker.mask_value(rec)
+                c.setdefault("at", now())
+                clean.append(c)
+            if self.failed is not None:
+                raise StateWriteError(self.failed)
+            try:
+                with self.db.transaction():
+                    if effect is not None:
+                        effect(self.db)
+                    journal.append(self.db, clean)
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            for c in clean:
+                self.state.apply(c)
+            self.seq += len(clean)
+            return clean
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        self.failed = (
+            f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
+            "and the state stays as it was at the last checkpoint. Free the space or "
+            "fix the disk, then run `runbook apply` again to resume"
+        )
+        raise StateWriteError(self.failed) from None
 
     def records_for(self, step: str) -> StepRecords:
         return StepRecords(self, step)

@@ -35,6 +35,7 @@ from runbook_engine.plugins.notify.recipients import (
     Message,
     Recipient,
     Renderer,
+    from_members,
     from_params,
     shown,
     token,
@@ -70,7 +71,21 @@ class NotifyAction(BuiltinAction):
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         channel_name = str(params.get("channel") or "outbox")
-        recipients = from_params(params, channel_name)
+        to = params.get("to")
+        unreachable: list[Any] = []
+        refused: list[tuple[Any, str]] = []
+        if isinstance(to, Mapping) and to.get("cohort"):
+            if ctx.members is None:
+                raise ActionFailed(
+                    "notify: `to: {cohort}` runs in a wave of that cohort only", retryable=False
+                )
+            recipients, unreachable, refused = from_members(
+                ctx.members, str(to.get("address") or "email")
+            )
+            for key, why in refused:
+                ctx.members.fail(key, why)
+        else:
+            recipients = from_params(params, channel_name)
         renderer = Renderer(
             params,
             getattr(ctx, "template_context", {}),
@@ -95,6 +110,15 @@ class NotifyAction(BuiltinAction):
             channel.close()
         run.flush()
         outputs = run.outputs(channel_name, channel)
+        if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
+            told = run.told(recipients)
+            ctx.members.only(r.entity for r in told)
+            ctx.members.messages(
+                (r.entity, channel_name, renderer.message_id(r), "sent") for r in run.just_sent
+            )
+            ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
+            outputs["unreachable"] = len(unreachable)
+            outputs["refused"] = len(refused)
         if run.uncertain:
             ctx.emit(
                 "notify.uncertain",
@@ -146,6 +170,7 @@ class _Run:
         self.uncertain_count = 0
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
+        self.just_sent: list[Recipient] = []
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -208,6 +233,12 @@ class _Run:
             return
         self.pending[m.key] = SENT
         self.sent += 1
+        self.just_sent.append(m.recipient)
+
+    def told(self, recipients: list[Recipient]) -> list[Recipient]:
+        """Recipients whose message is sent (in this attempt or an earlier run of it)."""
+        records = self.ctx.records.items()
+        return [r for r in recipients if records.get(r.key) == SENT]
 
     def _check_time(self, done: int, total: int) -> None:
         if self.ctx.cancel.is_set():
