@@ -72,6 +72,7 @@ class Members(Protocol):
     cohort: str
     wave: str
     attempt: int  # the wave attempt (SPEC §11): part of idempotency and outbox keys
+    key_column: str  # the cohort's key column in its source
 
     def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
         """(key, attributes, journey state) of every member to work on, by rank."""

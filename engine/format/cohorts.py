@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import Problem
-from .model import HOLDOUT, Cohort, Phase, Runbook, Step
+from .model import HOLDOUT, Call, Cohort, Phase, Runbook, Step
 from .templates import TemplateError, parse
 from .yamlsource import Path
 
 # actions that take `cohort:` in their `with` (their members: the wave's)
-COHORT_ACTIONS = frozenset({"sql.copy", "sql.verify"})
+COHORT_ACTIONS = frozenset({"sql.copy", "sql.verify", "sql.exec"})
 MARKS = ("notified", "moved", "verified")
 
 
@@ -29,12 +29,16 @@ def _hint(name: str, options: list[str]) -> str:
 
 def step_cohort(step: Step) -> str | None:
     """The cohort a step works on per member: ``with.cohort`` or notify's ``to.cohort``."""
-    params: Mapping[str, Any] = step.call.params
+    return call_cohort(step.call)
+
+
+def call_cohort(call: Call) -> str | None:
+    params: Mapping[str, Any] = call.params
     name = params.get("cohort")
     if isinstance(name, str):
         return name
     to = params.get("to")
-    if step.action == "notify" and isinstance(to, dict) and isinstance(to.get("cohort"), str):
+    if call.action == "notify" and isinstance(to, dict) and isinstance(to.get("cohort"), str):
         return str(to["cohort"])
     return None
 

@@ -109,9 +109,21 @@ def frozen_line(c: Cohort, summary: Mapping[str, Any]) -> str:
 class WaveMembers:
     """``ActionContext.members`` for one attempt of one step in one cohort wave."""
 
-    def __init__(self, store: Store, cohort: str, wave: str, attempt: int, step: str, run: str):
+    def __init__(
+        self,
+        store: Store,
+        cohort: Cohort,
+        wave: str,
+        attempt: int,
+        step: str,
+        run: str,
+        undoing: bool = False,
+    ) -> None:
         self.store = store
-        self.cohort = cohort
+        # a rollback works on every member the attempt touched, failed ones included
+        self.states = ledger.MEMBER_STATES if undoing else ledger.ORDER
+        self.cohort = cohort.name
+        self.key_column = cohort.key
         self.wave = wave
         self.attempt = attempt
         self.step = step
@@ -120,7 +132,7 @@ class WaveMembers:
         self.failed: list[tuple[Any, str]] = []
 
     def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
-        return ledger.members(self.store.db, self.cohort, self.wave)
+        return ledger.members(self.store.db, self.cohort, self.wave, self.states)
 
     def keys(self) -> list[Any]:
         return [k for k, _, _ in self.rows()]

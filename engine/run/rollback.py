@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 from ..actions import registry
 from ..errors import ActionFailed
+from ..format.cohorts import call_cohort
 from ..format.model import Instance
 from ..graph.dag import Dag
 from ..state.status import Status
@@ -195,7 +197,24 @@ class Rollback(Runner):
         except ActionFailed as exc:
             self.finish(Result(node, Outcome.FAILED, 1, error=str(exc)))
             return None
-        return self.job(node, call, params, ctx, records_key=f"{node}#rollback")
+        return self.job(
+            node, call, params, ctx, records_key=f"{node}#rollback", members=self.members(inst)
+        )
+
+    def members(self, inst: Instance) -> Any:
+        """The wave's members for a rollback that works on them (the attempt being undone)."""
+        call = inst.step.rollback
+        cohort = inst.phase.cohort
+        if call is None or cohort is None or inst.wave is None or call_cohort(call) != cohort:
+            return None
+        current = self.s.state.attempts.get((cohort, inst.wave.id))
+        if current is None:
+            return None
+        store, c, wave, run = self.s.store, self.rb.cohorts[cohort], inst.wave.id, self.run_id
+        node = f"{inst.id}#rollback"
+        return lambda: rcohorts.WaveMembers(
+            store, c, wave, current.attempt, node, run, undoing=True
+        )
 
     def finish(self, r: Result) -> None:
         if r.outcome is Outcome.SUCCEEDED:

@@ -292,9 +292,10 @@ class Apply(Runner):
         if note:
             self.s.reporter.notice(note)
         ctx["wave"] = {**ctx["wave"], "attempt": attempt}
-        cohort = rcohorts.cohort_of(inst)
-        if cohort is None:
+        name = rcohorts.cohort_of(inst)
+        if name is None:
             return None
+        cohort = self.rb.cohorts[name]
         store, wave, node, run = self.s.store, inst.wave.id, inst.id, self.run_id
         return lambda: rcohorts.WaveMembers(store, cohort, wave, attempt, node, run)
 

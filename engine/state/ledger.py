@@ -184,10 +184,11 @@ def members(
 
 
 def member_query(cohort: str, wave: str, schema: str = "") -> tuple[str, tuple[Any, ...]]:
-    """SQL selecting the keys of the wave's members that are to be worked on (not excluded,
-    failed, vanished or late), for a database that has the ledger attached as ``schema``."""
+    """SQL selecting the keys of the wave's members (failed and compensated ones included:
+    a copy repairs them, a rollback undoes them), for a database that has the ledger attached
+    as ``schema``."""
     prefix = f"{schema}." if schema else ""
-    states = ("pending", "notified", "moved", "verified")
+    states = MEMBER_STATES
     sql = (
         f"SELECT key FROM {prefix}entity WHERE cohort = ? AND wave = ? AND state IN"
         f" ({_placeholders(len(states))})"

@@ -13,7 +13,7 @@ from typing import Any
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
 
-from .common import watching
+from .common import cohort_members, members_table, watching
 from .db import (
     Connection,
     connect,
@@ -90,7 +90,10 @@ class SqlExecAction(BuiltinAction):
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         dsn: str = params["dsn"]
+        members = cohort_members(params, ctx)
         with connect(dsn) as conn, watching(ctx, conn) as watch:
+            if members is not None:
+                members_table(conn, members)
             statements = _statements(params["sql"], conn.kind)
             rowcount = 0
             try:

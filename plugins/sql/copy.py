@@ -42,17 +42,20 @@ from .common import (
     Column,
     Progress,
     Watch,
+    cohort_members,
     count_rows,
     describe_table,
     key_names,
     keys_after,
     matching,
+    member_filter,
     pick_columns,
     require_table,
     scope,
     utc_sessions,
     watching,
     where_sql,
+    with_members,
 )
 from .db import (
     Connection,
@@ -113,6 +116,12 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             _create(dst, target_table, cols, key_cols, src.kind)
             existing = require_table(dst, target_table, "target")
         tcols = matching(existing, cols)
+        members = cohort_members(params, ctx)
+        if members is not None:
+            column = str(params.get("cohort_key") or members.key_column)
+            where = with_members(where, member_filter(src, members, column))
+            if src.kind == dst.kind == "sqlite":
+                member_filter(dst, members, column)  # the target reads the source attached
         job = _Job(src, dst, table, target_table, where, cols, key_cols, tcols, batch, watch)
         total = count_rows(src, table, where, "source")
         job.progress = Progress(ctx.progress, "copied", total)

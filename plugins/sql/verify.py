@@ -30,15 +30,18 @@ from .common import (
     Column,
     Progress,
     Watch,
+    cohort_members,
     count_rows,
     key_names,
     matching,
+    member_filter,
     pick_columns,
     require_table,
     scope,
     utc_sessions,
     watching,
     where_sql,
+    with_members,
 )
 from .db import (
     Connection,
@@ -67,11 +70,14 @@ class Diffs:
     checked: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     first: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
+    every: list[tuple[tuple[Any, ...], str]] | None = None  # all of them, for a cohort's marks
 
     def add(self, key: tuple[Any, ...], kind: str) -> None:
         self.counts[kind] += 1
         if len(self.first) < self.max_report:
             self.first.append((key, kind))
+        if self.every is not None:
+            self.every.append((key, kind))
 
     @property
     def mismatches(self) -> int:
@@ -93,17 +99,32 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         source = require_table(src, table, "source")
         cols, key_cols = pick_columns(source, params.get("columns"), keys, "source")
         tcols = matching(require_table(dst, target_table, "target"), cols)
-        n_src = count_rows(src, table, where, "source")
-        count_rows(dst, target_table, where, "target")
+        members = cohort_members(params, ctx)
+        src_where = dst_where = where
+        member_key: int | None = None
+        if members is not None:
+            column = str(params.get("cohort_key") or members.key_column)
+            src_where = with_members(where, member_filter(src, members, column))
+            dst_where = with_members(where, member_filter(dst, members, column))
+            names = [c.name for c in key_cols]
+            member_key = names.index(column) if column in names else None
+            diffs.every = []
+        n_src = count_rows(src, table, src_where, "source")
+        count_rows(dst, target_table, dst_where, "target")
         progress = Progress(ctx.progress, "verified", n_src)
         try:
             if src.kind == dst.kind == "sqlite":
-                _in_sqlite(src, dst, table, target_table, where, cols, key_cols, tcols, diffs)
+                _in_sqlite(src, dst, table, target_table, src_where, cols, key_cols, tcols, diffs)
             else:
                 sides = [
-                    _Side(src, table, where, cols, key_cols, "source"),
+                    _Side(src, table, src_where, cols, key_cols, "source"),
                     _Side(
-                        dst, target_table, where, tcols, _keys_of(tcols, cols, key_cols), "target"
+                        dst,
+                        target_table,
+                        dst_where,
+                        tcols,
+                        _keys_of(tcols, cols, key_cols),
+                        "target",
                     ),
                 ]
                 _merge(sides[0], sides[1], diffs, watch, progress)
@@ -118,6 +139,10 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 scrub(scrub(text, src.dsn), dst.dsn), retryable=is_transient(exc)
             ) from None
     progress(diffs.checked, final=True)
+    if members is not None and diffs.every:
+        for key, kind in diffs.every:
+            if member_key is not None:
+                members.fail(key[member_key], f"sql.verify: {KINDS[kind]} in {target_table}")
     outputs = _outputs(diffs, key_cols)
     if diffs.mismatches:
         raise ActionFailed(
@@ -205,6 +230,8 @@ def _in_sqlite(
             diffs.counts[kind] += 1
             if len(found) < diffs.max_report * 2:
                 found.append((tuple(row[:nk]), kind))
+            if diffs.every is not None:
+                diffs.every.append((tuple(row[:nk]), kind))
         cur = raw.execute(
             f"SELECT {tkeys} FROM {t} AS t LEFT JOIN {s} AS s ON {on} "
             f"WHERE s.c{kidx[0]} IS NULL ORDER BY {tkeys}"
@@ -213,6 +240,8 @@ def _in_sqlite(
             diffs.counts["extra"] += 1
             if diffs.counts["extra"] <= diffs.max_report:
                 found.append((tuple(row), "extra"))
+            if diffs.every is not None:
+                diffs.every.append((tuple(row), "extra"))
     finally:
         raw.execute("ROLLBACK")
     diffs.checked = int(n_src) + diffs.counts["extra"]
