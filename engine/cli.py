@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
+    "cohort": ("cohort", "Draw cohorts into waves, admit late entities, re-draw waves."),
 }
 
 

@@ -182,21 +182,22 @@ class Store:
         self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
     ) -> list[dict[str, Any]]:
         """Write ``records`` (after anything staged), with ``effect`` in the same transaction:
-        durable when this returns. The records reach the folded state only once committed, so
-        an effect that raises (a source that cannot be read) leaves no trace anywhere."""
+        durable when this returns. ``effect`` runs first and may fill in the records (what it
+        found). The records reach the folded state only once committed, so an effect that
+        raises (a source that cannot be read) leaves no trace anywhere."""
         with self._lock:
             self.flush()
-            clean: list[dict[str, Any]] = []
-            for rec in records:
-                c: dict[str, Any] = self.masker.mask_value(rec)
-                c.setdefault("at", now())
-                clean.append(c)
             if self.failed is not None:
                 raise StateWriteError(self.failed)
+            clean: list[dict[str, Any]] = []
             try:
                 with self.db.transaction():
                     if effect is not None:
                         effect(self.db)
+                    for rec in records:
+                        c: dict[str, Any] = self.masker.mask_value(rec)
+                        c.setdefault("at", now())
+                        clean.append(c)
                     journal.append(self.db, clean)
             except sqlite3.Error as exc:
                 self._fail(exc)
