@@ -41,6 +41,9 @@ class CheckAction(BuiltinAction):
     late_keys = frozenset({"condition"})
     late_names = frozenset({"value", "values"})
     expression_keys = frozenset({"condition"})
+    command_keys = frozenset({"command"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         count = params.get("count", 1)

@@ -182,6 +182,7 @@ class HttpAction(BuiltinAction):
     summary = "send an HTTP request"
     idempotent = False
     changes = True
+    url_keys = frozenset({"url"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"{params.get('method', 'GET')} {params.get('url')}"

@@ -28,6 +28,7 @@ class ShellAction(BuiltinAction):
     summary = "run a local command"
     idempotent = False
     changes = True
+    command_keys = frozenset({"command"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         if "argv" in params and isinstance(params["argv"], list):

@@ -52,6 +52,8 @@ class NotifyAction(BuiltinAction):
     changes = True
     late_keys = frozenset({"templates", "subject", "message"})
     late_names = frozenset({"recipient"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"recipients_query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         to = params.get("to")

@@ -87,6 +87,7 @@ class SqlExecAction(BuiltinAction):
     summary = "run SQL statements in one transaction"
     idempotent = False
     changes = True
+    sql_keys = frozenset({"sql"})
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         dsn: str = params["dsn"]
@@ -124,6 +125,7 @@ class SqlQueryAction(BuiltinAction):
     summary = "run one SQL query"
     idempotent = True
     changes = False
+    sql_keys = frozenset({"query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"query: {first_line(str(params.get('query', '')))}"
@@ -158,6 +160,7 @@ class SqlCopyAction(BuiltinAction):
     summary = "copy rows between databases, upserting on a key"
     idempotent = True
     changes = True
+    sql_keys = frozenset({"where"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"copy {params.get('table')} rows{_where(params)}, upsert on {params.get('key')}"
@@ -173,6 +176,7 @@ class SqlVerifyAction(BuiltinAction):
     summary = "compare rows on both sides by count and per-row checksum"
     idempotent = True
     changes = False
+    sql_keys = frozenset({"where"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"verify {params.get('table')} rows{_where(params)} match on both sides"

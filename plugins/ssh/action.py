@@ -195,6 +195,7 @@ class SshAction(BuiltinAction):
     summary = "run a command on remote hosts over SSH"
     idempotent = False
     changes = True
+    command_keys = frozenset({"command"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         def names(key: str, prefix: str = "") -> list[str]:
