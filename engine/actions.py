@@ -70,7 +70,14 @@ def template_mode(action: object, key: str) -> str:
 
 
 class Masker(Protocol):
+    """Hides secrets in every form (``masking.Masker``); cut text with ``head``/``tail``,
+    never by slicing first: a secret straddling the cut would leave a piece behind."""
+
     def mask(self, text: str) -> str: ...
+
+    def head(self, text: str, limit: int) -> str: ...
+
+    def tail(self, text: str, limit: int) -> str: ...
 
 
 class Records(Protocol):
