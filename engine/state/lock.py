@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, LockHeld
+from ..files import private_dir
 from .store import now
 
 LOCK = "lock"
@@ -64,7 +65,7 @@ class Lock:
         self.notice: str | None = None
 
     def acquire(self) -> Lock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
+from ..files import private_dir
 from ..masking import Masker
 from . import journal
 from .status import State
@@ -58,7 +59,7 @@ class Store:
         self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)  # 0700, and the journal in it 0600 (SPEC §9)
         path = self.dir / JOURNAL
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
