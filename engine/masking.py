@@ -28,6 +28,16 @@ MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<at>@)")
 _MIN_B64_PART = 8  # characters of a secret's base64 inside a longer text worth masking
 _URL_REACH = 256  # characters of `scheme://user:password@` a cut must not split
+_GRAM = 4  # characters of a secret that most of its forms keep as they are
+
+
+def _anchor(form: str, grams: set[str]) -> str:
+    """A short piece of ``form`` that many forms share (a piece of the secret itself), else
+    the form: a text without it cannot hold the form."""
+    for i in range(max(1, len(form) - _GRAM + 1)):
+        if form[i : i + _GRAM] in grams:
+            return form[i : i + _GRAM]
+    return form
 
 
 def mask_url_passwords(text: str) -> str:
@@ -38,13 +48,14 @@ def mask_url_passwords(text: str) -> str:
 
 def forms(secret: str) -> set[str]:
     """Every text a built-in filter (or a command, a URL, the journal's JSON) makes of
-    ``secret``, each of which must be masked: also after ``upper`` or ``lower``."""
+    ``secret``, each of which must be masked: the textual ones also after ``upper`` or
+    ``lower``; base64 of the secret as it is, whole and inside a longer encoded text."""
     bases = {secret, secret.upper(), secret.lower()}
     out = set(bases)
     for base in bases:
         out |= {f(base) for f in _TRANSFORMS}
-        out |= set(_base64_inside(base))
-    out |= {f.upper() for f in out if "%" in f}  # percent-escapes in either case
+    out.add(base64.b64encode(secret.encode()).decode())
+    out |= set(_base64_inside(secret))
     # a form shorter than the secret (lower-casing ß...) still hides it; trivial ones do not
     return {f for f in out if len(f) >= min(len(secret), 3)}
 
@@ -70,7 +81,6 @@ _TRANSFORMS = (
     lambda s: _json_inner(s, ascii=False, html_safe=True),
     html.escape,
     lambda s: html.escape(s).replace("&#x27;", "&#39;"),  # markupsafe's escape
-    lambda s: base64.b64encode(s.encode()).decode(),
 )
 
 
@@ -101,14 +111,25 @@ class Masker:
         self._values = sorted(found, key=len, reverse=True)
         # how far past a cut a secret (or a password in a URL) can reach
         self.longest = (len(self._values[0]) if self._values else 0) + _URL_REACH
+        # a text with none of these has no form at all: most texts are checked with these few
+        grams = {
+            base[i : i + _GRAM]
+            for s in secrets
+            for base in (s, s.upper(), s.lower())
+            for i in range(max(1, len(base) - _GRAM + 1))
+        }
+        self._anchors = sorted({_anchor(f, grams) for f in found}, key=len)
 
     def __bool__(self) -> bool:
         return bool(self._values)
 
     def mask(self, text: str) -> str:
-        for v in self._values:
-            if v in text:
-                text = text.replace(v, MASK)
+        for anchor in self._anchors:
+            if anchor in text:
+                for v in self._values:
+                    if v in text:
+                        text = text.replace(v, MASK)
+                break
         return mask_url_passwords(text)
 
     def head(self, text: str, limit: int) -> str:
