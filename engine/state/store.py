@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError, StateWriteError
+from ..files import fsync_dir
 from ..masking import Masker
 from . import db as dbm
 from . import journal, legacy
@@ -122,7 +123,7 @@ class Store:
                 )
         if old.exists():
             os.replace(old, old.with_name(legacy.FILE + ".imported"))
-            dbm.fsync_dir(self.dir)
+            fsync_dir(self.dir)
         try:
             self.seq = 0
             records = journal.read(self.db)

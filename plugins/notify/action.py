@@ -21,6 +21,7 @@ from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
+from runbook_engine.plugins.http import secret_headers
 from runbook_engine.plugins.notify.channels import (
     DEFAULT_FROM,
     Channel,
@@ -53,6 +54,8 @@ class NotifyAction(BuiltinAction):
     changes = True
     late_keys = frozenset({"templates", "subject", "message"})
     late_names = frozenset({"recipient"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"recipients_query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         to = params.get("to")
@@ -154,7 +157,8 @@ def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channe
         raise ActionFailed("notify: channel webhook needs `url`", retryable=False)
     about = {"runbook": ctx.runbook.name, "step": ctx.step_id, "run_id": ctx.run_id}
     extra = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
-    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel)
+    secret = secret_headers(extra, ctx.masker.mask)
+    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel, secret, ctx.masker)
 
 
 class _Run:
