@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "review",
         "report",
         "plugins",
+        "cohort",
     },
     "cli": set(),
     "__main__": {"cli"},

@@ -104,6 +104,7 @@ def freeze(
     """
     from ..run import cohorts as rc
     from ..run.session import prepare
+    from ..state import ledger
 
     console = Console()
     prepared = prepare(file, assignments, var_files)
@@ -111,7 +112,7 @@ def freeze(
     chosen = _cohorts(rb, name)
     with _store(ctx, prepared) as store:
         rc.check_frozen(rb, store, chosen)
-        frozen_before = {c.name for c in chosen if rc.ledger.frozen(store.db, c.name)}
+        frozen_before = {c.name for c in chosen if ledger.frozen(store.db, c.name)}
         drawn = rc.draw_missing(rb, store, chosen, prepared.variables, prepared.secrets)
         rc.freeze_drawn(store, drawn, _run_id(store), console.out)
         for c in chosen:

@@ -212,6 +212,6 @@ def record_messages(
     """(key, step, attempt, channel, message_id, state) of messages sent to entities."""
     db.executemany(
         "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         ((cohort, k, step, attempt, ch, mid, st, at) for k, step, attempt, ch, mid, st in rows),
     )

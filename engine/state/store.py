@@ -24,6 +24,25 @@ from . import db as dbm
 from . import journal, legacy
 from .status import State
 
+# Fault injection for the crash tests (never set in use): RUNBOOK_FAULT=effects:N kills this
+# process with SIGKILL inside the Nth transaction that carries ledger effects, after they ran
+# and before COMMIT; effects-committed:N right after that COMMIT.
+_FAULT = os.environ.get("RUNBOOK_FAULT", "")
+_effects_seen = 0
+
+
+def _fault(point: str) -> None:
+    kind, _, n = _FAULT.partition(":")
+    if kind == point and n.isdigit() and _effects_seen == int(n):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _count_effects() -> None:
+    global _effects_seen
+    _effects_seen += 1
+
 
 def now() -> str:
     """UTC, ISO 8601 with milliseconds: the time format of the state."""
@@ -175,8 +194,13 @@ class Store:
                     for effect in effects:
                         effect(self.db)
                     journal.append(self.db, staged)
+                    if effects and _FAULT:
+                        _count_effects()
+                        _fault("effects")
             except sqlite3.Error as exc:
                 self._fail(exc)
+            if effects and _FAULT:
+                _fault("effects-committed")
             self.seq += len(staged)
 
     def commit(
@@ -200,8 +224,13 @@ class Store:
                         c.setdefault("at", now())
                         clean.append(c)
                     journal.append(self.db, clean)
+                    if effect is not None and _FAULT:
+                        _count_effects()
+                        _fault("effects")
             except sqlite3.Error as exc:
                 self._fail(exc)
+            if effect is not None and _FAULT:
+                _fault("effects-committed")
             for c in clean:
                 self.state.apply(c)
             self.seq += len(clean)

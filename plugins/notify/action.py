@@ -116,8 +116,8 @@ class NotifyAction(BuiltinAction):
         if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
             told = run.told(recipients)
             ctx.members.only(r.entity for r in told)
-            ctx.members.messages(
-                (r.entity, channel_name, renderer.message_id(r), "sent") for r in run.just_sent
+            ctx.members.messages(  # every member told, a resume's earlier sends included
+                (r.entity, channel_name, renderer.message_id(r), "sent") for r in told
             )
             ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
             outputs["unreachable"] = len(unreachable)
@@ -174,7 +174,6 @@ class _Run:
         self.uncertain_count = 0
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
-        self.just_sent: list[Recipient] = []
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -237,7 +236,6 @@ class _Run:
             return
         self.pending[m.key] = SENT
         self.sent += 1
-        self.just_sent.append(m.recipient)
 
     def told(self, recipients: list[Recipient]) -> list[Recipient]:
         """Recipients whose message is sent (in this attempt or an earlier run of it)."""

@@ -61,7 +61,7 @@ def test_state_outbox_and_report_files_are_private(runbook: Any, open_umask: Non
     state = Path(".runbook")
     folders = [state, *(p for p in state.rglob("*") if p.is_dir())]
     files = [p for p in state.rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"journal.jsonl"}
+    assert {p.name for p in files} >= {"state.db"}
     assert any(p.suffix == ".eml" for p in files)  # the default outbox is in the state
     for folder in [*folders, Path("mail"), Path("mail/out")]:
         assert _mode(folder) == 0o700, folder

@@ -136,7 +136,7 @@ def test_secret_canary_is_masked_in_every_derived_form_everywhere(
         seen += [res.out.encode(), res.err.encode()]
     seen.append(Path("report.html").read_bytes())
     files = [p for p in Path(".runbook").rglob("*") if p.is_file()]
-    assert any(p.name == "journal.jsonl" for p in files)
+    assert any(p.name == "state.db" for p in files)
     seen += [p.read_bytes() for p in files]
     leaks = [leak for data in seen for leak in _leaks(data)]
     assert leaks == []
