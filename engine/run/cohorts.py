@@ -285,7 +285,9 @@ def compensate(
         inst = rb.instances.get(node)
         if inst is not None and inst.phase.cohort and inst.wave is not None:
             waves.setdefault((inst.phase.cohort, inst.wave.id), []).append(node)
-    for (cohort, wave), _nodes in sorted(waves.items()):
+    for (cohort, wave), nodes in sorted(waves.items()):
+        if not any(store.state.status_of(n) is Status.ROLLED_BACK for n in nodes):
+            continue  # nothing of this wave was undone
         touching = [
             i.id
             for i in rb.instances.values()

@@ -68,6 +68,7 @@ class Apply(Runner):
         self.wave_rollbacks: list[tuple[str, str]] = []  # (phase, wave)
         self.failures: list[tuple[str, str]] = []
         self.first_attempt: dict[str, int] = {}
+        self.undo_first: list[str] = []  # found rolling_back after a crash
 
     # -- start of a run -----------------------------------------------------------------
     def check_only(self) -> None:
@@ -134,7 +135,8 @@ class Apply(Runner):
             )
         self.flush()
         rcohorts.freeze_drawn(self.s.store, drawn, self.run_id, self.s.reporter.notice)
-        self._fixups(new_run=not resume)
+        if not self.s.state.pending_decisions():
+            self._fixups(new_run=not resume)
         self.flush()
         return True
 
@@ -179,16 +181,7 @@ class Apply(Runner):
                         }
                     )
             elif status is Status.ROLLING_BACK:
-                self.emit(
-                    {
-                        "t": "step",
-                        "id": node,
-                        "status": "unknown",
-                        "reason": "rollback",
-                        "error": "found rolling back after a crash: run `runbook rollback` "
-                        "to finish, or resolve it",
-                    }
-                )
+                self.undo_first.append(node)  # its rollback is finished before anything runs
             elif status in (Status.FAILED, Status.ROLLED_BACK, Status.WAITING):
                 self.emit(
                     {
@@ -403,10 +396,28 @@ class Apply(Runner):
         else:
             if policy is OnFailure.ROLLBACK_WAVE and inst.wave is not None:
                 self.wave_rollbacks.append((inst.phase.id, inst.wave.id))
+                self.decide("rollback-wave", inst.phase.id, inst.wave.id, r.node)
+            elif policy is OnFailure.ROLLBACK:
+                self.decide("rollback", None, None, r.node)
             want = policy.value
             if _STRENGTH[want] > _STRENGTH[self.stopping]:
                 self.stopping = want
         self.flush()
+
+    def decide(self, policy: str, phase: str | None, wave: str | None, node: str) -> None:
+        """Journal an on-failure decision before acting on it: a crash or Ctrl-C before the
+        rollback is done leaves it pending, and the next apply finishes it first."""
+        self.emit(
+            {
+                "t": "decision",
+                "run": self.run_id,
+                "policy": policy,
+                "phase": phase,
+                "wave": wave,
+                "step": node,
+                "status": "pending",
+            }
+        )
 
     def fire_contingencies(self, inst: Instance, r: Result) -> None:
         failed_step = {
@@ -449,25 +460,57 @@ class Apply(Runner):
 
     # -- the end --------------------------------------------------------------------------
     def after(self) -> list[str]:
-        """Rollbacks the failure policies asked for; returns the steps that failed to roll back."""
-        if self.interrupted_at is not None or self.stopping not in ("rollback", "rollback-wave"):
+        """Carry out the journaled on-failure decisions of this run (made now, or left pending
+        by a crash or an interrupt); returns the steps that failed to roll back."""
+        if self.interrupted_at is not None:
             return []
-        if self.stopping == "rollback":
-            targets = {n for n in self.rb.instances if self.status(n) is Status.SUCCEEDED}
+        pending = self.s.state.pending_decisions()
+        if not pending:
+            return []
+        live = (Status.SUCCEEDED, Status.ROLLING_BACK)
+        if any(policy == "rollback" for policy, _, _ in pending):
+            self.stopping = "rollback"
+            targets = {n for n in self.rb.instances if self.status(n) in live}
         else:
+            self.stopping = "rollback-wave"
+            waves = {(phase, wave) for _, phase, wave in pending}
             targets = {
                 n
                 for n, inst in self.rb.instances.items()
                 if inst.wave is not None
-                and (inst.phase.id, inst.wave.id) in self.wave_rollbacks
-                and self.status(n) is Status.SUCCEEDED
+                and (inst.phase.id, inst.wave.id) in waves
+                and self.status(n) in live
             }
         self.s.reporter.notice(f"on_failure: {self.stopping}: rolling back {len(targets)} step(s)")
         rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)
         try:
-            return rb.run(targets)
+            failures = rb.run(targets)
         finally:
             rb.close(keep_resources=True)
+        if rb.interrupted_at is None:
+            # members are compensated by what the state says is undone, whoever undid it (a
+            # crash may have come between the last rollback and the compensation)
+            waves_done = {(phase, wave) for _, phase, wave in pending}
+            nodes = [
+                n
+                for n, inst in self.rb.instances.items()
+                if inst.wave is not None
+                and (self.stopping == "rollback" or (inst.phase.id, inst.wave.id) in waves_done)
+            ]
+            rcohorts.compensate(self.rb, self.s.store, nodes, self.run_id, self.s.reporter.notice)
+            for policy, phase, wave in pending:
+                self.emit(
+                    {
+                        "t": "decision",
+                        "run": self.run_id,
+                        "policy": policy,
+                        "phase": phase,
+                        "wave": wave,
+                        "status": "done",
+                    }
+                )
+            self.flush()
+        return failures
 
     def outcome(self, rollback_failures: list[str]) -> ApplyOutcome:
         state = self.s.state
@@ -538,9 +581,34 @@ class Apply(Runner):
                 Exit.OK, run.id if run else "", nothing_to_do=True, changed=self._changed()
             )
         with self.signals():
-            self.loop()
+            if self.s.state.pending_decisions():
+                # a rollback decided before a crash or an interrupt: finish it, then stop as
+                # that apply would have (the next apply goes on)
+                self.s.reporter.notice(
+                    "a rollback decided before the run stopped is not finished: finishing it first"
+                )
+            else:
+                if self.undo_first:
+                    self.finish_undo()
+                self.loop()
             failures = self.after()
         return self.outcome(failures)
+
+    def finish_undo(self) -> None:
+        """Steps found rolling back after a crash: their rollback is finished (re-run when it
+        is idempotent, else they become `unknown`) before the run goes on (SPEC §6)."""
+        nodes = set(self.undo_first)
+        self.s.reporter.notice(
+            f"finishing the rollback of {len(nodes)} step(s) cut by a crash: "
+            + ", ".join(sorted(nodes))
+        )
+        rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)
+        try:
+            rb.run(nodes)
+        finally:
+            rb.close(keep_resources=True)
+        self._fixups(new_run=False)
+        self.flush()
 
     def _changed(self) -> list[str]:
         out = []

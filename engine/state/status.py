@@ -96,11 +96,25 @@ class State:
     runs: list[RunState] = field(default_factory=list)
     records: dict[str, dict[str, str]] = field(default_factory=dict)
     attempts: dict[tuple[str, str], WaveAttempt] = field(default_factory=dict)
+    # on-failure decisions (rollback, rollback-wave) journaled before they are acted on:
+    # (run, policy, phase, wave) -> "pending" | "done"; a resume finishes the pending ones
+    decisions: dict[tuple[str, str, str | None, str | None], str] = field(default_factory=dict)
     frozen: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort -> its summary
 
     @property
     def run(self) -> RunState | None:
         return self.runs[-1] if self.runs else None
+
+    def pending_decisions(self) -> list[tuple[str, str | None, str | None]]:
+        """(policy, phase, wave) of this run's on-failure decisions not yet carried out."""
+        run = self.run
+        if run is None:
+            return []
+        return [
+            (policy, phase, wave)
+            for (rid, policy, phase, wave), status in self.decisions.items()
+            if rid == run.id and status == "pending"
+        ]
 
     def step(self, sid: str) -> StepState:
         st = self.steps.get(sid)
@@ -165,6 +179,11 @@ class State:
             self.step(rec["id"]).attempts = rec["attempt"]
         elif kind == "record":
             self.records.setdefault(rec["step"], {}).update(rec["items"])
+        elif kind == "decision":
+            if rec["status"] not in ("pending", "done"):
+                raise ValueError(f"{rec['status']!r} is not a decision status")
+            decided = (str(rec["run"]), str(rec["policy"]), rec.get("phase"), rec.get("wave"))
+            self.decisions[decided] = rec["status"]
         elif kind == "wave":
             key = (str(rec["cohort"]), str(rec["wave"]))
             if rec["status"] not in ("started", "compensated"):

@@ -97,11 +97,6 @@ def _check(cwd: Path, fault: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 10: a resume does not yet finish a rollback-wave cut by a crash (the "
-    "step found rolling_back becomes unknown and the wave is never compensated)",
-)
 def test_sigkill_inside_every_ledger_commit_loses_and_doubles_no_member(tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     _setup(probe)
