@@ -83,7 +83,23 @@ def cli(ctx: click.Context, state_dir: str) -> None:
       4    locked by another run
       130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
-    ctx.ensure_object(dict)["state_dir"] = state_dir
+    ctx.ensure_object(dict)["state_dir"] = _state_dir(state_dir)
+
+
+def _state_dir(value: str) -> str:
+    """A folder, never a URL taken for a folder name (a password would become a path)."""
+    import re
+
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if m:
+        from .errors import InvalidInput
+        from .masking import mask_url_passwords
+
+        raise InvalidInput(
+            f"--state-dir {mask_url_passwords(value)}: a state URL with the scheme "
+            f"{m.group(1)!r} is not supported; give a directory"
+        )
+    return value
 
 
 def _log_dir(state_dir: str | None) -> str:

@@ -419,6 +419,12 @@ class Apply(Runner):
             }
         )
 
+    def wave_attempt(self, inst: Instance) -> int:
+        if inst.phase.cohort is None or inst.wave is None:
+            return 1
+        got = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
+        return got.attempt if got is not None else 1
+
     def fire_contingencies(self, inst: Instance, r: Result) -> None:
         failed_step = {
             "id": inst.id,
@@ -435,15 +441,26 @@ class Apply(Runner):
             for cid in risk.contingencies:
                 run = self.s.state.run
                 c = self.rb.contingency_by_id.get(cid)
-                if c is None or run is None or cid in run.fired:
-                    continue
-                base = {"t": "contingency", "id": cid, "risk": rid, "step": inst.id, "run": run.id}
+                attempt = self.wave_attempt(inst)
+                if c is None or run is None or (cid, inst.id, attempt) in run.firings:
+                    continue  # once per (contingency, step instance, wave attempt)
+                base = {
+                    "t": "contingency",
+                    "id": cid,
+                    "risk": rid,
+                    "step": inst.id,
+                    "run": run.id,
+                    "attempt": attempt,
+                }
                 self.emit({**base, "status": "running"})
                 self.flush()
                 ctx = self.template_context(None, failed_step)
+                # its records (a page, a message) are this firing's: the next firing, in this
+                # run or another, sends again, with Message-IDs of its own
+                firing = f"{cid}@{run.id}/{inst.id}/{attempt}"
                 try:
                     params = self.render_params(c.call, ctx)
-                    result = self.run_inline(self.job(cid, c.call, params, ctx))
+                    result = self.run_inline(self.job(cid, c.call, params, ctx, firing))
                 except ActionFailed as exc:
                     result = Result(cid, Outcome.FAILED, 1, error=str(exc))
                 status = "succeeded" if result.outcome is Outcome.SUCCEEDED else "failed"

@@ -70,6 +70,8 @@ class RunState:
     finished_at: str | None = None
     digest: str | None = None
     fired: set[str] = field(default_factory=set)  # contingencies fired in this run
+    # each firing: (contingency, step instance, wave attempt): once each (SPEC §11)
+    firings: set[tuple[str, str, int]] = field(default_factory=set)
     rollbacks: int = 0  # steps rolled back in this run
 
     @property
@@ -175,6 +177,7 @@ class State:
             current = self.run
             if current is not None:
                 current.fired.add(rec["id"])
+                current.firings.add((rec["id"], str(rec.get("step")), int(rec.get("attempt", 1))))
         elif kind == "retry":
             self.step(rec["id"]).attempts = rec["attempt"]
         elif kind == "record":
