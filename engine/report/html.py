@@ -192,12 +192,20 @@ def _keys(keys: list[object]) -> str:
     return ", ".join(str(k) for k in keys)
 
 
+def _clean(clean: bool) -> Html:
+    s = style("succeeded" if clean else "failed")
+    return Html(
+        f'<span class="badge" style="background:{s.fill};border-color:{s.strong}">'
+        f"{'clean' if clean else 'not clean'}</span>"
+    )
+
+
 def _cohorts(rep: Report) -> Iterator[str]:
     yield "<h2>Customers</h2>"
     for c in rep.cohorts:
         yield f"<h3>Cohort {e(c.name)}</h3>"
         yield (
-            f"<p>{e(c.summary)} {badge('completed' if c.clean else 'failed')}"
+            f"<p>{e(c.summary)} {_clean(c.clean)}"
             f'<span class="meta"> · drawn {e(c.frozen_at)} · the ledger as it stands now</span></p>'
         )
         for line in c.short:
