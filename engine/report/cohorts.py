@@ -21,13 +21,17 @@ from .model import CohortReport, Funnel, KeyedCount, Reconciliation
 LISTED = 10
 
 
-def _first(db: Database, cohort: str, waves: Sequence[str | None], state: str) -> list[Any]:
+def _first(
+    db: Database, cohort: str, waves: Sequence[str | None], state: str, count: int
+) -> list[Any]:
     keys: list[Any] = []
-    for w in waves:  # one index seek per wave: (cohort, wave, state)
+    if not count:
+        return keys
+    for w in waves:  # one index seek per wave: (cohort, wave, state); `+key`: not the PK's order
         where = "wave IS NULL" if w is None else "wave = ?"
         args = (cohort, state) if w is None else (cohort, w, state)
         sql = f"SELECT key FROM entity WHERE cohort = ? AND {where} AND state = ?"
-        keys.extend(k for (k,) in db.query(f"{sql} ORDER BY key LIMIT {LISTED}", args))
+        keys.extend(k for (k,) in db.query(f"{sql} ORDER BY +key LIMIT {LISTED}", args))
     return sorted(keys, key=lambda k: (type(k).__name__, k))[:LISTED]
 
 
@@ -124,6 +128,7 @@ def cohort_reports(
         waves = journeys.wave_order(got)
         rows, totals = funnel(db, name, waves, state, run)
         every: list[str | None] = [*(r.wave for r in rows), None]
+        late, gone = totals.get("late", 0), totals.get("vanished", 0)
         out.append(
             CohortReport(
                 name=name,
@@ -134,10 +139,8 @@ def cohort_reports(
                 short=[s.text(name) for s in o.short],
                 funnel=rows,
                 excluded=_excluded(db, name),
-                late=KeyedCount("late", totals.get("late", 0), _first(db, name, [None], "late")),
-                vanished=KeyedCount(
-                    "vanished", totals.get("vanished", 0), _first(db, name, every, "vanished")
-                ),
+                late=KeyedCount("late", late, _first(db, name, [None], "late", late)),
+                vanished=KeyedCount("vanished", gone, _first(db, name, every, "vanished", gone)),
                 reconciled=reconciled(run_recs, name),
             )
         )

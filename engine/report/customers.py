@@ -112,14 +112,17 @@ def customers(
                 return doc({"cohort": cohort.name, "entities": [e.as_json() for e in entities]})
             return lines(journeys_text(cohort, got.frozen_at, entities))
         if q.wave is not None or q.states or q.fmt == "csv":
-            selected = jy.select(db, cohort.name, waves, q.wave, q.states)
             if q.fmt == "csv":
-                return chunks(csv_lines(cohort, selected))
-            entities = list(selected)
+                attrs = list(cohort.attributes)
+                rows = jy.flat(db, cohort.name, waves, attrs, q.wave, q.states)
+                return chunks(csv_rows(attrs, rows))
+            selected = jy.select(db, cohort.name, waves, q.wave, q.states)
             if q.fmt == "json":
+                entities = list(selected)
                 jy.history_where(db, cohort.name, entities, q.wave, q.states)
                 return doc({"cohort": cohort.name, "entities": [e.as_json() for e in entities]})
-            return lines(listing_text(cohort, entities, q))
+            total = jy.count(db, cohort.name, q.wave, q.states)
+            return lines(listing_text(cohort, total, selected, q))
         counts = jy.counts(db, cohort.name)
         if q.fmt == "json":
             return doc(counts_json(cohort, got.frozen_at, waves, counts))
@@ -203,23 +206,34 @@ def _plain(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def listing_text(cohort: Cohort, entities: Sequence[jy.Entity], q: Query) -> Iterator[str]:
+def listing_text(
+    cohort: Cohort, total: int, entities: Iterable[jy.Entity], q: Query
+) -> Iterator[str]:
+    """A header, then one line per entity, streamed (the columns are as wide as the first
+    thousand rows need: a long list never sits in memory)."""
     what = []
     if q.wave is not None:
         what.append(f"wave {q.wave}")
     if q.states:
         what.append("state " + " or ".join(q.states))
-    yield f"cohort {cohort.name}, {' and '.join(what)}: {len(entities):,} entities"
-    if not entities:
-        return
-    cells = [
-        [safe(e.key), e.wave or "-", e.state, safe(e.reason or ""), e.updated_at] for e in entities
-    ]
+    yield f"cohort {cohort.name}, {' and '.join(what)}: {total:,} entities"
     head = ["key", "wave", "state", "reason", "updated"]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(head)]
-    yield "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()
-    for r in cells:
-        yield "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    it = iter(entities)
+    first = [_row(e) for _, e in zip(range(1000), it, strict=False)]
+    if not first:
+        return
+    widths = [max(len(h), *(len(r[i]) for r in first)) for i, h in enumerate(head)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    yield line(head)
+    yield from (line(r) for r in first)
+    yield from (line(_row(e)) for e in it)
+
+
+def _row(e: jy.Entity) -> list[str]:
+    return [safe(e.key), safe(e.wave or "-"), e.state, safe(e.reason or ""), e.updated_at]
 
 
 def _events(e: jy.Entity, frozen_at: str) -> list[tuple[str, int, int, str]]:
@@ -264,33 +278,34 @@ def journeys_text(cohort: Cohort, frozen_at: str, entities: Sequence[jy.Entity])
 
 
 # -- csv --------------------------------------------------------------------------------------
+_RISKY = frozenset("=@\t\r+-")
+
+
 def _cell(value: Any) -> Any:
-    if not isinstance(value, str):
-        return _plain(value) if isinstance(value, (dict, list)) else value
-    if value[:1] in ("=", "@", "\t", "\r") or (
-        value[:1] in ("+", "-") and not _NUMBER.fullmatch(value)
-    ):
-        return "'" + value  # a spreadsheet would run it as a formula
-    return value
+    if isinstance(value, str):
+        if value and value[0] in _RISKY and (value[0] not in "+-" or not _NUMBER.fullmatch(value)):
+            return "'" + value  # a spreadsheet would run it as a formula
+        return value
+    return _plain(value) if isinstance(value, (dict, list)) else value
 
 
 def csv_lines(cohort: Cohort, entities: Iterable[jy.Entity]) -> Iterator[str]:
     """One line per entity: key, wave, state, reason, updated_at, then the attributes."""
+    attrs = list(cohort.attributes)
+    rows = (
+        (e.key, e.wave, e.state, e.reason, e.updated_at, *(e.attributes.get(a) for a in attrs))
+        for e in entities
+    )
+    return csv_rows(attrs, rows)
+
+
+def csv_rows(attrs: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    """The CSV text of (key, wave, state, reason, updated_at, *attributes) rows, in chunks."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    attrs = list(cohort.attributes)
     w.writerow(["key", "wave", "state", "reason", "updated_at", *attrs])
-    for e in entities:
-        w.writerow(
-            [
-                _cell(e.key),
-                e.wave,
-                e.state,
-                _cell(e.reason),
-                e.updated_at,
-                *(_cell(e.attributes.get(a)) for a in attrs),
-            ]
-        )
+    for row in rows:
+        w.writerow([_cell(v) for v in row])
         if buf.tell() > 1 << 16:
             yield buf.getvalue()
             buf.seek(0)
