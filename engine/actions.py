@@ -42,8 +42,42 @@ def late_names(action: object) -> frozenset[str]:
     return names
 
 
+def command_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are shell commands: every ``{{ }}`` in them renders shell-quoted."""
+    keys: frozenset[str] = getattr(action, "command_keys", frozenset())
+    return keys
+
+
+def url_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are URLs: values in their path and query are percent-encoded."""
+    keys: frozenset[str] = getattr(action, "url_keys", frozenset())
+    return keys
+
+
+def sql_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are SQL text (lint: outside data belongs in ``params``)."""
+    keys: frozenset[str] = getattr(action, "sql_keys", frozenset())
+    return keys
+
+
+def template_mode(action: object, key: str) -> str:
+    """How the templates of `with.KEY` render: "shell", "url" or "plain" (SPEC §9)."""
+    if key in command_keys(action):
+        return "shell"
+    if key in url_keys(action):
+        return "url"
+    return "plain"
+
+
 class Masker(Protocol):
+    """Hides secrets in every form (``masking.Masker``); cut text with ``head``/``tail``,
+    never by slicing first: a secret straddling the cut would leave a piece behind."""
+
     def mask(self, text: str) -> str: ...
+
+    def head(self, text: str, limit: int) -> str: ...
+
+    def tail(self, text: str, limit: int) -> str: ...
 
 
 class Records(Protocol):
@@ -193,6 +227,11 @@ class BuiltinAction:
     late_names: ClassVar[frozenset[str]] = frozenset()
     # `with` keys holding a bare Jinja2 expression (no braces), checked as such by validate
     expression_keys: ClassVar[frozenset[str]] = frozenset()
+    # `with` keys that are shell commands (each `{{ }}` shell-quoted), URLs (values in the path
+    # and query percent-encoded) and SQL text (lint: outside data goes in `params`): SPEC §9
+    command_keys: ClassVar[frozenset[str]] = frozenset()
+    url_keys: ClassVar[frozenset[str]] = frozenset()
+    sql_keys: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def schema(self) -> Mapping[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
-from ..format.model import HOLDOUT, Cohort
+from ..format.model import HOLDOUT, Cohort, Size
 
 
 class DrawError(InvalidInput):
@@ -39,6 +39,11 @@ class Plan:
 
     sizes: list[tuple[str, int]]  # (wave id, count), holdout last
     strata: dict[str, dict[str, int]] = field(default_factory=dict)  # wave -> stratum -> n
+
+
+def is_empty(size: Size) -> bool:
+    """``size: 0``: a wave kept empty by the draw (for entities admitted later)."""
+    return size.kind != "rest" and size.value == 0
 
 
 def sizes(cohort: Cohort, eligible: int) -> list[tuple[str, int]]:
@@ -75,13 +80,15 @@ def sizes(cohort: Cohort, eligible: int) -> list[tuple[str, int]]:
     if cohort.holdout is not None and out:
         h = cohort.holdout
         n = math.floor(eligible * h.value + 1e-9) if h.kind == "share" else int(h.value)
-        wid, last = out[-1]
+        # the last wave that is not an empty one appended for late entities
+        i = max((j for j, w in enumerate(cohort.waves) if not is_empty(w.size)), default=0)
+        wid, last = out[i]
         if n > last:
             raise DrawError(
                 f"cohort {cohort.name!r}: the holdout ({h.text} = {n}) is larger than the last "
                 f"wave {wid!r} ({last}) it is drawn from"
             )
-        out[-1] = (wid, last - n)
+        out[i] = (wid, last - n)
         out.append((HOLDOUT, n))
     return out
 
@@ -125,22 +132,34 @@ def assign(
 ) -> tuple[Plan, dict[Any, tuple[str, int]]]:
     """``eligible``: (key, stratum). Returns the plan and key -> (wave id, rank)."""
     plan = Plan(sizes(cohort, len(eligible)))
+    plan.strata, out = place(cohort.seed, eligible, plan.sizes)
+    return plan, out
+
+
+def place(
+    seed: int, pool: Sequence[tuple[Any, str]], counts: Sequence[tuple[str, int]]
+) -> tuple[dict[str, dict[str, int]], dict[Any, tuple[str, int]]]:
+    """Put ``pool`` ((key, stratum)) into waves of the given counts (which add up to it):
+    strata by largest remainder, each stratum's members in rank order."""
     by_stratum: dict[str, list[tuple[int, Any]]] = {}
-    for key, stratum in eligible:
-        by_stratum.setdefault(stratum, []).append((rank(cohort.seed, key), key))
+    blake, from_bytes, prefix = hashlib.blake2b, int.from_bytes, f"{seed}\x1f"
+    for key, stratum in pool:  # rank() inlined: a million calls cost a second
+        r = from_bytes(blake(f"{prefix}{key}".encode(), digest_size=8).digest(), "big") >> 1
+        group = by_stratum.get(stratum)
+        if group is None:
+            group = by_stratum[stratum] = []
+        group.append((r, key))
     for members in by_stratum.values():
-        members.sort(key=lambda rk: (rk[0], str(rk[1])))
-    waves = [w for w, _ in plan.sizes]
-    per_wave = split([n for _, n in plan.sizes], {s: len(m) for s, m in by_stratum.items()})
+        members.sort()  # by rank; a tie (1 in 2**63) by key: never by row order
+    waves = [w for w, _ in counts]
+    per_wave = split([n for _, n in counts], {s: len(m) for s, m in by_stratum.items()})
     out: dict[Any, tuple[str, int]] = {}
     for s, members in by_stratum.items():
         pos = 0
-        for wave, counts in zip(waves, per_wave, strict=True):
-            n = counts.get(s, 0)
+        for wave, got in zip(waves, per_wave, strict=True):
+            n = got.get(s, 0)
             for r, key in members[pos : pos + n]:
                 out[key] = (wave, r)
             pos += n
-    plan.strata = {
-        w: {s: n for s, n in c.items() if n} for w, c in zip(waves, per_wave, strict=True)
-    }
-    return plan, out
+    strata = {w: {s: n for s, n in c.items() if n} for w, c in zip(waves, per_wave, strict=True)}
+    return strata, out

@@ -50,9 +50,10 @@ class Drawn:
 
 
 def stratum(cohort: Cohort, attrs: dict[str, Any]) -> str | None:
+    """The stratum of an entity from its attributes, as the draw writes it (compact JSON)."""
     if not cohort.stratify_by:
         return None
-    return json.dumps([attrs.get(a) for a in cohort.stratify_by], default=str)
+    return json.dumps([attrs.get(a) for a in cohort.stratify_by], separators=(",", ":"))
 
 
 def stratum_label(text: str | None, cohort: Cohort) -> str:
@@ -62,10 +63,14 @@ def stratum_label(text: str | None, cohort: Cohort) -> str:
     return ", ".join(f"{a}={v}" for a, v in zip(cohort.stratify_by, values, strict=False))
 
 
-def _jsonable(value: Any) -> Any:
-    from runbook_engine.plugins.sql.db import jsonable
+class _Canon(dict[str | None, str | None]):
+    """Strata as one compact JSON text, whatever spacing the source database used: computed
+    once per distinct stratum, not per row."""
 
-    return jsonable(value)
+    def __missing__(self, raw: str | None) -> str | None:
+        text = None if raw is None else json.dumps(json.loads(raw), separators=(",", ":"))
+        self[raw] = text
+        return text
 
 
 def digest(cohort: Cohort) -> str:
@@ -73,44 +78,43 @@ def digest(cohort: Cohort) -> str:
 
 
 def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
-    """Read the source and draw the waves (in memory)."""
+    """Read the source and draw the waves (in memory). Per row only a dictionary insert: the
+    database builds the JSON, strata are canonical once each, ranks are computed by the draw."""
     out = Drawn(cohort)
-    seen: dict[Any, source.Row] = {}
+    seen: dict[Any, tuple[str | None, str | None, str]] = {}
     duplicates: set[Any] = set()
-    for row in source.rows(cohort, dsn, smap):
-        out.source_rows += 1
-        if row.key is None:
-            out.no_key += 1
-        elif row.key in seen:
-            duplicates.add(row.key)
+    canon = _Canon()
+    no_key = 0
+    n = 0
+    for key, reason, raw_stratum, attrs in source.rows(cohort, dsn, smap):
+        n += 1
+        if key is None:
+            no_key += 1
+        elif key in seen:
+            duplicates.add(key)
         else:
-            seen[row.key] = row
-    eligible: list[tuple[Any, str]] = []
-    attrs_of: dict[Any, dict[str, Any]] = {}
-    for key, row in seen.items():
-        attrs = {a: _jsonable(v) for a, v in zip(cohort.attributes, row.attrs, strict=True)}
-        attrs_of[key] = attrs
-        if key not in duplicates and row.reason is None:
-            eligible.append((key, stratum(cohort, attrs) or ""))
+            seen[key] = (reason, canon[raw_stratum], attrs)
+    out.source_rows, out.no_key = n, no_key
+    eligible = [
+        (key, st or "")
+        for key, (reason, st, _a) in seen.items()
+        if reason is None and key not in duplicates
+    ]
     out.eligible = len(eligible)
     plan, assigned = draw.assign(cohort, eligible)
     out.plan = plan
-    if out.no_key:
-        out.excluded["no-key"] = out.no_key
-    for key, row in seen.items():
-        attrs = attrs_of[key]
-        text = json.dumps(attrs, separators=(",", ":"), ensure_ascii=False)
-        st = stratum(cohort, attrs)
-        if key in duplicates:
-            reason = "duplicate-key"
-        elif row.reason is not None:
-            reason = str(row.reason)
-        else:
-            wave, r = assigned[key]
-            out.rows.append((key, wave, "pending", None, st, r, text))
+    if no_key:
+        out.excluded["no-key"] = no_key
+    rows = out.rows
+    seed = cohort.seed
+    for key, (reason, st, attrs) in seen.items():
+        got = assigned.get(key)
+        if got is not None:
+            rows.append((key, got[0], "pending", None, st, got[1], attrs))
             continue
-        out.excluded[reason] = out.excluded.get(reason, 0) + 1
-        out.rows.append((key, None, "excluded", reason, st, draw.rank(cohort.seed, key), text))
+        why = "duplicate-key" if key in duplicates else str(reason)
+        out.excluded[why] = out.excluded.get(why, 0) + 1
+        rows.append((key, None, "excluded", why, st, draw.rank(seed, key), attrs))
     return out
 
 
@@ -147,11 +151,9 @@ def reconcile(
     db.execute("DELETE FROM temp.source_keys")
 
     def feed() -> Any:
-        for row in source.rows(cohort, dsn, smap):
-            if row.key is None:
-                continue
-            attrs = {a: _jsonable(v) for a, v in zip(cohort.attributes, row.attrs, strict=True)}
-            yield row.key, json.dumps(attrs, separators=(",", ":"), ensure_ascii=False)
+        for key, _reason, _stratum, attrs in source.rows(cohort, dsn, smap):
+            if key is not None:
+                yield key, attrs
 
     db.executemany("INSERT OR IGNORE INTO temp.source_keys (key, attrs) VALUES (?, ?)", feed())
     out = Reconciled()

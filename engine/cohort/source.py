@@ -5,7 +5,6 @@ templates), streamed in batches."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ActionFailed
@@ -16,11 +15,8 @@ from .draw import DrawError
 BATCH = 10_000
 
 
-@dataclass
-class Row:
-    key: Any
-    reason: str | None  # the first `exclude` whose `where` holds, or None
-    attrs: tuple[Any, ...]  # in the order of `cohort.attributes`
+# (key, exclusion reason or None, stratum as JSON text or None, attributes as JSON text)
+Row = tuple[Any, str | None, str | None, str]
 
 
 def _db() -> Any:
@@ -36,19 +32,11 @@ def located(cohort: Cohort, where: Path, message: str, source: Any) -> DrawError
     return DrawError(str(source.problem(where, message)))
 
 
-def _read_only(conn: Any) -> None:
-    if conn.kind == "sqlite":
-        conn.raw.execute("PRAGMA query_only = ON")
-    else:
-        conn.execute("SET TRANSACTION READ ONLY")
-
-
 def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
     """The source query's columns; the key and every attribute must be among them."""
     db = _db()
     try:
-        with db.connect(dsn, must_exist=True) as conn:
-            _read_only(conn)
+        with db.connect(dsn, must_exist=True, read_only=True) as conn:
             cur = conn.execute(f"SELECT * FROM ({cohort.query}) AS rb_source LIMIT 0")
             names = [str(d[0]) for d in cur.description]
             conn.rollback()
@@ -75,34 +63,53 @@ def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
     return names
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_sql(kind: str, names: tuple[str, ...], q: Any, obj: bool) -> str:
+    """SQL that builds JSON in the source database (one expression: no per-row Python)."""
+    if not names:
+        return "'{}'" if obj else "NULL"
+    if obj:
+        pairs = ", ".join(f"{_literal(n)}, {q(n)}" for n in names)
+        return f"json_object({pairs})" if kind == "sqlite" else f"json_build_object({pairs})::text"
+    items = ", ".join(q(n) for n in names)
+    return f"json_array({items})" if kind == "sqlite" else f"json_build_array({items})::text"
+
+
 def rows(cohort: Cohort, dsn: str, smap: Any = None) -> Iterator[Row]:
-    """Every row of the source, in batches; the exclusion reason decided by the database."""
+    """Every row of the source, in batches: the key, the exclusion reason and the stratum and
+    attributes as JSON, all computed by the source database."""
     db = _db()
     columns(cohort, dsn, smap)
     q = db.quote_ident
-    select = [q(cohort.key), *(q(a) for a in cohort.attributes)]
+    kind = db.kind_of(dsn)
     params: list[Any] = []
     if cohort.exclude:
-        mark = "?" if db.kind_of(dsn) == "sqlite" else "%s"
+        mark = "?" if kind == "sqlite" else "%s"
         cases = []
         for e in cohort.exclude:
             cases.append(f"WHEN ({e.where}) THEN {mark}")
             params.append(e.reason)
-        select.append("CASE " + " ".join(cases) + " END")
+        reason = "CASE " + " ".join(cases) + " END"
     else:
-        select.append("NULL")
+        reason = "NULL"
+    select = [
+        q(cohort.key),
+        reason,
+        _json_sql(kind, cohort.stratify_by, q, obj=False),
+        _json_sql(kind, cohort.attributes, q, obj=True),
+    ]
     sql = f"SELECT {', '.join(select)} FROM ({cohort.query}) AS rb_source"
-    n = len(cohort.attributes)
     try:
-        with db.connect(dsn, must_exist=True) as conn:
-            _read_only(conn)
+        with db.connect(dsn, must_exist=True, read_only=True) as conn:
             cur = conn.execute(sql, params)
             while True:
                 batch = cur.fetchmany(BATCH)
                 if not batch:
                     break
-                for r in batch:
-                    yield Row(r[0], r[n + 1], tuple(r[1 : n + 1]))
+                yield from batch
             conn.rollback()
     except ActionFailed as exc:
         raise located(

@@ -112,14 +112,14 @@ def render(fmt: str, rep: object) -> str:
 
 
 def _write(output: str, text: str) -> None:
-    """Replace ``output`` whole (a reader never sees half a report)."""
+    """Replace ``output`` whole (a reader never sees half a report), 0600."""
     target = Path(output)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report-", dir=str(target.parent.resolve()))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # a report tells about customers and systems: private (SPEC §9)
         os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):

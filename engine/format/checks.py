@@ -10,8 +10,9 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..actions import expression_keys, late_keys, late_names, registry
+from ..actions import command_keys, expression_keys, late_keys, late_names, registry
 from ..errors import Problem
+from .contexts import quoted_blocks
 from .model import Call, Phase, Runbook
 from .names import SyntaxProblem, scan
 from .schema import check as schema_check
@@ -333,12 +334,16 @@ def check_templates(rb: Runbook) -> list[Problem]:
         else:
             clean.add(key)
 
+    commands_by_action: dict[str, frozenset[str]] = {}
     for call, phase, kind in calls(rb):
         late = late_by_action.get(call.action)
         if late is None:
             action = reg.get(call.action) if call.action in reg else None
             late = (late_keys(action), late_names(action)) if action else (frozenset(), frozenset())
             late_by_action[call.action] = late
+            commands_by_action[call.action] = command_keys(action) if action else frozenset()
+        for key in commands_by_action[call.action]:
+            out.extend(_quoted_in_command(rb, call, key))
         scope = scope_for(phase, kind, frozenset())
         exprs = expressions.get(call.action)
         if exprs is None:
@@ -363,6 +368,28 @@ def check_templates(rb: Runbook) -> list[Problem]:
                 expr = step.when.strip()
                 source = expr if expr.startswith("{{") else "{{ " + expr + " }}"
                 check(source, (*step.path, "when"), scope_for(phase, "step", frozenset()))
+    return out
+
+
+def _quoted_in_command(rb: Runbook, call: Call, key: str) -> list[Problem]:
+    """A ``{{ }}`` inside a quoted literal of a command: its value would be quoted inside
+    quotes (SPEC §11), so it is an error at the ``{{``."""
+    out: list[Problem] = []
+    for rel, text in _template_strings(call.params.get(key)):
+        for offset, quote in quoted_blocks(text):
+            kind = "'…'" if quote == "'" else '"…"'
+            out.append(
+                rb.source.problem_in(
+                    (*call.path, "with", key, *rel),
+                    text,
+                    offset,
+                    f"`{{{{ }}}}` inside a {kind} literal of a command: every `{{{{ }}}}` in "
+                    "a command is shell-quoted already, so close the quotes before it "
+                    f"(e.g. {quote}failed: {quote}{{{{ failed_step.error }}}}); `| raw` "
+                    "only for a value the runbook itself vouches for",
+                    code="template",
+                )
+            )
     return out
 
 

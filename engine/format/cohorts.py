@@ -123,8 +123,9 @@ def _check_cohort(rb: Runbook, cohort: Cohort) -> list[Problem]:
                 )
             )
     rests = [w for w in cohort.waves if w.size.kind == "rest"]
+    sized = [w for w in cohort.waves if w.size.kind == "rest" or w.size.value > 0]
     for w in rests:
-        if w is not cohort.waves[-1]:
+        if sized and w is not sized[-1]:
             out.append(
                 src.problem(
                     (*w.path, "size"),

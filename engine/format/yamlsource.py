@@ -55,6 +55,7 @@ class SourceMap:
     def __init__(self, file: str, text: str | None = None) -> None:
         self.file = file
         self._text = text
+        self.source = text  # the file's text, to point inside a value (``problem_in``)
         self._values: dict[Path, tuple[int, int]] = {}
         self._keys: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
@@ -104,6 +105,30 @@ class SourceMap:
     ) -> Problem:
         m = self.key_at(path) if key else self.at(path)
         return Problem(self.file, m.line, m.col, format_path(path), message, severity, code)
+
+    def problem_in(
+        self, path: Path, value: str, offset: int, message: str, *, code: str = "invalid"
+    ) -> Problem:
+        """A problem at ``value[offset:]``, a ``{{`` inside the string value at ``path``: the
+        n-th ``{{`` of the value is the n-th in the file from where the value starts, in any
+        scalar style (quotes and escapes do not change a ``{{``)."""
+        m = self.at(path)
+        line, col = m.line, m.col
+        text = self.source
+        nth = value.count("{{", 0, offset)
+        if text is not None and value.startswith("{{", offset):
+            lines = text.split("\n")
+            if 0 < line <= len(lines):
+                start = sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
+                pos = start - 1
+                for _ in range(nth + 1):
+                    pos = text.find("{{", pos + 1)
+                    if pos < 0:
+                        break
+                if pos >= 0:
+                    line = text.count("\n", 0, pos) + 1
+                    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        return Problem(self.file, line, col, format_path(path), message, "error", code)
 
 
 def format_path(path: Path) -> str:
@@ -418,6 +443,7 @@ def parse(text: str, file: str) -> tuple[Any, SourceMap]:
 
 def _parse_located(text: str, file: str) -> tuple[Any, SourceMap]:
     smap = SourceMap(file)
+    smap.source = text
     parser = _parser(text)
     builder = _Builder(smap, parser.get_event)
     value: Any = None

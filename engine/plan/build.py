@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..actions import Action, registry
+from ..actions import Action, registry, template_mode
 from ..errors import Problem, RunbookError
 from ..format.loader import Loaded
 from ..format.model import IMPACTS, LIKELIHOODS, Call, Instance, Runbook
@@ -196,7 +196,8 @@ def _for_wave(call: Call, inst: Instance) -> Call:
     params: Any = copy.deepcopy(dict(call.params))
     for path, text in found:
         try:
-            value = render_string(text, context)
+            mode = template_mode(registry().get(call.action), str(path[0])) if path else "plain"
+            value = render_string(text, context, mode)
         except RunbookError:
             continue
         target = params

@@ -54,7 +54,7 @@ def check_frozen(rb: Runbook, store: Store, cohorts: Iterable[Cohort]) -> None:
     """A frozen cohort whose draw was edited: exit 2 naming `cohort redraw` (SPEC §11)."""
     for c in cohorts:
         got = ledger.frozen(store.db, c.name)
-        if got is not None and got.digest != fz.digest(c):
+        if got is not None and got.digest != fz.digest(c) and not _extended(got.definition, c):
             raise InvalidInput(
                 str(
                     rb.source.problem(
@@ -66,6 +66,20 @@ def check_frozen(rb: Runbook, store: Store, cohorts: Iterable[Cohort]) -> None:
                     )
                 )
             )
+
+
+def _extended(frozen: Mapping[str, Any], cohort: Cohort) -> bool:
+    """The frozen draw with only empty waves (`size: 0`) appended: the same draw."""
+    now_ = cohort.draw_definition()
+    old_waves, new_waves = list(frozen.get("waves", [])), now_["waves"]
+    same_rest = {k: v for k, v in now_.items() if k != "waves"} == {
+        k: v for k, v in frozen.items() if k != "waves"
+    }
+    return (
+        same_rest
+        and new_waves[: len(old_waves)] == old_waves
+        and all(w[1] in ("0", "0%") for w in new_waves[len(old_waves) :])
+    )
 
 
 def draw_missing(

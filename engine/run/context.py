@@ -20,7 +20,10 @@ class StepView:
         self.outputs = outputs
 
     def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+        # only the three fields: ``steps.x['__class__']`` must not reach Python's internals
+        if key in StepView.__slots__:
+            return getattr(self, key)
+        raise KeyError(key)
 
 
 class StepsView:

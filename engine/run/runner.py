@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..actions import Action, ActionContext, Resources, late_keys, registry
+from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
 from ..errors import ActionFailed
 from ..format.model import Call, Instance, Runbook
@@ -143,7 +143,7 @@ class Runner:
                 out[key] = value
                 continue
             try:
-                out[key] = render(value, ctx)
+                out[key] = render(value, ctx, template_mode(action, key))
             except TemplateError as exc:
                 raise ActionFailed(
                     f"template error in with.{key}: {exc}", retryable=False

@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import files
 from ..errors import StateError
+from ..files import fsync_dir
 from . import schema
 
 FILE = "state.db"
@@ -31,31 +33,12 @@ FORMAT = "runbook-state"
 SCHEMA_VERSION = schema.VERSION
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) 0700, each new one made durable in its parent."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            continue
-        fsync_dir(d.parent)
-    if not path.is_dir():
-        raise StateError(f"{path}: not a directory; the state cannot live there")
+    """Create ``path`` (and missing parents) 0700, each new one synced into its parent."""
+    try:
+        files.private_dir(path)
+    except (NotADirectoryError, FileExistsError):
+        raise StateError(f"{path}: not a directory; the state cannot live there") from None
 
 
 class Database:

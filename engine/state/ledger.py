@@ -86,11 +86,14 @@ def write_draw(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (cohort, at, run, digest, json.dumps(definition), json.dumps(summary)),
     )
+    # the wave index is built once after the rows, not kept up to date row by row
+    db.execute("DROP INDEX IF EXISTS entity_by_wave")
     db.executemany(
         "INSERT INTO entity (cohort, key, wave, state, reason, stratum, rank, attrs, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ((cohort, *row, at) for row in rows),
     )
+    db.execute("CREATE INDEX entity_by_wave ON entity (cohort, wave, state)")
 
 
 def _lower_than(state: str) -> tuple[str, ...]:
@@ -212,6 +215,6 @@ def record_messages(
     """(key, step, attempt, channel, message_id, state) of messages sent to entities."""
     db.executemany(
         "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         ((cohort, k, step, attempt, ch, mid, st, at) for k, step, attempt, ch, mid, st in rows),
     )

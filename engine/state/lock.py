@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, LockHeld
-from .db import private_dir
+from ..files import private_dir
 from .store import now
 
 LOCK = "lock"

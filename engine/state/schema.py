@@ -30,6 +30,8 @@ STEPS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE message (seq INTEGER PRIMARY KEY, cohort TEXT NOT NULL, key NOT NULL,"
         " step TEXT NOT NULL, attempt INTEGER NOT NULL, channel TEXT NOT NULL,"
         " message_id TEXT, state TEXT NOT NULL, at TEXT NOT NULL)",
-        "CREATE INDEX message_by_key ON message (cohort, key)",
+        # a message is recorded once per member, step, attempt and state, however often a
+        # resumed step reports it
+        "CREATE UNIQUE INDEX message_once ON message (cohort, key, step, attempt, state)",
     ),
 }

@@ -18,10 +18,30 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError, StateWriteError
+from ..files import fsync_dir
 from ..masking import Masker
 from . import db as dbm
 from . import journal, legacy
 from .status import State
+
+# Fault injection for the crash tests (never set in use): RUNBOOK_FAULT=effects:N kills this
+# process with SIGKILL inside the Nth transaction that carries ledger effects, after they ran
+# and before COMMIT; effects-committed:N right after that COMMIT.
+_FAULT = os.environ.get("RUNBOOK_FAULT", "")
+_effects_seen = 0
+
+
+def _fault(point: str) -> None:
+    kind, _, n = _FAULT.partition(":")
+    if kind == point and n.isdigit() and _effects_seen == int(n):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _count_effects() -> None:
+    global _effects_seen
+    _effects_seen += 1
 
 
 def now() -> str:
@@ -122,7 +142,7 @@ class Store:
                 )
         if old.exists():
             os.replace(old, old.with_name(legacy.FILE + ".imported"))
-            dbm.fsync_dir(self.dir)
+            fsync_dir(self.dir)
         try:
             self.seq = 0
             records = journal.read(self.db)
@@ -174,32 +194,43 @@ class Store:
                     for effect in effects:
                         effect(self.db)
                     journal.append(self.db, staged)
+                    if effects and _FAULT:
+                        _count_effects()
+                        _fault("effects")
             except sqlite3.Error as exc:
                 self._fail(exc)
+            if effects and _FAULT:
+                _fault("effects-committed")
             self.seq += len(staged)
 
     def commit(
         self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
     ) -> list[dict[str, Any]]:
         """Write ``records`` (after anything staged), with ``effect`` in the same transaction:
-        durable when this returns. The records reach the folded state only once committed, so
-        an effect that raises (a source that cannot be read) leaves no trace anywhere."""
+        durable when this returns. ``effect`` runs first and may fill in the records (what it
+        found). The records reach the folded state only once committed, so an effect that
+        raises (a source that cannot be read) leaves no trace anywhere."""
         with self._lock:
             self.flush()
-            clean: list[dict[str, Any]] = []
-            for rec in records:
-                c: dict[str, Any] = self.masker.mask_value(rec)
-                c.setdefault("at", now())
-                clean.append(c)
             if self.failed is not None:
                 raise StateWriteError(self.failed)
+            clean: list[dict[str, Any]] = []
             try:
                 with self.db.transaction():
                     if effect is not None:
                         effect(self.db)
+                    for rec in records:
+                        c: dict[str, Any] = self.masker.mask_value(rec)
+                        c.setdefault("at", now())
+                        clean.append(c)
                     journal.append(self.db, clean)
+                    if effect is not None and _FAULT:
+                        _count_effects()
+                        _fault("effects")
             except sqlite3.Error as exc:
                 self._fail(exc)
+            if effect is not None and _FAULT:
+                _fault("effects-committed")
             for c in clean:
                 self.state.apply(c)
             self.seq += len(clean)

@@ -21,6 +21,7 @@ from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
+from runbook_engine.plugins.http import secret_headers
 from runbook_engine.plugins.notify.channels import (
     DEFAULT_FROM,
     Channel,
@@ -53,6 +54,8 @@ class NotifyAction(BuiltinAction):
     changes = True
     late_keys = frozenset({"templates", "subject", "message"})
     late_names = frozenset({"recipient"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"recipients_query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         to = params.get("to")
@@ -113,8 +116,8 @@ class NotifyAction(BuiltinAction):
         if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
             told = run.told(recipients)
             ctx.members.only(r.entity for r in told)
-            ctx.members.messages(
-                (r.entity, channel_name, renderer.message_id(r), "sent") for r in run.just_sent
+            ctx.members.messages(  # every member told, a resume's earlier sends included
+                (r.entity, channel_name, renderer.message_id(r), "sent") for r in told
             )
             ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
             outputs["unreachable"] = len(unreachable)
@@ -154,7 +157,8 @@ def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channe
         raise ActionFailed("notify: channel webhook needs `url`", retryable=False)
     about = {"runbook": ctx.runbook.name, "step": ctx.step_id, "run_id": ctx.run_id}
     extra = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
-    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel)
+    secret = secret_headers(extra, ctx.masker.mask)
+    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel, secret, ctx.masker)
 
 
 class _Run:
@@ -170,7 +174,6 @@ class _Run:
         self.uncertain_count = 0
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
-        self.just_sent: list[Recipient] = []
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -233,7 +236,6 @@ class _Run:
             return
         self.pending[m.key] = SENT
         self.sent += 1
-        self.just_sent.append(m.recipient)
 
     def told(self, recipients: list[Recipient]) -> list[Recipient]:
         """Recipients whose message is sent (in this attempt or an earlier run of it)."""

@@ -198,7 +198,9 @@ _OWN = ("address", "name", "locale")
 
 
 def _one_line(value: Any) -> str:
-    return "" if value is None else " ".join(str(value).split())
+    """A name as given, trimmed; a line break inside is kept, for the e-mail channels to
+    refuse (a header injection), never silently joined."""
+    return "" if value is None else str(value).strip()
 
 
 def _norm(locale: str) -> str:
@@ -259,13 +261,7 @@ class Renderer:
         body = self._one(body_src, ctx, f"{where}.body" if where else "message", r)
         if subject is None:
             subject = f"{self.runbook}: {self.step_id}"
-        return Message(
-            r,
-            locale,
-            " ".join(subject.split()),
-            body,
-            self.message_id(r),
-        )
+        return Message(r, locale, subject.strip(), body, self.message_id(r))
 
     def message_id(self, r: Recipient) -> str:
         return message_id(self.runbook, self.step_id, r.key)

@@ -4,8 +4,11 @@ Rows are matched by key.  A key only on the source is *missing* on the target, o
 target is *extra*, one on both with any column unequal is *different*.  The step fails naming
 the first ``max_report`` of them, in key order.
 
-- SQLite and SQLite: the target ``ATTACH``es the source and SQLite compares every column
-  itself (``IS``, so NULL and '' differ) with two joins on the key.
+- SQLite and SQLite: the source ``ATTACH``es the target and SQLite compares every column
+  itself (``IS``, so NULL and '' differ) with two joins on the key.  ``where`` is evaluated
+  against the source (SPEC §9): on the source's connection, a table a subquery names is the
+  source's, for the target's rows too, so both sides are filtered by the same predicate.
+- Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``.
 - Any other pair: both sides are streamed ordered by key (PostgreSQL through a server-side
   cursor, text keys in ``COLLATE "C"`` order, which is Python's and SQLite's) and merge-joined
   in constant memory.  Rows equal as the drivers give them are equal; otherwise both rows are
@@ -15,6 +18,7 @@ the first ``max_report`` of them, in key order.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -58,7 +62,8 @@ from .normalize import normaliser
 DEFAULT_MAX_REPORT = 10
 FETCH = 10_000
 AHEAD = 2  # chunks read ahead per side
-ATTACHED = "rb_src"
+ATTACHED = "rb_dst"  # the target, attached to the source's connection
+KEY_SHOWN = 80  # characters of one key value in a message
 KINDS = {"missing": "missing on target", "extra": "extra on target", "different": "different"}
 
 
@@ -91,8 +96,8 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
     keys = key_names(params)
     diffs = Diffs(int(params.get("max_report", DEFAULT_MAX_REPORT)))
     with (
-        connect(params["source"], must_exist=True) as src,
-        connect(params["target"], must_exist=True) as dst,
+        connect(params["source"], must_exist=True, read_only=True, masker=ctx.masker) as src,
+        connect(params["target"], must_exist=True, read_only=True, masker=ctx.masker) as dst,
         watching(ctx, src, dst) as watch,
     ):
         utc_sessions(src, dst)
@@ -110,7 +115,8 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             member_key = names.index(column) if column in names else None
             diffs.every = []
         n_src = count_rows(src, table, src_where, "source")
-        count_rows(dst, target_table, dst_where, "target")
+        if not src.kind == dst.kind == "sqlite":  # a SQLite pair filters both on the source
+            count_rows(dst, target_table, dst_where, "target")
         progress = Progress(ctx.progress, "verified", n_src)
         try:
             if src.kind == dst.kind == "sqlite":
@@ -171,7 +177,7 @@ def _outputs(diffs: Diffs, key_cols: Sequence[Column]) -> dict[str, Any]:
 
 def _message(table: str, where: str | None, diffs: Diffs, key_cols: Sequence[Column]) -> str:
     def key_text(key: tuple[Any, ...]) -> str:
-        pairs = ", ".join(f"{c.name}={jsonable(v)!r}" for c, v in zip(key_cols, key, strict=True))
+        pairs = ", ".join(f"{c.name}={_shown(v)}" for c, v in zip(key_cols, key, strict=True))
         return pairs if len(key) == 1 else f"({pairs})"
 
     counts = "; ".join(f"{KINDS[k]}: {n:,}" for k, n in diffs.counts.items() if n)
@@ -183,6 +189,12 @@ def _message(table: str, where: str | None, diffs: Diffs, key_cols: Sequence[Col
         f"{scope(table, where)}: {diffs.mismatches:,} of {diffs.checked:,} rows differ "
         f"({counts}); first: {first}"
     )
+
+
+def _shown(value: Any) -> str:
+    """A key value for a message: JSON (control characters escaped), bounded."""
+    text = json.dumps(jsonable(value), ensure_ascii=False)
+    return text if len(text) <= KEY_SHOWN else text[: KEY_SHOWN - 1] + "…"
 
 
 # -- SQLite and SQLite: compare in SQL ----------------------------------------------------------
@@ -199,10 +211,10 @@ def _in_sqlite(
     tcols: Sequence[Column],
     diffs: Diffs,
 ) -> None:
-    src_path = os.path.realpath(sqlite_path(src.dsn))
-    if src_path != os.path.realpath(sqlite_path(dst.dsn)):
-        dst.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (src_path,))
-        table = f"{ATTACHED}.{table}"
+    dst_path = os.path.realpath(sqlite_path(dst.dsn))
+    if dst_path != os.path.realpath(sqlite_path(src.dsn)):
+        src.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (dst_path,))
+        target_table = f"{ATTACHED}.{target_table}"
     nk = len(key_cols)
     kidx = [list(cols).index(k) for k in key_cols]
     alias = [f"c{i}" for i in range(len(cols))]
@@ -217,8 +229,8 @@ def _in_sqlite(
     skeys = ", ".join(f"s.c{i}" for i in kidx)
     tkeys = ", ".join(f"t.c{i}" for i in kidx)
     found: list[tuple[tuple[Any, ...], str]] = []
-    raw = dst.raw
-    raw.execute("BEGIN")  # one snapshot for every query below
+    raw = src.raw
+    raw.execute("BEGIN")  # one snapshot of both databases for every query below
     try:
         (n_src,) = raw.execute(f"SELECT count(*) FROM {s}").fetchone()
         cur = raw.execute(

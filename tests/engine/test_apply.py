@@ -194,7 +194,7 @@ def test_contingencies_fire_once_in_order_then_rollback_policy(runbook) -> None:
             {
                 "id": "first",
                 "action": "shell",
-                "with": {"command": "echo 'first {{ failed_step.id }}' >> ledger.txt"},
+                "with": {"command": "echo first {{ failed_step.id }} >> ledger.txt"},
             },
             {"id": "second", "action": "shell", "with": {"command": "echo second >> ledger.txt"}},
         ],
@@ -346,7 +346,7 @@ def test_dry_run_renders_and_writes_nothing(runbook) -> None:
     )
     r = runbook("apply", "r.yaml", "--dry-run")
     assert r.code == 0, r.output
-    assert "echo hello world ***" in r.out
+    assert "echo hello world '***'" in r.out  # every {{ }} of a command is quoted
     assert "<a.outputs.stdout>" in r.out
     assert not Path(".runbook").exists()
 
