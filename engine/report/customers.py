@@ -197,7 +197,12 @@ def counts_text(
 
 # -- lists and journeys -----------------------------------------------------------------------
 def _attrs(attrs: dict[str, Any]) -> str:
-    return ", ".join(f"{safe(k)}={safe(_plain(v))}" for k, v in attrs.items()) or "none"
+    return (
+        ", ".join(
+            f"{safe(k)}={'(none)' if v is None else safe(_plain(v))}" for k, v in attrs.items()
+        )
+        or "none"
+    )
 
 
 def _plain(v: Any) -> str:

@@ -203,6 +203,22 @@ def test_before_the_draw_it_says_how_to_draw_and_writes_nothing(runbook) -> None
     assert not Path(".runbook").exists()
 
 
+def test_after_cohort_freeze_every_member_is_pending(runbook) -> None:
+    legacy_db()
+    migration()
+    assert runbook("cohort", "freeze", "m.yaml").code == 0
+    r = runbook("customers", "m.yaml")
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[-1].split() == ["total", "57", "0", "0", "0", "3", "60"]
+    key = waves()["pilot"][0]
+    r = runbook("customers", "m.yaml", str(key), "20")
+    frozen_at = ledger("SELECT frozen_at FROM cohort")[0][0]
+    assert r.out.splitlines()[2] == f"  {frozen_at}  drawn into wave pilot"
+    assert "customers 20: in no wave, excluded (no-contact) since " in r.out
+    assert "  attributes: email=(none), locale=en, segment=wholesale" in r.out
+    assert f"  {frozen_at}  excluded at the draw: no-contact" in r.out
+
+
 def test_two_cohorts_need_cohort(runbook) -> None:
     legacy_db()
     migration(
