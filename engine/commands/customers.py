@@ -25,7 +25,10 @@ from .options import state_dir
     "states",
     multiple=True,
     type=click.Choice(STATES),
-    help="Only entities in this state (repeatable: --in failed --in vanished).",
+    metavar="STATE",
+    help="Only entities in this state (repeatable: --in failed --in vanished): "
+    + ", ".join(STATES)
+    + ".",
 )
 @click.option(
     "--format",
