@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unlock": ("unlock", "Clear a stale lock (--force), naming its holder."),
     "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
+    "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),

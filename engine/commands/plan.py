@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from ..console.terminal import Console
+from ..format import variables
 from ..plan.build import build_plan
+from ..plan.cohorts import PlanCohort
 from ..plan.render import RENDERERS
 from .common import load_or_report
+from .options import var_options
 
 
 @click.command(name="plan")
@@ -21,8 +24,15 @@ from .common import load_or_report
     help="text: for a terminal; markdown: tables for a pull request or a wiki; "
     "json: one object with `groups` of `steps`, `risk_matrix` and `risks`.",
 )
+@var_options
 @click.pass_context
-def command(ctx: click.Context, file: str, fmt: str) -> int:
+def command(
+    ctx: click.Context,
+    file: str,
+    fmt: str,
+    assignments: tuple[str, ...],
+    var_files: tuple[str, ...],
+) -> int:
     """Show what `apply` would do, without running anything.
 
     \b
@@ -42,6 +52,11 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     definition changed: apply will not re-run it without --replace), `skipped`,
     `waiting` (an approval or an operator's decision) or `running`.
 
+    Each cohort shows its waves with their sizes and strata before anything
+    runs: as frozen in the ledger, or, not frozen yet, drawn now in memory from
+    its source (nothing is written; --var gives the variables its dsn needs). A
+    source that cannot be read shows `not drawn: REASON` (exit 0).
+
     An invalid runbook gets the same located errors as `validate` (exit 2);
     lint warnings are printed on stderr and do not stop the plan.
 
@@ -50,6 +65,7 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
       runbook plan migrate.yaml
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
+      runbook plan --format json migrate.yaml | jq '.cohorts.customers.waves'
     """
     from ..plan.status import plan_statuses
     from ..state.store import read_state
@@ -61,5 +77,15 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     if got is not None and got[1]:
         console.err(got[1])
     statuses = plan_statuses(loaded, got[0]) if got is not None else None
-    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses)))
+    rb = loaded.runbook
+    values = variables.resolve(rb, assignments, var_files, require_all=False)
+    cohorts: tuple[PlanCohort, ...] = ()
+    if rb.cohorts:
+        from ..masking import Masker
+        from ..plan.cohorts import plan_cohorts
+        from ..run.secrets import available
+
+        secrets = available(rb)
+        cohorts = plan_cohorts(rb, state_dir(ctx), values, secrets, Masker(secrets))
+    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses, cohorts=cohorts)))
     return 0

@@ -47,7 +47,10 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
     (failures and retries with their errors, contingencies fired and why, rollbacks,
     gates against their thresholds, slowest steps), what customers got (per wave:
     customers moved, verify results, notifications sent, skipped and uncertain),
-    approvals, and the risk register with what materialised.
+    approvals, and the risk register with what materialised. With cohorts, the
+    ledger's entities: per wave a funnel (members, notified, moved, verified,
+    failed, compensated, pending), excluded entities by reason, late and vanished
+    ones with their first keys.
 
     Reads the journal without taking the lock (safe during a run). The journal is
     already masked: the report holds no secret. Exit 0 when the report was made,
@@ -61,6 +64,7 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
       runbook report migrate.yaml --format json | jq '.waves[] | {wave, customers_moved}'
     """
     from ..report.build import build
+    from ..state.journeys import reader
     from ..state.store import read_records
 
     console = Console()
@@ -78,7 +82,8 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
     notices = [notice] if notice else []
     for note in notices:
         console.err(f"notice: {note}")
-    rep = build(loaded, records, run_id, notices)
+    with reader(where, name) as ledger:
+        rep = build(loaded, records, run_id, notices, ledger)
     text = render(fmt, rep)
     if output:
         _write(output, text)

@@ -46,7 +46,27 @@ def _text(console: Console, doc: dict[str, Any]) -> None:
     if run is None:
         console.out(f"{doc['runbook']}: never applied ({len(doc['steps'])} steps pending)")
         return
-    console.out(f"{doc['runbook']}: run {run['id']} {run['status']} (started {run['started_at']})")
+    clean = ""
+    if run["status"] == "succeeded" and not run["clean"]:
+        clean = ", not clean (its apply exited 1)"
+    console.out(
+        f"{doc['runbook']}: run {run['id']} {run['status']}{clean} (started {run['started_at']})"
+    )
+    if run["compensated"]:
+        fired = ", ".join(run["contingencies_fired"])
+        console.out(
+            "  compensated in this run: "
+            + (f"contingencies fired ({fired})" if fired else "steps were rolled back")
+        )
+    for name, c in run["cohorts"].items():
+        console.out(f"  {c['summary']}")
+        for s in c["short"]:
+            keys = ", ".join(str(k) for k in s["first_keys"])
+            more = ", …" if s["count"] > len(s["first_keys"]) else ""
+            console.out(
+                f"  not clean: cohort {name}, wave {s['wave']}: {s['count']:,} member(s) not "
+                f"{s['target']} (first: {keys}{more})"
+            )
     width = max((len(s["id"]) for s in doc["steps"]), default=4)
     for s in doc["steps"]:
         took = ""

@@ -21,6 +21,7 @@ from ..format.loader import Loaded
 from ..format.model import IMPACTS, LIKELIHOODS, Call, Instance, Runbook
 from ..format.names import SyntaxProblem, scan
 from ..format.templates import iter_strings, render_string
+from .cohorts import PlanCohort
 
 # What a plan says of a step's rollback when it has no rollback action.
 ROLLBACK_NONE = "none"  # `rollback: none`: nothing to undo, said on purpose
@@ -115,6 +116,7 @@ class Plan:
     groups: tuple[tuple[PlanStep, ...], ...]  # group k: steps that can run side by side
     risks: tuple[PlanRisk, ...]
     warnings: tuple[Problem, ...] = field(default=())
+    cohorts: tuple[PlanCohort, ...] = field(default=())  # each cohort's waves, sizes, strata
 
     @property
     def steps(self) -> list[PlanStep]:
@@ -210,8 +212,13 @@ def _wave_only(text: str) -> bool:
     return not isinstance(parsed, SyntaxProblem) and parsed.names == {"wave"}
 
 
-def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None) -> Plan:
-    """The plan of a loaded runbook; ``statuses`` (instance id -> status) from the run state."""
+def build_plan(
+    loaded: Loaded,
+    statuses: Mapping[str, StepStatus] | None = None,
+    cohorts: tuple[PlanCohort, ...] = (),
+) -> Plan:
+    """The plan of a loaded runbook; ``statuses`` (instance id -> status) from the run state;
+    ``cohorts`` as ``cohorts.plan_cohorts`` read or drew them."""
     rb: Runbook = loaded.runbook
     dag = loaded.dag
     describe = _Describer()
@@ -273,4 +280,5 @@ def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None)
         groups=tuple(groups),
         risks=risks,
         warnings=tuple(loaded.warnings),
+        cohorts=cohorts,
     )

@@ -125,6 +125,21 @@ def _hurt(rep: Report) -> list[str]:
 
 def _customers(rep: Report) -> list[str]:
     out: list[str] = []
+    for co in rep.cohorts:
+        out.append(co.summary + ("." if co.clean else " — NOT CLEAN:"))
+        out.extend(f"{line}." for line in co.short)
+        again = sum(f.compensated_in_run for f in co.funnel)
+        if again:
+            waves = ", ".join(f.wave for f in co.funnel if f.compensated_in_run)
+            out.append(
+                f"{again:,} {co.name} compensated in this run (wave {waves}): their wave was "
+                "rolled back and they were pending again for its next attempt."
+            )
+        if co.late.count or co.vanished.count:
+            out.append(
+                f"{co.late.count:,} late (appeared after the draw), {co.vanished.count:,} vanished "
+                "from the source."
+            )
     moved = [w for w in rep.waves if w.wave and w.copies]
     if moved:
         tables: dict[str, int] = {}

@@ -21,6 +21,8 @@ from ..format.model import Cohort, Instance, Runbook
 from ..format.templates import TemplateError, render
 from ..state import ledger
 from ..state.db import Database
+from ..state.outcome import CohortOutcome as CohortOutcome
+from ..state.outcome import cohort_outcomes
 from ..state.store import Store, now
 
 
@@ -321,3 +323,8 @@ def compensate(
             },
             effect=partial(_compensate, cohort=cohort, wave=wave, run=run, attempt=attempt, at=at),
         )
+
+
+def outcomes(rb: Runbook, store: Store) -> list[CohortOutcome]:
+    """Each frozen cohort's entities by state, and its finished waves that fell short."""
+    return cohort_outcomes(rb, store.state, store.db)

@@ -52,6 +52,9 @@ class ApplyOutcome:
     nothing_to_do: bool = False
     compensated: bool = False  # every step is done, but this run fired or rolled back
     rollbacks: int = 0  # steps rolled back in this run (re-run since or not)
+    # per cohort: its entities by state, and finished waves with members short of their target
+    cohorts: list[rcohorts.CohortOutcome] = field(default_factory=list)
+    short: int = 0  # members of finished waves not at their wave's target: not clean (exit 1)
 
 
 def new_run_id() -> str:
@@ -585,6 +588,10 @@ class Apply(Runner):
                 status = RunStatus.PAUSED  # the run goes on with the next apply
         self.emit({"t": "run", "run": run.id, "status": status.value})
         self.flush()
+        out.cohorts = rcohorts.outcomes(self.rb, self.s.store)
+        out.short = sum(s.count for c in out.cohorts for s in c.short)
+        if out.short and out.exit is Exit.OK:
+            out.exit = Exit.FAILED  # SPEC §7: a finished wave needs every member at its target
         return out
 
     def _blocked(self) -> bool:

@@ -151,6 +151,18 @@ def open_existing(path: Path, name: str) -> Database:
     return db
 
 
+def open_reader(path: Path, name: str) -> Database:
+    """Open a state database for reading only (``query_only``: any write is refused by SQLite
+    itself); raises StateError as ``open_existing`` does."""
+    db = open_existing(path, name)
+    try:
+        db.execute("PRAGMA query_only = ON")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise damaged(path, exc) from None
+    return db
+
+
 def setup(db: Database) -> None:
     """A writer's connection: the pragmas, and the schema brought to this program's."""
     pragmas(db)

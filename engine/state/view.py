@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from ..format.loader import Loaded
-from .status import State, Status
+from .journeys import reader
+from .outcome import cohort_outcomes
+from .status import RunStatus, State, Status
 from .store import read_state
 
 
@@ -56,6 +58,11 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             }
         )
     extra = sorted(set(state.steps) - set(rb.instances)) if state else []
+    cohorts = []
+    if state is not None and rb.cohorts:
+        with reader(state_dir, rb.name) as db:
+            cohorts = cohort_outcomes(rb, state, db)
+    compensated = bool(run and (run.fired or run.rollbacks))
     return {
         "runbook": rb.name,
         "digest": rb.digest,
@@ -65,6 +72,13 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "contingencies_fired": sorted(run.fired),
+            # SPEC §11 "Run outcome": a contingency fired or a rollback ran in this run
+            "compensated": compensated,
+            # exit 0 would be given: succeeded, nothing compensated, no wave short of its target
+            "clean": run.status is RunStatus.SUCCEEDED
+            and not compensated
+            and not any(c.short for c in cohorts),
+            "cohorts": {c.cohort: c.as_json() for c in cohorts},
         }
         if run
         else None,
