@@ -8,10 +8,12 @@ from ..console.terminal import Console
 from ..plan.build import build_plan
 from ..plan.render import RENDERERS
 from .common import load_or_report
+from .options import var_options
 
 
 @click.command(name="plan")
 @click.argument("file", type=click.Path(dir_okay=False))
+@var_options
 @click.option(
     "--format",
     "fmt",
@@ -22,7 +24,13 @@ from .common import load_or_report
     "json: one object with `groups` of `steps`, `risk_matrix` and `risks`.",
 )
 @click.pass_context
-def command(ctx: click.Context, file: str, fmt: str) -> int:
+def command(
+    ctx: click.Context,
+    file: str,
+    fmt: str,
+    assignments: tuple[str, ...],
+    var_files: tuple[str, ...],
+) -> int:
     """Show what `apply` would do, without running anything.
 
     \b
@@ -42,24 +50,33 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     definition changed: apply will not re-run it without --replace), `skipped`,
     `waiting` (an approval or an operator's decision) or `running`.
 
-    An invalid runbook gets the same located errors as `validate` (exit 2);
-    lint warnings are printed on stderr and do not stop the plan.
+    Templates are shown rendered with what is known before a run: the variables
+    (their defaults, then --var-file and --var, as apply takes them) and each
+    wave's values. What only a run knows is named: ⟨steps.backup.outputs.path⟩,
+    ⟨run.id⟩, ⟨failed_step.error⟩, a variable without a value ⟨vars.region⟩.
+    Secrets are never rendered into a plan: ⟨secrets.NAME⟩.
+
+    An invalid runbook gets the same located errors as `validate` (exit 2), and so
+    do bad --var values; lint warnings are printed on stderr and do not stop the plan.
 
     \b
     Examples:
       runbook plan migrate.yaml
+      runbook plan migrate.yaml --var region=eu --var-file prod.yaml
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
     """
+    from ..format.variables import resolve
     from ..plan.status import plan_statuses
     from ..state.store import read_state
     from .options import state_dir
 
     console = Console()
     loaded = load_or_report(file, console)
+    values = resolve(loaded.runbook, assignments, var_files, allow_missing=True)
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
     statuses = plan_statuses(loaded, got[0]) if got is not None else None
-    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses)))
+    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses, values=values)))
     return 0

@@ -72,8 +72,13 @@ def _check_type(decl: VarDecl, value: Any) -> str | None:
 
 
 def resolve(
-    runbook: Runbook, assignments: Iterable[str] = (), var_files: Iterable[str] = ()
+    runbook: Runbook,
+    assignments: Iterable[str] = (),
+    var_files: Iterable[str] = (),
+    *,
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
+    """The variables' values; with ``allow_missing`` (``plan``) one without a value is left out."""
     values: dict[str, Any] = {n: d.default for n, d in runbook.vars.items() if d.has_default}
     problems: list[str] = []
     for path in var_files:
@@ -92,7 +97,7 @@ def resolve(
             values[name] = convert(decl, raw)
         except ValueError as exc:
             problems.append(f"--var {name}: {exc}")
-    missing = [n for n in runbook.vars if n not in values]
+    missing = [] if allow_missing else [n for n in runbook.vars if n not in values]
     for name in missing:
         problems.append(f"variable {name!r} has no default: give it with --var {name}=VALUE")
     if problems:
