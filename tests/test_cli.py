@@ -22,6 +22,15 @@ def test_every_command_has_help_and_is_in_the_readme(runbook, name: str) -> None
     assert re.search(rf"runbook (\[[^\]]*\] )?{name}\b", readme), f"README never shows `{name}`"
 
 
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_command_help_has_an_example(runbook, name: str) -> None:
+    """Issue 10: `unlock --help` had no example; every command's help shows one."""
+    body = runbook(name, "--help").out.split("Options:")[0]
+    assert re.search(r"^  Examples?:$", body, re.M), f"`runbook {name} --help` has no example"
+    after = body.split("Example", 1)[1]
+    assert re.search(rf"^    runbook (--state-dir \S+ )?{name}\b", after, re.M), after
+
+
 def test_top_level_help_lists_commands_and_exit_codes(runbook) -> None:
     r = runbook("--help")
     assert r.code == 0

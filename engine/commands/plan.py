@@ -52,17 +52,24 @@ def command(
     definition changed: apply will not re-run it without --replace), `skipped`,
     `waiting` (an approval or an operator's decision) or `running`.
 
+    Templates are shown rendered with what is known before a run: the variables
+    (their defaults, then --var-file and --var, as apply takes them) and each
+    wave's values. What only a run knows is named: ⟨steps.backup.outputs.path⟩,
+    ⟨run.id⟩, ⟨failed_step.error⟩, a variable without a value ⟨vars.region⟩.
+    Secrets are never rendered into a plan: ⟨secrets.NAME⟩.
+
     Each cohort shows its waves with their sizes and strata before anything
     runs: as frozen in the ledger, or, not frozen yet, drawn now in memory from
     its source (nothing is written; --var gives the variables its dsn needs). A
     source that cannot be read shows `not drawn: REASON` (exit 0).
 
-    An invalid runbook gets the same located errors as `validate` (exit 2);
-    lint warnings are printed on stderr and do not stop the plan.
+    An invalid runbook gets the same located errors as `validate` (exit 2), and so
+    do bad --var values; lint warnings are printed on stderr and do not stop the plan.
 
     \b
     Examples:
       runbook plan migrate.yaml
+      runbook plan migrate.yaml --var region=eu --var-file prod.yaml
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
       runbook plan --format json migrate.yaml | jq '.cohorts.customers.waves'
@@ -73,12 +80,12 @@ def command(
 
     console = Console()
     loaded = load_or_report(file, console)
+    values = variables.resolve(loaded.runbook, assignments, var_files, require_all=False)
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
     statuses = plan_statuses(loaded, got[0]) if got is not None else None
     rb = loaded.runbook
-    values = variables.resolve(rb, assignments, var_files, require_all=False)
     cohorts: tuple[PlanCohort, ...] = ()
     if rb.cohorts:
         from ..masking import Masker
@@ -87,5 +94,6 @@ def command(
 
         secrets = available(rb)
         cohorts = plan_cohorts(rb, state_dir(ctx), values, secrets, Masker(secrets))
-    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses, cohorts=cohorts)))
+    plan = build_plan(loaded, statuses=statuses, values=values, cohorts=cohorts)
+    console.out(RENDERERS[fmt](plan))
     return 0

@@ -156,6 +156,8 @@ class _Resolver:
         hit = self.cache.get(value)
         if hit is None:
             tag = self._resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+            if tag not in _SAFE_SCALAR_TAGS:
+                tag = _STR  # a plain `<<` or `=` outside a key: text (YAML 1.2), not a crash
             hit = (tag, self.construct(tag, value))
             if len(self.cache) < 100_000:
                 self.cache[value] = hit
@@ -271,7 +273,8 @@ class _Builder:
             return event.value
         try:
             return self.res.construct(tag, event.value)
-        except (yaml.YAMLError, ValueError, TypeError):
+        except (yaml.YAMLError, ValueError, TypeError, LookupError, OverflowError):
+            # PyYAML: `!!bool maybe` is a KeyError, `!!float ""` an IndexError, `!!int x` a ValueError
             self._error(event, path, f"{event.value!r} is not a valid {_short_tag(tag)}")
             return event.value
 
@@ -494,8 +497,8 @@ def _plain(text: str) -> Any:
                 hit = cache.get(ev.value)
                 return hit[1] if hit is not None else res.plain(ev.value)[1]
             return ev.value
-        if ev.tag is not None or ev.anchor is not None or depth >= MAX_DEPTH:
-            raise _Unusual
+        if kind is _ALIAS or ev.tag is not None or ev.anchor is not None or depth >= MAX_DEPTH:
+            raise _Unusual  # an alias event has no tag: test its kind first
         if kind is _MAP_START:
             out: dict[str, Any] = {}
             while True:
@@ -515,7 +518,7 @@ def _plain(text: str) -> Any:
                 if type(item) is _SEQ_END:
                     return items
                 items.append(node(item, depth + 1))
-        raise _Unusual  # an alias
+        raise _Unusual  # pragma: no cover - libyaml gives a node here
 
     try:
         value: Any = None

@@ -10,6 +10,7 @@ the first time a command writes to it, in the same step that creates the databas
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -49,7 +50,13 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
 def state_path(state_dir: str | os.PathLike[str], name: str) -> Path:
+    """``STATE_DIR/NAME``; a name the schema would refuse never becomes a folder (exit 2)."""
+    if not _NAME.fullmatch(name):
+        raise StateError(f"invalid runbook name {name!r}: no state folder is made for it")
     return Path(state_dir) / name
 
 

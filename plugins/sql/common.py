@@ -256,18 +256,26 @@ def watching(ctx: ActionContext, *conns: Connection) -> Iterator[Watch]:
 
 
 class Progress:
-    """``ctx.progress`` at most once a second: "copied 120,000 / 1,000,000 rows"."""
+    """``ctx.progress`` at most once a second: "copied 120,000 / 1,000,000 rows".
+
+    A line that would repeat the last one is skipped (a copy done in one batch used to print
+    "copied N / N rows" twice), and so is "0 / N" before the end.
+    """
 
     def __init__(self, report: Callable[[str], None], verb: str, total: int) -> None:
         self.report = report
         self.verb = verb
         self.total = total
         self.last = 0.0
+        self.shown: int | None = None
 
     def __call__(self, done: int, *, final: bool = False) -> None:
+        if done == self.shown or (done == 0 and not final):
+            return  # nothing new to say ("started" says that a step began)
         now = time.monotonic()
         if final or now - self.last >= 1.0:
             self.last = now
+            self.shown = done
             self.report(f"{self.verb} {done:,} / {self.total:,} rows")
 
 
