@@ -102,8 +102,12 @@ class Apply(Runner):
             n
             for n in self.scope
             if self.status(n) is not Status.SUCCEEDED
+            # a step skipped by `when` is done: a finished run does not start a new one for
+            # it, unless the variables changed since (then `when` may say otherwise)
             and not (
-                self.status(n) is Status.SKIPPED and state.steps[n].reason == "when" and resume
+                self.status(n) is Status.SKIPPED
+                and state.steps[n].reason == "when"
+                and (resume or self._same_vars())
             )
         ]
         if not resume and not todo and not self.options.replace:
@@ -142,6 +146,12 @@ class Apply(Runner):
             self._fixups(new_run=not resume)
         self.flush()
         return True
+
+    def _same_vars(self) -> bool:
+        run = self.s.state.run
+        if run is None or run.vars is None:
+            return False
+        return bool(run.vars == self.s.masker.mask_value(self.s.variables))
 
     def _fixups(self, new_run: bool) -> None:
         """Statuses left by earlier runs, crashes and failures -> what this run does."""

@@ -128,10 +128,9 @@ def _move(
         (state, m.step, m.run, m.attempt, reason, at, *args),
     )
     cur = db.execute(
-        "UPDATE entity SET state = ?, updated_at = ?"
-        + (", reason = ?" if reason is not None else "")
-        + f" WHERE rowid IN (SELECT rowid {base})",
-        (state, at, *((reason,) if reason is not None else ()), *args),
+        "UPDATE entity SET state = ?, updated_at = ?, reason = ?"
+        f" WHERE rowid IN (SELECT rowid {base})",
+        (state, at, reason, *args),  # a new state says its own reason, or none
     )
     return int(cur.rowcount)
 

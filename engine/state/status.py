@@ -69,6 +69,7 @@ class RunState:
     started_at: str
     finished_at: str | None = None
     digest: str | None = None
+    vars: dict[str, Any] | None = None  # the variables the run started with (masked)
     fired: set[str] = field(default_factory=set)  # contingencies fired in this run
     # each firing: (contingency, step instance, wave attempt): once each (SPEC §11)
     firings: set[tuple[str, str, int]] = field(default_factory=set)
@@ -167,7 +168,15 @@ class State:
             status = RunStatus(rec["status"])
             current = self.run
             if current is None or current.id != rec["run"]:
-                self.runs.append(RunState(rec["run"], status, rec["at"], digest=rec.get("digest")))
+                self.runs.append(
+                    RunState(
+                        rec["run"],
+                        status,
+                        rec["at"],
+                        digest=rec.get("digest"),
+                        vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
+                    )
+                )
             else:
                 current.status = status
                 if "digest" in rec:
