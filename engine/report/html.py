@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from .. import __version__
 from ..graph.colours import style
+from ..state.outcome import run_words
 from .model import Report
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -345,7 +346,10 @@ def _rest(rep: Report) -> Iterator[str]:
 
 
 def render_html(rep: Report) -> str:
-    title = f"Run report: {rep.runbook} — run {rep.run.id} ({rep.run.status})"
+    title = (
+        f"Run report: {rep.runbook} — run {rep.run.id} "
+        f"({run_words(rep.run.status, rep.run.compensated)})"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

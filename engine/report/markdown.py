@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from ..state.outcome import run_words
 from .model import Report, StepRow
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -131,7 +132,8 @@ def _head(rep: Report) -> Iterator[str]:
         yield " — ".join(about)
         yield ""
     yield (
-        f"**Run {md(run.id)}: {md(run.status.replace('_', ' '))}** · started {md(run.started)}"
+        f"**Run {md(run.id)}: {md(run_words(run.status, run.compensated))}** · started "
+        f"{md(run.started)}"
         f" · last record {md(run.finished)} · elapsed {took(run.elapsed)}"
         f" · steps busy {took(run.busy)} · file {md(run.file or rep.file)}"
     )

@@ -202,6 +202,7 @@ class RunInfo:
     file: str | None
     resumes: int
     vars: dict[str, Any]
+    compensated: bool = False  # a contingency fired or a rollback ran in this run
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..format.durations import format_duration
+from ..state.outcome import run_words
 from .model import Report
 
 _RUN_WORDS = {
@@ -45,7 +46,11 @@ def _more(items: list[str], total: int) -> list[str]:
 
 def _happened(rep: Report) -> list[str]:
     run = rep.run
-    word = _RUN_WORDS.get(run.status, run.status)
+    word = (
+        run_words(run.status, run.compensated)
+        if run.status == "succeeded"
+        else _RUN_WORDS.get(run.status, run.status)
+    )
     by = f" by {run.user}" if run.user else ""
     resumed = f", resumed {run.resumes} time(s)" if run.resumes else ""
     out = [

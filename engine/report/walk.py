@@ -259,6 +259,7 @@ class Walk:
             file=first.get("file"),
             resumes=sum(1 for r in self.run_recs if r.get("resumed")),
             vars=_dict(first.get("vars")),
+            compensated=bool(self.contingencies or self.rollbacks),
         )
 
 

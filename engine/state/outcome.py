@@ -159,3 +159,13 @@ def cohort_outcomes(rb: Runbook, state: State, db: Database | None) -> list[Coho
                 result.short.append(short)
         out.append(result)
     return out
+
+
+def run_words(status: str, compensated: bool, clean: bool = True) -> str:
+    """A run's outcome in the words every command uses (SPEC §11 "Run outcome"): never a plain
+    "succeeded" after a compensation or with a wave short of its target."""
+    if status == "succeeded" and compensated:
+        return "succeeded after compensation"
+    if status == "succeeded" and not clean:
+        return "succeeded, not clean"
+    return status.replace("_", " ")

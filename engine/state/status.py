@@ -103,6 +103,7 @@ class State:
     # (run, policy, phase, wave) -> "pending" | "done"; a resume finishes the pending ones
     decisions: dict[tuple[str, str, str | None, str | None], str] = field(default_factory=dict)
     frozen: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort -> its summary
+    last_at: str | None = None  # the time of the last record: the last sign of a writer
 
     @property
     def run(self) -> RunState | None:
@@ -132,6 +133,8 @@ class State:
     def apply(self, rec: dict[str, Any]) -> None:
         """Fold one journal record in (the journal is the only source of truth)."""
         kind = rec.get("t")
+        if isinstance(rec.get("at"), str):
+            self.last_at = rec["at"]
         if kind == "step":
             st = self.step(rec["id"])
             st.status = Status(rec["status"])

@@ -29,6 +29,36 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
     return (got[0], got[1]) if got else (None, None)
 
 
+def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
+    from .lock import probe
+    from .store import state_path
+
+    holder, alive = probe(state_path(state_dir, name))
+    run = state.run if state else None
+    running = run is not None and run.status is RunStatus.RUNNING
+    if holder is None:
+        if not running:
+            return None
+        assert state is not None
+        # the run says running and nobody holds or held the lock: its writer is gone
+        return {
+            "host": None,
+            "pid": None,
+            "user": None,
+            "started": None,
+            "lost_since": state.last_at,
+        }
+    lost = alive is False
+    return {
+        "host": holder.host,
+        "pid": holder.pid,
+        "user": holder.user,
+        "started": holder.started_at,
+        "alive": alive,
+        "lost_since": (state.last_at if state else None) if lost and running else None,
+    }
+
+
 def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
     rb = loaded.runbook
     state, notice = load_state(loaded, state_dir)
@@ -63,6 +93,7 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
         with reader(state_dir, rb.name) as db:
             cohorts = cohort_outcomes(rb, state, db)
     compensated = bool(run and (run.fired or run.rollbacks))
+    holder = _holder(state_dir, rb.name, state) if run is not None else None
     return {
         "runbook": rb.name,
         "digest": rb.digest,
@@ -79,6 +110,9 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             and not compensated
             and not any(c.short for c in cohorts),
             "cohorts": {c.cohort: c.as_json() for c in cohorts},
+            # who runs it now (SPEC §8/§11): a holder that is gone is `lost_since` its last
+            # record, never shown as plainly running
+            "holder": holder,
         }
         if run
         else None,

@@ -3,9 +3,12 @@ hole it closes."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from tests.engine.helpers import journal, sh, write
+from tests.engine.helpers import RUNBOOK, journal, sh, status_json, write
 
 
 def _pager_runbook() -> None:
@@ -56,3 +59,51 @@ def test_a_state_url_with_an_unsupported_scheme_is_exit_2_and_makes_no_folder(ru
         assert r.code == 2, r.output
         assert "not supported" in r.err and "s3cret" not in r.output
         assert not any(p.name.startswith(("postgresql", "s3", "file")) for p in Path(".").iterdir())
+
+
+def test_a_compensated_run_says_so_in_status_json_and_report(runbook) -> None:
+    """Item 9: apply said 'succeeded after compensation (exit 1)' while status, its JSON and
+    the report headline said plain 'succeeded'."""
+    _pager_runbook()
+    assert runbook("apply", "r.yaml", "--yes").code == 1
+    Path("fixed").touch()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1 and "succeeded after compensation (exit 1)" in r.out
+    text = runbook("status", "r.yaml").out
+    assert "succeeded after compensation (its apply exited 1)" in text.splitlines()[0]
+    doc = status_json(runbook, "r.yaml")
+    run = doc["run"]
+    assert (run["status"], run["compensated"], run["clean"]) == ("succeeded", True, False)
+    assert run["holder"] is None  # nobody holds it and the run is over
+    md = runbook("report", "r.yaml").out
+    assert ": succeeded after compensation**" in md
+    html = runbook("report", "r.yaml", "--format", "html").out
+    assert "(succeeded after compensation)" in html
+
+
+def test_status_after_kill_9_shows_the_holder_lost_never_plainly_running(runbook) -> None:
+    """Item 11: after `kill -9`, status showed the run and its step `running` until the next
+    apply."""
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("slow", "touch started; sleep 20")]}])
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            if Path("started").exists():
+                break
+            time.sleep(0.05)
+        doc = status_json(runbook, "r.yaml")
+        holder = doc["run"]["holder"]
+        assert holder["alive"] is True and holder["pid"] == proc.pid
+        assert holder["lost_since"] is None
+        assert f"pid {proc.pid}" in runbook("status", "r.yaml").out
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    doc = status_json(runbook, "r.yaml")
+    run = doc["run"]
+    assert run["status"] == "running"  # the state says so: nothing wrote otherwise
+    assert run["holder"]["alive"] is False and run["holder"]["lost_since"]
+    first = runbook("status", "r.yaml").out.splitlines()[0]
+    assert "running (holder lost since" in first and f"pid {proc.pid}" in first
