@@ -34,6 +34,7 @@ import os
 import platform
 import queue
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -179,6 +180,15 @@ def timed(
 
 
 def journal_records(state_dir: Path) -> list[dict[str, Any]]:
+    """The journal's records: the ``journal`` table of ``state.db``, or (an engine from before
+    the SQLite state) the framed lines of ``journal.jsonl``."""
+    db = state_dir / "bench" / "state.db"
+    if db.exists():
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return [json.loads(r) for (r,) in con.execute("SELECT rec FROM journal ORDER BY seq")]
+        finally:
+            con.close()
     path = state_dir / "bench" / "journal.jsonl"
     return [json.loads(line[9:]) for line in path.read_bytes().splitlines()]
 

@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["validate_plan", "engine", "sql", "ssh", "notify", "diff", "report"]
+BENCHES = [
+    "validate_plan",
+    "engine",
+    "sql",
+    "ssh",
+    "notify",
+    "diff",
+    "report",
+    "masking",
+    "customers",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -42,8 +42,42 @@ def late_names(action: object) -> frozenset[str]:
     return names
 
 
+def command_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are shell commands: every ``{{ }}`` in them renders shell-quoted."""
+    keys: frozenset[str] = getattr(action, "command_keys", frozenset())
+    return keys
+
+
+def url_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are URLs: values in their path and query are percent-encoded."""
+    keys: frozenset[str] = getattr(action, "url_keys", frozenset())
+    return keys
+
+
+def sql_keys(action: object) -> frozenset[str]:
+    """The `with` keys that are SQL text (lint: outside data belongs in ``params``)."""
+    keys: frozenset[str] = getattr(action, "sql_keys", frozenset())
+    return keys
+
+
+def template_mode(action: object, key: str) -> str:
+    """How the templates of `with.KEY` render: "shell", "url" or "plain" (SPEC §9)."""
+    if key in command_keys(action):
+        return "shell"
+    if key in url_keys(action):
+        return "url"
+    return "plain"
+
+
 class Masker(Protocol):
+    """Hides secrets in every form (``masking.Masker``); cut text with ``head``/``tail``,
+    never by slicing first: a secret straddling the cut would leave a piece behind."""
+
     def mask(self, text: str) -> str: ...
+
+    def head(self, text: str, limit: int) -> str: ...
+
+    def tail(self, text: str, limit: int) -> str: ...
 
 
 class Records(Protocol):
@@ -58,6 +92,42 @@ class Records(Protocol):
     def items(self) -> Mapping[str, str]: ...
 
     def put(self, items: Mapping[str, str]) -> None: ...
+
+
+class Members(Protocol):
+    """The members of the wave a step works on (a step with ``cohort:``), from the ledger.
+
+    An action reads them (``rows``), or lets its database select them (``ledger_path`` and
+    ``select_sql``: attach the ledger to a SQLite connection, or stream ``keys()``), and says
+    what happened to them: ``only`` (the members it handled, when not all), ``fail`` (a member
+    that failed, with the reason). The engine commits those marks with the step's success.
+    """
+
+    cohort: str
+    wave: str
+    attempt: int  # the wave attempt (SPEC §11): part of idempotency and outbox keys
+    key_column: str  # the cohort's key column in its source
+
+    def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
+        """(key, attributes, journey state) of every member to work on, by rank."""
+        ...
+
+    def keys(self) -> list[Any]: ...
+
+    @property
+    def ledger_path(self) -> Path: ...
+
+    def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:
+        """``SELECT key FROM SCHEMA.entity WHERE …`` and its parameters (``?`` style)."""
+        ...
+
+    def only(self, keys: Iterable[Any]) -> None: ...
+
+    def fail(self, key: Any, reason: str) -> None: ...
+
+    def messages(self, rows: Iterable[tuple[Any, str, str | None, str]]) -> None:
+        """Record messages sent to members now: (key, channel, message id, state)."""
+        ...
 
 
 class Resources:
@@ -103,6 +173,8 @@ class ActionContext:
     # The run's template context (vars, secrets, steps, wave, run): for the parts of ``with``
     # an action renders itself (notify's per-recipient templates, check's condition).
     template_context: Mapping[str, Any] = field(default_factory=dict)
+    # the wave's members, for a step with `cohort:` (or notify `to: {cohort}`); else None
+    members: Members | None = None
 
     @property
     def deadline(self) -> float:
@@ -155,6 +227,11 @@ class BuiltinAction:
     late_names: ClassVar[frozenset[str]] = frozenset()
     # `with` keys holding a bare Jinja2 expression (no braces), checked as such by validate
     expression_keys: ClassVar[frozenset[str]] = frozenset()
+    # `with` keys that are shell commands (each `{{ }}` shell-quoted), URLs (values in the path
+    # and query percent-encoded) and SQL text (lint: outside data goes in `params`): SPEC §9
+    command_keys: ClassVar[frozenset[str]] = frozenset()
+    url_keys: ClassVar[frozenset[str]] = frozenset()
+    sql_keys: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def schema(self) -> Mapping[str, Any]:

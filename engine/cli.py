@@ -9,8 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import tempfile
-import time
 import traceback
 from typing import Any
 
@@ -31,9 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "unlock": ("unlock", "Clear a stale lock (--force), naming its holder."),
     "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
+    "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
+    "cohort": ("cohort", "Draw cohorts into waves, admit late entities, re-draw waves."),
 }
 
 
@@ -84,16 +84,71 @@ def cli(ctx: click.Context, state_dir: str) -> None:
       4    locked by another run
       130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
-    ctx.obj = {"state_dir": state_dir}
+    ctx.ensure_object(dict)["state_dir"] = _state_dir(state_dir)
 
 
-def _log_crash(exc: BaseException) -> str:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(tempfile.gettempdir(), "runbook-logs")
-    os.makedirs(base, exist_ok=True)
-    path = os.path.join(base, f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"runbook {__version__}: {' '.join(sys.argv)}\n\n")
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=fh)
+def _state_dir(value: str) -> str:
+    """A folder, never a URL taken for a folder name (a password would become a path)."""
+    import re
+
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if m:
+        from .errors import InvalidInput
+        from .masking import mask_url_passwords
+
+        raise InvalidInput(
+            f"--state-dir {mask_url_passwords(value)}: a state URL with the scheme "
+            f"{m.group(1)!r} is not supported; give a directory"
+        )
+    return value
+
+
+def _log_dir(state_dir: str | None) -> str:
+    """Crash logs go under the state directory (``DIR/.logs``: no runbook name starts with a dot) when there is one, else under
+    the user's own ``$XDG_STATE_HOME/runbook/logs`` (``~/.local/state/...``): never a shared
+    folder such as /tmp (SPEC §9)."""
+    from .files import owned_private_dir, private_dir
+
+    if state_dir and os.path.isdir(state_dir):
+        return str(private_dir(os.path.join(state_dir, ".logs")))
+    home = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return str(owned_private_dir(os.path.join(home, "runbook", "logs")))
+
+
+def _masked_argv(argv: list[str]) -> str:
+    """The command line for a log: passwords in URLs and the values of ``--var`` masked."""
+    from .masking import MASK, mask_url_passwords
+
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            name, sep, _ = arg.partition("=")
+            arg, hide_next = (f"{name}={MASK}" if sep else MASK), False
+        elif arg == "--var":
+            hide_next = True
+        elif arg.startswith("--var="):
+            name, sep, _ = arg[len("--var=") :].partition("=")
+            arg = f"--var={name}={MASK}" if sep else "--var=" + MASK
+        out.append(mask_url_passwords(arg))
+    return " ".join(out)
+
+
+def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> str:
+    """The traceback in a new private file (0600, created exclusively, never through a
+    symbolic link, with a name nobody can guess in advance); returns its path."""
+    from .files import open_private, unique_name
+    from .masking import mask_url_passwords
+
+    path = os.path.join(_log_dir(state_dir), unique_name("crash", ".log"))
+    text = f"runbook {__version__}: runbook {_masked_argv(argv)}\n\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)
+    )
+    fd = open_private(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(mask_url_passwords(text))
     return path
 
 
@@ -104,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    obj: dict[str, Any] = {}
     try:
-        result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False)
+        result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False, obj=obj)
     except RunbookError as exc:
         click.echo(f"runbook: {exc}", err=True)
         return int(exc.exit_code)
@@ -120,9 +176,16 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return int(Exit.OK)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a line
-        path = _log_crash(exc)
+        from .masking import mask_url_passwords
+
+        try:
+            args = sys.argv[1:] if argv is None else argv
+            where = f"traceback in {_log_crash(exc, obj.get('state_dir'), args)}"
+        except OSError as log_exc:
+            where = f"no traceback log: {log_exc}"
         click.echo(
-            f"runbook: internal error: {type(exc).__name__}: {exc} (traceback in {path})", err=True
+            mask_url_passwords(f"runbook: internal error: {type(exc).__name__}: {exc} ({where})"),
+            err=True,
         )
         return int(Exit.FAILED)
     return int(result or 0)

@@ -86,6 +86,12 @@ class StateError(InvalidInput):
     """A corrupt, truncated or foreign state: exit 2, and the state is left as it was."""
 
 
+class StateWriteError(RunbookError):
+    """The state could not be written (disk full, I/O error): nothing more is started."""
+
+    exit_code = Exit.FAILED
+
+
 class RunFailed(RunbookError):
     """The run (or a rollback) failed; the state is saved and resumable."""
 

@@ -1,6 +1,7 @@
 """``check``: a metric gate.
 
-A value comes from ``query`` on ``dsn`` (first column of the first row), from ``url`` (JSON,
+A value comes from ``query`` on ``dsn`` (first column of the first row; read-only, with bound
+``params``), from ``url`` (JSON,
 ``json_path`` inside it) or from ``command`` (its standard output, run by /bin/sh in its own
 process group, killed whole on timeout or Ctrl-C).  It is measured ``count`` times, every
 ``interval``; each measurement is tested with ``condition`` (a Jinja2 expression over ``value``
@@ -22,7 +23,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.actions import ActionContext, BuiltinAction, Masker
 from runbook_engine.errors import ActionFailed
 from runbook_engine.format.durations import format_duration, parse_duration
 from runbook_engine.format.templates import TemplateError, evaluate
@@ -41,6 +42,9 @@ class CheckAction(BuiltinAction):
     late_keys = frozenset({"condition"})
     late_names = frozenset({"value", "values"})
     expression_keys = frozenset({"condition"})
+    command_keys = frozenset({"command"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         count = params.get("count", 1)
@@ -66,7 +70,7 @@ class CheckAction(BuiltinAction):
         for index in range(count):
             if ctx.cancel.is_set():
                 raise ActionFailed(f"check interrupted after {index} of {count}", outputs=outputs())
-            value = as_number(measure(), source)
+            value = as_number(measure(), source, ctx.masker)
             values.append(value)
             ok = _test(condition, {**context, "value": value, "values": list(values)}, outputs)
             passed, failed = passed + ok, failed + (not ok)
@@ -111,8 +115,9 @@ def _shown(values: list[int | float]) -> str:
     return "[" + head + ", ".join(str(v) for v in values[-SHOWN_VALUES:]) + "]"
 
 
-def as_number(raw: Any, source: str) -> int | float:
-    """The measured value as an int or a finite float; ActionFailed naming the source."""
+def as_number(raw: Any, source: str, masker: Masker | None = None) -> int | float:
+    """The measured value as an int or a finite float; ActionFailed naming the source (the
+    value shown is masked by ``masker`` before it is cut)."""
     if isinstance(raw, bytes):
         raw = raw.decode(errors="replace")
     value: Any = raw
@@ -131,19 +136,23 @@ def as_number(raw: Any, source: str) -> int | float:
     if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
         return value
     shown = "NULL" if raw is None else repr(raw if not isinstance(raw, str) else raw.strip())
-    if len(shown) > 200:
+    if masker is not None:
+        shown = masker.head(shown, 200) + ("…" if len(shown) > 200 else "")
+    elif len(shown) > 200:
         shown = shown[:200] + "…"
     raise ActionFailed(f"check: the value from {source} is not a number: {shown}")
 
 
 def _source(params: Mapping[str, Any], ctx: ActionContext) -> tuple[str, Callable[[], Any]]:
     if params.get("query") is not None:
+        from runbook_engine.plugins.sql.actions import params_of
         from runbook_engine.plugins.sql.db import fetch, redact_dsn
 
         dsn, sql = str(params["dsn"]), str(params["query"])
+        bound = params_of(params)
 
         def query() -> Any:
-            _, rows = fetch(dsn, sql, 1)
+            _, rows = fetch(dsn, sql, 1, bound, ctx.masker)
             if not rows or not rows[0]:
                 raise ActionFailed(f"check: the query on {redact_dsn(dsn)} returned no rows")
             return rows[0][0]
@@ -182,7 +191,7 @@ def parse_json_path(path: str) -> list[str | int]:
 def _from_url(
     url: str, path: str, steps: list[str | int], headers: Mapping[str, str], ctx: ActionContext
 ) -> Any:
-    from runbook_engine.plugins.http import RequestError, indented, send
+    from runbook_engine.plugins.http import RequestError, indented, secret_headers, send
 
     mask = ctx.masker.mask
     try:
@@ -192,18 +201,22 @@ def _from_url(
             timeout=ctx.remaining(),
             headers={"Accept": "application/json", **headers},
             cancel=ctx.cancel,
+            secret=secret_headers(headers, mask),
         )
     except RequestError as exc:
-        raise ActionFailed(mask(f"check: GET {url} failed: {exc.message}")) from None
+        raise ActionFailed(
+            mask(f"check: GET {url} failed: {exc.message}"), retryable=not exc.refused
+        ) from None
     if not 200 <= reply.status < 300:
         raise ActionFailed(
             mask(f"check: GET {url} returned {reply.status} {reply.reason}"),
-            details=mask(indented(reply.text(1000))),
+            details=indented(reply.text(1000, ctx.masker)),
         )
     node = reply.json()
     if node is None:
         raise ActionFailed(
-            mask(f"check: GET {url} did not return JSON"), details=mask(indented(reply.text(1000)))
+            mask(f"check: GET {url} did not return JSON"),
+            details=indented(reply.text(1000, ctx.masker)),
         )
     for i, step in enumerate(steps):
         in_list = (
@@ -241,10 +254,10 @@ def _from_command(command: str, ctx: ActionContext) -> Any:
         if proc.poll() is None:
             _kill_group(proc)
     if proc.returncode != 0:
-        tail = err.decode(errors="replace")[-STREAM_TAIL:]
+        tail = ctx.masker.tail(err.decode(errors="replace"), STREAM_TAIL)
         raise ActionFailed(
             f"check: command {shown} exited with status {proc.returncode}",
-            details=ctx.masker.mask("\n".join("    " + line for line in tail.splitlines())),
+            details="\n".join("    " + line for line in tail.splitlines()),
         )
     return out
 

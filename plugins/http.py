@@ -1,9 +1,12 @@
 """``http``: one HTTP request; and ``send``, the request helper ``check`` and ``notify`` share.
 
 The standard library's ``urllib.request`` does the work (environment proxies honoured, redirects
-of GET/HEAD followed).  A request runs in a helper thread so that a cancelled step (Ctrl-C)
-does not wait for a slow server: the helper is left to die at its own timeout.  The body read
-is bounded (``MAX_BODY``); outputs hold a bounded text excerpt and the parsed JSON, if any.
+of GET/HEAD followed).  A redirect to another origin (scheme, host or port) never carries
+``Authorization``, ``Proxy-Authorization``, ``Cookie`` or a header whose value holds a secret
+(SPEC §9); a header value with CR or LF is refused before anything is sent.  A request runs in
+a helper thread so that a cancelled step (Ctrl-C) does not wait for a slow server: the helper
+is left to die at its own timeout.  The body read is bounded (``MAX_BODY``); outputs hold a
+bounded text excerpt and the parsed JSON, if any.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from runbook_engine import __version__
-from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.actions import ActionContext, BuiltinAction, Masker
 from runbook_engine.errors import ActionFailed
 from runbook_engine.format.durations import format_duration
 
@@ -28,6 +32,8 @@ MAX_BODY = 8 * 1024 * 1024  # bytes read from a reply; past it the body is cut (
 BODY_OUTPUT = 64 * 1024  # characters of the body kept in the outputs
 EXCERPT = 1000  # characters of the body shown under a failure
 USER_AGENT = f"runbook/{__version__}"
+# never sent on to another origin after a redirect (besides headers that hold a secret)
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,12 @@ class Response:
     body: bytes
     truncated: bool  # the reply was longer than MAX_BODY
 
-    def text(self, limit: int = BODY_OUTPUT) -> str:
+    def text(self, limit: int = BODY_OUTPUT, masker: Masker | None = None) -> str:
+        """The body as text, at most ``limit`` characters; with ``masker``, masked before
+        it is cut (a secret that straddles the cut is not left half)."""
         text = self.body.decode("utf-8", errors="replace")
+        if masker is not None:
+            return masker.head(text, limit) + ("…" if len(text) > limit else "")
         return text if len(text) <= limit else text[:limit] + "…"
 
     def json(self) -> Any:
@@ -56,10 +66,43 @@ class RequestError(Exception):
     """No reply.  ``maybe_received`` says whether the server may have seen the request (a
     timeout or a dropped connection) or surely did not (refused, unknown host)."""
 
-    def __init__(self, message: str, *, maybe_received: bool) -> None:
+    def __init__(self, message: str, *, maybe_received: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.maybe_received = maybe_received
+        self.refused = refused  # refused before sending: trying again cannot help
+
+
+def secret_headers(headers: Mapping[str, str], mask: Callable[[str], str]) -> frozenset[str]:
+    """The names of the headers whose value holds a secret (``mask`` changes it)."""
+    return frozenset(k.lower() for k, v in headers.items() if mask(v) != v)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, minus the credentials when the new URL is another origin."""
+
+    def __init__(self, secret: Collection[str]) -> None:
+        super().__init__()
+        self.drop = CREDENTIAL_HEADERS | {s.lower() for s in secret}
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(req.full_url) != _origin(new.full_url):
+            for name in [n for n in new.headers if n.lower() in self.drop]:
+                del new.headers[name]
+        return new
 
 
 def send(
@@ -70,18 +113,28 @@ def send(
     headers: Mapping[str, str] | None = None,
     data: bytes | None = None,
     cancel: threading.Event | None = None,
+    secret: Collection[str] = (),
 ) -> Response:
-    """One request; any status is a ``Response``; no reply raises ``RequestError``."""
+    """One request; any status is a ``Response``; no reply raises ``RequestError``.
+    ``secret``: names of headers that hold a secret, dropped (like ``Authorization``) on a
+    redirect to another origin."""
     if timeout <= 0:
         raise RequestError("no time left for the request", maybe_received=False)
+    for name, value in (headers or {}).items():
+        if any(c in f"{name}{value}" for c in "\r\n"):
+            raise RequestError(
+                f"header {name!r}: a line break (CR or LF) in a header is refused",
+                maybe_received=False,
+                refused=True,
+            )
     if cancel is None:
-        return _send(method, url, timeout, dict(headers or {}), data)
+        return _send(method, url, timeout, dict(headers or {}), data, secret)
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["response"] = _send(method, url, timeout, dict(headers or {}), data)
+            box["response"] = _send(method, url, timeout, dict(headers or {}), data, secret)
         except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
             box["error"] = exc
         finally:
@@ -98,13 +151,19 @@ def send(
 
 
 def _send(
-    method: str, url: str, timeout: float, headers: dict[str, str], data: bytes | None
+    method: str,
+    url: str,
+    timeout: float,
+    headers: dict[str, str],
+    data: bytes | None,
+    secret: Collection[str] = (),
 ) -> Response:
     headers.setdefault("User-Agent", USER_AGENT)
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(_Redirects(secret))
     try:
-        reply: Any = urllib.request.urlopen(request, timeout=timeout)
+        reply: Any = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         reply = exc  # a status outside 2xx still is a reply
     except urllib.error.URLError as exc:
@@ -182,6 +241,7 @@ class HttpAction(BuiltinAction):
     summary = "send an HTTP request"
     idempotent = False
     changes = True
+    url_keys = frozenset({"url"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"{params.get('method', 'GET')} {params.get('url')}"
@@ -204,20 +264,28 @@ class HttpAction(BuiltinAction):
         what = f"{method} {url}"
         try:
             reply = send(
-                method, url, timeout=ctx.remaining(), headers=headers, data=data, cancel=ctx.cancel
+                method,
+                url,
+                timeout=ctx.remaining(),
+                headers=headers,
+                data=data,
+                cancel=ctx.cancel,
+                secret=secret_headers(headers, mask),
             )
         except RequestError as exc:
-            raise ActionFailed(mask(f"{what} failed: {exc.message}")) from None
+            raise ActionFailed(
+                mask(f"{what} failed: {exc.message}"), retryable=not exc.refused
+            ) from None
         outputs = {
             "status": reply.status,
             "json": reply.json(),
-            "body": reply.text(),
+            "body": reply.text(BODY_OUTPUT, ctx.masker),
             "headers": reply.headers,
         }
         if not status_ok(reply.status, codes):
             raise ActionFailed(
                 mask(f"{what} returned {reply.status} {reply.reason}, expected {wanted}"),
-                details=mask(indented(reply.text(EXCERPT))),
+                details=indented(reply.text(EXCERPT, ctx.masker)),
                 outputs=outputs,
             )
         return outputs

@@ -28,6 +28,7 @@ class ShellAction(BuiltinAction):
     summary = "run a local command"
     idempotent = False
     changes = True
+    command_keys = frozenset({"command"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         if "argv" in params and isinstance(params["argv"], list):
@@ -59,20 +60,22 @@ class ShellAction(BuiltinAction):
                 start_new_session=True,
             )
         except OSError as exc:
-            raise ActionFailed(f"cannot start `{ctx.masker.mask(shown)}`: {exc.strerror}") from None
+            raise ActionFailed(
+                f"cannot start `{_one_line(ctx.masker.mask(shown))}`: {exc.strerror}"
+            ) from None
         out, err, why = _communicate(proc, stdin, ctx)
-        stdout = _tail(out)
-        stderr = _tail(err)
+        stdout = _tail(out, ctx)
+        stderr = _tail(err, ctx)
         outputs = {"stdout": stdout, "stderr": stderr, "exit_code": proc.returncode}
         if why is not None:
             raise ActionFailed(
-                f"`{ctx.masker.mask(_one_line(shown))}` {why}",
+                f"`{_one_line(ctx.masker.mask(shown))}` {why}",
                 details=_details(stdout, stderr),
                 outputs=outputs,
             )
         if proc.returncode != 0:
             raise ActionFailed(
-                f"`{ctx.masker.mask(_one_line(shown))}` exited with status {proc.returncode}",
+                f"`{_one_line(ctx.masker.mask(shown))}` exited with status {proc.returncode}",
                 details=_details(stdout, stderr),
                 outputs=outputs,
             )
@@ -185,9 +188,9 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
-def _tail(data: bytes) -> str:
-    text = data[-KEEP:].decode("utf-8", errors="replace")
-    return text
+def _tail(data: bytes, ctx: ActionContext) -> str:
+    """The last ``KEEP`` characters of an output, masked before they are cut."""
+    return ctx.masker.tail(data.decode("utf-8", errors="replace"), KEEP)
 
 
 def _details(stdout: str, stderr: str) -> str:

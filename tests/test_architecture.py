@@ -13,16 +13,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"engine": "runbook_engine", "plugins": "runbook_engine.plugins"}
 SOURCES_SCHEMAS = ("schemas", "runbook_engine.schemas")
 
-BASE = {"errors", "masking", "actions", "schemas", "__init__"}
+BASE = {"errors", "masking", "files", "actions", "schemas", "__init__"}
 # a layer -> the layers it may import (besides itself and the base modules)
 ALLOWED: dict[str, set[str]] = {
     "base": set(),
     "format": set(),
     "state": {"format"},
     "graph": {"format", "state"},
-    "plan": {"format", "state", "graph"},
+    "plan": {"format", "state", "graph", "cohort"},
     "console": {"format"},
-    "run": {"format", "state", "graph", "console"},
+    "cohort": {"format", "state", "plugins"},
+    "run": {"format", "state", "graph", "console", "cohort"},
     "review": {"format"},
     "report": {"format", "state", "graph"},
     "plugins": {"format", "plugins"},
@@ -36,6 +37,7 @@ ALLOWED: dict[str, set[str]] = {
         "review",
         "report",
         "plugins",
+        "cohort",
     },
     "cli": set(),
     "__main__": {"cli"},

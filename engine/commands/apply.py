@@ -70,7 +70,7 @@ def command(
     """Run (or resume) a runbook.
 
     Runs every step whose dependencies are done, in parallel up to --max-parallel,
-    checkpointing every transition to STATE_DIR/NAME/journal.jsonl. Run it again after a
+    checkpointing every transition to STATE_DIR/NAME/state.db. Run it again after a
     failure, a crash, Ctrl-C or an approval: succeeded steps never run again, failed ones
     get fresh attempts.
 

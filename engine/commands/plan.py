@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from ..console.terminal import Console
+from ..format import variables
 from ..plan.build import build_plan
+from ..plan.cohorts import PlanCohort
 from ..plan.render import RENDERERS
 from .common import load_or_report
+from .options import var_options
 
 
 @click.command(name="plan")
@@ -21,8 +24,15 @@ from .common import load_or_report
     help="text: for a terminal; markdown: tables for a pull request or a wiki; "
     "json: one object with `groups` of `steps`, `risk_matrix` and `risks`.",
 )
+@var_options
 @click.pass_context
-def command(ctx: click.Context, file: str, fmt: str) -> int:
+def command(
+    ctx: click.Context,
+    file: str,
+    fmt: str,
+    assignments: tuple[str, ...],
+    var_files: tuple[str, ...],
+) -> int:
     """Show what `apply` would do, without running anything.
 
     \b
@@ -42,14 +52,27 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     definition changed: apply will not re-run it without --replace), `skipped`,
     `waiting` (an approval or an operator's decision) or `running`.
 
-    An invalid runbook gets the same located errors as `validate` (exit 2);
-    lint warnings are printed on stderr and do not stop the plan.
+    Templates are shown rendered with what is known before a run: the variables
+    (their defaults, then --var-file and --var, as apply takes them) and each
+    wave's values. What only a run knows is named: ⟨steps.backup.outputs.path⟩,
+    ⟨run.id⟩, ⟨failed_step.error⟩, a variable without a value ⟨vars.region⟩.
+    Secrets are never rendered into a plan: ⟨secrets.NAME⟩.
+
+    Each cohort shows its waves with their sizes and strata before anything
+    runs: as frozen in the ledger, or, not frozen yet, drawn now in memory from
+    its source (nothing is written; --var gives the variables its dsn needs). A
+    source that cannot be read shows `not drawn: REASON` (exit 0).
+
+    An invalid runbook gets the same located errors as `validate` (exit 2), and so
+    do bad --var values; lint warnings are printed on stderr and do not stop the plan.
 
     \b
     Examples:
       runbook plan migrate.yaml
+      runbook plan migrate.yaml --var region=eu --var-file prod.yaml
       runbook plan --format markdown migrate.yaml > PLAN.md
       runbook plan --format json migrate.yaml | jq '.groups[0].steps[].id'
+      runbook plan --format json migrate.yaml | jq '.cohorts.customers.waves'
     """
     from ..plan.status import plan_statuses
     from ..state.store import read_state
@@ -57,9 +80,20 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
 
     console = Console()
     loaded = load_or_report(file, console)
+    values = variables.resolve(loaded.runbook, assignments, var_files, require_all=False)
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
     statuses = plan_statuses(loaded, got[0]) if got is not None else None
-    console.out(RENDERERS[fmt](build_plan(loaded, statuses=statuses)))
+    rb = loaded.runbook
+    cohorts: tuple[PlanCohort, ...] = ()
+    if rb.cohorts:
+        from ..masking import Masker
+        from ..plan.cohorts import plan_cohorts
+        from ..run.secrets import available
+
+        secrets = available(rb)
+        cohorts = plan_cohorts(rb, state_dir(ctx), values, secrets, Masker(secrets))
+    plan = build_plan(loaded, statuses=statuses, values=values, cohorts=cohorts)
+    console.out(RENDERERS[fmt](plan))
     return 0

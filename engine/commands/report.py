@@ -47,12 +47,15 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
     (failures and retries with their errors, contingencies fired and why, rollbacks,
     gates against their thresholds, slowest steps), what customers got (per wave:
     customers moved, verify results, notifications sent, skipped and uncertain),
-    approvals, and the risk register with what materialised.
+    approvals, and the risk register with what materialised. With cohorts, the
+    ledger's entities: per wave a funnel (members, notified, moved, verified,
+    failed, compensated, pending), excluded entities by reason, late and vanished
+    ones with their first keys.
 
     Reads the journal without taking the lock (safe during a run). The journal is
     already masked: the report holds no secret. Exit 0 when the report was made,
     whatever the run's outcome; 2 for an invalid runbook, a runbook never applied,
-    or a damaged state (a torn last record is dropped, with a notice in the report).
+    or a damaged state.
 
     \b
     Examples:
@@ -61,25 +64,26 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
       runbook report migrate.yaml --format json | jq '.waves[] | {wave, customers_moved}'
     """
     from ..report.build import build
-    from ..state import journal
-    from ..state.store import JOURNAL, state_path
+    from ..state.journeys import reader
+    from ..state.store import read_records
 
     console = Console()
     loaded = load_or_report(file, console)
     name = loaded.runbook.name
     where = state_dir(ctx)
-    path = state_path(where, name) / JOURNAL
-    if not path.exists():
+    got = read_records(where, name)
+    if got is None:
         raise StateError(
             f"{file}: runbook {name!r} has never been applied (no state in {where}/{name}): "
             f"nothing to report yet; run `runbook apply {file}` first, or pass the --state-dir "
             "it ran with"
         )
-    got = journal.read(str(path), expect_name=name)
-    notices = [got.notice] if got.notice else []
+    records, notice = got
+    notices = [notice] if notice else []
     for note in notices:
         console.err(f"notice: {note}")
-    rep = build(loaded, got.records, run_id, notices)
+    with reader(where, name) as ledger:
+        rep = build(loaded, records, run_id, notices, ledger)
     text = render(fmt, rep)
     if output:
         _write(output, text)
@@ -108,14 +112,14 @@ def render(fmt: str, rep: object) -> str:
 
 
 def _write(output: str, text: str) -> None:
-    """Replace ``output`` whole (a reader never sees half a report)."""
+    """Replace ``output`` whole (a reader never sees half a report), 0600."""
     target = Path(output)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report-", dir=str(target.parent.resolve()))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o600)  # a report tells about customers and systems: private (SPEC §9)
         os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None and os.path.exists(tmp):

@@ -9,6 +9,7 @@ import click
 
 from ..console.terminal import Console
 from ..format.durations import format_duration
+from ..state import outcome
 from .options import state_dir
 
 
@@ -41,12 +42,50 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     return 0
 
 
+def status_words(run: dict[str, Any]) -> str:
+    """The run's status in the words every command uses (SPEC §11 "Run outcome")."""
+    status = run["status"]
+    holder = run.get("holder") or {}
+    if status == "running" and holder.get("lost_since"):
+        who = (
+            f" ({holder['user']}@{holder['host']} pid {holder['pid']})"
+            if holder.get("host")
+            else ""
+        )
+        return f"running (holder lost since {holder['lost_since']}{who}: resume with apply)"
+    words = outcome.run_words(status, bool(run.get("compensated")), bool(run.get("clean", True)))
+    return words + (" (its apply exited 1)" if words != status.replace("_", " ") else "")
+
+
 def _text(console: Console, doc: dict[str, Any]) -> None:
     run = doc["run"]
     if run is None:
         console.out(f"{doc['runbook']}: never applied ({len(doc['steps'])} steps pending)")
         return
-    console.out(f"{doc['runbook']}: run {run['id']} {run['status']} (started {run['started_at']})")
+    console.out(
+        f"{doc['runbook']}: run {run['id']} {status_words(run)} (started {run['started_at']})"
+    )
+    holder = run.get("holder")
+    if holder and holder.get("host") and run["status"] == "running" and holder.get("alive"):
+        console.out(
+            f"  held by {holder['user']}@{holder['host']} pid {holder['pid']} since "
+            f"{holder['started']}"
+        )
+    if run["compensated"]:
+        fired = ", ".join(run["contingencies_fired"])
+        console.out(
+            "  compensated in this run: "
+            + (f"contingencies fired ({fired})" if fired else "steps were rolled back")
+        )
+    for name, c in run["cohorts"].items():
+        console.out(f"  {c['summary']}")
+        for s in c["short"]:
+            keys = ", ".join(str(k) for k in s["first_keys"])
+            more = ", …" if s["count"] > len(s["first_keys"]) else ""
+            console.out(
+                f"  not clean: cohort {name}, wave {s['wave']}: {s['count']:,} member(s) not "
+                f"{s['target']} (first: {keys}{more})"
+            )
     width = max((len(s["id"]) for s in doc["steps"]), default=4)
     for s in doc["steps"]:
         took = ""

@@ -20,7 +20,12 @@ def command(ctx: click.Context, file: str, force: bool) -> int:
 
     A lock whose holder died on this host is taken over automatically by the next apply;
     this is for a lock held from another host that is gone. It refuses while the holder
-    is alive on this host.
+    is alive on this host. Exit 0 when cleared, 2 without --force.
+
+    \b
+    Example:
+      runbook apply migrate.yaml --yes       # exit 4 names the holder: host, pid, user, start
+      runbook unlock migrate.yaml --force    # once that host or process is known to be gone
     """
     from ..format.loader import load
 

@@ -10,8 +10,9 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..actions import expression_keys, late_keys, late_names, registry
+from ..actions import command_keys, expression_keys, late_keys, late_names, registry
 from ..errors import Problem
+from .contexts import quoted_blocks
 from .model import Call, Phase, Runbook
 from .names import SyntaxProblem, scan
 from .schema import check as schema_check
@@ -19,7 +20,7 @@ from .templates import CONTEXT_NAMES, Reference
 from .yamlsource import Path
 
 _STEP_FIELDS = ("outputs", "status", "id")
-_WAVE_FIELDS = ("id", "index", "vars", "previous")
+_WAVE_FIELDS = ("id", "index", "vars", "previous", "cohort", "attempt")
 _RUN_FIELDS = ("id", "started_at")
 _FAILED_FIELDS = ("id", "error", "phase", "wave", "action", "outputs")
 _VAR_TYPES = {
@@ -333,12 +334,16 @@ def check_templates(rb: Runbook) -> list[Problem]:
         else:
             clean.add(key)
 
+    commands_by_action: dict[str, frozenset[str]] = {}
     for call, phase, kind in calls(rb):
         late = late_by_action.get(call.action)
         if late is None:
             action = reg.get(call.action) if call.action in reg else None
             late = (late_keys(action), late_names(action)) if action else (frozenset(), frozenset())
             late_by_action[call.action] = late
+            commands_by_action[call.action] = command_keys(action) if action else frozenset()
+        for key in commands_by_action[call.action]:
+            out.extend(_quoted_in_command(rb, call, key))
         scope = scope_for(phase, kind, frozenset())
         exprs = expressions.get(call.action)
         if exprs is None:
@@ -366,6 +371,28 @@ def check_templates(rb: Runbook) -> list[Problem]:
     return out
 
 
+def _quoted_in_command(rb: Runbook, call: Call, key: str) -> list[Problem]:
+    """A ``{{ }}`` inside a quoted literal of a command: its value would be quoted inside
+    quotes (SPEC §11), so it is an error at the ``{{``."""
+    out: list[Problem] = []
+    for rel, text in _template_strings(call.params.get(key)):
+        for offset, quote in quoted_blocks(text):
+            kind = "'…'" if quote == "'" else '"…"'
+            out.append(
+                rb.source.problem_in(
+                    (*call.path, "with", key, *rel),
+                    text,
+                    offset,
+                    f"`{{{{ }}}}` inside a {kind} literal of a command: every `{{{{ }}}}` in "
+                    "a command is shell-quoted already, so close the quotes before it "
+                    f"(e.g. {quote}failed: {quote}{{{{ failed_step.error }}}}); `| raw` "
+                    "only for a value the runbook itself vouches for",
+                    code="template",
+                )
+            )
+    return out
+
+
 def _template_strings(value: Any) -> list[tuple[Path, str]]:
     """``templates.iter_strings`` without generators (it runs over every `with` of a file)."""
     out: list[tuple[Path, str]] = []
@@ -383,7 +410,16 @@ def _template_strings(value: Any) -> list[tuple[Path, str]]:
 
 
 def all_checks(rb: Runbook) -> list[Problem]:
+    from .cohorts import check_cohorts
+
     out: list[Problem] = []
-    for check in (check_ids, check_references, check_inventory, check_actions, check_templates):
+    for check in (
+        check_ids,
+        check_references,
+        check_inventory,
+        check_actions,
+        check_templates,
+        check_cohorts,
+    ):
         out.extend(check(rb))
     return out

@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .patterns import searcher
+
 Pred = Callable[[Any], bool]
 Compiled = tuple[Pred, bool]  # (predicate, exact)
 
@@ -156,7 +158,7 @@ class _Compiler:
         return None
 
     def _k_pattern(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
-        search = re.compile(value).search
+        search = searcher(value)
         return (lambda v: not isinstance(v, str) or search(v) is not None), True
 
     def _k_minLength(self, value: int, schema: Any, lenient: bool) -> Compiled | None:
@@ -233,7 +235,7 @@ class _Compiler:
         return properties, exact
 
     def _k_patternProperties(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
-        compiled = [(re.compile(k).search, self.compile(s, lenient)) for k, s in value.items()]
+        compiled = [(searcher(k), self.compile(s, lenient)) for k, s in value.items()]
         exact = all(ok for _, (_, ok) in compiled)
 
         def pattern_properties(v: Any) -> bool:
@@ -250,7 +252,7 @@ class _Compiler:
     def _k_additionalProperties(self, value: Any, schema: Any, lenient: bool) -> Compiled | None:
         known = frozenset(schema.get("properties", {}))
         patterns = "|".join(schema.get("patternProperties", {}))
-        search = re.compile(patterns).search if patterns else None
+        search = searcher(patterns) if patterns else None
         pred, exact = self.compile(value, lenient)
 
         def additional(v: Any) -> bool:

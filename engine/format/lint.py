@@ -1,10 +1,18 @@
-"""Lint warnings of SPEC §6 (errors under ``validate --strict``)."""
+"""Lint warnings of SPEC §6 and §9 (errors under ``validate --strict``)."""
 
 from __future__ import annotations
 
-from ..actions import registry
+from collections.abc import Iterator
+from typing import Any
+
+from ..actions import command_keys, registry, sql_keys, url_keys
 from ..errors import Problem
 from .model import Runbook
+from .templates import iter_strings
+
+# names whose values come from outside the runbook: customers, databases, servers (SPEC §9);
+# `failed_step.id`, `.phase`, `.wave` and `.action` are the runbook's own names
+_OUTSIDE_ROOTS = ("recipient", "member", "failed_step", "steps")
 
 
 def _warn(rb: Runbook, path: tuple[str | int, ...], message: str, code: str) -> Problem:
@@ -49,9 +57,114 @@ def lint(rb: Runbook) -> list[Problem]:
                     "risk-unused",
                 )
             )
+    from .cohorts import lint_cohorts
+
+    out.extend(lint_cohorts(rb))
     for c in rb.contingencies:
         if c.id not in used:
             out.append(
                 _warn(rb, c.path, f"contingency {c.id!r} is named by no risk", "contingency-unused")
             )
+    out.extend(_outside_data(rb))
     return out
+
+
+def _outside_data(rb: Runbook) -> list[Problem]:
+    """`| raw` on outside data in a command or a URL; outside data in SQL text."""
+    from .checks import calls
+
+    reg = registry()
+    out: list[Problem] = []
+    for call, _phase, _kind in calls(rb):
+        if call.action not in reg:
+            continue
+        action = reg.get(call.action)
+        raw_keys = command_keys(action) | url_keys(action)
+        for key in sorted(raw_keys | sql_keys(action)):
+            for rel, text in iter_strings(call.params.get(key)):
+                if not any(root in text for root in _OUTSIDE_ROOTS):
+                    continue
+                path = (*call.path, "with", key, *rel)
+                if key in raw_keys and "raw" in text:
+                    for name in _outside(text, raw_only=True):
+                        shell = key in command_keys(action)
+                        what, done = ("command", "quoted") if shell else ("URL", "encoded")
+                        out.append(
+                            _warn(
+                                rb,
+                                path,
+                                f"`{name} | raw` writes outside data into a {what} as it is: "
+                                f"drop `| raw` (values are {done} for you)",
+                                "raw-outside-data",
+                            )
+                        )
+                if key in sql_keys(action):
+                    for name in _outside(text, raw_only=False):
+                        out.append(
+                            _warn(
+                                rb,
+                                path,
+                                f"`{name}` is outside data templated into SQL text: pass it "
+                                "as a bound parameter (`params:`) instead",
+                                "sql-outside-data",
+                            )
+                        )
+    return out
+
+
+def _outside(source: str, raw_only: bool) -> list[str]:
+    """The outside-data names ``source`` uses (only under ``| raw`` when ``raw_only``)."""
+    from jinja2 import TemplateSyntaxError, nodes
+
+    from .templates import environment
+
+    try:
+        ast = environment().parse(source)
+    except TemplateSyntaxError:
+        return []  # the checks report it
+    if raw_only:
+        roots: list[Any] = [f.node for f in ast.find_all(nodes.Filter) if f.name == "raw"]
+    else:
+        roots = [ast]
+    found: dict[str, None] = {}
+    for root in roots:
+        for name in _names(root):
+            found[name] = None
+    return list(found)
+
+
+def _names(root: Any) -> Iterator[str]:
+    """Outside-data references under ``root``, each as its longest chain
+    (``steps.x.outputs.email``), not again as its parts."""
+    from jinja2 import nodes
+
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)):
+            stack.extend(node.iter_child_nodes())
+            continue
+        parts: list[str] = []
+        cur: Any = node
+        while isinstance(cur, (nodes.Getattr, nodes.Getitem)):
+            if isinstance(cur, nodes.Getattr):
+                parts.append(cur.attr)
+            else:
+                stack.append(cur.arg)
+                arg: Any = cur.arg
+                parts.append(str(arg.value) if isinstance(arg, nodes.Const) else "*")
+            cur = cur.node
+        if not isinstance(cur, nodes.Name):
+            stack.append(cur)
+            continue
+        parts.reverse()
+        if _is_outside(cur.name, parts):
+            yield ".".join([cur.name, *parts])
+
+
+def _is_outside(root: str, parts: list[str]) -> bool:
+    if root in ("recipient", "member"):
+        return True
+    if root == "failed_step":
+        return not parts or parts[0] in ("error", "outputs")
+    return root == "steps" and len(parts) >= 2 and parts[1] == "outputs"

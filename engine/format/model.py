@@ -70,6 +70,7 @@ class Step:
     rollback: Call | None  # None: no rollback action (see rollback_declared)
     rollback_declared: bool  # False: the `rollback` key is missing; True with None: `none`
     path: Path
+    marks: str | None = None  # the journey state its members reach: notified|moved|verified
 
     @property
     def action(self) -> str:
@@ -82,13 +83,16 @@ class Step:
             if self.rollback
             else ("none" if self.rollback_declared else None)
         )
-        return {
+        out = {
             "action": self.call.action,
             "with": self.call.params,
             "when": self.when,
             "idempotent": self.call.idempotent,
             "rollback": rollback,
         }
+        if self.marks is not None:
+            out["marks"] = self.marks
+        return out
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,73 @@ class Phase:
     description: str
     needs: tuple[str, ...] | None  # None: the previous phase in document order
     parallel: bool
-    waves: tuple[Wave, ...]
+    waves: tuple[Wave, ...]  # for a cohort phase: the cohort's waves (holdout last)
     steps: tuple[Step, ...]
     path: Path
+    cohort: str | None = None  # `waves: {cohort: NAME}`
+
+
+HOLDOUT = "holdout"  # the wave id of a cohort's holdout
+
+
+@dataclass(frozen=True)
+class Size:
+    """A wave's size: a share of the eligible members, a count, or the rest."""
+
+    kind: str  # "share" | "count" | "rest"
+    value: float  # share in [0, 1], or a count; 0 for rest
+    text: str  # as written: "20%", "500", "rest"
+
+
+@dataclass(frozen=True)
+class CohortWave:
+    id: str
+    size: Size
+    min: int
+    vars: Mapping[str, Any]
+    description: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    reason: str
+    where: str  # SQL predicate, evaluated on the source
+    path: Path
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A population drawn once into waves and kept in the ledger (SPEC §7)."""
+
+    name: str
+    dsn: str  # template, rendered with vars and secrets
+    query: str
+    key: str
+    attributes: tuple[str, ...]
+    exclude: tuple[Exclusion, ...]
+    stratify_by: tuple[str, ...]
+    waves: tuple[CohortWave, ...]
+    holdout: Size | None
+    seed: int
+    path: Path
+
+    @property
+    def wave_ids(self) -> tuple[str, ...]:
+        ids = tuple(w.id for w in self.waves)
+        return (*ids, HOLDOUT) if self.holdout is not None else ids
+
+    def draw_definition(self) -> dict[str, Any]:
+        """What decides who is in which wave: an edit to it after the freeze needs
+        ``runbook cohort redraw``."""
+        return {
+            "key": self.key,
+            "exclude": [[e.reason, e.where] for e in self.exclude],
+            "stratify_by": list(self.stratify_by),
+            "waves": [[w.id, w.size.text, w.min] for w in self.waves],
+            "holdout": self.holdout.text if self.holdout else None,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -198,6 +266,7 @@ class Runbook:
     phases: tuple[Phase, ...]
     source: SourceMap = field(repr=False, compare=False)
     data: Mapping[str, Any] = field(repr=False, compare=False)  # the document as read
+    cohorts: Mapping[str, Cohort] = field(default_factory=dict)
 
     @cached_property
     def digest(self) -> str:

@@ -60,7 +60,8 @@ class SyntaxProblem:
 _CACHE: dict[str, Parsed | SyntaxProblem] = {}
 # Jinja2 does not report its globals as names a template uses: a superset of them goes to the
 # real parser.  Filters are checked when a template compiles: only these, all in Jinja2 3.x (and
-# `quote`, ours), are read here.  Both are held against the installed Jinja2 by the tests.
+# `quote`, `raw`, `b64encode`, ours), are read here.  Both are held against the installed
+# Jinja2 by the tests.
 GLOBALS_SUPERSET = frozenset(
     [
         "range",
@@ -105,6 +106,8 @@ FAST_FILTERS = frozenset(
         "unique",
         "sort",
         "safe",
+        "raw",
+        "b64encode",
     ]
 )
 

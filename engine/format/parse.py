@@ -13,9 +13,13 @@ from typing import Any
 from .durations import parse_duration
 from .model import (
     DEFAULT_TIMEOUT,
+    HOLDOUT,
     Call,
+    Cohort,
+    CohortWave,
     Contingency,
     Defaults,
+    Exclusion,
     Host,
     OnFailure,
     Phase,
@@ -23,6 +27,7 @@ from .model import (
     Risk,
     Runbook,
     SecretRef,
+    Size,
     Step,
     VarDecl,
     Wave,
@@ -85,6 +90,22 @@ def _on_failure(value: Any, default: OnFailure) -> OnFailure:
         return default
 
 
+def parse_size(value: Any) -> Size | None:
+    """``20%`` (a share), ``500`` (a count) or ``rest``; None when it is none of them."""
+    if value == "rest":
+        return Size("rest", 0.0, "rest")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Size("count", float(value), str(value))
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            share = float(value[:-1])
+        except ValueError:
+            return None
+        if 0 <= share <= 100:
+            return Size("share", share / 100, value)
+    return None
+
+
 class Builder:
     def __init__(self, data: Mapping[str, Any], smap: SourceMap, file: str) -> None:
         self.data = data
@@ -126,12 +147,21 @@ class Builder:
             rollback=self.call(rb, (*path, "rollback")) if isinstance(rb, dict) else None,
             rollback_declared="rollback" in raw,
             path=path,
+            marks=raw["marks"] if isinstance(raw.get("marks"), str) else None,
         )
 
-    def phase(self, raw: Mapping[str, Any], path: Path) -> Phase | None:
+    def phase(
+        self, raw: Mapping[str, Any], path: Path, cohorts: Mapping[str, Cohort]
+    ) -> Phase | None:
         pid = raw.get("id")
         if not isinstance(pid, str):
             return None
+        spec = raw.get("waves")
+        cohort_name = spec.get("cohort") if isinstance(spec, dict) else None
+        if isinstance(cohort_name, str):
+            return self._phase(
+                raw, path, pid, self._cohort_waves(cohorts.get(cohort_name)), cohort_name
+            )
         waves = tuple(
             Wave(
                 id=w["id"],
@@ -143,6 +173,26 @@ class Builder:
             for i, w in enumerate(_list(raw.get("waves")))
             if isinstance(w, dict) and isinstance(w.get("id"), str)
         )
+        return self._phase(raw, path, pid, waves, None)
+
+    def _cohort_waves(self, cohort: Cohort | None) -> tuple[Wave, ...]:
+        if cohort is None:
+            return ()  # an unknown cohort: reported by the checks
+        waves = [Wave(w.id, i, w.vars, w.description, w.path) for i, w in enumerate(cohort.waves)]
+        if cohort.holdout is not None:
+            waves.append(
+                Wave(HOLDOUT, len(waves), {}, "the holdout: moved last", (*cohort.path, "holdout"))
+            )
+        return tuple(waves)
+
+    def _phase(
+        self,
+        raw: Mapping[str, Any],
+        path: Path,
+        pid: str,
+        waves: tuple[Wave, ...],
+        cohort: str | None,
+    ) -> Phase:
         steps = tuple(
             s
             for i, r in enumerate(_list(raw.get("steps")))
@@ -156,6 +206,42 @@ class Builder:
             parallel=raw.get("parallel") is True,
             waves=waves,
             steps=steps,
+            path=path,
+            cohort=cohort,
+        )
+
+    def cohort(self, name: str, raw: Mapping[str, Any]) -> Cohort:
+        path: Path = ("cohorts", name)
+        source = _dict(raw.get("source"))
+        seed = raw.get("seed", 0)
+        waves = tuple(
+            CohortWave(
+                id=w["id"],
+                size=parse_size(w.get("size")) or Size("rest", 0.0, "rest"),
+                min=w["min"] if isinstance(w.get("min"), int) and w["min"] >= 0 else 0,
+                vars=_dict(w.get("vars")),
+                description=_str(w.get("description")),
+                path=(*path, "waves", i),
+            )
+            for i, w in enumerate(_list(raw.get("waves")))
+            if isinstance(w, dict) and isinstance(w.get("id"), str)
+        )
+        holdout = _dict(raw.get("holdout"))
+        return Cohort(
+            name=name,
+            dsn=_str(source.get("dsn")),
+            query=_str(source.get("query")),
+            key=_str(raw.get("key")),
+            attributes=_strs(raw.get("attributes")),
+            exclude=tuple(
+                Exclusion(_str(e.get("reason")), _str(e.get("where")), (*path, "exclude", i))
+                for i, e in enumerate(_list(raw.get("exclude")))
+                if isinstance(e, dict)
+            ),
+            stratify_by=_strs(raw.get("stratify_by")),
+            waves=waves,
+            holdout=parse_size(holdout.get("size")) if holdout else None,
+            seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0,
             path=path,
         )
 
@@ -216,10 +302,15 @@ class Builder:
             for i, c in enumerate(_list(d.get("contingencies")))
             if isinstance(c, dict) and isinstance(c.get("id"), str)
         )
+        cohorts = {
+            name: self.cohort(name, c)
+            for name, c in _dict(d.get("cohorts")).items()
+            if isinstance(c, dict)
+        }
         phases = tuple(
             p
             for i, r in enumerate(_list(d.get("phases")))
-            if isinstance(r, dict) and (p := self.phase(r, ("phases", i))) is not None
+            if isinstance(r, dict) and (p := self.phase(r, ("phases", i), cohorts)) is not None
         )
         labels = {k: v for k, v in _dict(meta.get("labels")).items() if isinstance(v, str)}
         return Runbook(
@@ -237,4 +328,5 @@ class Builder:
             phases=phases,
             source=self.smap,
             data=d,
+            cohorts=cohorts,
         )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any
 
 from ..errors import Problem
 from ..schemas import schema_text
 from .fastschema import proven_valid
+from .patterns import ecma, searcher
 from .yamlsource import Path, SourceMap
 
 ID_PATTERN = "^[a-z0-9][a-z0-9-]*$"
@@ -52,15 +53,50 @@ _VALIDATORS: dict[int, Any] = {}
 
 
 def validator_for(schema: Mapping[str, Any]) -> Any:
-    """A cached Draft 2020-12 validator (jsonschema is imported on first use)."""
+    """A cached Draft 2020-12 validator (jsonschema is imported on first use).
+
+    Its regular expressions mean what JSON Schema says (ECMA-262: ``$`` is the end of the
+    text, not "before a final newline"; see patterns.py).
+    """
     key = id(schema)
     v = _VALIDATORS.get(key)
     if v is None:
-        from jsonschema import Draft202012Validator
-
-        v = Draft202012Validator(schema)
+        v = _ecma_validator_class()(schema)
         _VALIDATORS[key] = v
     return v
+
+
+@cache
+def _ecma_validator_class() -> Any:
+    from jsonschema import Draft202012Validator, ValidationError, validators
+
+    keywords = Draft202012Validator.VALIDATORS
+    pattern_properties = keywords["patternProperties"]
+    additional_properties = keywords["additionalProperties"]
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
+        if validator.is_type(instance, "string") and not searcher(patrn)(instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def ecma_keys(patterns: Mapping[str, Any]) -> dict[str, Any]:
+        return {ecma(k): v for k, v in patterns.items()}
+
+    def pattern_props(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        yield from pattern_properties(validator, ecma_keys(value), instance, schema)
+
+    def additional(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[Any]:
+        if isinstance(schema, dict) and "patternProperties" in schema:
+            schema = {**schema, "patternProperties": ecma_keys(schema["patternProperties"])}
+        yield from additional_properties(validator, value, instance, schema)
+
+    return validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator,
+        {
+            "pattern": pattern,
+            "patternProperties": pattern_props,
+            "additionalProperties": additional,
+        },
+    )
 
 
 def is_template(value: object) -> bool:
@@ -164,6 +200,8 @@ def _pattern_message(inst: Any, pattern: str, key: str | int = "") -> str:
         return f"invalid duration {inst!r}: use a number with a unit (ms, s, m, h), e.g. 30s, 1h30m, 250ms"
     if pattern.startswith("^(https?://"):
         return f"expected an http:// or https:// URL, got {inst!r}"
+    if "[A-Za-z0-9_.-]" in pattern:
+        return f"invalid host alias {inst!r}: use letters, digits, '_', '.' and '-'"
     if "[A-Za-z_][A-Za-z0-9_]*" in pattern:
         return f"invalid name {inst!r}: use letters, digits and '_'"
     return f"{inst!r} does not match {pattern}"

@@ -9,13 +9,14 @@ seconds and is done lazily at run time, once per distinct text.  A string that i
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from ..errors import RunbookError
+from . import contexts
+from .contexts import PLAIN, SHELL, URL
 
 CONTEXT_NAMES = ("vars", "secrets", "steps", "wave", "run", "failed_step")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
@@ -30,18 +31,50 @@ def is_template(value: object) -> bool:
 
 
 def _quote(value: Any) -> str:
-    return shlex.quote(str(value))
+    return contexts.shell_words(value if not isinstance(value, contexts.Raw) else str(value))
 
 
-@lru_cache(maxsize=1)
-def environment() -> Any:
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+@lru_cache(maxsize=4)
+def environment(mode: str = PLAIN) -> Any:
+    """The sandbox for templates whose output lands in ``mode``: plain text and values,
+    a shell command (every ``{{ }}`` quoted) or a URL (path and query values encoded)."""
     from jinja2 import StrictUndefined
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(
-        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """No name starting with ``_`` is reachable by item on an engine object either (the
+        sandbox already refuses it by attribute); plain data keeps its keys: ``row['_id']``."""
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            if (
+                isinstance(argument, str)
+                and argument.startswith("_")
+                and not isinstance(obj, (dict, list, tuple))
+            ):
+                return self.undefined(obj=obj, name=argument)
+            return super().getitem(obj, argument)
+
+    finalize = {SHELL: contexts.shell_finalize, URL: contexts.url_finalize}.get(mode)
+    env = Sandbox(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=finalize,
     )
     env.filters["quote"] = _quote
+    env.filters["raw"] = _unchanged
+    env.filters["b64encode"] = contexts.b64encode
+    if mode == SHELL:
+        env.filters["quote"] = contexts.shell_quote_filter
+        env.filters["raw"] = contexts.shell_raw_filter
+    elif mode == URL:
+        urlencode = env.filters["urlencode"]
+        env.filters["raw"] = contexts.url_raw_filter
+        env.filters["urlencode"] = lambda value: contexts.Raw(urlencode(value))
     return env
 
 
@@ -103,8 +136,8 @@ def iter_strings(
 
 
 @lru_cache(maxsize=4096)
-def _compiled(source: str) -> Any:
-    return environment().from_string(source)
+def _compiled(source: str, mode: str = PLAIN) -> Any:
+    return environment(mode).from_string(source)
 
 
 @lru_cache(maxsize=4096)
@@ -112,16 +145,21 @@ def _compiled_expression(expr: str) -> Any:
     return environment().compile_expression(expr, undefined_to_none=False)
 
 
-def render_string(source: str, context: Mapping[str, Any]) -> Any:
+def render_string(source: str, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
+    """Render one template string.  In ``PLAIN`` mode a string that is exactly one
+    ``{{ expression }}`` gives the expression's value; a command or a URL is always text."""
     from jinja2 import TemplateError as JinjaError
 
     try:
-        m = _SINGLE.match(source)
-        if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
-            value = _compiled_expression(m.group("expr").strip())(**context)
-            _force(value)
-            return value
-        return _compiled(source).render(**context)
+        if mode == PLAIN:
+            m = _SINGLE.match(source)
+            if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
+                value = _compiled_expression(m.group("expr").strip())(**context)
+                _force(value)
+                return value
+            return _compiled(source).render(**context)
+        out = _compiled(source, mode).render(**context)
+        return contexts.resolve_url(out) if mode == URL else out
     except JinjaError as exc:
         raise TemplateError(_jinja_message(exc)) from None
     except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
@@ -154,14 +192,14 @@ def _force(value: Any) -> None:
         str(value)
 
 
-def render(value: Any, context: Mapping[str, Any]) -> Any:
+def render(value: Any, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
     """Render every template string inside ``value`` (mappings and lists are walked)."""
     if isinstance(value, str):
-        return render_string(value, context) if is_template(value) else value
+        return render_string(value, context, mode) if is_template(value) else value
     if isinstance(value, Mapping):
-        return {k: render(v, context) for k, v in value.items()}
+        return {k: render(v, context, mode) for k, v in value.items()}
     if isinstance(value, list):
-        return [render(v, context) for v in value]
+        return [render(v, context, mode) for v in value]
     return value
 
 

@@ -72,8 +72,14 @@ def _check_type(decl: VarDecl, value: Any) -> str | None:
 
 
 def resolve(
-    runbook: Runbook, assignments: Iterable[str] = (), var_files: Iterable[str] = ()
+    runbook: Runbook,
+    assignments: Iterable[str] = (),
+    var_files: Iterable[str] = (),
+    *,
+    require_all: bool = True,
 ) -> dict[str, Any]:
+    """The variables' values; with ``require_all=False`` (``plan``) a variable with no default
+    and no value is left out instead of refused, while bad values given are still exit 2."""
     values: dict[str, Any] = {n: d.default for n, d in runbook.vars.items() if d.has_default}
     problems: list[str] = []
     for path in var_files:
@@ -92,7 +98,7 @@ def resolve(
             values[name] = convert(decl, raw)
         except ValueError as exc:
             problems.append(f"--var {name}: {exc}")
-    missing = [n for n in runbook.vars if n not in values]
+    missing = [n for n in runbook.vars if n not in values] if require_all else []
     for name in missing:
         problems.append(f"variable {name!r} has no default: give it with --var {name}=VALUE")
     if problems:

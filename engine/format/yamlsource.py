@@ -55,6 +55,7 @@ class SourceMap:
     def __init__(self, file: str, text: str | None = None) -> None:
         self.file = file
         self._text = text
+        self.source = text  # the file's text, to point inside a value (``problem_in``)
         self._values: dict[Path, tuple[int, int]] = {}
         self._keys: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
@@ -105,6 +106,30 @@ class SourceMap:
         m = self.key_at(path) if key else self.at(path)
         return Problem(self.file, m.line, m.col, format_path(path), message, severity, code)
 
+    def problem_in(
+        self, path: Path, value: str, offset: int, message: str, *, code: str = "invalid"
+    ) -> Problem:
+        """A problem at ``value[offset:]``, a ``{{`` inside the string value at ``path``: the
+        n-th ``{{`` of the value is the n-th in the file from where the value starts, in any
+        scalar style (quotes and escapes do not change a ``{{``)."""
+        m = self.at(path)
+        line, col = m.line, m.col
+        text = self.source
+        nth = value.count("{{", 0, offset)
+        if text is not None and value.startswith("{{", offset):
+            lines = text.split("\n")
+            if 0 < line <= len(lines):
+                start = sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
+                pos = start - 1
+                for _ in range(nth + 1):
+                    pos = text.find("{{", pos + 1)
+                    if pos < 0:
+                        break
+                if pos >= 0:
+                    line = text.count("\n", 0, pos) + 1
+                    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        return Problem(self.file, line, col, format_path(path), message, "error", code)
+
 
 def format_path(path: Path) -> str:
     """``("phases", 1, "steps", 0, "with")`` -> ``phases[1].steps[0].with``."""
@@ -131,6 +156,8 @@ class _Resolver:
         hit = self.cache.get(value)
         if hit is None:
             tag = self._resolver.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
+            if tag not in _SAFE_SCALAR_TAGS:
+                tag = _STR  # a plain `<<` or `=` outside a key: text (YAML 1.2), not a crash
             hit = (tag, self.construct(tag, value))
             if len(self.cache) < 100_000:
                 self.cache[value] = hit
@@ -246,7 +273,8 @@ class _Builder:
             return event.value
         try:
             return self.res.construct(tag, event.value)
-        except (yaml.YAMLError, ValueError, TypeError):
+        except (yaml.YAMLError, ValueError, TypeError, LookupError, OverflowError):
+            # PyYAML: `!!bool maybe` is a KeyError, `!!float ""` an IndexError, `!!int x` a ValueError
             self._error(event, path, f"{event.value!r} is not a valid {_short_tag(tag)}")
             return event.value
 
@@ -418,6 +446,7 @@ def parse(text: str, file: str) -> tuple[Any, SourceMap]:
 
 def _parse_located(text: str, file: str) -> tuple[Any, SourceMap]:
     smap = SourceMap(file)
+    smap.source = text
     parser = _parser(text)
     builder = _Builder(smap, parser.get_event)
     value: Any = None
@@ -468,8 +497,8 @@ def _plain(text: str) -> Any:
                 hit = cache.get(ev.value)
                 return hit[1] if hit is not None else res.plain(ev.value)[1]
             return ev.value
-        if ev.tag is not None or ev.anchor is not None or depth >= MAX_DEPTH:
-            raise _Unusual
+        if kind is _ALIAS or ev.tag is not None or ev.anchor is not None or depth >= MAX_DEPTH:
+            raise _Unusual  # an alias event has no tag: test its kind first
         if kind is _MAP_START:
             out: dict[str, Any] = {}
             while True:
@@ -489,7 +518,7 @@ def _plain(text: str) -> Any:
                 if type(item) is _SEQ_END:
                     return items
                 items.append(node(item, depth + 1))
-        raise _Unusual  # an alias
+        raise _Unusual  # pragma: no cover - libyaml gives a node here
 
     try:
         value: Any = None

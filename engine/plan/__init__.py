@@ -1,5 +1,5 @@
 """What `apply` would do now: the plan built from the runbook and the DAG, its statuses
 against the state, and its renderers (text, markdown, json).
 
-May import: format, state, graph, and the base modules.
+May import: format, state, graph, cohort (drawing a cohort in memory), and the base modules.
 """

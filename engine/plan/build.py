@@ -10,18 +10,17 @@ whose definition changed since it was applied) through ``build_plan(..., statuse
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..actions import Action, registry
-from ..errors import Problem, RunbookError
+from ..errors import Problem
 from ..format.loader import Loaded
 from ..format.model import IMPACTS, LIKELIHOODS, Call, Instance, Runbook
-from ..format.names import SyntaxProblem, scan
-from ..format.templates import iter_strings, render_string
 from ..graph.dag import Dag
+from .cohorts import PlanCohort
+from .preview import Preview
 
 # What a plan says of a step's rollback when it has no rollback action.
 ROLLBACK_NONE = "none"  # `rollback: none`: nothing to undo, said on purpose
@@ -116,6 +115,7 @@ class Plan:
     groups: tuple[tuple[PlanStep, ...], ...]  # group k: steps that can run side by side
     risks: tuple[PlanRisk, ...]
     warnings: tuple[Problem, ...] = field(default=())
+    cohorts: tuple[PlanCohort, ...] = field(default=())  # each cohort's waves, sizes, strata
 
     @property
     def steps(self) -> list[PlanStep]:
@@ -144,12 +144,13 @@ class _Describer:
             self.actions[name] = self.reg.get(name) if name in self.reg else None
         return self.actions[name]
 
-    def __call__(self, call: Call) -> str:
+    def __call__(self, call: Call, params: Mapping[str, Any] | None = None) -> str:
+        """The call's description, of ``params`` when given (its params as the plan shows them)."""
         action = self.action(call.action)
         if action is None:  # pragma: no cover - the loader refuses unknown actions
             return call.action
         try:
-            return str(action.describe(call.params))
+            return str(action.describe(call.params if params is None else params))
         except Exception as exc:  # noqa: BLE001 - a plugin's describe must not sink the plan
             return f"{action.summary} (its description failed: {type(exc).__name__})"
 
@@ -160,68 +161,38 @@ class _Describer:
         return bool(action.idempotent) if action is not None else False
 
 
-def _rollback(inst: Instance, describe: _Describer) -> tuple[str, str | None]:
+def _rollback(inst: Instance, describe: _Describer, preview: Preview) -> tuple[str, str | None]:
     rb = inst.step.rollback
     if rb is not None:
-        return describe(_for_wave(rb, inst)), rb.action
+        return describe(rb, preview.params(rb.params, inst)), rb.action
     return (ROLLBACK_NONE if inst.step.rollback_declared else ROLLBACK_MISSING), None
 
 
-def _wave_context(inst: Instance) -> dict[str, Any]:
-    """``wave`` as templates see it (SPEC §2): id, index, vars, previous (None for the first)."""
-    assert inst.wave is not None
-    waves = inst.phase.waves
-    i = inst.wave.index
+def build_plan(
+    loaded: Loaded,
+    statuses: Mapping[str, StepStatus] | None = None,
+    values: Mapping[str, Any] | None = None,
+    cohorts: tuple[PlanCohort, ...] = (),
+) -> Plan:
+    """The plan of a loaded runbook; ``statuses`` (instance id -> status) from the run state;
+    ``cohorts`` as ``cohorts.plan_cohorts`` read or drew them.
 
-    def one(k: int) -> dict[str, Any]:
-        w = waves[k]
-        return {"id": w.id, "index": w.index, "vars": dict(w.vars)}
-
-    return {"wave": {**one(i), "previous": one(i - 1) if i > 0 else None}}
-
-
-def _for_wave(call: Call, inst: Instance) -> Call:
-    """The call with each template that uses nothing but ``wave`` rendered for this wave.
-
-    A wave's values are fixed by the file, so the plan can show them (`where id % 100 < 10`);
-    templates that use vars, secrets or step outputs are left as written.
+    Templates are shown rendered with the variables' ``values`` (default: the runbook's
+    defaults) and each wave's values; what only a run knows is named (see preview.py).
     """
-    if inst.wave is None:
-        return call
-    found = [(path, text) for path, text in iter_strings(call.params) if _wave_only(text)]
-    if not found:
-        return call
-    context = _wave_context(inst)
-    params: Any = copy.deepcopy(dict(call.params))
-    for path, text in found:
-        try:
-            value = render_string(text, context)
-        except RunbookError:
-            continue
-        target = params
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = value
-    return replace(call, params=params)
-
-
-def _wave_only(text: str) -> bool:
-    parsed = scan(text)
-    return not isinstance(parsed, SyntaxProblem) and parsed.names == {"wave"}
-
-
-def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None) -> Plan:
-    """The plan of a loaded runbook; ``statuses`` (instance id -> status) from the run state."""
     rb: Runbook = loaded.runbook
     dag = Dag(loaded.order)
     describe = _Describer()
+    if values is None:
+        values = {n: d.default for n, d in rb.vars.items() if d.has_default}
+    preview = Preview(values)
     groups: list[tuple[PlanStep, ...]] = []
     for generation in dag.generations():
         group = []
         for node in generation:
             inst: Instance = dag.instances[node]
             step = inst.step
-            rollback, rollback_action = _rollback(inst, describe)
+            rollback, rollback_action = _rollback(inst, describe, preview)
             group.append(
                 PlanStep(
                     id=inst.id,
@@ -229,7 +200,7 @@ def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None)
                     phase=inst.phase.id,
                     wave=inst.wave.id if inst.wave else None,
                     action=step.action,
-                    does=describe(_for_wave(step.call, inst)),
+                    does=describe(step.call, preview.params(step.call.params, inst)),
                     description=step.call.description,
                     risks=step.risks,
                     rollback=rollback,
@@ -256,7 +227,9 @@ def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None)
             mitigation=r.mitigation,
             owner=r.owner,
             contingencies=tuple(
-                PlanContingency(c.id, c.call.action, describe(c.call))
+                PlanContingency(
+                    c.id, c.call.action, describe(c.call, preview.params(c.call.params))
+                )
                 for cid in r.contingencies
                 if (c := rb.contingency_by_id.get(cid)) is not None
             ),
@@ -273,4 +246,5 @@ def build_plan(loaded: Loaded, statuses: Mapping[str, StepStatus] | None = None)
         groups=tuple(groups),
         risks=risks,
         warnings=tuple(loaded.warnings),
+        cohorts=cohorts,
     )

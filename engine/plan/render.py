@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from ..format.model import IMPACTS, LIKELIHOODS
 from .build import Plan, PlanRisk, PlanStep
+from .cohorts import PlanCohort
 
 _MAX_ID_WIDTH = 40
 
@@ -45,6 +47,10 @@ def render_text(plan: Plan) -> str:
         out.append(f"  {plan.description}")
     if plan.owner:
         out.append(f"  owner: {plan.owner}")
+    if plan.cohorts:
+        out.append("")
+        out.extend(_text_cohorts(plan.cohorts))
+        out.append("")
     out.append("Groups run in order; the steps of one group can run side by side.")
     for k, group in enumerate(plan.groups, 1):
         out.append("")
@@ -67,6 +73,45 @@ def render_text(plan: Plan) -> str:
     out.append("")
     out.extend(_text_register(plan))
     return "\n".join(out)
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
+
+
+def cohort_head(c: PlanCohort) -> str:
+    """One sentence: frozen or drawn now, eligible, excluded (or why it is not drawn)."""
+    if c.not_drawn is not None:
+        return f"not drawn: {c.not_drawn}"
+    if c.frozen_at is not None:
+        how = f"frozen {c.frozen_at}"
+        if c.changed:
+            how += " (the runbook's draw changed since: `runbook cohort redraw` or undo the edit)"
+    else:
+        how = "not frozen yet; drawn now from its source (the first apply freezes it)"
+    excluded = ", ".join(f"{n:,} {r}" for r, n in c.excluded.items())
+    return f"{how}: {_count(c.eligible)} eligible of {_count(c.source_rows)}" + (
+        f"; excluded: {excluded}" if excluded else ""
+    )
+
+
+def strata_text(strata: dict[str, int] | Any) -> str:
+    return ", ".join(f"{k} {n:,}" for k, n in strata.items() if n)
+
+
+def _text_cohorts(cohorts: tuple[PlanCohort, ...]) -> list[str]:
+    out = ["Cohorts (each drawn once into its waves, then frozen)"]
+    for c in cohorts:
+        out.append(f"  {c.name}: {cohort_head(c)}")
+        if not c.waves:
+            continue
+        width = max(len(w.id) for w in c.waves)
+        size = max(len(f"{w.size:,}") for w in c.waves)
+        for w in c.waves:
+            strata = strata_text(w.strata)
+            tail = f"  {strata}" if strata and list(w.strata) != ["all"] else ""
+            out.append(f"    {w.id:<{width}}  {w.size:>{size},}{tail}")
+    return out
 
 
 def _text_register(plan: Plan) -> list[str]:
@@ -110,6 +155,14 @@ def _cell(value: object) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~!{}<>&])")
+
+
+def _data(text: str) -> str:
+    """Values that come from the customers' data (strata): no markup, no mention, no link."""
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("@", "@\u200b")
+
+
 def _row(values: list[Any]) -> str:
     return "| " + " | ".join(_cell(v) for v in values) + " |"
 
@@ -120,6 +173,17 @@ def render_markdown(plan: Plan) -> str:
         out += [f"> {_cell(plan.description)}", ""]
     owner = f" · owner: {_cell(plan.owner)}" if plan.owner else ""
     out += [f"`{plan.file}` · {_summary(plan)}{owner}", ""]
+    if plan.cohorts:
+        out += ["## Cohorts", ""]
+        for c in plan.cohorts:
+            out.append(f"**{_cell(c.name)}**: {_cell(cohort_head(c))}")
+            out.append("")
+            if c.waves:
+                out.append(_row(["wave", "size", "strata"]))
+                out.append("|---|---:|---|")
+                for w in c.waves:
+                    out.append(_row([w.id, f"{w.size:,}", _data(strata_text(w.strata))]))
+                out.append("")
     out += ["## Steps", ""]
     out.append("Groups run in order; the steps of one group can run side by side.")
     out.append("")
@@ -202,6 +266,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         },
         "risks": [r.as_json() for r in plan.risks],
         "warnings": [p.as_json() for p in plan.warnings],
+        "cohorts": {c.name: c.as_json() for c in plan.cohorts},
     }
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from ..errors import InvalidInput, StateError
 from ..format.loader import Loaded
+from ..state.db import Database
+from .cohorts import cohort_reports
 from .model import (
     Report,
 )
@@ -50,8 +52,13 @@ def pick_run(records: list[dict[str, Any]], run_id: str | None, name: str) -> tu
 
 
 def build(
-    loaded: Loaded, records: list[dict[str, Any]], run_id: str | None, notices: list[str]
+    loaded: Loaded,
+    records: list[dict[str, Any]],
+    run_id: str | None,
+    notices: list[str],
+    ledger: Database | None = None,
 ) -> Report:
+    """``ledger``: the state database opened read-only, for the customers' part (cohorts)."""
     rb = loaded.runbook
     start, end = pick_run(records, run_id, rb.name)
     walk = Walk(loaded, records, start, end)
@@ -65,7 +72,16 @@ def build(
             f"{len(strays)} step(s) of this run are no longer in {rb.file}: {shown} "
             "(the runbook was edited since)"
         )
-    sections = Sections(rb, walk, rows)
+    cohorts = []
+    if rb.cohorts and ledger is not None:
+        run = str(records[start].get("run"))
+        cohorts = cohort_reports(rb, walk.state, ledger, run, records[start:end])
+        if end < len(records):
+            notes.append(
+                "the customers' figures are the ledger as it stands now, after later runs; "
+                "the `in run` columns are this run's"
+            )
+    sections = Sections(rb, walk, rows, cohorts)
     runs = []
     for rid, s, e in runs_of(records):
         status = [r.get("status") for r in records[s:e] if r.get("t") == "run"]

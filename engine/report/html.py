@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from .. import __version__
 from ..graph.colours import style
+from ..state.outcome import run_words
 from .model import Report
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -188,6 +189,83 @@ def _waves(rep: Report) -> Iterator[str]:
         yield f"<p>First differences found by {e(v.step)}: <code>{e(v.first_differences)}</code></p>"
 
 
+def _keys(keys: list[object]) -> str:
+    return ", ".join(str(k) for k in keys)
+
+
+def _clean(clean: bool) -> Html:
+    s = style("succeeded" if clean else "failed")
+    return Html(
+        f'<span class="badge" style="background:{s.fill};border-color:{s.strong}">'
+        f"{'clean' if clean else 'not clean'}</span>"
+    )
+
+
+def _cohorts(rep: Report) -> Iterator[str]:
+    yield "<h2>Customers</h2>"
+    for c in rep.cohorts:
+        yield f"<h3>Cohort {e(c.name)}</h3>"
+        yield (
+            f"<p>{e(c.summary)} {_clean(c.clean)}"
+            f'<span class="meta"> · drawn {e(c.frozen_at)} · the ledger as it stands now</span></p>'
+        )
+        for line in c.short:
+            yield f'<p class="notice"><b>Not clean:</b> {e(line)}</p>'
+        head = ["wave", "attempts", "members", "notified", "moved", "verified", "failed"]
+        head += ["compensated", "pending", "vanished", "failed in run", "compensated in run"]
+        rows = [
+            [
+                f.wave,
+                f.attempts,
+                *(
+                    _n(x)
+                    for x in (
+                        f.members,
+                        f.notified,
+                        f.moved,
+                        f.verified,
+                        f.failed,
+                        f.compensated,
+                        f.pending,
+                        f.vanished,
+                        f.failed_in_run,
+                        f.compensated_in_run,
+                    )
+                ),
+            ]
+            for f in c.funnel
+        ]
+        yield table(head, rows, numeric=tuple(range(1, 12)))
+        yield "<p>Excluded (never moved), by reason:</p>"
+        yield table(
+            ["reason", "entities", "first keys"],
+            [[x.what, _n(x.count), _keys(x.first)] for x in c.excluded],
+            numeric=(1,),
+        )
+        yield "<p>Late (appeared after the draw) and vanished (gone from the source before moving):</p>"
+        yield table(
+            ["", "entities", "first keys"],
+            [[x.what, _n(x.count), _keys(x.first)] for x in (c.late, c.vanished)],
+            numeric=(1,),
+        )
+        if c.reconciled:
+            yield "<p>Compared with the source by the applies of this run:</p>"
+            yield table(
+                ["at", "late", "vanished", "first late keys", "first vanished keys"],
+                [
+                    [
+                        r.at,
+                        _n(r.late),
+                        _n(r.vanished),
+                        _keys(list(r.late_keys)),
+                        _keys(list(r.vanished_keys)),
+                    ]
+                    for r in c.reconciled
+                ],
+                numeric=(1, 2),
+            )
+
+
 def _trouble(rep: Report) -> Iterator[str]:
     yield "<h2>Failures and retries</h2>"
     frows = [[f.step, f.phase, f.attempt, f.at, f.error] for f in rep.failures]
@@ -268,7 +346,10 @@ def _rest(rep: Report) -> Iterator[str]:
 
 
 def render_html(rep: Report) -> str:
-    title = f"Run report: {rep.runbook} — run {rep.run.id} ({rep.run.status})"
+    title = (
+        f"Run report: {rep.runbook} — run {rep.run.id} "
+        f"({run_words(rep.run.status, rep.run.compensated)})"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -278,6 +359,7 @@ def render_html(rep: Report) -> str:
         f"<title>{e(title)}</title><style>{CSS}</style></head><body><main>",
         *_head(rep),
         *_timeline(rep),
+        *(_cohorts(rep) if rep.cohorts else ()),
         *_waves(rep),
         *_trouble(rep),
         *_rest(rep),

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
+from ..state.outcome import run_words
 from .model import Report, StepRow
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -131,7 +132,8 @@ def _head(rep: Report) -> Iterator[str]:
         yield " — ".join(about)
         yield ""
     yield (
-        f"**Run {md(run.id)}: {md(run.status.replace('_', ' '))}** · started {md(run.started)}"
+        f"**Run {md(run.id)}: {md(run_words(run.status, run.compensated))}** · started "
+        f"{md(run.started)}"
         f" · last record {md(run.finished)} · elapsed {took(run.elapsed)}"
         f" · steps busy {took(run.busy)} · file {md(run.file or rep.file)}"
     )
@@ -210,6 +212,79 @@ def _waves(rep: Report) -> Iterator[str]:
     for v in verifies:
         yield ""
         yield f"First differences found by {md(v.step)}: {md(v.first_differences)}"
+
+
+def _keys(keys: list[object]) -> str:
+    return ", ".join(str(k) for k in keys)
+
+
+def _cohorts(rep: Report) -> Iterator[str]:
+    yield "## Customers"
+    for c in rep.cohorts:
+        yield ""
+        yield f"### Cohort {md(c.name)}"
+        yield ""
+        yield f"{md(c.summary)} · drawn {md(c.frozen_at)} · the ledger as it stands now."
+        for line in c.short:
+            yield ""
+            yield f"**Not clean:** {md(line)}"
+        yield ""
+        head = ["wave", "attempts", "members", "notified", "moved", "verified", "failed"]
+        head += ["compensated", "pending", "vanished", "failed in run", "compensated in run"]
+        rows = [
+            [
+                f.wave,
+                f.attempts,
+                *(
+                    n(x)
+                    for x in (
+                        f.members,
+                        f.notified,
+                        f.moved,
+                        f.verified,
+                        f.failed,
+                        f.compensated,
+                        f.pending,
+                        f.vanished,
+                        f.failed_in_run,
+                        f.compensated_in_run,
+                    )
+                ),
+            ]
+            for f in c.funnel
+        ]
+        yield from table(head, rows)
+        yield ""
+        yield "Excluded (never moved), by reason:"
+        yield ""
+        yield from table(
+            ["reason", "entities", "first keys"],
+            [[x.what, n(x.count), _keys(x.first)] for x in c.excluded],
+        )
+        yield ""
+        yield "Late (appeared after the draw) and vanished (gone from the source before moving):"
+        yield ""
+        yield from table(
+            ["", "entities", "first keys"],
+            [[x.what, n(x.count), _keys(x.first)] for x in (c.late, c.vanished)],
+        )
+        if c.reconciled:
+            yield ""
+            yield "Compared with the source by the applies of this run:"
+            yield ""
+            yield from table(
+                ["at", "late", "vanished", "first late keys", "first vanished keys"],
+                [
+                    [
+                        r.at,
+                        n(r.late),
+                        n(r.vanished),
+                        _keys(list(r.late_keys)),
+                        _keys(list(r.vanished_keys)),
+                    ]
+                    for r in c.reconciled
+                ],
+            )
 
 
 def _trouble(rep: Report) -> Iterator[str]:
@@ -318,6 +393,8 @@ def _steps(steps: list[StepRow]) -> Iterator[str]:
 def render_markdown(rep: Report) -> str:
     lines = list(_head(rep))
     lines += ["", "## Timeline", "", fenced("\n".join(gantt(rep)), "mermaid"), ""]
+    if rep.cohorts:
+        lines += [*_cohorts(rep), ""]
     lines += list(_waves(rep))
     lines.append("")
     lines += list(_trouble(rep))

@@ -202,6 +202,63 @@ class RunInfo:
     file: str | None
     resumes: int
     vars: dict[str, Any]
+    compensated: bool = False  # a contingency fired or a rollback ran in this run
+
+
+@dataclass
+class Funnel:
+    """One cohort wave as the ledger holds it now: notified, moved and verified count the
+    members that reached that state or a later one; the ``*_in_run`` figures count distinct
+    members with such a transition in the reported run (a compensated member is pending
+    again for its wave's next attempt, so "now" alone would hide it)."""
+
+    wave: str
+    attempts: int  # the wave's attempt at the end of the run (0: not started)
+    members: int
+    notified: int
+    moved: int
+    verified: int
+    failed: int
+    compensated: int
+    pending: int
+    vanished: int
+    failed_in_run: int
+    compensated_in_run: int
+
+
+@dataclass
+class KeyedCount:
+    """Entities of one kind (an exclusion reason, late, vanished): how many, the first keys."""
+
+    what: str
+    count: int
+    first: list[Any]
+
+
+@dataclass
+class Reconciliation:
+    """What one apply found comparing a frozen cohort with its source again."""
+
+    at: str
+    late: int
+    vanished: int
+    late_keys: list[str]
+    vanished_keys: list[str]
+
+
+@dataclass
+class CohortReport:
+    name: str
+    frozen_at: str
+    summary: str  # "20,000 customers: 19,980 verified, 20 excluded (no-contact), 0 failed, ..."
+    total: int
+    clean: bool  # every finished wave has every member at its target
+    short: list[str]  # the finished waves that fell short, in words
+    funnel: list[Funnel]
+    excluded: list[KeyedCount]
+    late: KeyedCount
+    vanished: KeyedCount
+    reconciled: list[Reconciliation]  # in the reported run
 
 
 @dataclass
@@ -227,6 +284,7 @@ class Report:
     slowest: list[tuple[str, float]]
     customers_moved: int
     notices: list[str]
+    cohorts: list[CohortReport] = field(default_factory=list)  # from the ledger (SPEC §7)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = _plain(self)

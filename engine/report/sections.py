@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..format.durations import format_duration
 from ..format.model import Runbook, instance_id
 from .model import (
+    CohortReport,
     Copy,
     Gate,
     Measurement,
@@ -69,8 +70,15 @@ def _int(value: Any) -> int | None:
 
 
 class Sections:
-    def __init__(self, rb: Runbook, walk: Walk, rows: list[StepRow]) -> None:
+    def __init__(
+        self,
+        rb: Runbook,
+        walk: Walk,
+        rows: list[StepRow],
+        cohorts: list[CohortReport] | None = None,
+    ) -> None:
         self.rb = rb
+        self.cohorts = cohorts or []
         self.walk = walk
         self.rows = rows
         self.by_id = {r.id: r for r in rows}
@@ -244,6 +252,7 @@ class Sections:
             # what the waves moved (backups and staging copies outside waves are not customers')
             customers_moved=sum(c.rows_copied or 0 for w in waves if w.wave for c in w.copies),
             notices=notices,
+            cohorts=self.cohorts,
         )
         from .summary import summarise
 

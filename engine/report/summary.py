@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ..format.durations import format_duration
+from ..state.outcome import run_words
 from .model import Report
 
 _RUN_WORDS = {
@@ -45,7 +46,11 @@ def _more(items: list[str], total: int) -> list[str]:
 
 def _happened(rep: Report) -> list[str]:
     run = rep.run
-    word = _RUN_WORDS.get(run.status, run.status)
+    word = (
+        run_words(run.status, run.compensated)
+        if run.status == "succeeded"
+        else _RUN_WORDS.get(run.status, run.status)
+    )
     by = f" by {run.user}" if run.user else ""
     resumed = f", resumed {run.resumes} time(s)" if run.resumes else ""
     out = [
@@ -125,6 +130,21 @@ def _hurt(rep: Report) -> list[str]:
 
 def _customers(rep: Report) -> list[str]:
     out: list[str] = []
+    for co in rep.cohorts:
+        out.append(co.summary + ("." if co.clean else " — NOT CLEAN:"))
+        out.extend(f"{line}." for line in co.short)
+        again = sum(f.compensated_in_run for f in co.funnel)
+        if again:
+            waves = ", ".join(f.wave for f in co.funnel if f.compensated_in_run)
+            out.append(
+                f"{again:,} {co.name} compensated in this run (wave {waves}): their wave was "
+                "rolled back and they were pending again for its next attempt."
+            )
+        if co.late.count or co.vanished.count:
+            out.append(
+                f"{co.late.count:,} late (appeared after the draw), {co.vanished.count:,} vanished "
+                "from the source."
+            )
     moved = [w for w in rep.waves if w.wave and w.copies]
     if moved:
         tables: dict[str, int] = {}

@@ -44,7 +44,7 @@ class Walk:
         self.recs = records[start:end]
         self.base = seconds(self.recs[0].get("at", ""))
         self.state = State(self.rb.name)
-        for rec in records[1:end]:
+        for rec in records[:end]:
             self.state.apply(rec)
         self.spans: dict[str, list[Span]] = {}
         self.marks: dict[str, list[Mark]] = {}
@@ -259,6 +259,7 @@ class Walk:
             file=first.get("file"),
             resumes=sum(1 for r in self.run_recs if r.get("resumed")),
             vars=_dict(first.get("vars")),
+            compensated=bool(self.contingencies or self.rollbacks),
         )
 
 

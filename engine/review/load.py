@@ -46,27 +46,41 @@ def read_source(arg: str, display: str | None = None) -> Source:
 
 
 def git_show(spec: str, name: str) -> str:
-    """``git show REV:PATH`` (PATH from the repository's top, or ``./``-relative)."""
-    try:
-        proc = subprocess.run(
-            ["git", "show", "--no-textconv", spec],
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise InvalidInput(f"{name}: cannot read from git: git is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise InvalidInput(f"{name}: cannot read from git: `git show` took over 120 s") from None
+    """``git show REV:PATH`` (PATH from the repository's top, or ``./``-relative).  The
+    argument is never read as an option (``--end-of-options``), and ``--`` ends the revisions:
+    nothing after it is taken for a path either (SPEC §9)."""
+    if spec.startswith("-"):
+        raise InvalidInput(f"{name}: cannot read from git: a revision cannot start with '-'")
+    proc = _git(name, "show", "--no-textconv", "--end-of-options", spec, "--")
     if proc.returncode != 0:
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         why = lines[0].removeprefix("fatal: ") if lines else f"git exited {proc.returncode}"
+        if why.startswith("bad revision"):  # say which half is wrong, as git does without --
+            rev, _, path = spec.partition(":")
+            tree = _git(
+                name, "rev-parse", "--verify", "--quiet", "--end-of-options", rev + "^{tree}"
+            )
+            if tree.returncode != 0:
+                why = f"invalid object name {rev!r}"
+            else:
+                why = f"path {path!r} does not exist in {rev!r}"
         raise InvalidInput(f"{name}: cannot read from git: {why}")
     if proc.stdout.startswith(f"tree {spec}\n".encode()):
         raise InvalidInput(f"{name}: is a directory in git, not a runbook file")
     if len(proc.stdout) > MAX_BYTES:
         raise InvalidInput(f"{name}: over {MAX_BYTES // 1048576} MiB: refused")
     return decode(proc.stdout, name)
+
+
+def _git(name: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, timeout=120, check=False)
+    except FileNotFoundError:
+        raise InvalidInput(f"{name}: cannot read from git: git is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise InvalidInput(
+            f"{name}: cannot read from git: `git {args[0]}` took over 120 s"
+        ) from None
 
 
 def empty_side(name: str) -> Side:

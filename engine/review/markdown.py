@@ -32,19 +32,54 @@ _LABELS = {
 }
 
 
+_TICKS = re.compile(r"`+")
+# `@name` and `@org/team` ping people from a PR comment: a zero-width space after the `@`
+# keeps the text readable and the mention dead (outside code spans, where mentions work)
+_MENTION = re.compile(r"@(?=[A-Za-z0-9_])")
+
+
 def code(text: str) -> str:
-    if "`" in text:
-        return f"`` {text} ``"
-    return f"`{text}`"
+    """``text`` as one code span: its fence is longer than any backtick run inside it (a
+    double backtick cannot close it early), padded when the text holds a backtick."""
+    text = " ".join(text.splitlines())
+    runs = [len(m.group()) for m in _TICKS.finditer(text)]
+    if not runs:
+        return f"`{text}`"
+    fence = "`" * (max(runs) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def _spans(text: str) -> list[tuple[bool, str]]:
+    """``text`` cut into (is a code span, part), the way CommonMark reads backtick runs."""
+    out: list[tuple[bool, str]] = []
+    pos = 0
+    plain_from = 0
+    while True:
+        m = _TICKS.search(text, pos)
+        if m is None:
+            break
+        closer = next(
+            (c for c in _TICKS.finditer(text, m.end()) if len(c.group()) == len(m.group())), None
+        )
+        if closer is None:  # an opening run with no closing one is literal text
+            pos = m.end()
+            continue
+        out.append((False, text[plain_from : m.start()]))
+        out.append((True, text[m.start() : closer.end()]))
+        pos = plain_from = closer.end()
+    out.append((False, text[plain_from:]))
+    return [(is_code, part) for is_code, part in out if part]
 
 
 def _escape(text: str) -> str:
-    """Escape HTML outside the backtick spans of ``text``; arrows as arrows."""
+    """Outside the code spans of ``text``: HTML escaped, stray backticks escaped, mentions
+    neutralised, arrows as arrows."""
     out = []
-    for part in re.split(r"(`[^`]*`)", text):
-        if not part.startswith("`"):
+    for is_code, part in _spans(text):
+        if not is_code:
             part = part.replace(" -> ", " → ").replace("&", "&amp;")
-            part = part.replace("<", "&lt;").replace(">", "&gt;")
+            part = part.replace("<", "&lt;").replace(">", "&gt;").replace("`", "\\`")
+            part = _MENTION.sub("@&#8203;", part)
         out.append(part)
     return "".join(out)
 

@@ -20,7 +20,10 @@ class StepView:
         self.outputs = outputs
 
     def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+        # only the three fields: ``steps.x['__class__']`` must not reach Python's internals
+        if key in StepView.__slots__:
+            return getattr(self, key)
+        raise KeyError(key)
 
 
 class StepsView:
@@ -86,13 +89,17 @@ class _Placeholder(dict[str, Any]):
         return f"<{self.sid}.outputs.{key}>"
 
 
-def wave_view(phase_waves: tuple[Wave, ...], wave: Wave) -> dict[str, Any]:
+def wave_view(
+    phase_waves: tuple[Wave, ...], wave: Wave, cohort: str | None = None
+) -> dict[str, Any]:
     prev = phase_waves[wave.index - 1] if wave.index > 0 else None
     return {
         "id": wave.id,
         "index": wave.index,
         "vars": dict(wave.vars),
         "previous": {"id": prev.id, "index": prev.index, "vars": dict(prev.vars)} if prev else None,
+        "cohort": cohort,
+        "attempt": None,  # the wave attempt, set when a cohort wave starts
     }
 
 
@@ -119,7 +126,7 @@ def build(
         "run": run,
     }
     if inst is not None and inst.wave is not None:
-        ctx["wave"] = wave_view(inst.phase.waves, inst.wave)
+        ctx["wave"] = wave_view(inst.phase.waves, inst.wave, inst.phase.cohort)
     if failed_step is not None:
         ctx["failed_step"] = failed_step
     return ctx

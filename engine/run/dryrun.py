@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..actions import late_keys, registry
+from ..actions import late_keys, registry, template_mode
 from ..console.terminal import Console
 from ..format.templates import TemplateError, evaluate, render
 from ..graph.scope import select
@@ -52,7 +52,8 @@ def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
                     note += f" (when: {inst.step.when} — decided at run time)"
             late = late_keys(action)
             params = {
-                k: (v if k in late else render(v, ctx)) for k, v in inst.step.call.params.items()
+                k: (v if k in late else render(v, ctx, template_mode(action, k)))
+                for k, v in inst.step.call.params.items()
             }
         except TemplateError as exc:
             problems += 1

@@ -32,6 +32,7 @@ class Result:
     error: str | None = None
     details: str = ""
     duration: float = 0.0
+    members: Any = None  # the last attempt's ``ActionContext.members``: what it did to them
 
 
 @dataclass
@@ -54,6 +55,8 @@ def run_job(job: Job) -> Result:
     failure: ActionFailed | None = None
     attempt = 0
 
+    ctx: ActionContext | None = None
+
     def result(outcome: Outcome, outputs: Any = None, error: str | None = None) -> Result:
         details = failure.details if failure is not None and outcome is Outcome.FAILED else ""
         return Result(
@@ -64,6 +67,7 @@ def run_job(job: Job) -> Result:
             error=error,
             details=details,
             duration=time.monotonic() - start,
+            members=ctx.members if ctx is not None else None,
         )
 
     for attempt in range(1, retry.attempts + 1):

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from typing import Any
 
 from ..actions import registry
 from ..errors import ActionFailed
+from ..format.cohorts import call_cohort
 from ..format.model import Instance
 from ..graph.countdown import Countdown
 from ..graph.dag import Dag
 from ..state.status import Status
+from . import cohorts as rcohorts
 from .executor import Job, Outcome, Result
 from .runner import DEFAULT_GRACE, Runner, Session
 
@@ -131,7 +134,7 @@ class Rollback(Runner):
                 if self.status(n) is Status.SUCCEEDED:
                     heapq.heappush(heap, (countdown.rank[n], n))
 
-        def undone(node: str) -> None:
+        def rolled_back(node: str) -> None:
             if self.status(node) is Status.ROLLED_BACK:
                 push(countdown.finish(node))
 
@@ -148,7 +151,7 @@ class Rollback(Runner):
                     continue
                 job = self.start(node)
                 if job is None:
-                    undone(node)
+                    rolled_back(node)
                 else:
                     started.append(job)
             self.flush()
@@ -161,8 +164,11 @@ class Rollback(Runner):
             for r in self.wait_results():
                 self.running.pop(r.node, None)
                 self.finish(r)
-                undone(r.node)
+                rolled_back(r.node)
         self.flush()
+        undone = [n for n in self.scope if self.status(n) is Status.ROLLED_BACK]
+        if undone:
+            rcohorts.compensate(self.rb, self.s.store, undone, self.run_id, self.s.reporter.notice)
         return self.failed_nodes
 
     def start(self, node: str) -> Job | None:
@@ -190,7 +196,24 @@ class Rollback(Runner):
         except ActionFailed as exc:
             self.finish(Result(node, Outcome.FAILED, 1, error=str(exc)))
             return None
-        return self.job(node, call, params, ctx, records_key=f"{node}#rollback")
+        return self.job(
+            node, call, params, ctx, records_key=f"{node}#rollback", members=self.members(inst)
+        )
+
+    def members(self, inst: Instance) -> Any:
+        """The wave's members for a rollback that works on them (the attempt being undone)."""
+        call = inst.step.rollback
+        cohort = inst.phase.cohort
+        if call is None or cohort is None or inst.wave is None or call_cohort(call) != cohort:
+            return None
+        current = self.s.state.attempts.get((cohort, inst.wave.id))
+        if current is None:
+            return None
+        store, c, wave, run = self.s.store, self.rb.cohorts[cohort], inst.wave.id, self.run_id
+        node = f"{inst.id}#rollback"
+        return lambda: rcohorts.WaveMembers(
+            store, c, wave, current.attempt, node, run, undoing=True
+        )
 
     def finish(self, r: Result) -> None:
         if r.outcome is Outcome.SUCCEEDED:

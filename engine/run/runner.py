@@ -7,14 +7,14 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..actions import Action, ActionContext, Resources, late_keys, registry
+from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
 from ..errors import ActionFailed
 from ..format.model import Call, Instance, Runbook
@@ -22,6 +22,7 @@ from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, render
 from ..graph.dag import Dag
 from ..masking import Masker
+from ..state.db import Database
 from ..state.status import State, Status
 from ..state.store import Store
 from . import context as tctx
@@ -74,12 +75,13 @@ class Runner:
         run = self.s.state.run
         return run.id if run else "none"
 
-    def emit(self, rec: dict[str, Any]) -> None:
+    def emit(self, rec: dict[str, Any], effect: Callable[[Database], None] | None = None) -> None:
         """Stage a record: the state sees it at once; it is durable after the next ``flush``,
-        which comes before anything acts on it."""
+        which comes before anything acts on it. ``effect`` (a step's marks on its members)
+        commits in the same transaction."""
         if rec.get("t") == "step":
             rec.setdefault("run", self.run_id)
-        self.buffer.append(self.s.store.stage(rec))
+        self.buffer.append(self.s.store.stage(rec, effect))
 
     def flush(self) -> None:
         if not self.buffer:
@@ -127,7 +129,7 @@ class Runner:
                 out[key] = value
                 continue
             try:
-                out[key] = render(value, ctx)
+                out[key] = render(value, ctx, template_mode(action, key))
             except TemplateError as exc:
                 raise ActionFailed(
                     f"template error in with.{key}: {exc}", retryable=False
@@ -154,6 +156,7 @@ class Runner:
         params: Mapping[str, Any],
         tctx_: Mapping[str, Any],
         records_key: str | None = None,
+        members: Callable[[], Any] | None = None,
     ) -> Job:
         s = self.s
         key = records_key or node
@@ -175,6 +178,7 @@ class Runner:
                 resources=self.resources,
                 cancel=cancel,
                 template_context=tctx_,
+                members=members() if members is not None else None,
             )
 
         def on_retry(n: str, attempt: int, error: str, delay: float) -> None:

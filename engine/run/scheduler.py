@@ -14,8 +14,10 @@ from __future__ import annotations
 import heapq
 import os
 import secrets as pysecrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..errors import ActionFailed, Exit, InvalidInput
 from ..format.model import Instance, OnFailure
@@ -23,6 +25,7 @@ from ..format.templates import TemplateError
 from ..graph.countdown import Countdown
 from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
+from . import cohorts as rcohorts
 from .executor import Job, Outcome, Result
 from .rollback import Rollback
 from .runner import DEFAULT_GRACE, Runner, Session
@@ -53,6 +56,9 @@ class ApplyOutcome:
     nothing_to_do: bool = False
     compensated: bool = False  # every step is done, but this run fired or rolled back
     rollbacks: int = 0  # steps rolled back in this run (re-run since or not)
+    # per cohort: its entities by state, and finished waves with members short of their target
+    cohorts: list[rcohorts.CohortOutcome] = field(default_factory=list)
+    short: int = 0  # members of finished waves not at their wave's target: not clean (exit 1)
 
 
 def new_run_id() -> str:
@@ -69,6 +75,7 @@ class Apply(Runner):
         self.wave_rollbacks: list[tuple[str, str]] = []  # (phase, wave)
         self.failures: list[tuple[str, str]] = []
         self.first_attempt: dict[str, int] = {}
+        self.undo_first: list[str] = []  # found rolling_back after a crash
 
     # -- start of a run -----------------------------------------------------------------
     def check_only(self) -> None:
@@ -93,16 +100,25 @@ class Apply(Runner):
                     f"--replace {rid}: no such step (instance ids: copy[pilot], ...)"
                 )
         resume = run is not None and not run.finished
+        cohorts = rcohorts.used_cohorts(self.rb, self.scope)
+        rcohorts.check_frozen(self.rb, self.s.store, cohorts)
         todo = [
             n
             for n in self.scope
             if self.status(n) is not Status.SUCCEEDED
+            # a step skipped by `when` is done: a finished run does not start a new one for
+            # it, unless the variables changed since (then `when` may say otherwise)
             and not (
-                self.status(n) is Status.SKIPPED and state.steps[n].reason == "when" and resume
+                self.status(n) is Status.SKIPPED
+                and state.steps[n].reason == "when"
+                and (resume or self._same_vars())
             )
         ]
         if not resume and not todo and not self.options.replace:
             return False
+        drawn = rcohorts.draw_missing(
+            self.rb, self.s.store, cohorts, self.s.variables, self.s.secrets
+        )  # may refuse (exit 2) before anything is written
         if resume:
             assert run is not None
             self.emit(
@@ -129,9 +145,17 @@ class Apply(Runner):
                 }
             )
         self.flush()
-        self._fixups(new_run=not resume)
+        rcohorts.freeze_drawn(self.s.store, drawn, self.run_id, self.s.reporter.notice)
+        if not self.s.state.pending_decisions():
+            self._fixups(new_run=not resume)
         self.flush()
         return True
+
+    def _same_vars(self) -> bool:
+        run = self.s.state.run
+        if run is None or run.vars is None:
+            return False
+        return bool(run.vars == self.s.masker.mask_value(self.s.variables))
 
     def _fixups(self, new_run: bool) -> None:
         """Statuses left by earlier runs, crashes and failures -> what this run does."""
@@ -174,16 +198,7 @@ class Apply(Runner):
                         }
                     )
             elif status is Status.ROLLING_BACK:
-                self.emit(
-                    {
-                        "t": "step",
-                        "id": node,
-                        "status": "unknown",
-                        "reason": "rollback",
-                        "error": "found rolling back after a crash: run `runbook rollback` "
-                        "to finish, or resolve it",
-                    }
-                )
+                self.undo_first.append(node)  # its rollback is finished before anything runs
             elif status in (Status.FAILED, Status.ROLLED_BACK, Status.WAITING):
                 self.emit(
                     {
@@ -254,6 +269,7 @@ class Apply(Runner):
                 self.emit({"t": "step", "id": node, "status": "skipped", "reason": "when"})
                 self.done(node)
                 return None
+            members = self.wave_members(inst, ctx)
             params = self.render_params(inst.step.call, ctx)
         except (ActionFailed, TemplateError) as exc:
             self.emit(
@@ -273,7 +289,34 @@ class Apply(Runner):
                 "digest": inst.digest,
             }
         )
-        return self.job(node, inst.step.call, params, ctx)
+        return self.job(node, inst.step.call, params, ctx, members=members)
+
+    def wave_members(self, inst: Instance, ctx: dict[str, Any]) -> Callable[[], Any] | None:
+        """Start the cohort wave of ``inst`` when it has not started in this run (its attempt
+        in the template context), and the members its step works on."""
+        if inst.phase.cohort is None or inst.wave is None:
+            return None
+        try:
+            attempt, note = rcohorts.begin_wave(
+                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.s.secrets
+            )
+        except InvalidInput as exc:
+            raise ActionFailed(f"wave {inst.wave.id} cannot start: {exc.message}") from None
+        if note:
+            self.s.reporter.notice(note)
+        ctx["wave"] = {**ctx["wave"], "attempt": attempt}
+        name = rcohorts.cohort_of(inst)
+        if name is None:
+            return None
+        cohort = self.rb.cohorts[name]
+        store, wave, node, run = self.s.store, inst.wave.id, inst.id, self.run_id
+        return lambda: rcohorts.WaveMembers(store, cohort, wave, attempt, node, run)
+
+    def marks(self, inst: Instance, r: Result, succeeded: bool) -> Callable[[Any], None] | None:
+        if r.members is None:
+            return None
+        with_state = succeeded or inst.step.on_failure is OnFailure.CONTINUE
+        return rcohorts.mark_effect(r.members.mark(inst.step.marks, with_state))
 
     def handle(self, r: Result) -> None:
         inst = self.rb.instances[r.node]
@@ -288,7 +331,8 @@ class Apply(Runner):
                     "outputs": r.outputs,
                     "digest": inst.digest,
                     "duration": r.duration,
-                }
+                },
+                self.marks(inst, r, succeeded=True),
             )
             self.done(r.node)
         elif r.outcome is Outcome.WAITING:
@@ -325,7 +369,17 @@ class Apply(Runner):
                 )
         else:
             self.failed(
-                inst, Result(r.node, r.outcome, attempts, r.outputs, r.error, r.details, r.duration)
+                inst,
+                Result(
+                    r.node,
+                    r.outcome,
+                    attempts,
+                    r.outputs,
+                    r.error,
+                    r.details,
+                    r.duration,
+                    r.members,
+                ),
             )
 
     # -- failures ------------------------------------------------------------------------
@@ -340,7 +394,8 @@ class Apply(Runner):
                 "details": r.details,
                 "outputs": r.outputs,
                 "duration": r.duration,
-            }
+            },
+            self.marks(inst, r, succeeded=False),
         )
         self.flush()
         self.failures.append((r.node, r.error or "failed"))
@@ -361,10 +416,34 @@ class Apply(Runner):
         else:
             if policy is OnFailure.ROLLBACK_WAVE and inst.wave is not None:
                 self.wave_rollbacks.append((inst.phase.id, inst.wave.id))
+                self.decide("rollback-wave", inst.phase.id, inst.wave.id, r.node)
+            elif policy is OnFailure.ROLLBACK:
+                self.decide("rollback", None, None, r.node)
             want = policy.value
             if _STRENGTH[want] > _STRENGTH[self.stopping]:
                 self.stopping = want
         self.flush()
+
+    def decide(self, policy: str, phase: str | None, wave: str | None, node: str) -> None:
+        """Journal an on-failure decision before acting on it: a crash or Ctrl-C before the
+        rollback is done leaves it pending, and the next apply finishes it first."""
+        self.emit(
+            {
+                "t": "decision",
+                "run": self.run_id,
+                "policy": policy,
+                "phase": phase,
+                "wave": wave,
+                "step": node,
+                "status": "pending",
+            }
+        )
+
+    def wave_attempt(self, inst: Instance) -> int:
+        if inst.phase.cohort is None or inst.wave is None:
+            return 1
+        got = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
+        return got.attempt if got is not None else 1
 
     def fire_contingencies(self, inst: Instance, r: Result) -> None:
         failed_step = {
@@ -382,15 +461,26 @@ class Apply(Runner):
             for cid in risk.contingencies:
                 run = self.s.state.run
                 c = self.rb.contingency_by_id.get(cid)
-                if c is None or run is None or cid in run.fired:
-                    continue
-                base = {"t": "contingency", "id": cid, "risk": rid, "step": inst.id, "run": run.id}
+                attempt = self.wave_attempt(inst)
+                if c is None or run is None or (cid, inst.id, attempt) in run.firings:
+                    continue  # once per (contingency, step instance, wave attempt)
+                base = {
+                    "t": "contingency",
+                    "id": cid,
+                    "risk": rid,
+                    "step": inst.id,
+                    "run": run.id,
+                    "attempt": attempt,
+                }
                 self.emit({**base, "status": "running"})
                 self.flush()
                 ctx = self.template_context(None, failed_step)
+                # its records (a page, a message) are this firing's: the next firing, in this
+                # run or another, sends again, with Message-IDs of its own
+                firing = f"{cid}@{run.id}/{inst.id}/{attempt}"
                 try:
                     params = self.render_params(c.call, ctx)
-                    result = self.run_inline(self.job(cid, c.call, params, ctx))
+                    result = self.run_inline(self.job(cid, c.call, params, ctx, firing))
                 except ActionFailed as exc:
                     result = Result(cid, Outcome.FAILED, 1, error=str(exc))
                 status = "succeeded" if result.outcome is Outcome.SUCCEEDED else "failed"
@@ -407,25 +497,57 @@ class Apply(Runner):
 
     # -- the end --------------------------------------------------------------------------
     def after(self) -> list[str]:
-        """Rollbacks the failure policies asked for; returns the steps that failed to roll back."""
-        if self.interrupted_at is not None or self.stopping not in ("rollback", "rollback-wave"):
+        """Carry out the journaled on-failure decisions of this run (made now, or left pending
+        by a crash or an interrupt); returns the steps that failed to roll back."""
+        if self.interrupted_at is not None:
             return []
-        if self.stopping == "rollback":
-            targets = {n for n in self.rb.instances if self.status(n) is Status.SUCCEEDED}
+        pending = self.s.state.pending_decisions()
+        if not pending:
+            return []
+        live = (Status.SUCCEEDED, Status.ROLLING_BACK)
+        if any(policy == "rollback" for policy, _, _ in pending):
+            self.stopping = "rollback"
+            targets = {n for n in self.rb.instances if self.status(n) in live}
         else:
+            self.stopping = "rollback-wave"
+            waves = {(phase, wave) for _, phase, wave in pending}
             targets = {
                 n
                 for n, inst in self.rb.instances.items()
                 if inst.wave is not None
-                and (inst.phase.id, inst.wave.id) in self.wave_rollbacks
-                and self.status(n) is Status.SUCCEEDED
+                and (inst.phase.id, inst.wave.id) in waves
+                and self.status(n) in live
             }
         self.s.reporter.notice(f"on_failure: {self.stopping}: rolling back {len(targets)} step(s)")
         rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)
         try:
-            return rb.run(targets)
+            failures = rb.run(targets)
         finally:
             rb.close(keep_resources=True)
+        if rb.interrupted_at is None:
+            # members are compensated by what the state says is undone, whoever undid it (a
+            # crash may have come between the last rollback and the compensation)
+            waves_done = {(phase, wave) for _, phase, wave in pending}
+            nodes = [
+                n
+                for n, inst in self.rb.instances.items()
+                if inst.wave is not None
+                and (self.stopping == "rollback" or (inst.phase.id, inst.wave.id) in waves_done)
+            ]
+            rcohorts.compensate(self.rb, self.s.store, nodes, self.run_id, self.s.reporter.notice)
+            for policy, phase, wave in pending:
+                self.emit(
+                    {
+                        "t": "decision",
+                        "run": self.run_id,
+                        "policy": policy,
+                        "phase": phase,
+                        "wave": wave,
+                        "status": "done",
+                    }
+                )
+            self.flush()
+        return failures
 
     def outcome(self, rollback_failures: list[str]) -> ApplyOutcome:
         state = self.s.state
@@ -483,6 +605,10 @@ class Apply(Runner):
                 status = RunStatus.PAUSED  # the run goes on with the next apply
         self.emit({"t": "run", "run": run.id, "status": status.value})
         self.flush()
+        out.cohorts = rcohorts.outcomes(self.rb, self.s.store)
+        out.short = sum(s.count for c in out.cohorts for s in c.short)
+        if out.short and out.exit is Exit.OK:
+            out.exit = Exit.FAILED  # SPEC §7: a finished wave needs every member at its target
         return out
 
     def _blocked(self) -> bool:
@@ -496,9 +622,34 @@ class Apply(Runner):
                 Exit.OK, run.id if run else "", nothing_to_do=True, changed=self._changed()
             )
         with self.signals():
-            self.loop()
+            if self.s.state.pending_decisions():
+                # a rollback decided before a crash or an interrupt: finish it, then stop as
+                # that apply would have (the next apply goes on)
+                self.s.reporter.notice(
+                    "a rollback decided before the run stopped is not finished: finishing it first"
+                )
+            else:
+                if self.undo_first:
+                    self.finish_undo()
+                self.loop()
             failures = self.after()
         return self.outcome(failures)
+
+    def finish_undo(self) -> None:
+        """Steps found rolling back after a crash: their rollback is finished (re-run when it
+        is idempotent, else they become `unknown`) before the run goes on (SPEC §6)."""
+        nodes = set(self.undo_first)
+        self.s.reporter.notice(
+            f"finishing the rollback of {len(nodes)} step(s) cut by a crash: "
+            + ", ".join(sorted(nodes))
+        )
+        rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)
+        try:
+            rb.run(nodes)
+        finally:
+            rb.close(keep_resources=True)
+        self._fixups(new_run=False)
+        self.flush()
 
     def _changed(self) -> list[str]:
         out = []

@@ -29,3 +29,21 @@ def resolve(runbook: Runbook) -> dict[str, str]:
     if problems:
         raise InvalidInput("; ".join(problems))
     return values
+
+
+def available(runbook: Runbook) -> dict[str, str]:
+    """The secrets that can be resolved here, silently without the others: for commands that
+    only read (``customers``, ``plan``), to mask what they print and to reach a source."""
+    values: dict[str, str] = {}
+    for name, ref in runbook.secrets.items():
+        if ref.env is not None:
+            value = os.environ.get(ref.env)
+            if value is not None:
+                values[name] = value
+        elif ref.file is not None:
+            try:
+                with open(os.path.expanduser(ref.file), encoding="utf-8") as fh:
+                    values[name] = fh.read().rstrip("\n")
+            except OSError:
+                continue
+    return values

@@ -44,9 +44,15 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
             )
         return "\n".join(lines), {"exit": 0, "nothing_to_do": True, "changed": out.changed}
     head = _HEAD.get(out.exit, str(out.exit))
+    short_only = bool(out.short) and not (out.failed or out.rolled_back or out.rollback_failed)
     if out.compensated:
         head = "succeeded after compensation (exit 1)"
+    elif short_only and out.exit is Exit.FAILED:
+        head = "every step succeeded, but NOT CLEAN (exit 1)"
     lines = [f"run {out.run_id}: {head} — {counts_text(out.counts)}"]
+    for c in out.cohorts:
+        lines.append(f"  {c.line}")
+        lines.extend(f"  not clean: {s.text(c.cohort)}" for s in c.short)
     for node, error in out.failed:
         lines.append(f"  failed: {node}: {error}")
     if out.fired:
@@ -74,10 +80,15 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
         lines.append(
             f"  {out.rollbacks} step rollback(s) earlier in this run; those steps ran again"
         )
-    if out.exit in (Exit.FAILED, Exit.PAUSED, Exit.INTERRUPTED) and not out.compensated:
+    if out.exit in (Exit.FAILED, Exit.PAUSED, Exit.INTERRUPTED) and not (
+        out.compensated or short_only
+    ):
         lines.append(f"  resume with: runbook apply {q}")
-    data = {k: v for k, v in asdict(out).items() if k != "exit"}
+    if out.short:
+        lines.append(f"  each member's journey: runbook customers {q} KEY")
+    data = {k: v for k, v in asdict(out).items() if k not in ("exit", "cohorts")}
     data["exit"] = int(out.exit)
+    data["cohorts"] = {c.cohort: c.as_json() for c in out.cohorts}
     return "\n".join(lines), data
 
 

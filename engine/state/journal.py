@@ -1,150 +1,45 @@
-"""The append-only journal: the durable state of one runbook.
+"""The journal: the append-only table of every event (who, what, when, outputs, errors) in
+the state database. ``append`` adds records inside the caller's transaction (a group commit is
+one transaction: one fsync); ``read`` returns them in commit order.
 
-One record per line, framed as ``CRC32 JSON\\n`` (CRC32 of the JSON bytes, 8 hex digits), so
-that a torn last record (a crash during its write: never fsynced, never acted on) is told apart
-from damage.  A torn last record is dropped on load with a notice and cut off before the next
-append; damage anywhere else, a missing header or another runbook's journal is a
-``StateError`` (exit 2) and nothing is written.
-
-A commit writes its records with one ``write`` and one ``fsync``: the cost of a checkpoint does
-not grow with the number of steps (no whole-state rewrite).
+A record that is not valid JSON, or not a mapping with a kind, is damage: a ``StateError``
+naming its sequence number (exit 2), and nothing is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import StateError
-
-FORMAT = "runbook-journal/1"
-
-
-def _frame(record: dict[str, Any]) -> bytes:
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
-    return b"%08x %s\n" % (zlib.crc32(body), body)
+from .db import Database
 
 
-@dataclass(frozen=True)
-class Loaded:
-    records: list[dict[str, Any]]
-    good_bytes: int  # where the last good record ends
-    notice: str | None  # a torn last record was dropped
+def encode(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def read(path: str, expect_name: str | None = None) -> Loaded:
-    """All records of the journal at ``path``; raises StateError on damage."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read the state journal: {exc.strerror}") from None
-    records: list[dict[str, Any]] = []
-    pos = 0
-    notice = None
-    for lineno, line in enumerate(_lines(data), start=1):
-        end = pos + len(line)
-        rec = _parse(line)
-        if rec is None:
-            if end >= len(data) and _torn(line):
-                notice = (
-                    f"{path}: dropped a torn last record (line {lineno}, {len(line)} bytes): "
-                    "a crash cut its write short; it was never acted on"
-                )
-                break
-            if lineno == 1:
-                raise StateError(f"{path}: not a runbook state journal; it was left untouched")
+def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
+    """Insert ``records`` (already masked and stamped); the caller holds a transaction."""
+    db.executemany(
+        "INSERT INTO journal (at, kind, rec) VALUES (?, ?, ?)",
+        [(str(r.get("at", "")), str(r.get("t", "")), encode(r)) for r in records],
+    )
+
+
+def read(db: Database, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+    """(seq, record) of every record after ``after``, in commit order."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    for seq, text in db.query("SELECT seq, rec FROM journal WHERE seq > ? ORDER BY seq", (after,)):
+        try:
+            rec = json.loads(text)
+        except (TypeError, ValueError):
+            rec = None
+        if not isinstance(rec, dict) or not isinstance(rec.get("t"), str):
             raise StateError(
-                f"{path}: the state journal is damaged at line {lineno} (byte {pos}); "
-                "it was left untouched. Restore it from a backup, or move it away to start "
-                "over (the runbook's steps would then run again)"
+                f"{db.path}: journal record {seq} is damaged (not a JSON record); the state was "
+                "left untouched"
             )
-        records.append(rec)
-        pos = end
-    if records:
-        head = records[0]
-        if head.get("t") != "header" or head.get("format") != FORMAT:
-            raise StateError(f"{path}: not a runbook state journal (no {FORMAT} header)")
-        if expect_name is not None and head.get("runbook") != expect_name:
-            raise StateError(
-                f"{path}: this state belongs to another runbook ({head.get('runbook')!r}, "
-                f"not {expect_name!r}); use another --state-dir or rename the runbook"
-            )
-    return Loaded(records, pos, notice)
-
-
-def _lines(data: bytes) -> Iterator[bytes]:
-    start = 0
-    while start < len(data):
-        nl = data.find(b"\n", start)
-        if nl < 0:
-            yield data[start:]
-            return
-        yield data[start : nl + 1]
-        start = nl + 1
-
-
-_HEX = frozenset(b"0123456789abcdef")
-
-
-def _torn(line: bytes) -> bool:
-    """A write cut short: no newline yet (or zeros where the data never landed), and what
-    is there looks like the start of a frame."""
-    if b"\x00" in line:
-        return not line.strip(b"\x00") or _torn(line.split(b"\x00", 1)[0])
-    if line.endswith(b"\n"):
-        return False
-    head = line[:8]
-    return all(c in _HEX for c in head) and (len(line) <= 8 or line[8:9] == b" ")
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    if not line.endswith(b"\n") or len(line) < 11 or line[8:9] != b" ":
-        return None
-    body = line[9:-1]
-    try:
-        if int(line[:8], 16) != zlib.crc32(body):
-            return None
-        rec = json.loads(body)
-    except ValueError:
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
-class Writer:
-    """Appends framed records durably; thread-safe."""
-
-    def __init__(self, path: str, good_bytes: int | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        new = not os.path.exists(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        if good_bytes is not None and os.fstat(self._fd).st_size > good_bytes:
-            os.ftruncate(self._fd, good_bytes)  # cut off a torn last record
-            os.fsync(self._fd)
-        if new:
-            dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-
-    def append(self, records: list[dict[str, Any]]) -> None:
-        data = b"".join(_frame(r) for r in records)
-        with self._lock:
-            view = memoryview(data)
-            while view:
-                n = os.write(self._fd, view)
-                view = view[n:]
-            os.fsync(self._fd)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        out.append((seq, rec))
+    return out

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, LockHeld
+from ..files import private_dir
 from .store import now
 
 LOCK = "lock"
@@ -56,6 +57,32 @@ def _read(fd: int) -> Holder | None:
         return Holder("?", 0, "?", "?", "unreadable lock file")
 
 
+def probe(directory: Path) -> tuple[Holder | None, bool | None]:
+    """Who holds the lock of a state, without taking it: (holder, alive). ``alive`` is True
+    when a process holds the lock now, False when the recorded holder is gone (its lock was
+    released by its death: SIGKILL, a crash), None when nobody is recorded or the holder is on
+    another host (the lock cannot tell from here)."""
+    path = directory / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None, None
+    try:
+        holder = _read(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder, True  # held right now
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        if holder is None:
+            return None, None
+        if holder.host != socket.gethostname():
+            return holder, None
+        return holder, False
+    finally:
+        os.close(fd)
+
+
 class Lock:
     def __init__(self, directory: Path, command: str | None = None) -> None:
         self.path = directory / LOCK
@@ -64,7 +91,7 @@ class Lock:
         self.notice: str | None = None
 
     def acquire(self) -> Lock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

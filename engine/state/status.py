@@ -69,12 +69,25 @@ class RunState:
     started_at: str
     finished_at: str | None = None
     digest: str | None = None
+    vars: dict[str, Any] | None = None  # the variables the run started with (masked)
     fired: set[str] = field(default_factory=set)  # contingencies fired in this run
+    # each firing: (contingency, step instance, wave attempt): once each (SPEC §11)
+    firings: set[tuple[str, str, int]] = field(default_factory=set)
     rollbacks: int = 0  # steps rolled back in this run
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED_RUNS
+
+
+@dataclass
+class WaveAttempt:
+    """The current attempt of one cohort wave: numbered from 1, a new one only when the wave
+    was rolled back (compensated) and runs again, or in a new run (SPEC §11)."""
+
+    attempt: int
+    run: str
+    status: str  # "started" | "compensated"
 
 
 @dataclass
@@ -85,10 +98,27 @@ class State:
     steps: dict[str, StepState] = field(default_factory=dict)
     runs: list[RunState] = field(default_factory=list)
     records: dict[str, dict[str, str]] = field(default_factory=dict)
+    attempts: dict[tuple[str, str], WaveAttempt] = field(default_factory=dict)
+    # on-failure decisions (rollback, rollback-wave) journaled before they are acted on:
+    # (run, policy, phase, wave) -> "pending" | "done"; a resume finishes the pending ones
+    decisions: dict[tuple[str, str, str | None, str | None], str] = field(default_factory=dict)
+    frozen: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort -> its summary
+    last_at: str | None = None  # the time of the last record: the last sign of a writer
 
     @property
     def run(self) -> RunState | None:
         return self.runs[-1] if self.runs else None
+
+    def pending_decisions(self) -> list[tuple[str, str | None, str | None]]:
+        """(policy, phase, wave) of this run's on-failure decisions not yet carried out."""
+        run = self.run
+        if run is None:
+            return []
+        return [
+            (policy, phase, wave)
+            for (rid, policy, phase, wave), status in self.decisions.items()
+            if rid == run.id and status == "pending"
+        ]
 
     def step(self, sid: str) -> StepState:
         st = self.steps.get(sid)
@@ -103,6 +133,8 @@ class State:
     def apply(self, rec: dict[str, Any]) -> None:
         """Fold one journal record in (the journal is the only source of truth)."""
         kind = rec.get("t")
+        if isinstance(rec.get("at"), str):
+            self.last_at = rec["at"]
         if kind == "step":
             st = self.step(rec["id"])
             st.status = Status(rec["status"])
@@ -139,7 +171,15 @@ class State:
             status = RunStatus(rec["status"])
             current = self.run
             if current is None or current.id != rec["run"]:
-                self.runs.append(RunState(rec["run"], status, rec["at"], digest=rec.get("digest")))
+                self.runs.append(
+                    RunState(
+                        rec["run"],
+                        status,
+                        rec["at"],
+                        digest=rec.get("digest"),
+                        vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
+                    )
+                )
             else:
                 current.status = status
                 if "digest" in rec:
@@ -149,7 +189,20 @@ class State:
             current = self.run
             if current is not None:
                 current.fired.add(rec["id"])
+                current.firings.add((rec["id"], str(rec.get("step")), int(rec.get("attempt", 1))))
         elif kind == "retry":
             self.step(rec["id"]).attempts = rec["attempt"]
         elif kind == "record":
             self.records.setdefault(rec["step"], {}).update(rec["items"])
+        elif kind == "decision":
+            if rec["status"] not in ("pending", "done"):
+                raise ValueError(f"{rec['status']!r} is not a decision status")
+            decided = (str(rec["run"]), str(rec["policy"]), rec.get("phase"), rec.get("wave"))
+            self.decisions[decided] = rec["status"]
+        elif kind == "wave":
+            key = (str(rec["cohort"]), str(rec["wave"]))
+            if rec["status"] not in ("started", "compensated"):
+                raise ValueError(f"{rec['status']!r} is not a wave attempt status")
+            self.attempts[key] = WaveAttempt(int(rec["attempt"]), str(rec["run"]), rec["status"])
+        elif kind == "cohort" and rec.get("event") in ("frozen", "redrawn"):
+            self.frozen[str(rec["cohort"])] = dict(rec.get("summary") or {})

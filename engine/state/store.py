@@ -1,25 +1,48 @@
-"""The state of one runbook: ``STATE_DIR/NAME/journal.jsonl`` folded into a ``State``.
+"""The state of one runbook: the journal of ``STATE_DIR/NAME/state.db`` folded into a ``State``.
 
 Writers hold the runbook's lock (``lock.py``); readers (``status``, ``plan``, ``report``) read
-the journal as it is.  Every record is masked (no secret value reaches the disk) and stamped
-with the time before it is written.
+the database as it is (WAL: a reader never blocks the writer and sees whole commits only).
+Every record is masked (no secret value reaches the disk) and stamped with the time before it
+is written. A state of an earlier version (``journal.jsonl``) is imported into a new database
+the first time a command writes to it, in the same step that creates the database.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
+from ..errors import StateError, StateWriteError
+from ..files import fsync_dir
 from ..masking import Masker
-from . import journal
+from . import db as dbm
+from . import journal, legacy
 from .status import State
 
-JOURNAL = "journal.jsonl"
+# Fault injection for the crash tests (never set in use): RUNBOOK_FAULT=effects:N kills this
+# process with SIGKILL inside the Nth transaction that carries ledger effects, after they ran
+# and before COMMIT; effects-committed:N right after that COMMIT.
+_FAULT = os.environ.get("RUNBOOK_FAULT", "")
+_effects_seen = 0
+
+
+def _fault(point: str) -> None:
+    kind, _, n = _FAULT.partition(":")
+    if kind == point and n.isdigit() and _effects_seen == int(n):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _count_effects() -> None:
+    global _effects_seen
+    _effects_seen += 1
 
 
 def now() -> str:
@@ -27,28 +50,69 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
 def state_path(state_dir: str | os.PathLike[str], name: str) -> Path:
+    """``STATE_DIR/NAME``; a name the schema would refuse never becomes a folder (exit 2)."""
+    if not _NAME.fullmatch(name):
+        raise StateError(f"invalid runbook name {name!r}: no state folder is made for it")
     return Path(state_dir) / name
+
+
+def fold(name: str, records: Iterable[tuple[int, dict[str, Any]]], where: object) -> State:
+    """The state the records say; a record the fold cannot take is damage (exit 2)."""
+    state = State(name)
+    for seq, rec in records:
+        try:
+            state.apply(rec)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StateError(
+                f"{where}: journal record {seq} is not a valid state record ({type(exc).__name__}: "
+                f"{exc}); the state was left untouched"
+            ) from None
+    return state
+
+
+def _read(
+    state_dir: str | os.PathLike[str], name: str
+) -> tuple[list[tuple[int, dict[str, Any]]], object, str | None] | None:
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if path.exists():
+        db = dbm.open_existing(path, name)
+        try:
+            return journal.read(db), path, None
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+        finally:
+            db.close()
+    old = base / legacy.FILE
+    if old.exists():
+        got = legacy.read(str(old), expect_name=name)
+        return list(enumerate(got.records[1:], start=1)), old, got.notice
+    return None
 
 
 def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str | None] | None:
     """The folded state, or None when the runbook has none; raises StateError on damage."""
-    path = state_path(state_dir, name) / JOURNAL
-    if not path.exists():
+    got = _read(state_dir, name)
+    if got is None:
         return None
-    loaded = journal.read(str(path), expect_name=name)
-    state = State(name)
-    for rec in loaded.records[1:]:
-        state.apply(rec)
-    return state, loaded.notice
+    records, where, notice = got
+    return fold(name, records, where), notice
 
 
-def read_records(state_dir: str | os.PathLike[str], name: str) -> list[dict[str, Any]]:
-    """Every record of the journal (for ``report``); raises StateError when there is none."""
-    path = state_path(state_dir, name) / JOURNAL
-    if not path.exists():
-        raise StateError(f"no state for runbook {name!r} in {state_dir}: it has not been applied")
-    return journal.read(str(path), expect_name=name).records
+def read_records(
+    state_dir: str | os.PathLike[str], name: str
+) -> tuple[list[dict[str, Any]], str | None] | None:
+    """Every journal record (for ``report``) and a notice, or None when there is no state."""
+    got = _read(state_dir, name)
+    if got is None:
+        return None
+    records, where, notice = got
+    fold(name, records, where)  # damage is refused here too, not half-reported
+    return [r for _, r in records], notice
 
 
 class Store:
@@ -58,56 +122,140 @@ class Store:
         self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / JOURNAL
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
+        self._effects: list[Callable[[dbm.Database], None]] = []
         self.notice: str | None = None
-        self.state = State(name)
-        good: int | None = None
-        fresh = True
+        dbm.private_dir(self.dir)
+        path = self.dir / dbm.FILE
+        old = self.dir / legacy.FILE
         if path.exists():
-            loaded = journal.read(str(path), expect_name=name)
-            self.notice = loaded.notice
-            good = loaded.good_bytes
-            fresh = not loaded.records
-            for rec in loaded.records[1:]:
-                self.state.apply(rec)
-        self.writer = journal.Writer(str(path), good)
-        if fresh:
-            self.writer.append(
-                [{"t": "header", "format": journal.FORMAT, "runbook": name, "at": now()}]
+            self.db = dbm.open_existing(path, name)
+            dbm.setup(self.db)
+        else:
+            imported: list[dict[str, Any]] = []
+            if old.exists():
+                got = legacy.read(str(old), expect_name=name)
+                imported, self.notice = got.records[1:], got.notice
+            self.db = dbm.create(
+                path, name, now(), (lambda d: journal.append(d, imported)) if imported else None
             )
+            if old.exists():
+                self.notice = "\n".join(
+                    filter(
+                        None,
+                        [self.notice, f"imported {len(imported)} records of {old} into {path}"],
+                    )
+                )
+        if old.exists():
+            os.replace(old, old.with_name(legacy.FILE + ".imported"))
+            fsync_dir(self.dir)
+        try:
+            self.seq = 0
+            records = journal.read(self.db)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise dbm.damaged(path, exc) from None
+        except StateError:
+            self.db.close()
+            raise
+        if records:
+            self.seq = records[-1][0]
+        try:
+            self.state = fold(name, records, path)
+        except StateError:
+            self.db.close()
+            raise
+        self.failed: str | None = None
 
-    def stage(self, rec: dict[str, Any]) -> dict[str, Any]:
+    def stage(
+        self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
+    ) -> dict[str, Any]:
         """Fold a record into the state now; it reaches the disk with the next ``flush``.
         Nothing may act on a staged record before that flush (the engine flushes before it
-        starts anything). Returns the masked record as it will be written."""
+        starts anything). ``effect`` runs in the same transaction as the record (a step's
+        marks on its members commit with its success). Returns the masked record as it will
+        be written."""
         with self._lock:
             clean: dict[str, Any] = self.masker.mask_value(rec)
             clean.setdefault("at", now())
             self.state.apply(clean)
             self._staged.append(clean)
+            if effect is not None:
+                self._effects.append(effect)
             return clean
 
     def flush(self) -> None:
-        """Write every staged record with one write and one fsync."""
+        """Write every staged record in one transaction (one fsync). A failed write (disk
+        full, I/O error) commits nothing and every later write is refused: the state on disk
+        stays as it was at the last checkpoint, and nothing acts on what was not written."""
         with self._lock:
-            if self._staged:
-                staged, self._staged = self._staged, []
-                self.writer.append(staged)
+            if not self._staged:
+                return
+            if self.failed is not None:
+                raise StateWriteError(self.failed)
+            staged, self._staged = self._staged, []
+            effects, self._effects = self._effects, []
+            try:
+                with self.db.transaction():
+                    for effect in effects:
+                        effect(self.db)
+                    journal.append(self.db, staged)
+                    if effects and _FAULT:
+                        _count_effects()
+                        _fault("effects")
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            if effects and _FAULT:
+                _fault("effects-committed")
+            self.seq += len(staged)
 
-    def commit(self, *records: dict[str, Any]) -> list[dict[str, Any]]:
-        """Stage and flush: durable when this returns."""
-        out = [self.stage(r) for r in records]
-        self.flush()
-        return out
+    def commit(
+        self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Write ``records`` (after anything staged), with ``effect`` in the same transaction:
+        durable when this returns. ``effect`` runs first and may fill in the records (what it
+        found). The records reach the folded state only once committed, so an effect that
+        raises (a source that cannot be read) leaves no trace anywhere."""
+        with self._lock:
+            self.flush()
+            if self.failed is not None:
+                raise StateWriteError(self.failed)
+            clean: list[dict[str, Any]] = []
+            try:
+                with self.db.transaction():
+                    if effect is not None:
+                        effect(self.db)
+                    for rec in records:
+                        c: dict[str, Any] = self.masker.mask_value(rec)
+                        c.setdefault("at", now())
+                        clean.append(c)
+                    journal.append(self.db, clean)
+                    if effect is not None and _FAULT:
+                        _count_effects()
+                        _fault("effects")
+            except sqlite3.Error as exc:
+                self._fail(exc)
+            if effect is not None and _FAULT:
+                _fault("effects-committed")
+            for c in clean:
+                self.state.apply(c)
+            self.seq += len(clean)
+            return clean
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        self.failed = (
+            f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
+            "and the state stays as it was at the last checkpoint. Free the space or "
+            "fix the disk, then run `runbook apply` again to resume"
+        )
+        raise StateWriteError(self.failed) from None
 
     def records_for(self, step: str) -> StepRecords:
         return StepRecords(self, step)
 
     def close(self) -> None:
-        self.writer.close()
+        self.db.close()
 
 
 class StepRecords:

@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from ..format.loader import Loaded
-from .status import State, Status
+from .journeys import reader
+from .outcome import cohort_outcomes
+from .status import RunStatus, State, Status
 from .store import read_state
 
 
@@ -25,6 +27,36 @@ def _seconds(start: str | None, end: str | None) -> float | None:
 def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None]:
     got = read_state(state_dir, loaded.runbook.name)
     return (got[0], got[1]) if got else (None, None)
+
+
+def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
+    from .lock import probe
+    from .store import state_path
+
+    holder, alive = probe(state_path(state_dir, name))
+    run = state.run if state else None
+    running = run is not None and run.status is RunStatus.RUNNING
+    if holder is None:
+        if not running:
+            return None
+        assert state is not None
+        # the run says running and nobody holds or held the lock: its writer is gone
+        return {
+            "host": None,
+            "pid": None,
+            "user": None,
+            "started": None,
+            "lost_since": state.last_at,
+        }
+    lost = alive is False
+    return {
+        "host": holder.host,
+        "pid": holder.pid,
+        "user": holder.user,
+        "started": holder.started_at,
+        "alive": alive,
+        "lost_since": (state.last_at if state else None) if lost and running else None,
+    }
 
 
 def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
@@ -56,6 +88,12 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             }
         )
     extra = sorted(set(state.steps) - set(rb.instances)) if state else []
+    cohorts = []
+    if state is not None and rb.cohorts:
+        with reader(state_dir, rb.name) as db:
+            cohorts = cohort_outcomes(rb, state, db)
+    compensated = bool(run and (run.fired or run.rollbacks))
+    holder = _holder(state_dir, rb.name, state) if run is not None else None
     return {
         "runbook": rb.name,
         "digest": rb.digest,
@@ -65,6 +103,16 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "contingencies_fired": sorted(run.fired),
+            # SPEC §11 "Run outcome": a contingency fired or a rollback ran in this run
+            "compensated": compensated,
+            # exit 0 would be given: succeeded, nothing compensated, no wave short of its target
+            "clean": run.status is RunStatus.SUCCEEDED
+            and not compensated
+            and not any(c.short for c in cohorts),
+            "cohorts": {c.cohort: c.as_json() for c in cohorts},
+            # who runs it now (SPEC §8/§11): a holder that is gone is `lost_since` its last
+            # record, never shown as plainly running
+            "holder": holder,
         }
         if run
         else None,

@@ -21,6 +21,7 @@ from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
+from runbook_engine.plugins.http import secret_headers
 from runbook_engine.plugins.notify.channels import (
     DEFAULT_FROM,
     Channel,
@@ -35,6 +36,7 @@ from runbook_engine.plugins.notify.recipients import (
     Message,
     Recipient,
     Renderer,
+    from_members,
     from_params,
     shown,
     token,
@@ -52,6 +54,8 @@ class NotifyAction(BuiltinAction):
     changes = True
     late_keys = frozenset({"templates", "subject", "message"})
     late_names = frozenset({"recipient"})
+    url_keys = frozenset({"url"})
+    sql_keys = frozenset({"recipients_query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         to = params.get("to")
@@ -70,7 +74,21 @@ class NotifyAction(BuiltinAction):
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         channel_name = str(params.get("channel") or "outbox")
-        recipients = from_params(params, channel_name)
+        to = params.get("to")
+        unreachable: list[Any] = []
+        refused: list[tuple[Any, str]] = []
+        if isinstance(to, Mapping) and to.get("cohort"):
+            if ctx.members is None:
+                raise ActionFailed(
+                    "notify: `to: {cohort}` runs in a wave of that cohort only", retryable=False
+                )
+            recipients, unreachable, refused = from_members(
+                ctx.members, str(to.get("address") or "email")
+            )
+            for key, why in refused:
+                ctx.members.fail(key, why)
+        else:
+            recipients = from_params(params, channel_name)
         renderer = Renderer(
             params,
             getattr(ctx, "template_context", {}),
@@ -95,6 +113,15 @@ class NotifyAction(BuiltinAction):
             channel.close()
         run.flush()
         outputs = run.outputs(channel_name, channel)
+        if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
+            told = run.told(recipients)
+            ctx.members.only(r.entity for r in told)
+            ctx.members.messages(  # every member told, a resume's earlier sends included
+                (r.entity, channel_name, renderer.message_id(r), "sent") for r in told
+            )
+            ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
+            outputs["unreachable"] = len(unreachable)
+            outputs["refused"] = len(refused)
         if run.uncertain:
             ctx.emit(
                 "notify.uncertain",
@@ -130,7 +157,8 @@ def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channe
         raise ActionFailed("notify: channel webhook needs `url`", retryable=False)
     about = {"runbook": ctx.runbook.name, "step": ctx.step_id, "run_id": ctx.run_id}
     extra = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
-    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel)
+    secret = secret_headers(extra, ctx.masker.mask)
+    return Webhook(str(params["url"]), extra, about, ctx.remaining, ctx.cancel, secret, ctx.masker)
 
 
 class _Run:
@@ -208,6 +236,11 @@ class _Run:
             return
         self.pending[m.key] = SENT
         self.sent += 1
+
+    def told(self, recipients: list[Recipient]) -> list[Recipient]:
+        """Recipients whose message is sent (in this attempt or an earlier run of it)."""
+        records = self.ctx.records.items()
+        return [r for r in recipients if records.get(r.key) == SENT]
 
     def _check_time(self, done: int, total: int) -> None:
         if self.ctx.cancel.is_set():

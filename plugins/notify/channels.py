@@ -23,6 +23,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from runbook_engine.actions import Masker
+from runbook_engine.files import open_private, private_dir
 from runbook_engine.plugins.http import RequestError, indented, send
 from runbook_engine.plugins.notify.recipients import Message
 
@@ -68,8 +70,22 @@ class Channel(Protocol):
 def email_bytes(message: Message, sender: str, headers: Mapping[str, str]) -> bytes:
     """The message as RFC 5322 bytes: ASCII headers (RFC 2047 words where needed), a UTF-8
     quoted-printable body, CRLF line ends.  Written by hand: ``email.message.EmailMessage``
-    costs about a millisecond a message, more than the fsync it sits next to."""
+    costs about a millisecond a message, more than the fsync it sits next to.  A header value
+    with a line break (CR or LF: a header injection) is refused: ``NotSent``, permanent."""
     r = message.recipient
+    for name, value in (
+        ("From", sender),
+        ("To", r.name),
+        ("To", r.address),
+        ("Subject", message.subject),
+        ("Content-Language", message.locale or ""),
+        *headers.items(),
+    ):
+        if "\r" in value or "\n" in value:
+            raise NotSent(
+                f"the {name} header would contain a line break (CR or LF): refused",
+                permanent=True,
+            )
     lines = [
         f"From: {address_header(sender)}",
         f"To: {formataddr((r.name, r.address), charset='utf-8') if r.name else r.address}",
@@ -112,7 +128,8 @@ def address_header(value: str) -> str:
 
 class Outbox:
     """One ``<Message-ID token>.eml`` per message: temp file, fsync, rename; the folder is
-    fsynced once per batch, before the batch is recorded as sent."""
+    fsynced once per batch, before the batch is recorded as sent.  Files are 0600 and the
+    folders the outbox creates 0700 (SPEC §9)."""
 
     batch = OUTBOX_BATCH
 
@@ -124,7 +141,7 @@ class Outbox:
 
     def open(self) -> None:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_dir(self.folder)
         except OSError as exc:
             raise ChannelDown(f"cannot create the outbox {self.folder}: {exc.strerror}") from None
 
@@ -133,7 +150,7 @@ class Outbox:
         temp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         data = email_bytes(message, self.sender, self.headers)
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = open_private(temp, exclusive=False)  # 0600: messages carry customer data
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -295,9 +312,12 @@ class Webhook:
         about: Mapping[str, Any],
         remaining: Callable[[], float],
         cancel: Any,
+        secret: frozenset[str] = frozenset(),
+        masker: Masker | None = None,
     ) -> None:
         self.url, self.headers, self.about = url, dict(headers), dict(about)
-        self.remaining, self.cancel = remaining, cancel
+        self.remaining, self.cancel, self.secret = remaining, cancel, secret
+        self.masker = masker
 
     def open(self) -> None:
         pass
@@ -325,13 +345,16 @@ class Webhook:
                 headers=headers,
                 data=body,
                 cancel=self.cancel,
+                secret=self.secret,
             )
         except RequestError as exc:
             if exc.maybe_received:
                 raise MaybeSent(exc.message) from None
-            raise ChannelDown(f"webhook {self.url}: {exc.message}") from None
+            raise ChannelDown(
+                f"webhook {self.url}: {exc.message}", retryable=not exc.refused
+            ) from None
         if not 200 <= reply.status < 300:
-            excerpt = indented(reply.text(300)).strip()
+            excerpt = indented(reply.text(300, self.masker)).strip()
             raise NotSent(
                 f"webhook returned {reply.status} {reply.reason}"
                 + (f": {excerpt}" if excerpt else ""),

@@ -30,10 +30,15 @@ class Recipient:
     name: str = ""
     locale: str | None = None
     vars: Mapping[str, Any] = field(default_factory=dict)
+    entity: Any = None  # the cohort member's key (``to: {cohort}``)
+    attempt: int | None = None  # the wave attempt: a member is told once per attempt
 
     @property
     def key(self) -> str:
-        """The record key: one per recipient and step, whatever the channel."""
+        """The record key: one per recipient and step (for a cohort member: per member, step
+        and wave attempt), whatever the channel."""
+        if self.attempt is not None:
+            return f"member:{self.attempt}:{self.entity!r}"
         return f"to:{self.address.strip().lower()}" if self.address else WEBHOOK_KEY
 
     def as_context(self) -> dict[str, Any]:
@@ -73,6 +78,40 @@ def shown(names: Iterable[str], total: int | None = None) -> str:
     total = len(items) if total is None else total
     text = ", ".join(items[:SHOWN])
     return text + (f" and {total - SHOWN} more" if total > SHOWN else "")
+
+
+def from_members(
+    members: Any, address_attr: str
+) -> tuple[list[Recipient], list[Any], list[tuple[Any, str]]]:
+    """A wave's members as recipients; (recipients, unreachable keys, (key, why) refused)."""
+    out: list[Recipient] = []
+    unreachable: list[Any] = []
+    refused: list[tuple[Any, str]] = []
+    for key, attrs, _state in members.rows():
+        address = attrs.get(address_attr)
+        if address is None or not str(address).strip():
+            unreachable.append(key)
+            continue
+        address = str(address).strip()
+        if (
+            "\r" in address
+            or "\n" in address
+            or not (address.isascii() and _ADDRESS.match(address))
+        ):
+            refused.append((key, f"invalid address in `{address_attr}`"))
+            continue
+        locale = attrs.get("locale")
+        out.append(
+            Recipient(
+                address,
+                _one_line(attrs.get("name")),
+                str(locale) if locale else None,
+                {**attrs, "key": key},
+                entity=key,
+                attempt=members.attempt,
+            )
+        )
+    return out, unreachable, refused
 
 
 def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
@@ -159,7 +198,9 @@ _OWN = ("address", "name", "locale")
 
 
 def _one_line(value: Any) -> str:
-    return "" if value is None else " ".join(str(value).split())
+    """A name as given, trimmed; a line break inside is kept, for the e-mail channels to
+    refuse (a header injection), never silently joined."""
+    return "" if value is None else str(value).strip()
 
 
 def _norm(locale: str) -> str:
@@ -220,13 +261,7 @@ class Renderer:
         body = self._one(body_src, ctx, f"{where}.body" if where else "message", r)
         if subject is None:
             subject = f"{self.runbook}: {self.step_id}"
-        return Message(
-            r,
-            locale,
-            " ".join(subject.split()),
-            body,
-            self.message_id(r),
-        )
+        return Message(r, locale, subject.strip(), body, self.message_id(r))
 
     def message_id(self, r: Recipient) -> str:
         return message_id(self.runbook, self.step_id, r.key)

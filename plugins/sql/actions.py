@@ -13,10 +13,12 @@ from typing import Any
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
 
-from .common import watching
+from .common import cohort_members, members_table, watching
 from .db import (
     Connection,
+    Params,
     connect,
+    db_details,
     db_message,
     first_line,
     is_transient,
@@ -77,9 +79,32 @@ def _pg_located(exc: Exception, script: str, conn: Connection) -> ActionFailed:
         offset = int(str(pos)) - 1
         line_no = script.count("\n", 0, offset) + 1
         line = script.splitlines()[line_no - 1].strip() if script.splitlines() else ""
-        where = f"line {line_no}: {first_line(line)!r} failed: "
+        where = f"line {line_no}: {first_line(line, conn.masker)!r} failed: "
     message = f"{conn.label}: {where}{db_message(exc)}"
-    return ActionFailed(scrub(message, conn.dsn), retryable=is_transient(exc))
+    return ActionFailed(
+        scrub(message, conn.dsn),
+        details=scrub(db_details(exc, conn.masker), conn.dsn),
+        retryable=is_transient(exc),
+    )
+
+
+def params_of(params: Mapping[str, Any], statements: int = 1) -> Params:
+    """``with.params``: a list (positional) or a mapping (named); positional ones bind one
+    statement only."""
+    bound = params.get("params")
+    if bound is None or bound == [] or bound == {}:
+        return ()
+    if not isinstance(bound, (list, Mapping)):
+        raise ActionFailed(
+            f"params: expected a list or a mapping, got {type(bound).__name__}", retryable=False
+        )
+    if isinstance(bound, list) and statements > 1:
+        raise ActionFailed(
+            f"params: a list binds one statement, and `sql` has {statements}: use named "
+            "parameters (a mapping), or one statement per step",
+            retryable=False,
+        )
+    return bound
 
 
 class SqlExecAction(BuiltinAction):
@@ -87,25 +112,30 @@ class SqlExecAction(BuiltinAction):
     summary = "run SQL statements in one transaction"
     idempotent = False
     changes = True
+    sql_keys = frozenset({"sql"})
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         dsn: str = params["dsn"]
-        with connect(dsn) as conn, watching(ctx, conn) as watch:
+        members = cohort_members(params, ctx)
+        with connect(dsn, masker=ctx.masker) as conn, watching(ctx, conn) as watch:
+            if members is not None:
+                members_table(conn, members)
             statements = _statements(params["sql"], conn.kind)
+            bound = params_of(params, len(statements))
             rowcount = 0
             try:
                 with conn.transaction():
                     for label, stmt in statements:
                         watch.check(f"before {label}; nothing was committed", {})
-                        rowcount += self._one(conn, label, stmt)
+                        rowcount += self._one(conn, label, stmt, bound)
             except ActionFailed as exc:
                 raise watch.explain(exc, "; nothing was committed") from None
         return {"rowcount": rowcount}
 
-    def _one(self, conn: Connection, label: str, stmt: str) -> int:
-        if conn.kind == "sqlite" or label != "script":
-            context = "" if label == "statement 1 of 1" else label
-            cur = conn.execute(stmt, context=context)
+    def _one(self, conn: Connection, label: str, stmt: str, bound: Params = ()) -> int:
+        if conn.kind == "sqlite" or label != "script" or bound:
+            context = "" if label in ("statement 1 of 1", "script") else label
+            cur = conn.execute(stmt, bound, context=context)
             return max(int(cur.rowcount), 0)
         psycopg = psycopg_module()
         cur = conn.raw.cursor()
@@ -124,6 +154,7 @@ class SqlQueryAction(BuiltinAction):
     summary = "run one SQL query"
     idempotent = True
     changes = False
+    sql_keys = frozenset({"query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"query: {first_line(str(params.get('query', '')))}"
@@ -131,11 +162,14 @@ class SqlQueryAction(BuiltinAction):
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         query: str = params["query"]
         max_rows = int(params.get("max_rows", DEFAULT_MAX_ROWS))
-        with connect(params["dsn"], must_exist=True) as conn, watching(ctx, conn) as watch:
+        bound = params_of(params)
+        with (
+            connect(params["dsn"], must_exist=True, read_only=True, masker=ctx.masker) as conn,
+            watching(ctx, conn) as watch,
+        ):
             try:
-                cur = conn.execute(query)
+                cur = conn.execute(query, bound)
                 if cur.description is None:
-                    conn.commit()
                     return {"value": None, "rows": [], "columns": [], "truncated": False}
                 columns = [str(d[0]) for d in cur.description]
                 rows = cur.fetchmany(max(max_rows, 1) + 1)
@@ -158,6 +192,7 @@ class SqlCopyAction(BuiltinAction):
     summary = "copy rows between databases, upserting on a key"
     idempotent = True
     changes = True
+    sql_keys = frozenset({"where"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"copy {params.get('table')} rows{_where(params)}, upsert on {params.get('key')}"
@@ -173,6 +208,7 @@ class SqlVerifyAction(BuiltinAction):
     summary = "compare rows on both sides by count and per-row checksum"
     idempotent = True
     changes = False
+    sql_keys = frozenset({"where"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         return f"verify {params.get('table')} rows{_where(params)} match on both sides"

@@ -256,16 +256,99 @@ def watching(ctx: ActionContext, *conns: Connection) -> Iterator[Watch]:
 
 
 class Progress:
-    """``ctx.progress`` at most once a second: "copied 120,000 / 1,000,000 rows"."""
+    """``ctx.progress`` at most once a second: "copied 120,000 / 1,000,000 rows".
+
+    A line that would repeat the last one is skipped (a copy done in one batch used to print
+    "copied N / N rows" twice), and so is "0 / N" before the end.
+    """
 
     def __init__(self, report: Callable[[str], None], verb: str, total: int) -> None:
         self.report = report
         self.verb = verb
         self.total = total
         self.last = 0.0
+        self.shown: int | None = None
 
     def __call__(self, done: int, *, final: bool = False) -> None:
+        if done == self.shown or (done == 0 and not final):
+            return  # nothing new to say ("started" says that a step began)
         now = time.monotonic()
         if final or now - self.last >= 1.0:
             self.last = now
+            self.shown = done
             self.report(f"{self.verb} {done:,} / {self.total:,} rows")
+
+
+# -- a wave's members (``cohort:``) ---------------------------------------------------------
+
+LEDGER = "rb_ledger"
+MEMBERS = "rb_members"
+
+
+def member_filter(conn: Connection, members: Any, column: str) -> str:
+    """An SQL condition true for the rows of the wave's members, ready on ``conn``: a SQLite
+    connection attaches the ledger (read-only) and asks it; a PostgreSQL one gets the members'
+    keys in a temp table (one COPY). Set-wise either way: no per-row round trip."""
+    col = quote_ident(column)
+    if conn.kind == "sqlite":
+        attached = {row[1] for row in conn.raw.execute("PRAGMA database_list")}
+        if LEDGER not in attached:
+            uri = "file:" + str(members.ledger_path) + "?mode=ro"
+            conn.raw.execute(f"ATTACH DATABASE ? AS {LEDGER}", (uri,))
+        sql, args = members.select_sql(LEDGER)
+        return f"{col} IN ({_inline(sql, args)})"
+    keys = members.keys()
+    cur = conn.raw.cursor()
+    kinds = {type(k) for k in keys}
+    pg_type = "bigint" if kinds <= {int} else "text"
+    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {MEMBERS} (key {pg_type} PRIMARY KEY)")
+    cur.execute(f"TRUNCATE {MEMBERS}")
+    with cur.copy(f"COPY {MEMBERS} (key) FROM STDIN") as copy:
+        for k in keys:
+            copy.write_row((k,))
+    cur.execute(f"ANALYZE {MEMBERS}")
+    cast = "" if pg_type == "bigint" else "::text"
+    return f"{col}{cast} IN (SELECT key FROM {MEMBERS})"
+
+
+def members_table(conn: Connection, members: Any) -> None:
+    """``rb_members(key)``: the wave's members, for statements to join with (``cohort:`` on
+    sql.exec): a temp view over the attached ledger on SQLite, a temp table on PostgreSQL."""
+    if conn.kind == "sqlite":
+        member_filter(conn, members, "key")
+        sql, args = members.select_sql(LEDGER)
+        conn.raw.execute(f"DROP VIEW IF EXISTS temp.{MEMBERS}")
+        conn.raw.execute(f"CREATE TEMP VIEW {MEMBERS} AS {_inline(sql, args)}")
+    else:
+        member_filter(conn, members, "key")
+
+
+def _inline(sql: str, args: Sequence[Any]) -> str:
+    """The ledger's member query with its parameters as literals: they are the engine's own
+    values (cohort and wave ids match ``[a-z0-9-]+``, states are constants), checked here."""
+    out = sql
+    for a in args:
+        text = str(a)
+        if not all(c.isalnum() or c in "-_" for c in text):
+            raise ActionFailed(f"not an engine id: {text!r}", retryable=False)
+        out = out.replace("?", f"'{text}'", 1)
+    return out
+
+
+def cohort_members(params: Mapping[str, Any], ctx: ActionContext) -> Any:
+    """The wave's members when the step says ``cohort:`` (None otherwise)."""
+    if not params.get("cohort"):
+        return None
+    if ctx.members is None or ctx.members.cohort != params["cohort"]:
+        raise ActionFailed(
+            f"`cohort: {params['cohort']}` works in a wave of that cohort only (its phase needs "
+            f"`waves: {{cohort: {params['cohort']}}}`)",
+            retryable=False,
+        )
+    return ctx.members
+
+
+def with_members(where: str | None, condition: str | None) -> str | None:
+    if condition is None:
+        return where
+    return f"{where_sql(where)} AND {condition}"

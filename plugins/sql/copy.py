@@ -5,8 +5,11 @@ the next batch (``ORDER BY key LIMIT 1 OFFSET batch_size - 1``), then the range
 ``lo < key <= hi`` is copied and committed.  Memory stays constant, each batch commits, the
 step can stop between batches, and a re-run upserts the same rows again: idempotent.
 
-- SQLite -> SQLite: the target ``ATTACH``es the source and SQLite copies each range itself
-  (``INSERT ... SELECT ... ON CONFLICT DO UPDATE``).
+- SQLite -> SQLite: the source ``ATTACH``es the target and SQLite copies each range itself
+  (``INSERT INTO rb_dst.t ... SELECT ... ON CONFLICT DO UPDATE``) on the source's connection,
+  so that ``where`` is evaluated against the source (SPEC §9): a table a subquery names is the
+  source's (SQLite looks in ``main`` before any attached database, and ``where`` was counted
+  on the source alone first, so a table only the target has is an error, not a match).
 - -> PostgreSQL: each range goes by ``COPY`` into a temp table (``ON COMMIT DELETE ROWS``),
   then ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; from PostgreSQL the source's
   ``COPY TO STDOUT`` is streamed into the target's ``COPY FROM STDIN`` unparsed.
@@ -42,21 +45,25 @@ from .common import (
     Column,
     Progress,
     Watch,
+    cohort_members,
     count_rows,
     describe_table,
     key_names,
     keys_after,
     matching,
+    member_filter,
     pick_columns,
     require_table,
     scope,
     utc_sessions,
     watching,
     where_sql,
+    with_members,
 )
 from .db import (
     Connection,
     connect,
+    db_details,
     db_message,
     is_driver_error,
     is_transient,
@@ -68,7 +75,7 @@ from .db import (
 )
 
 DEFAULT_BATCH = 10_000
-ATTACHED = "rb_src"
+ATTACHED = "rb_dst"  # the target, attached to the source's connection
 STAGE = "rb_copy_stage"
 _TO_PG = {
     INT: "bigint", TEXT: "text", FLOAT: "double precision", BOOL: "boolean", BLOB: "bytea",
@@ -95,8 +102,8 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             retryable=False,
         )
     with (
-        connect(params["source"], must_exist=True) as src,
-        connect(target) as dst,
+        connect(params["source"], must_exist=True, masker=ctx.masker) as src,
+        connect(target, masker=ctx.masker) as dst,
         watching(ctx, src, dst) as watch,
     ):
         utc_sessions(src, dst)
@@ -113,6 +120,12 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             _create(dst, target_table, cols, key_cols, src.kind)
             existing = require_table(dst, target_table, "target")
         tcols = matching(existing, cols)
+        members = cohort_members(params, ctx)
+        if members is not None:
+            column = str(params.get("cohort_key") or members.key_column)
+            where = with_members(where, member_filter(src, members, column))
+            if src.kind == dst.kind == "sqlite":
+                member_filter(dst, members, column)  # the target reads the source attached
         job = _Job(src, dst, table, target_table, where, cols, key_cols, tcols, batch, watch)
         total = count_rows(src, table, where, "source")
         job.progress = Progress(ctx.progress, "copied", total)
@@ -203,6 +216,7 @@ class _Job:
         self.progress = Progress(lambda _l: None, "copied", 0)
         self.attached = src.kind == dst.kind == "sqlite"
         self.read_from = table  # the source table as the reading connection names it
+        self.write_to = target_table  # the target table as the writing connection names it
 
     def done(self) -> str:
         return f"after copying {self.copied:,} rows (re-running the step is safe)"
@@ -213,7 +227,13 @@ class _Job:
             f"{self.dst.label} failed {self.done()}: {db_message(exc)}"
         )
         text = scrub(scrub(text, self.src.dsn), self.dst.dsn)
-        return ActionFailed(text, outputs={"rows_copied": self.copied}, retryable=is_transient(exc))
+        details = scrub(scrub(db_details(exc, self.src.masker), self.src.dsn), self.dst.dsn)
+        return ActionFailed(
+            text,
+            details=details,
+            outputs={"rows_copied": self.copied},
+            retryable=is_transient(exc),
+        )
 
     # -- the SQL -----------------------------------------------------------------------------
 
@@ -235,9 +255,7 @@ class _Job:
             if rest
             else "DO NOTHING"
         )
-        return (
-            f"INSERT INTO {self.target_table} ({names}) {rows_from} ON CONFLICT ({keys}) {action}"
-        )
+        return f"INSERT INTO {self.write_to} ({names}) {rows_from} ON CONFLICT ({keys}) {action}"
 
     def _tkeys(self) -> list[Column]:
         return [self.tcols[self.cols.index(k)] for k in self.key_cols]
@@ -285,20 +303,23 @@ class _Job:
         src_path = os.path.realpath(sqlite_path(self.src.dsn))
         dst_path = os.path.realpath(sqlite_path(self.dst.dsn))
         if src_path != dst_path:
-            self.dst.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (src_path,))
-            self.read_from = f"{ATTACHED}.{self.table}"
+            self.src.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (dst_path,))
+            self.write_to = f"{ATTACHED}.{self.target_table}"
 
     def _run_attached(self) -> None:
-        raw = self.dst.raw
-        for lo, hi in self._ranges(self.dst):
+        """On the source's connection: each range read where the source's names resolve, and
+        written into the attached target (a deferred transaction: only the target is locked
+        for writing; the source is read)."""
+        raw = self.src.raw
+        for lo, hi in self._ranges(self.src):
             self._check()
-            sql = self._upsert(self._select(self.dst, lo is not None, hi is not None))
-            raw.execute("BEGIN IMMEDIATE")
+            sql = self._upsert(self._select(self.src, lo is not None, hi is not None))
+            raw.execute("BEGIN")
             try:
                 n = raw.execute(sql, self._args(lo, hi)).rowcount
                 raw.execute("COMMIT")
             except BaseException:
-                self.dst.rollback()
+                self.src.rollback()
                 raise
             self.copied += max(n, 0)
             self.progress(self.copied)

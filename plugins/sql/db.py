@@ -3,8 +3,14 @@
 A DSN is ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (built in) or
 ``postgresql://user:pass@host:port/db`` (psycopg 3, the ``postgres`` extra, imported on first
 use).  Every message names the database by ``redact_dsn(dsn)``: a password never shows.
-Driver errors become ``ActionFailed`` naming the statement's first line and the database's
-own message.
+Driver errors become ``ActionFailed`` naming the statement's first line (masked before it is
+cut) and the database's own message; its ``DETAIL:`` lines quote row values (data, not the
+runbook's words), so they go to the failure's details, apart from the message.  ``connect(...,
+read_only=True)`` opens a connection that cannot write: SQLite ``PRAGMA query_only``,
+PostgreSQL read-only transactions for the whole session (``sql.query``, ``check``, recipient
+queries: SPEC §9).  Statements take bound parameters: a list for the driver's positional
+style (``?`` on SQLite, ``%s`` on PostgreSQL) or a mapping for its named style (``:name`` on
+SQLite, ``%(name)s`` on PostgreSQL).
 
 Stable interface (other actions import it): ``connect``, ``fetch``, ``redact_dsn``,
 ``Connection``, ``sql_failed``, ``first_line``, ``jsonable``.
@@ -18,14 +24,17 @@ import decimal
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from runbook_engine.actions import Masker
 from runbook_engine.errors import ActionFailed
+
+Params = Sequence[Any] | Mapping[str, Any]
 
 Kind = Literal["sqlite", "postgresql"]
 EXTRA_HINT = "install the postgres extra: pip install 'runbook-engine[postgres]'"
@@ -110,11 +119,15 @@ def psycopg_module() -> Any:
     return psycopg
 
 
-def first_line(sql: str) -> str:
-    """The first non-blank line of a statement, bounded, for messages."""
+def first_line(sql: str, masker: Masker | None = None) -> str:
+    """The first non-blank line of a statement, bounded, for messages; masked by ``masker``
+    before it is cut."""
     for line in sql.strip().splitlines():
         if line.strip():
             text = line.strip()
+            if masker is not None:
+                cut = masker.head(text, 117)
+                return cut if len(text) <= 120 else cut + "..."
             return text if len(text) <= 120 else text[:117] + "..."
     return ""
 
@@ -139,29 +152,48 @@ def _loaded_psycopg() -> Any:
 
 
 def db_message(exc: BaseException) -> str:
-    """The database's own message: one paragraph, without psycopg's LINE/caret block."""
+    """The database's own message: one paragraph, without psycopg's LINE/caret block and
+    without ``DETAIL:`` (row values: see ``db_details``)."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln for ln in text.splitlines() if ln.strip()]
     kept: list[str] = []
     for ln in lines:
         if ln.startswith(("LINE ", "  ", "HINT:", "DETAIL:")) and kept:
-            if ln.startswith(("HINT:", "DETAIL:")):
+            if ln.startswith("HINT:"):
                 kept.append(ln.strip())
             continue
         kept.append(ln.strip())
     return " ".join(kept)
 
 
+def db_details(exc: BaseException, masker: Masker | None = None) -> str:
+    """The ``DETAIL:`` lines of a database error (they quote row values), indented, for the
+    failure's details; masked by ``masker``."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("DETAIL:")]
+    text = "\n".join("    " + ln for ln in lines)
+    return masker.mask(text) if masker is not None and text else text
+
+
 def sql_failed(
-    exc: BaseException, sql: str, dsn: str, *, context: str = "", outputs: Any = None
+    exc: BaseException,
+    sql: str,
+    dsn: str,
+    *,
+    context: str = "",
+    outputs: Any = None,
+    masker: Masker | None = None,
 ) -> ActionFailed:
-    """An ``ActionFailed`` for a driver error: where, which statement, what the database said."""
+    """An ``ActionFailed`` for a driver error: where, which statement, what the database said
+    (its ``DETAIL:`` lines in the details)."""
     where = f"{context}: " if context else ""
-    stmt = first_line(sql)
+    stmt = first_line(sql, masker)
     what = f"{stmt!r} failed: " if stmt else ""
     message = f"{redact_dsn(dsn)}: {where}{what}{db_message(exc)}"
     return ActionFailed(
-        scrub(message, dsn), outputs=dict(outputs or {}), retryable=is_transient(exc)
+        scrub(message, dsn),
+        details=scrub(db_details(exc, masker), dsn),
+        outputs=dict(outputs or {}),
+        retryable=is_transient(exc),
     )
 
 
@@ -174,12 +206,13 @@ class Connection:
     ``transaction()``); PostgreSQL ones open a transaction on the first statement.
     """
 
-    def __init__(self, raw: Any, kind: Kind, dsn: str) -> None:
+    def __init__(self, raw: Any, kind: Kind, dsn: str, masker: Masker | None = None) -> None:
         self.raw = raw
         self.kind: Kind = kind
         self.dsn = dsn
         self.label = redact_dsn(dsn)
         self.param = "?" if kind == "sqlite" else "%s"
+        self.masker = masker
 
     def __enter__(self) -> Connection:
         return self
@@ -192,21 +225,23 @@ class Connection:
     ) -> None:
         self.close()
 
-    def execute(self, sql: str, params: Sequence[Any] = (), *, context: str = "") -> Any:
-        """Run one statement; return the driver's cursor."""
+    def execute(self, sql: str, params: Params = (), *, context: str = "") -> Any:
+        """Run one statement with bound ``params`` (a list, or a mapping for named ones);
+        return the driver's cursor."""
+        bound: Any = dict(params) if isinstance(params, Mapping) else tuple(params)
         try:
             cur = self.raw.cursor()
             if self.kind == "sqlite":
-                cur.execute(sql, tuple(params))
+                cur.execute(sql, bound)
             else:  # psycopg reads `%` as a placeholder only when parameters are given
-                cur.execute(sql, tuple(params) if params else None)
+                cur.execute(sql, bound if params else None)
             return cur
         except ActionFailed:
             raise
         except Exception as exc:
             if not is_driver_error(exc):
                 raise
-            raise sql_failed(exc, sql, self.dsn, context=context) from None
+            raise sql_failed(exc, sql, self.dsn, context=context, masker=self.masker) from None
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -230,7 +265,7 @@ class Connection:
         except Exception as exc:
             if not is_driver_error(exc):
                 raise
-            raise sql_failed(exc, "COMMIT", self.dsn) from None
+            raise sql_failed(exc, "COMMIT", self.dsn, masker=self.masker) from None
 
     def rollback(self) -> None:
         with contextlib.suppress(Exception):  # a broken connection: nothing to roll back
@@ -260,8 +295,12 @@ def is_driver_error(exc: BaseException) -> bool:
     return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
-def connect(dsn: str, *, must_exist: bool = False) -> Connection:
-    """Open ``dsn``. ``must_exist``: a missing SQLite file is an error (not created empty)."""
+def connect(
+    dsn: str, *, must_exist: bool = False, read_only: bool = False, masker: Masker | None = None
+) -> Connection:
+    """Open ``dsn``. ``must_exist``: a missing SQLite file is an error (not created empty).
+    ``read_only``: nothing can be written through the connection (a write fails).
+    ``masker``: statements named in error messages are masked before they are cut."""
     kind = kind_of(dsn)
     if kind == "sqlite":
         path = sqlite_path(dsn)
@@ -284,15 +323,21 @@ def connect(dsn: str, *, must_exist: bool = False) -> Connection:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            if read_only:
+                raw.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
             raise sql_failed(exc, "", dsn, context="cannot open") from None
-        return Connection(raw, "sqlite", dsn)
+        return Connection(raw, "sqlite", dsn, masker)
     psycopg = psycopg_module()
     try:
         raw = psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
+        if read_only:  # every transaction of the session, also one begun by the query itself
+            raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            raw.commit()
+            raw.read_only = True
     except psycopg.Error as exc:
         raise sql_failed(exc, "", dsn, context="cannot connect") from None
-    return Connection(raw, "postgresql", dsn)
+    return Connection(raw, "postgresql", dsn, masker)
 
 
 def jsonable(value: Any) -> Any:
@@ -320,14 +365,16 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def fetch(dsn: str, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one query; its column names and at most ``max_rows`` rows (values as the driver
-    gives them).  A statement that returns no rows gives ``([], [])``."""
-    with connect(dsn, must_exist=True) as conn:
-        cur = conn.execute(sql)
+def fetch(
+    dsn: str, sql: str, max_rows: int, params: Params = (), masker: Masker | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one query, read-only, with bound ``params``; its column names and at most
+    ``max_rows`` rows (values as the driver gives them).  A statement that returns no rows
+    gives ``([], [])``."""
+    with connect(dsn, must_exist=True, read_only=True, masker=masker) as conn:
+        cur = conn.execute(sql, params)
         try:
             if cur.description is None:
-                conn.commit()
                 return [], []
             columns = [str(d[0]) for d in cur.description]
             rows = [tuple(r) for r in cur.fetchmany(max_rows)] if max_rows > 0 else []
@@ -336,7 +383,7 @@ def fetch(dsn: str, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any,
         except Exception as exc:
             if not is_driver_error(exc):
                 raise
-            raise sql_failed(exc, sql, dsn) from None
+            raise sql_failed(exc, sql, dsn, masker=masker) from None
         finally:
             conn.rollback()
         return columns, rows

@@ -4,8 +4,11 @@ Rows are matched by key.  A key only on the source is *missing* on the target, o
 target is *extra*, one on both with any column unequal is *different*.  The step fails naming
 the first ``max_report`` of them, in key order.
 
-- SQLite and SQLite: the target ``ATTACH``es the source and SQLite compares every column
-  itself (``IS``, so NULL and '' differ) with two joins on the key.
+- SQLite and SQLite: the source ``ATTACH``es the target and SQLite compares every column
+  itself (``IS``, so NULL and '' differ) with two joins on the key.  ``where`` is evaluated
+  against the source (SPEC §9): on the source's connection, a table a subquery names is the
+  source's, for the target's rows too, so both sides are filtered by the same predicate.
+- Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``.
 - Any other pair: both sides are streamed ordered by key (PostgreSQL through a server-side
   cursor, text keys in ``COLLATE "C"`` order, which is Python's and SQLite's) and merge-joined
   in constant memory.  Rows equal as the drivers give them are equal; otherwise both rows are
@@ -15,6 +18,7 @@ the first ``max_report`` of them, in key order.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -30,15 +34,18 @@ from .common import (
     Column,
     Progress,
     Watch,
+    cohort_members,
     count_rows,
     key_names,
     matching,
+    member_filter,
     pick_columns,
     require_table,
     scope,
     utc_sessions,
     watching,
     where_sql,
+    with_members,
 )
 from .db import (
     Connection,
@@ -55,7 +62,8 @@ from .normalize import normaliser
 DEFAULT_MAX_REPORT = 10
 FETCH = 10_000
 AHEAD = 2  # chunks read ahead per side
-ATTACHED = "rb_src"
+ATTACHED = "rb_dst"  # the target, attached to the source's connection
+KEY_SHOWN = 80  # characters of one key value in a message
 KINDS = {"missing": "missing on target", "extra": "extra on target", "different": "different"}
 
 
@@ -67,11 +75,14 @@ class Diffs:
     checked: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     first: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
+    every: list[tuple[tuple[Any, ...], str]] | None = None  # all of them, for a cohort's marks
 
     def add(self, key: tuple[Any, ...], kind: str) -> None:
         self.counts[kind] += 1
         if len(self.first) < self.max_report:
             self.first.append((key, kind))
+        if self.every is not None:
+            self.every.append((key, kind))
 
     @property
     def mismatches(self) -> int:
@@ -85,25 +96,41 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
     keys = key_names(params)
     diffs = Diffs(int(params.get("max_report", DEFAULT_MAX_REPORT)))
     with (
-        connect(params["source"], must_exist=True) as src,
-        connect(params["target"], must_exist=True) as dst,
+        connect(params["source"], must_exist=True, read_only=True, masker=ctx.masker) as src,
+        connect(params["target"], must_exist=True, read_only=True, masker=ctx.masker) as dst,
         watching(ctx, src, dst) as watch,
     ):
         utc_sessions(src, dst)
         source = require_table(src, table, "source")
         cols, key_cols = pick_columns(source, params.get("columns"), keys, "source")
         tcols = matching(require_table(dst, target_table, "target"), cols)
-        n_src = count_rows(src, table, where, "source")
-        count_rows(dst, target_table, where, "target")
+        members = cohort_members(params, ctx)
+        src_where = dst_where = where
+        member_key: int | None = None
+        if members is not None:
+            column = str(params.get("cohort_key") or members.key_column)
+            src_where = with_members(where, member_filter(src, members, column))
+            dst_where = with_members(where, member_filter(dst, members, column))
+            names = [c.name for c in key_cols]
+            member_key = names.index(column) if column in names else None
+            diffs.every = []
+        n_src = count_rows(src, table, src_where, "source")
+        if not src.kind == dst.kind == "sqlite":  # a SQLite pair filters both on the source
+            count_rows(dst, target_table, dst_where, "target")
         progress = Progress(ctx.progress, "verified", n_src)
         try:
             if src.kind == dst.kind == "sqlite":
-                _in_sqlite(src, dst, table, target_table, where, cols, key_cols, tcols, diffs)
+                _in_sqlite(src, dst, table, target_table, src_where, cols, key_cols, tcols, diffs)
             else:
                 sides = [
-                    _Side(src, table, where, cols, key_cols, "source"),
+                    _Side(src, table, src_where, cols, key_cols, "source"),
                     _Side(
-                        dst, target_table, where, tcols, _keys_of(tcols, cols, key_cols), "target"
+                        dst,
+                        target_table,
+                        dst_where,
+                        tcols,
+                        _keys_of(tcols, cols, key_cols),
+                        "target",
                     ),
                 ]
                 _merge(sides[0], sides[1], diffs, watch, progress)
@@ -118,6 +145,10 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 scrub(scrub(text, src.dsn), dst.dsn), retryable=is_transient(exc)
             ) from None
     progress(diffs.checked, final=True)
+    if members is not None and diffs.every:
+        for key, kind in diffs.every:
+            if member_key is not None:
+                members.fail(key[member_key], f"sql.verify: {KINDS[kind]} in {target_table}")
     outputs = _outputs(diffs, key_cols)
     if diffs.mismatches:
         raise ActionFailed(
@@ -146,7 +177,7 @@ def _outputs(diffs: Diffs, key_cols: Sequence[Column]) -> dict[str, Any]:
 
 def _message(table: str, where: str | None, diffs: Diffs, key_cols: Sequence[Column]) -> str:
     def key_text(key: tuple[Any, ...]) -> str:
-        pairs = ", ".join(f"{c.name}={jsonable(v)!r}" for c, v in zip(key_cols, key, strict=True))
+        pairs = ", ".join(f"{c.name}={_shown(v)}" for c, v in zip(key_cols, key, strict=True))
         return pairs if len(key) == 1 else f"({pairs})"
 
     counts = "; ".join(f"{KINDS[k]}: {n:,}" for k, n in diffs.counts.items() if n)
@@ -158,6 +189,12 @@ def _message(table: str, where: str | None, diffs: Diffs, key_cols: Sequence[Col
         f"{scope(table, where)}: {diffs.mismatches:,} of {diffs.checked:,} rows differ "
         f"({counts}); first: {first}"
     )
+
+
+def _shown(value: Any) -> str:
+    """A key value for a message: JSON (control characters escaped), bounded."""
+    text = json.dumps(jsonable(value), ensure_ascii=False)
+    return text if len(text) <= KEY_SHOWN else text[: KEY_SHOWN - 1] + "…"
 
 
 # -- SQLite and SQLite: compare in SQL ----------------------------------------------------------
@@ -174,10 +211,10 @@ def _in_sqlite(
     tcols: Sequence[Column],
     diffs: Diffs,
 ) -> None:
-    src_path = os.path.realpath(sqlite_path(src.dsn))
-    if src_path != os.path.realpath(sqlite_path(dst.dsn)):
-        dst.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (src_path,))
-        table = f"{ATTACHED}.{table}"
+    dst_path = os.path.realpath(sqlite_path(dst.dsn))
+    if dst_path != os.path.realpath(sqlite_path(src.dsn)):
+        src.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (dst_path,))
+        target_table = f"{ATTACHED}.{target_table}"
     nk = len(key_cols)
     kidx = [list(cols).index(k) for k in key_cols]
     alias = [f"c{i}" for i in range(len(cols))]
@@ -192,8 +229,8 @@ def _in_sqlite(
     skeys = ", ".join(f"s.c{i}" for i in kidx)
     tkeys = ", ".join(f"t.c{i}" for i in kidx)
     found: list[tuple[tuple[Any, ...], str]] = []
-    raw = dst.raw
-    raw.execute("BEGIN")  # one snapshot for every query below
+    raw = src.raw
+    raw.execute("BEGIN")  # one snapshot of both databases for every query below
     try:
         (n_src,) = raw.execute(f"SELECT count(*) FROM {s}").fetchone()
         cur = raw.execute(
@@ -205,6 +242,8 @@ def _in_sqlite(
             diffs.counts[kind] += 1
             if len(found) < diffs.max_report * 2:
                 found.append((tuple(row[:nk]), kind))
+            if diffs.every is not None:
+                diffs.every.append((tuple(row[:nk]), kind))
         cur = raw.execute(
             f"SELECT {tkeys} FROM {t} AS t LEFT JOIN {s} AS s ON {on} "
             f"WHERE s.c{kidx[0]} IS NULL ORDER BY {tkeys}"
@@ -213,6 +252,8 @@ def _in_sqlite(
             diffs.counts["extra"] += 1
             if diffs.counts["extra"] <= diffs.max_report:
                 found.append((tuple(row), "extra"))
+            if diffs.every is not None:
+                diffs.every.append((tuple(row), "extra"))
     finally:
         raw.execute("ROLLBACK")
     diffs.checked = int(n_src) + diffs.counts["extra"]

@@ -128,7 +128,9 @@ def _on_host(
         return HostResult(target, error="not started: the step ran out of time")
     try:
         chan = pool.session(target, trust, min(opts.connect_timeout, remaining))
-        done = ssh_exec.run(chan, opts.command, deadline=ctx.deadline, cancel=ctx.cancel)
+        done = ssh_exec.run(
+            chan, opts.command, deadline=ctx.deadline, cancel=ctx.cancel, masker=ctx.masker
+        )
     except HostFailed as exc:
         return HostResult(target, error=exc.message, retryable=exc.retryable)
     except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -152,7 +154,7 @@ def _tail(label: str, text: str) -> list[str]:
     lines = text.rstrip("\n").splitlines()[-_TAIL_LINES:]
     if not lines:
         return []
-    return [f"  {label}:", *(f"    {line[:300]}" for line in lines)]
+    return [f"  {label}:", *(f"    {line[:300]}" for line in lines)]  # masked already
 
 
 def _failure(results: list[HostResult], opts: Options, ctx: ActionContext) -> ActionFailed:
@@ -165,7 +167,7 @@ def _failure(results: list[HostResult], opts: Options, ctx: ActionContext) -> Ac
         f"{len(failed)} of {len(results)} {hosts} failed ({percent:.0f}%, more than "
         f"max_fail_percent {opts.max_fail_percent:g}%): {named}{more}"
     )
-    command = " ".join(opts.command.split())
+    command = " ".join(ctx.masker.mask(opts.command).split())
     details: list[str] = []
     for r in failed[:_SHOWN_HOSTS]:
         if not r.ran:  # the message says why; here only where it is
@@ -195,6 +197,7 @@ class SshAction(BuiltinAction):
     summary = "run a command on remote hosts over SSH"
     idempotent = False
     changes = True
+    command_keys = frozenset({"command"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         def names(key: str, prefix: str = "") -> list[str]:

@@ -17,7 +17,10 @@ from typing import Any
 
 import paramiko
 
+from runbook_engine.actions import Masker
+
 CAPTURE_LIMIT = 256 * 1024  # bytes kept per stream per host
+MARGIN = 64 * 1024  # bytes kept before the limit: a secret cut there is masked whole
 _CHUNK = 65536
 _POLL = 0.25  # seconds between checks of the cancel flag while a command is silent
 
@@ -33,13 +36,20 @@ class Capture:
     def add(self, data: bytes) -> None:
         self.total += len(data)
         self._buf += data
-        if len(self._buf) > 2 * self.limit:
-            del self._buf[: -self.limit]
+        if len(self._buf) > 2 * self.limit + MARGIN:
+            del self._buf[: -(self.limit + MARGIN)]
 
-    def text(self) -> str:
-        kept = bytes(self._buf[-self.limit :])
+    def text(self, masker: Masker | None = None) -> str:
+        """The kept tail; with ``masker``, masked before it is cut (the margin before the
+        limit lets a secret that straddles the cut be recognised whole)."""
+        if masker is None:
+            kept = bytes(self._buf[-self.limit :])
+            body = kept.decode("utf-8", errors="replace")
+        else:
+            whole = bytes(self._buf).decode("utf-8", errors="replace")
+            body = masker.tail(whole, self.limit)
+            kept = bytes(self._buf[-self.limit :])
         cut = self.total - len(kept)
-        body = kept.decode("utf-8", errors="replace")
         return f"[... {cut} bytes cut ...]\n{body}" if cut else body
 
 
@@ -85,9 +95,15 @@ def _stop(chan: paramiko.Channel) -> None:
 
 
 def run(
-    chan: paramiko.Channel, command: str, *, deadline: float, cancel: threading.Event
+    chan: paramiko.Channel,
+    command: str,
+    *,
+    deadline: float,
+    cancel: threading.Event,
+    masker: Masker | None = None,
 ) -> Outcome:
-    """Run ``command`` on a fresh session channel until it exits, the deadline, or ``cancel``."""
+    """Run ``command`` on a fresh session channel until it exits, the deadline, or ``cancel``;
+    the outputs are masked by ``masker`` before they are cut."""
     out, err = Capture(), Capture()
     stopped: str | None = None
     try:
@@ -112,7 +128,7 @@ def run(
         else:
             chan.close()
     code = None if stopped or chan.exit_status < 0 else chan.exit_status
-    return Outcome(out.text(), err.text(), code, stopped)
+    return Outcome(out.text(masker), err.text(masker), code, stopped)
 
 
 def _why_stop(deadline: float, cancel: threading.Event) -> str | None:

@@ -47,10 +47,15 @@ def ledger_lines(path: str | Path = "ledger.txt") -> list[str]:
 
 
 def journal(state_dir: str | Path, name: str) -> list[dict[str, Any]]:
-    out = []
-    for line in (Path(state_dir) / name / "journal.jsonl").read_bytes().splitlines():
-        out.append(json.loads(line[9:]))
-    return out
+    """Every record of the state's journal table, in commit order (read with plain sqlite3)."""
+    import sqlite3
+
+    path = Path(state_dir) / name / "state.db"
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [json.loads(r) for (r,) in con.execute("SELECT rec FROM journal ORDER BY seq")]
+    finally:
+        con.close()
 
 
 def status_json(runbook: Any, file: str) -> dict[str, Any]:

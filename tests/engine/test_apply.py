@@ -34,7 +34,7 @@ def test_sequential_phase_runs_in_document_order_and_records_everything(runbook)
     }
     assert step["outputs"]["exit_code"] == 0 and step["attempts"] == 1
     kinds = [(rec["t"], rec.get("status")) for rec in journal(".runbook", "t")]
-    assert kinds[0] == ("header", None)
+    assert kinds[0] == ("run", "running")
     assert kinds.count(("step", "running")) == 5 and kinds.count(("step", "succeeded")) == 5
 
 
@@ -194,7 +194,7 @@ def test_contingencies_fire_once_in_order_then_rollback_policy(runbook) -> None:
             {
                 "id": "first",
                 "action": "shell",
-                "with": {"command": "echo 'first {{ failed_step.id }}' >> ledger.txt"},
+                "with": {"command": "echo first {{ failed_step.id }} >> ledger.txt"},
             },
             {"id": "second", "action": "shell", "with": {"command": "echo second >> ledger.txt"}},
         ],
@@ -346,7 +346,7 @@ def test_dry_run_renders_and_writes_nothing(runbook) -> None:
     )
     r = runbook("apply", "r.yaml", "--dry-run")
     assert r.code == 0, r.output
-    assert "echo hello world ***" in r.out
+    assert "echo hello world '***'" in r.out  # every {{ }} of a command is quoted
     assert "<a.outputs.stdout>" in r.out
     assert not Path(".runbook").exists()
 

@@ -338,6 +338,37 @@ CASES = [
         "bad.yaml:4:9: metadata.name: ",
         "unsupported YAML tag !!python/object/apply:os.system",
     ),
+    # issue 10, item 19: what the fuzz campaign found (each was a traceback, exit 1)
+    Case(
+        "alias-in-a-merge-key",
+        step("{duration: 0s}").replace("        with:", "        wit<<: *ah:"),
+        "bad.yaml:10:16: phases[0].steps[0].wit<<: ",
+        "unknown alias *ah",
+    ),
+    Case(
+        "alias-as-the-whole-value",
+        step("{duration: 0s}").replace("{duration: 0s}", "*ah"),
+        "bad.yaml:10:15: phases[0].steps[0].with: ",
+        "unknown alias *ah",
+    ),
+    Case(
+        "bool-tag-on-a-word",
+        step("{duration: 0s}", extra="        parallel: !!bool maybe\n"),
+        "bad.yaml:11:19: phases[0].steps[0].parallel: ",
+        "'maybe' is not a valid !!bool",
+    ),
+    Case(
+        "float-tag-on-nothing",
+        step("{duration: 0s}", extra='        timeout: !!float ""\n'),
+        "bad.yaml:11:18: phases[0].steps[0].timeout: ",
+        "'' is not a valid !!float",
+    ),
+    Case(
+        "plain-merge-indicator-as-a-value",
+        step("{duration: 0s}").replace("id: hello", "id: <<"),
+        "bad.yaml:8:13: phases[0].steps[0].id: ",
+        "invalid id '<<'",
+    ),
     Case(
         "alias-bomb",
         alias_bomb(),
@@ -392,6 +423,8 @@ CASES = [
 
 SUBPROCESS_ROWS = {
     "empty-file",
+    "alias-in-a-merge-key",
+    "bool-tag-on-a-word",
     "python-object-tag",
     "alias-bomb",
     "invalid-utf8",

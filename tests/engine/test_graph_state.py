@@ -96,15 +96,18 @@ def test_dot_output_is_valid_graphviz(runbook, tmp_path: Path) -> None:
     assert f'fill="{STYLES["failed"].fill}"' in svg.stdout
 
 
-def test_torn_journal_gives_a_notice_and_a_damaged_one_exit_2(runbook) -> None:
+def test_damaged_state_is_exit_2_and_left_untouched(runbook) -> None:
+    import sqlite3
+
     applied(runbook)
-    journal = Path(".runbook/acme-migration/journal.jsonl")
-    good = journal.read_bytes()
-    journal.write_bytes(good + b"0badc0de {")
+    path = Path(".runbook/acme-migration/state.db")
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute(
+        'UPDATE journal SET rec = replace(rec, \'"status":"failed"\', \'"status":"failex"\')'
+        ' WHERE seq = (SELECT min(seq) FROM journal WHERE rec LIKE \'%"status":"failed"%\')'
+    )
+    con.close()
+    before = path.read_bytes()
     r = runbook("graph", "m.yaml", "--state")
-    assert r.code == 0
-    assert "notice: " in r.err and "dropped a torn last record" in r.err
-    journal.write_bytes(good.replace(b'"failed"', b'"failex"', 1))
-    r = runbook("graph", "m.yaml", "--state")
-    assert r.code == 2 and "the state journal is damaged at line" in r.err
-    assert "Traceback" not in r.output
+    assert r.code == 2 and "is not a valid state record" in r.err
+    assert "Traceback" not in r.output and path.read_bytes() == before

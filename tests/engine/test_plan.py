@@ -44,13 +44,13 @@ def test_each_step_has_its_description_risks_and_rollback(runbook, plan_file: Pa
     assert steps["backup"]["does"] == describe("shell", {"command": "cp legacy.db legacy.bak"})
     assert steps["backup"]["rollback"] == ROLLBACK_NONE == "none"
     assert steps["wait-a-bit"]["rollback"] == ROLLBACK_MISSING == "no rollback"
-    schema_sql = {"dsn": "{{ vars.new_db }}", "sql": "DROP TABLE customers"}
+    schema_sql = {"dsn": "sqlite:///new.db", "sql": "DROP TABLE customers"}
     assert steps["schema"]["rollback"] == describe("sql.exec", schema_sql)
     assert steps["schema"]["rollback_action"] == "sql.exec"
-    # a wave's own values are filled in; vars stay as written (they may be overridden)
+    # vars (their defaults here) and each wave's own values are filled in (issue 10)
     pilot = {
-        "source": "{{ vars.legacy_db }}",
-        "target": "{{ vars.new_db }}",
+        "source": "sqlite:///legacy.db",
+        "target": "sqlite:///new.db",
         "table": "customers",
         "key": "id",
         "where": "id % 100 < 1",
@@ -58,7 +58,7 @@ def test_each_step_has_its_description_risks_and_rollback(runbook, plan_file: Pa
     assert steps["copy[pilot]"]["does"] == describe("sql.copy", pilot)
     assert steps["copy[all]"]["does"] == describe("sql.copy", {**pilot, "where": "id % 100 < 100"})
     assert "id % 100 < 100" in steps["copy[all]"]["does"]
-    undo_all = {"dsn": "{{ vars.new_db }}", "sql": "DELETE FROM customers WHERE id % 100 < 100"}
+    undo_all = {"dsn": "sqlite:///new.db", "sql": "DELETE FROM customers WHERE id % 100 < 100"}
     assert steps["copy[all]"]["rollback"] == describe("sql.exec", undo_all)
     assert steps["copy[pilot]"]["risks"] == ["data-loss", "slow-copy"]
     assert (steps["copy[pilot]"]["phase"], steps["copy[pilot]"]["wave"]) == ("rollout", "pilot")

@@ -16,7 +16,7 @@ import pytest
 from tests.engine.helpers import RUNBOOK, sh, status_json, write
 from tests.engine.report_run import HOSTILE, applied
 
-JOURNAL = Path(".runbook/acme-migration/journal.jsonl")
+STATE = Path(".runbook/acme-migration/state.db")
 
 
 def report_json(runbook: Any, *args: str) -> dict[str, Any]:
@@ -212,30 +212,20 @@ def test_invalid_runbook_gets_located_errors(runbook) -> None:
     assert "Traceback" not in r.output
 
 
-def test_torn_last_record_is_dropped_with_a_notice_and_the_report_renders(runbook) -> None:
-    applied(runbook)
-    with JOURNAL.open("ab") as fh:
-        fh.write(b'1a2b3c4d {"t":"step","id":"hea')  # a crash during the last write
-    before = JOURNAL.read_bytes()
-    for fmt in ("markdown", "html", "json"):
-        r = runbook("report", "m.yaml", "--format", fmt)
-        assert r.code == 0, r.output
-        assert "dropped a torn last record (line 55" in r.err
-        assert "dropped a torn last record" in r.out  # noted in the report itself
-    assert "13 steps: 10 succeeded, 1 failed, 2 rolled back." in runbook("report", "m.yaml").out
-    assert JOURNAL.read_bytes() == before  # a reader never repairs
-
-
 def test_damaged_journal_is_exit_2_and_left_untouched(runbook) -> None:
+    import sqlite3
+
     applied(runbook)
-    lines = JOURNAL.read_bytes().split(b"\n")
-    lines[10] = lines[10].replace(b'"succeeded"', b'"succeedeX"')
-    JOURNAL.write_bytes(b"\n".join(lines))
-    before = JOURNAL.read_bytes()
+    con = sqlite3.connect(STATE, isolation_level=None)
+    con.execute(
+        "UPDATE journal SET rec = replace(rec, '\"running\"', '\"runninX\"') WHERE seq = 11"
+    )
+    con.close()
+    before = STATE.read_bytes()
     r = runbook("report", "m.yaml", "--format", "html", "--output", "r.html")
     assert r.code == 2
-    assert "the state journal is damaged at line 11" in r.err and "Traceback" not in r.output
-    assert not Path("r.html").exists() and JOURNAL.read_bytes() == before
+    assert "journal record 11 is not a valid state record" in r.err and "Traceback" not in r.output
+    assert not Path("r.html").exists() and STATE.read_bytes() == before
 
 
 def test_output_into_a_missing_folder_is_exit_2(runbook) -> None:

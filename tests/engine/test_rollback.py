@@ -33,7 +33,7 @@ def two_phases(c_undo: str | None = None) -> None:
 def test_plan_shows_groups_latest_first_and_writes_nothing(runbook) -> None:
     two_phases()
     assert runbook("apply", "r.yaml", "--yes").code == 0
-    before = Path(".runbook/t/journal.jsonl").read_bytes()
+    before = journal(".runbook", "t")
     r = runbook("rollback", "r.yaml", "--plan")
     assert r.code == 0, r.output
     assert r.out.splitlines() == [
@@ -52,7 +52,7 @@ def test_plan_shows_groups_latest_first_and_writes_nothing(runbook) -> None:
     r = runbook("rollback", "r.yaml", "--plan", "--step", "b")
     assert "5 step(s)" not in r.out and "4 step(s), 3 group(s)" in r.out
     assert "↶ a:" not in r.out
-    assert Path(".runbook/t/journal.jsonl").read_bytes() == before
+    assert journal(".runbook", "t") == before
 
 
 def test_step_rolls_back_its_dependents_first_in_reverse_order(runbook) -> None:

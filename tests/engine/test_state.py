@@ -1,4 +1,4 @@
-"""State: corrupt, foreign and torn journals; bad --var; locking; approvals; resolve."""
+"""State: damaged, foreign, newer and earlier-version states, full disks; bad --var; locking; approvals; resolve."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, statuses, write
 
-JOURNAL = Path(".runbook/t/journal.jsonl")
+STATE = Path(".runbook/t/state.db")
 
 
 def _digest(path: Path) -> str:
@@ -32,54 +33,168 @@ def _applied(runbook) -> None:
     assert runbook("apply", "r.yaml", "--yes").code == 0
 
 
+def _sql(statement: str, *params: object) -> None:
+    con = sqlite3.connect(STATE, isolation_level=None)
+    try:
+        con.execute(statement, params)
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("command", [["status", "r.yaml"], ["apply", "r.yaml", "--yes"]])
-def test_damaged_journal_is_exit_2_and_left_untouched(runbook, command: list[str]) -> None:
+def test_damaged_journal_record_is_exit_2_and_left_untouched(runbook, command: list[str]) -> None:
     _applied(runbook)
-    data = bytearray(JOURNAL.read_bytes())
-    middle = data.index(b'"status":"running"')
-    data[middle + 11] ^= 0x20  # flip a bit inside the 2nd record
-    JOURNAL.write_bytes(bytes(data))
-    before = _digest(JOURNAL)
+    _sql("UPDATE journal SET rec = substr(rec, 1, 20) WHERE seq = 2")
+    before = _digest(STATE)
     r = runbook(*command)
     assert r.code == 2
-    assert "damaged at line 2" in r.err and "left untouched" in r.err
+    assert "journal record 2 is damaged" in r.err and "left untouched" in r.err
     assert "Traceback" not in r.output
-    assert _digest(JOURNAL) == before
+    assert _digest(STATE) == before and ledger_lines() == ["a", "b"]
+
+
+@pytest.mark.parametrize("command", [["status", "r.yaml"], ["apply", "r.yaml", "--yes"]])
+def test_record_with_a_valid_frame_and_an_invalid_status_is_exit_2(runbook, command) -> None:
+    """Issue 10, item 15: it was a traceback (exit 1)."""
+    _applied(runbook)
+    _sql("UPDATE journal SET rec = replace(rec, '\"succeeded\"', '\"succeedeX\"') WHERE seq = 3")
+    before = _digest(STATE)
+    r = runbook(*command)
+    assert r.code == 2, r.output
+    assert "journal record 3 is not a valid state record" in r.err
+    assert "'succeedeX' is not a valid Status" in r.err and "Traceback" not in r.output
+    assert _digest(STATE) == before
+
+
+def test_damaged_database_file_is_exit_2_and_left_untouched(runbook) -> None:
+    _applied(runbook)
+    data = bytearray(STATE.read_bytes())
+    for i in range(4096 + 100, len(data), 97):  # every page after the header, trampled
+        data[i] ^= 0x5A
+    STATE.write_bytes(bytes(data))
+    before = _digest(STATE)
+    for command in (["status", "r.yaml"], ["apply", "r.yaml", "--yes"], ["report", "r.yaml"]):
+        r = runbook(*command)
+        assert r.code == 2, (command, r.output)
+        assert "the state database cannot be read" in r.err or "not a runbook state" in r.err
+        assert "Traceback" not in r.output
+    assert _digest(STATE) == before and ledger_lines() == ["a", "b"]
 
 
 def test_state_of_another_runbook_is_exit_2(runbook) -> None:
     _applied(runbook)
-    other = JOURNAL.read_bytes().replace(b'"runbook":"t"', b'"runbook":"x"', 1)
-    # keep the frame valid: recompute the first record's CRC
-    first, rest = other.split(b"\n", 1)
-    import zlib
-
-    body = first[9:]
-    JOURNAL.write_bytes(b"%08x %s\n" % (zlib.crc32(body), body) + rest)
-    before = _digest(JOURNAL)
+    _sql("UPDATE meta SET value = 'x' WHERE key = 'runbook'")
+    before = _digest(STATE)
     r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 2 and "belongs to another runbook ('x', not 't')" in r.err
-    assert _digest(JOURNAL) == before
+    assert _digest(STATE) == before
 
 
-def test_foreign_file_is_not_a_journal(runbook) -> None:
+def test_state_of_a_newer_program_is_exit_2(runbook) -> None:
     _applied(runbook)
-    JOURNAL.write_text("hello: world\n")
-    r = runbook("status", "r.yaml")
-    assert r.code == 2 and "not a runbook state journal" in r.err
-    assert JOURNAL.read_text() == "hello: world\n"
-
-
-def test_torn_last_record_is_dropped_with_a_notice_and_cut_on_next_write(runbook) -> None:
-    _applied(runbook)
-    JOURNAL.write_bytes(JOURNAL.read_bytes() + b'1234abcd {"t":"step","id":"a","sta')
-    r = runbook("status", "r.yaml", "--format", "json")
-    assert r.code == 0
-    assert "dropped a torn last record" in json.loads(r.out)["notice"]
+    _sql("UPDATE meta SET value = '99' WHERE key = 'version'")
     r = runbook("apply", "r.yaml", "--yes")
-    assert r.code == 0
-    assert "dropped a torn last record" in r.out
-    journal(".runbook", "t")  # every line parses again: the torn tail was cut
+    assert r.code == 2 and "schema 99, this program knows 2" in r.err
+
+
+def test_foreign_file_is_not_a_state(runbook) -> None:
+    _applied(runbook)
+    for f in STATE.parent.glob("state.db*"):
+        f.unlink()
+    STATE.write_text("hello: world\n")
+    r = runbook("status", "r.yaml")
+    assert r.code == 2 and "not a runbook state database" in r.err
+    assert STATE.read_text() == "hello: world\n"
+
+
+def test_state_files_are_private_and_their_folders_synced(runbook) -> None:
+    _applied(runbook)
+    assert STATE.stat().st_mode & 0o777 == 0o600
+    assert STATE.parent.stat().st_mode & 0o777 == 0o700
+    assert Path(".runbook").stat().st_mode & 0o777 == 0o700
+    assert not list(STATE.parent.glob(".state.db.new-*"))  # built aside, renamed into place
+
+
+def _legacy_journal(records: list[dict]) -> bytes:
+    from runbook_engine.state import legacy
+
+    head = {"t": "header", "format": legacy.FORMAT, "runbook": "t", "at": "2026-11-01T00:00:00Z"}
+    return b"".join(legacy.frame(r) for r in [head, *records])
+
+
+def test_journal_of_an_earlier_version_is_read_then_imported_once(runbook) -> None:
+    write(
+        "r.yaml",
+        phases=[
+            {"id": "p", "steps": [sh("a", "echo a >> ledger.txt"), sh("b", "echo b >> ledger.txt")]}
+        ],
+    )
+    at = "2026-11-01T00:00:01.000Z"
+    old = [
+        {"t": "run", "run": "r1", "status": "running", "at": at},
+        {"t": "step", "id": "a", "status": "running", "attempt": 1, "run": "r1", "at": at},
+        {"t": "step", "id": "a", "status": "succeeded", "attempt": 1, "run": "r1", "at": at},
+        {"t": "run", "run": "r1", "status": "failed", "at": at},
+    ]
+    folder = Path(".runbook/t")
+    folder.mkdir(parents=True)
+    (folder / "journal.jsonl").write_bytes(_legacy_journal(old) + b'1234abcd {"t":"st')
+    r = runbook("status", "r.yaml", "--format", "json")
+    assert r.code == 0, r.output
+    doc = json.loads(r.out)
+    assert "dropped a torn last record" in doc["notice"]
+    assert {s["id"]: s["status"] for s in doc["steps"]} == {"a": "succeeded", "b": "pending"}
+    assert not STATE.exists()  # a reader never converts
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert "imported 4 records of" in r.out
+    assert ledger_lines() == ["b"]  # `a` succeeded before the upgrade: not run again
+    assert not (folder / "journal.jsonl").exists() and (folder / "journal.jsonl.imported").exists()
+    kinds = [rec["t"] for rec in journal(".runbook", "t")]
+    assert kinds[:4] == ["run", "step", "step", "run"]
+
+
+def test_a_full_disk_stops_the_run_and_leaves_the_state_readable(runbook, tmp_path) -> None:
+    """Issue 10, item 13: a failed write used to leave a partial record that made the state
+    unreadable. Now a failed commit writes nothing, nothing more starts, and the state is the
+    last checkpoint: a later apply resumes (the step in flight is `unknown`, never re-run)."""
+    import resource
+
+    steps = [
+        sh(f"s{i}", f"echo s{i} >> ledger.txt; head -c 3000 /dev/zero > pad{i}") for i in range(40)
+    ]
+    write("r.yaml", phases=[{"id": "p", "steps": steps}])
+    assert runbook("apply", "r.yaml", "--yes", "--only", "s0").code == 0  # the state exists
+    size = STATE.stat().st_size
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = size + 40_000
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    p = subprocess.run(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+        check=False,
+    )
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "cannot write the state" in p.stdout + p.stderr and "Traceback" not in p.stderr
+    done = ledger_lines()
+    assert 1 < len(done) < 40
+    st = statuses(runbook, "r.yaml")  # readable
+    succeeded = [s for s, v in st.items() if v == "succeeded"]
+    assert set(succeeded) <= set(done)
+    r = runbook("apply", "r.yaml", "--yes")
+    unknown = [s for s, v in statuses(runbook, "r.yaml").items() if v == "unknown"]
+    if r.code == 3:  # the step whose success could not be written: the operator decides
+        assert len(unknown) == 1 and unknown[0] in done
+        assert runbook("resolve", "r.yaml", unknown[0], "--as", "succeeded").code == 0
+        r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert sorted(ledger_lines()) == sorted(f"s{i}" for i in range(40))  # each exactly once
 
 
 def test_bad_vars_are_exit_2_before_anything_runs(runbook) -> None:

@@ -49,6 +49,12 @@ class NoMask:
     def mask(self, text: str) -> str:
         return text
 
+    def head(self, text: str, limit: int) -> str:
+        return text[:limit]
+
+    def tail(self, text: str, limit: int) -> str:
+        return text[-limit:] if limit else ""
+
 
 @dataclass
 class CtxFactory:

@@ -8,20 +8,15 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
+from runbook_engine.masking import Masker
 from runbook_engine.plugins.http import BODY_OUTPUT, HttpAction
 from tests.servers.http import HttpServer, free_port
 
 pytestmark = pytest.mark.servers
 
 
-class SecretMask:
-    def __init__(self, *secrets: str) -> None:
-        self.secrets = secrets
-
-    def mask(self, text: str) -> str:
-        for s in self.secrets:
-            text = text.replace(s, "***")
-        return text
+def SecretMask(*values: str) -> Masker:
+    return Masker({str(i): v for i, v in enumerate(values)})
 
 
 def run(params: dict[str, Any], ctx: Any) -> Any:

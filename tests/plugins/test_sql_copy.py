@@ -206,3 +206,33 @@ def test_postgres_down_mid_copy_then_rerun_completes(
     ]
     out = verify(make_ctx, source=src, target=dst, table="customers", key="id")
     assert out["rows_checked"] == total and out["mismatches"] == 0
+
+
+@pytest.mark.parametrize("pair", DIRECTIONS, indirect=True)
+@pytest.mark.parametrize("batch", [10_000, 100])
+def test_apply_prints_each_copy_and_verify_line_once(
+    pair: tuple[str, str], batch: int, runbook, tmp_path: Path
+) -> None:
+    """Issue 10: a copy done in one batch printed "copied 250 / 250 rows" twice."""
+    src, dst = pair
+    make_customers(src, range(1, 251))
+    create_empty(dst)
+    Path("cp.yaml").write_text(
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: cp}\nphases:\n  - id: p\n"
+        "    steps:\n"
+        f"      - {{id: copy, action: sql.copy, rollback: none, with: {{source: '{src}',"
+        f" target: '{dst}', table: customers, key: id, batch_size: {batch}}}}}\n"
+        f"      - {{id: check, action: sql.verify, with: {{source: '{src}', target: '{dst}',"
+        " table: customers, key: id}}\n",
+        encoding="utf-8",
+    )
+    r = runbook("apply", "--yes", "cp.yaml")
+    assert r.code == 0, r.output
+    lines = r.output.splitlines()
+    copied = [ln.split("copy: ", 1)[1] for ln in lines if "copy: copied" in ln]
+    assert copied.count("copied 250 / 250 rows") == 1, r.output
+    assert copied[-1] == "copied 250 / 250 rows"
+    assert len(copied) == len(set(copied))  # no line repeated
+    verified = [ln for ln in lines if "check: verified" in ln]
+    assert len(verified) == 1 and verified[0].endswith("check: verified 250 / 250 rows")
+    assert run_sql(dst, "SELECT count(*) FROM customers") == [(250,)]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from runbook_engine.errors import ActionFailed
+from runbook_engine.masking import Masker
 from runbook_engine.plugins.ssh.action import SshAction
 from runbook_engine.plugins.ssh.execute import Capture
 from runbook_engine.plugins.ssh.hostkeys import matches
@@ -58,14 +59,8 @@ def failure(params: Mapping[str, Any], ctx: Any) -> ActionFailed:
     return info.value
 
 
-class SecretMask:
-    def __init__(self, *values: str) -> None:
-        self.values = values
-
-    def mask(self, text: str) -> str:
-        for value in self.values:
-            text = text.replace(value, "***")
-        return text
+def SecretMask(*values: str) -> Masker:
+    return Masker({str(i): v for i, v in enumerate(values)})
 
 
 @pytest.fixture

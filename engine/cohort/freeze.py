@@ -1,0 +1,208 @@
+"""Drawing a cohort and freezing it into the ledger; finding late and vanished entities.
+
+``draw`` reads the source and computes the waves in memory (``plan`` shows it, nothing is
+written). ``freeze`` writes that draw into the ledger in the same transaction as the journal
+record that says so. ``reconcile`` compares a frozen cohort with its source again: entities
+that appeared since are ``late``, members gone from it before being moved are ``vanished``;
+the attributes of the members of the wave about to start are refreshed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..format.model import Cohort, digest_of
+from ..state import ledger
+from ..state.db import Database
+from . import draw, source
+
+LISTED = 10  # keys named in messages and records
+
+
+@dataclass
+class Drawn:
+    """A cohort drawn in memory."""
+
+    cohort: Cohort
+    source_rows: int = 0
+    no_key: int = 0
+    excluded: dict[str, int] = field(default_factory=dict)  # reason -> count
+    eligible: int = 0
+    plan: draw.Plan | None = None
+    rows: list[tuple[Any, str | None, str, str | None, str | None, int, str]] = field(
+        default_factory=list
+    )
+
+    def summary(self) -> dict[str, Any]:
+        assert self.plan is not None
+        return {
+            "source_rows": self.source_rows,
+            "no_key": self.no_key,
+            "eligible": self.eligible,
+            "excluded": dict(sorted(self.excluded.items())),
+            "waves": [
+                {"id": w, "size": n, "strata": self.plan.strata.get(w, {})}
+                for w, n in self.plan.sizes
+            ],
+        }
+
+
+def stratum(cohort: Cohort, attrs: dict[str, Any]) -> str | None:
+    """The stratum of an entity from its attributes, as the draw writes it (compact JSON)."""
+    if not cohort.stratify_by:
+        return None
+    return json.dumps([attrs.get(a) for a in cohort.stratify_by], separators=(",", ":"))
+
+
+def stratum_label(text: str | None, cohort: Cohort) -> str:
+    if text is None:
+        return "all"
+    values = json.loads(text)
+    return ", ".join(f"{a}={v}" for a, v in zip(cohort.stratify_by, values, strict=False))
+
+
+class _Canon(dict[str | None, str | None]):
+    """Strata as one compact JSON text, whatever spacing the source database used: computed
+    once per distinct stratum, not per row."""
+
+    def __missing__(self, raw: str | None) -> str | None:
+        text = None if raw is None else json.dumps(json.loads(raw), separators=(",", ":"))
+        self[raw] = text
+        return text
+
+
+def digest(cohort: Cohort) -> str:
+    return digest_of(cohort.draw_definition())
+
+
+def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
+    """Read the source and draw the waves (in memory). Per row only a dictionary insert: the
+    database builds the JSON, strata are canonical once each, ranks are computed by the draw."""
+    out = Drawn(cohort)
+    seen: dict[Any, tuple[str | None, str | None, str]] = {}
+    duplicates: set[Any] = set()
+    canon = _Canon()
+    no_key = 0
+    n = 0
+    for key, reason, raw_stratum, attrs in source.rows(cohort, dsn, smap):
+        n += 1
+        if key is None:
+            no_key += 1
+        elif key in seen:
+            duplicates.add(key)
+        else:
+            seen[key] = (reason, canon[raw_stratum], attrs)
+    out.source_rows, out.no_key = n, no_key
+    eligible = [
+        (key, st or "")
+        for key, (reason, st, _a) in seen.items()
+        if reason is None and key not in duplicates
+    ]
+    out.eligible = len(eligible)
+    plan, assigned = draw.assign(cohort, eligible)
+    out.plan = plan
+    if no_key:
+        out.excluded["no-key"] = no_key
+    rows = out.rows
+    seed = cohort.seed
+    for key, (reason, st, attrs) in seen.items():
+        got = assigned.get(key)
+        if got is not None:
+            rows.append((key, got[0], "pending", None, st, got[1], attrs))
+            continue
+        why = "duplicate-key" if key in duplicates else str(reason)
+        out.excluded[why] = out.excluded.get(why, 0) + 1
+        rows.append((key, None, "excluded", why, st, draw.rank(seed, key), attrs))
+    return out
+
+
+def freeze(db: Database, *, drawn: Drawn, at: str, run: str | None) -> None:
+    """Write the draw (inside the caller's transaction)."""
+    c = drawn.cohort
+    ledger.write_draw(
+        db, c.name, at, run, digest(c), c.draw_definition(), drawn.summary(), drawn.rows
+    )
+
+
+@dataclass
+class Reconciled:
+    late: int = 0
+    vanished: int = 0
+    late_keys: list[Any] = field(default_factory=list)
+    vanished_keys: list[Any] = field(default_factory=list)
+
+
+def reconcile(
+    db: Database,
+    cohort: Cohort,
+    dsn: str,
+    at: str,
+    run: str | None,
+    refresh_wave: str | None,
+    smap: Any = None,
+) -> Reconciled:
+    """Late and vanished entities, marked in the ledger (inside the caller's transaction);
+    the attributes of ``refresh_wave``'s members refreshed from the source."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS source_keys (key PRIMARY KEY, attrs TEXT) WITHOUT ROWID"
+    )
+    db.execute("DELETE FROM temp.source_keys")
+
+    def feed() -> Any:
+        for key, _reason, _stratum, attrs in source.rows(cohort, dsn, smap):
+            if key is not None:
+                yield key, attrs
+
+    db.executemany("INSERT OR IGNORE INTO temp.source_keys (key, attrs) VALUES (?, ?)", feed())
+    out = Reconciled()
+    late = db.query(
+        "SELECT s.key FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"
+        " WHERE e.cohort = ? AND e.key = s.key)",
+        (cohort.name,),
+    )
+    out.late = len(late)
+    out.late_keys = [k for (k,) in late[:LISTED]]
+    if late:
+        new = (
+            " FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"
+            " WHERE e.cohort = ? AND e.key = s.key)"
+        )
+        db.execute(
+            "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+            " SELECT ?, s.key, 'late', NULL, ?, NULL, 'appeared after the draw', ?" + new,
+            (cohort.name, run, at, cohort.name),
+        )
+        db.execute(
+            "INSERT INTO entity (cohort, key, wave, state, reason, rank, attrs, updated_at)"
+            " SELECT ?, s.key, NULL, 'late', 'appeared after the draw', NULL, s.attrs, ?" + new,
+            (cohort.name, at, cohort.name),
+        )
+    gone = (
+        "FROM entity e WHERE e.cohort = ? AND e.state IN ('pending', 'notified')"
+        " AND NOT EXISTS (SELECT 1 FROM temp.source_keys s WHERE s.key = e.key)"
+    )
+    vanished = db.query(f"SELECT e.key {gone}", (cohort.name,))
+    out.vanished = len(vanished)
+    out.vanished_keys = [k for (k,) in vanished[:LISTED]]
+    if vanished:
+        db.execute(
+            "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+            f" SELECT e.cohort, e.key, 'vanished', NULL, ?, NULL, 'gone from the source', ? {gone}",
+            (run, at, cohort.name),
+        )
+        db.execute(
+            "UPDATE entity SET state = 'vanished', reason = 'gone from the source',"
+            " updated_at = ? WHERE rowid IN (SELECT e.rowid " + gone + ")",
+            (at, cohort.name),
+        )
+    if refresh_wave is not None:
+        db.execute(
+            "UPDATE entity SET attrs = (SELECT s.attrs FROM temp.source_keys s"
+            " WHERE s.key = entity.key) WHERE cohort = ? AND wave = ? AND EXISTS"
+            " (SELECT 1 FROM temp.source_keys s WHERE s.key = entity.key)",
+            (cohort.name, refresh_wave),
+        )
+    db.execute("DELETE FROM temp.source_keys")
+    return out

@@ -1,0 +1,129 @@
+"""Reading a cohort's source: its query, read-only, with each row's exclusion reason computed
+by the source database itself (SPEC §11: ``exclude`` items are SQL predicates, never per-row
+templates), streamed in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import ActionFailed
+from ..format.model import Cohort
+from ..format.yamlsource import Path
+from .draw import DrawError
+
+BATCH = 10_000
+
+
+# (key, exclusion reason or None, stratum as JSON text or None, attributes as JSON text)
+Row = tuple[Any, str | None, str | None, str]
+
+
+def _db() -> Any:
+    from runbook_engine.plugins.sql import db
+
+    return db
+
+
+def located(cohort: Cohort, where: Path, message: str, source: Any) -> DrawError:
+    """A DrawError that points into the runbook (``file:line:col: path: message``)."""
+    if source is None:
+        return DrawError(message)
+    return DrawError(str(source.problem(where, message)))
+
+
+def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
+    """The source query's columns; the key and every attribute must be among them."""
+    db = _db()
+    try:
+        with db.connect(dsn, must_exist=True, read_only=True) as conn:
+            cur = conn.execute(f"SELECT * FROM ({cohort.query}) AS rb_source LIMIT 0")
+            names = [str(d[0]) for d in cur.description]
+            conn.rollback()
+    except ActionFailed as exc:
+        raise located(
+            cohort,
+            (*cohort.path, "source", "query"),
+            f"cohort {cohort.name!r}: the source query failed: {exc.message}",
+            smap,
+        ) from None
+    for what, path, wanted in (
+        ("key", (*cohort.path, "key"), [cohort.key]),
+        ("attribute", (*cohort.path, "attributes"), list(cohort.attributes)),
+    ):
+        for name in wanted:
+            if name not in names:
+                raise located(
+                    cohort,
+                    path,
+                    f"cohort {cohort.name!r}: the {what} column {name!r} is not in the source "
+                    f"query's columns ({', '.join(names)})",
+                    smap,
+                )
+    return names
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_sql(kind: str, names: tuple[str, ...], q: Any, obj: bool) -> str:
+    """SQL that builds JSON in the source database (one expression: no per-row Python)."""
+    if not names:
+        return "'{}'" if obj else "NULL"
+    if obj:
+        pairs = ", ".join(f"{_literal(n)}, {q(n)}" for n in names)
+        return f"json_object({pairs})" if kind == "sqlite" else f"json_build_object({pairs})::text"
+    items = ", ".join(q(n) for n in names)
+    return f"json_array({items})" if kind == "sqlite" else f"json_build_array({items})::text"
+
+
+def rows(cohort: Cohort, dsn: str, smap: Any = None) -> Iterator[Row]:
+    """Every row of the source, in batches: the key, the exclusion reason and the stratum and
+    attributes as JSON, all computed by the source database."""
+    db = _db()
+    columns(cohort, dsn, smap)
+    q = db.quote_ident
+    kind = db.kind_of(dsn)
+    params: list[Any] = []
+    if cohort.exclude:
+        mark = "?" if kind == "sqlite" else "%s"
+        cases = []
+        for e in cohort.exclude:
+            cases.append(f"WHEN ({e.where}) THEN {mark}")
+            params.append(e.reason)
+        reason = "CASE " + " ".join(cases) + " END"
+    else:
+        reason = "NULL"
+    select = [
+        q(cohort.key),
+        reason,
+        _json_sql(kind, cohort.stratify_by, q, obj=False),
+        _json_sql(kind, cohort.attributes, q, obj=True),
+    ]
+    sql = f"SELECT {', '.join(select)} FROM ({cohort.query}) AS rb_source"
+    try:
+        with db.connect(dsn, must_exist=True, read_only=True) as conn:
+            cur = conn.execute(sql, params)
+            while True:
+                batch = cur.fetchmany(BATCH)
+                if not batch:
+                    break
+                yield from batch
+            conn.rollback()
+    except ActionFailed as exc:
+        raise located(
+            cohort,
+            (*cohort.path, "exclude") if cohort.exclude else (*cohort.path, "source"),
+            f"cohort {cohort.name!r}: reading the source failed: {exc.message}",
+            smap,
+        ) from None
+    except Exception as exc:
+        if not db.is_driver_error(exc):
+            raise
+        raise located(
+            cohort,
+            (*cohort.path, "source"),
+            f"cohort {cohort.name!r}: reading the source failed: {db.db_message(exc)}",
+            smap,
+        ) from None

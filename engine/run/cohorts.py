@@ -1,0 +1,330 @@
+"""Cohorts at run time: freezing before the first wave, wave attempts, the members a step works
+on, its marks committed with its success, and compensation when a wave is undone (SPEC §7).
+
+Every ledger write happens inside a store transaction together with the journal record that
+says it happened (``Store.stage(rec, effect)``): a crash at any instant leaves the ledger and
+the journal agreeing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..cohort import freeze as fz
+from ..cohort.draw import DrawError
+from ..errors import ActionFailed, InvalidInput
+from ..format.cohorts import step_cohort
+from ..format.model import Cohort, Instance, Runbook
+from ..format.templates import TemplateError, render
+from ..state import ledger
+from ..state.db import Database
+from ..state.outcome import CohortOutcome as CohortOutcome
+from ..state.outcome import cohort_outcomes
+from ..state.store import Store, now
+
+
+def cohort_of(inst: Instance) -> str | None:
+    """The cohort whose members ``inst`` works on, when it runs in a wave of that cohort."""
+    name = step_cohort(inst.step)
+    if name is None or inst.wave is None or inst.phase.cohort != name:
+        return None
+    return name
+
+
+def source_dsn(
+    rb: Runbook, cohort: Cohort, variables: Mapping[str, Any], secrets: Mapping[str, str]
+) -> str:
+    try:
+        return str(render(cohort.dsn, {"vars": variables, "secrets": secrets}))
+    except TemplateError as exc:
+        raise InvalidInput(
+            str(rb.source.problem((*cohort.path, "source", "dsn"), f"template error: {exc}"))
+        ) from None
+
+
+def used_cohorts(rb: Runbook, nodes: Iterable[str]) -> list[Cohort]:
+    names = {rb.instances[n].phase.cohort for n in nodes if n in rb.instances}
+    return [c for name, c in rb.cohorts.items() if name in names]
+
+
+def check_frozen(rb: Runbook, store: Store, cohorts: Iterable[Cohort]) -> None:
+    """A frozen cohort whose draw was edited: exit 2 naming `cohort redraw` (SPEC §11)."""
+    for c in cohorts:
+        got = ledger.frozen(store.db, c.name)
+        if got is not None and got.digest != fz.digest(c) and not _extended(got.definition, c):
+            raise InvalidInput(
+                str(
+                    rb.source.problem(
+                        c.path,
+                        f"cohort {c.name!r} was frozen on {got.frozen_at} with another draw "
+                        "(key, exclude, strata, waves, holdout or seed changed); its members are "
+                        f"not re-drawn by an edit: run `runbook cohort redraw {rb.file} --from "
+                        "WAVE` for the waves not yet started, or undo the edit",
+                    )
+                )
+            )
+
+
+def _extended(frozen: Mapping[str, Any], cohort: Cohort) -> bool:
+    """The frozen draw with only empty waves (`size: 0`) appended: the same draw."""
+    now_ = cohort.draw_definition()
+    old_waves, new_waves = list(frozen.get("waves", [])), now_["waves"]
+    same_rest = {k: v for k, v in now_.items() if k != "waves"} == {
+        k: v for k, v in frozen.items() if k != "waves"
+    }
+    return (
+        same_rest
+        and new_waves[: len(old_waves)] == old_waves
+        and all(w[1] in ("0", "0%") for w in new_waves[len(old_waves) :])
+    )
+
+
+def draw_missing(
+    rb: Runbook,
+    store: Store,
+    cohorts: Iterable[Cohort],
+    variables: Mapping[str, Any],
+    secrets: Mapping[str, str],
+) -> list[fz.Drawn]:
+    """Draw (in memory) every cohort not frozen yet: the source read, the sizes checked. A
+    DrawError (exit 2) here comes before anything is written."""
+    return [
+        fz.read(c, source_dsn(rb, c, variables, secrets), rb.source)
+        for c in cohorts
+        if ledger.frozen(store.db, c.name) is None
+    ]
+
+
+def freeze_drawn(
+    store: Store, drawn: Iterable[fz.Drawn], run: str | None, notice: Callable[[str], None]
+) -> None:
+    """Freeze each draw into the ledger, in one transaction with the journal record of it."""
+    for d in drawn:
+        c = d.cohort
+        summary = d.summary()
+        store.commit(
+            {"t": "cohort", "cohort": c.name, "event": "frozen", "run": run, "summary": summary},
+            effect=partial(fz.freeze, drawn=d, at=now(), run=run),
+        )
+        notice(frozen_line(c, summary))
+
+
+def frozen_line(c: Cohort, summary: Mapping[str, Any]) -> str:
+    waves = ", ".join(f"{w['id']} {w['size']}" for w in summary.get("waves", []))
+    excluded = summary.get("excluded") or {}
+    ex = ", ".join(f"{n} {r}" for r, n in excluded.items())
+    return (
+        f"cohort {c.name}: drew {summary.get('eligible', 0)} eligible of "
+        f"{summary.get('source_rows', 0)} ({waves})" + (f"; excluded: {ex}" if ex else "")
+    )
+
+
+class WaveMembers:
+    """``ActionContext.members`` for one attempt of one step in one cohort wave."""
+
+    def __init__(
+        self,
+        store: Store,
+        cohort: Cohort,
+        wave: str,
+        attempt: int,
+        step: str,
+        run: str,
+        undoing: bool = False,
+    ) -> None:
+        self.store = store
+        # a rollback works on every member the attempt touched, failed ones included
+        self.states = ledger.MEMBER_STATES if undoing else ledger.ORDER
+        self.cohort = cohort.name
+        self.key_column = cohort.key
+        self.wave = wave
+        self.attempt = attempt
+        self.step = step
+        self.run = run
+        self.handled: list[Any] | None = None
+        self.failed: list[tuple[Any, str]] = []
+
+    def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
+        return ledger.members(self.store.db, self.cohort, self.wave, self.states)
+
+    def keys(self) -> list[Any]:
+        return [k for k, _, _ in self.rows()]
+
+    @property
+    def ledger_path(self) -> Path:
+        return Path(self.store.db.path)
+
+    def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:
+        return ledger.member_query(self.cohort, self.wave, schema)
+
+    def only(self, keys: Iterable[Any]) -> None:
+        self.handled = [*(self.handled or []), *keys]
+
+    def fail(self, key: Any, reason: str) -> None:
+        self.failed.append((key, reason))
+
+    def messages(self, rows: Iterable[tuple[Any, str, str | None, str]]) -> None:
+        batch = [(k, self.step, self.attempt, ch, mid, st) for k, ch, mid, st in rows]
+        if not batch:
+            return
+        at = now()
+        self.store.commit(
+            {
+                "t": "event",
+                "id": self.step,
+                "kind": "ledger.messages",
+                "data": {"count": len(batch)},
+            },
+            effect=lambda db: ledger.record_messages(db, self.cohort, batch, at),
+        )
+
+    def mark(self, state: str | None, with_state: bool) -> ledger.Mark | None:
+        """The marks to commit: ``state`` for the members handled (when ``with_state``), and
+        ``failed`` for those that failed."""
+        if not self.failed and (state is None or not with_state):
+            return None
+        return ledger.Mark(
+            self.cohort,
+            self.wave,
+            state if with_state else None,
+            self.step,
+            self.run,
+            self.attempt,
+            keys=self.handled,
+            failed=list(self.failed),
+        )
+
+
+def mark_effect(mark: ledger.Mark | None) -> Callable[[Database], None] | None:
+    if mark is None:
+        return None
+    at = now()
+    return lambda db: _apply(db, mark, at)
+
+
+def _apply(db: Database, mark: ledger.Mark, at: str) -> None:
+    ledger.apply_mark(db, mark, at)
+
+
+def _compensate(db: Database, *, cohort: str, wave: str, run: str, attempt: int, at: str) -> None:
+    ledger.compensate(db, cohort, wave, "(rollback)", run, attempt, at)
+
+
+def begin_wave(
+    rb: Runbook,
+    store: Store,
+    inst: Instance,
+    run: str,
+    variables: Mapping[str, Any],
+    secrets: Mapping[str, str],
+) -> tuple[int, str | None]:
+    """The attempt of ``inst``'s cohort wave, starting it when this run has not (reconcile the
+    cohort with its source, reopen compensated members, journal the start: one transaction).
+    Returns (attempt, a notice or None); raises ActionFailed when the source cannot be read."""
+    cohort = rb.cohorts[inst.phase.cohort or ""]
+    assert inst.wave is not None
+    key = (cohort.name, inst.wave.id)
+    current = store.state.attempts.get(key)
+    if current is not None and current.run == run and current.status == "started":
+        return current.attempt, None
+    attempt = (current.attempt + 1) if current is not None else 1
+    dsn = source_dsn(rb, cohort, variables, secrets)
+    at = now()
+    found: dict[str, Any] = {}
+
+    def effect(db: Database) -> None:
+        try:
+            got = fz.reconcile(db, cohort, dsn, at, run, inst.wave.id if inst.wave else None)
+        except DrawError as exc:
+            raise ActionFailed(exc.message) from None
+        found["late"], found["vanished"] = got.late, got.vanished
+        found["late_keys"], found["vanished_keys"] = got.late_keys, got.vanished_keys
+        ledger.reopen(db, cohort.name, key[1], run, attempt, at)
+
+    rec = {
+        "t": "wave",
+        "cohort": cohort.name,
+        "wave": key[1],
+        "attempt": attempt,
+        "run": run,
+        "status": "started",
+    }
+    store.commit(rec, effect=effect)
+    note = None
+    if found.get("late") or found.get("vanished"):
+        note = (
+            f"cohort {cohort.name}, before wave {key[1]}: {found['late']} late (not in the draw: "
+            f"`runbook cohort admit` puts them in a wave), {found['vanished']} vanished from the "
+            "source"
+        )
+        store.commit(
+            {
+                "t": "cohort",
+                "cohort": cohort.name,
+                "event": "reconciled",
+                "run": run,
+                "late": found["late"],
+                "vanished": found["vanished"],
+                "late_keys": [str(k) for k in found["late_keys"]],
+                "vanished_keys": [str(k) for k in found["vanished_keys"]],
+            }
+        )
+    return attempt, note
+
+
+def compensate(
+    rb: Runbook, store: Store, undone: Iterable[str], run: str, notice: Callable[[str], None]
+) -> None:
+    """After a rollback: each cohort wave whose every member-touching step is undone has its
+    members ``compensated``; a wave with such a step left in place keeps its members' states."""
+    from ..state.status import Status
+
+    waves: dict[tuple[str, str], list[str]] = {}
+    for node in undone:
+        inst = rb.instances.get(node)
+        if inst is not None and inst.phase.cohort and inst.wave is not None:
+            waves.setdefault((inst.phase.cohort, inst.wave.id), []).append(node)
+    for (cohort, wave), nodes in sorted(waves.items()):
+        if not any(store.state.status_of(n) is Status.ROLLED_BACK for n in nodes):
+            continue  # nothing of this wave was undone
+        touching = [
+            i.id
+            for i in rb.instances.values()
+            if i.phase.cohort == cohort
+            and i.wave is not None
+            and i.wave.id == wave
+            and cohort_of(i) is not None
+        ]
+        in_place = (Status.SUCCEEDED, Status.ROLLBACK_FAILED, Status.ROLLING_BACK, Status.UNKNOWN)
+        left = [n for n in touching if store.state.status_of(n) in in_place]
+        current = store.state.attempts.get((cohort, wave))
+        if current is None or current.status == "compensated":
+            continue
+        if left:
+            notice(
+                f"cohort {cohort}, wave {wave}: its members keep their states, since "
+                f"{', '.join(left)} touched them and {'was' if len(left) == 1 else 'were'} left in "
+                "place"
+            )
+            continue
+        at = now()
+        attempt = current.attempt
+        store.commit(
+            {
+                "t": "wave",
+                "cohort": cohort,
+                "wave": wave,
+                "attempt": attempt,
+                "run": run,
+                "status": "compensated",
+            },
+            effect=partial(_compensate, cohort=cohort, wave=wave, run=run, attempt=attempt, at=at),
+        )
+
+
+def outcomes(rb: Runbook, store: Store) -> list[CohortOutcome]:
+    """Each frozen cohort's entities by state, and its finished waves that fell short."""
+    return cohort_outcomes(rb, store.state, store.db)

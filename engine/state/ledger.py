@@ -1,0 +1,219 @@
+"""The ledger: one row per entity of every cohort, and the history of its journey (SPEC §7).
+
+Tables of the state database (``db.py``, schema version 2): ``cohort`` (the frozen draw of each
+cohort), ``entity`` (cohort, key, wave, state, reason, stratum, rank, attributes) and
+``transition`` (every change of state with step, run, wave attempt and time), ``message``
+(every message an entity was sent). Everything here is set-wise SQL: one statement moves a
+wave, never one Python round-trip per entity. The functions take the database and run inside
+the caller's transaction, so that a step's marks commit with the journal record of its success.
+
+Journey states: pending < notified < moved < verified; and excluded, failed, compensated,
+late, vanished. A mark never lowers a state and never overwrites ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .db import Database
+
+ORDER = ("pending", "notified", "moved", "verified")
+STATES = (*ORDER, "excluded", "failed", "compensated", "late", "vanished")
+# every state a wave member can be in while its wave is drawn (not excluded, late, vanished)
+MEMBER_STATES = (*ORDER, "failed", "compensated")
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A cohort as drawn: when, and what decided it."""
+
+    name: str
+    frozen_at: str
+    digest: str
+    definition: dict[str, Any]
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What a step did to its wave's members, committed with the step's success.
+
+    ``keys``: only these members (None: every member of the wave); ``failed``: members that
+    failed, with the reason, marked ``failed`` whatever ``state`` says."""
+
+    cohort: str
+    wave: str
+    state: str | None
+    step: str
+    run: str
+    attempt: int
+    keys: Sequence[Any] | None = None
+    failed: Sequence[tuple[Any, str]] = ()
+
+
+def has_ledger(db: Database) -> bool:
+    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"))
+
+
+def frozen(db: Database, cohort: str) -> Frozen | None:
+    if not has_ledger(db):
+        return None
+    rows = db.query(
+        "SELECT frozen_at, digest, definition, summary FROM cohort WHERE name = ?", (cohort,)
+    )
+    if not rows:
+        return None
+    at, digest, definition, summary = rows[0]
+    return Frozen(cohort, at, digest, json.loads(definition), json.loads(summary))
+
+
+def write_draw(
+    db: Database,
+    cohort: str,
+    at: str,
+    run: str | None,
+    digest: str,
+    definition: dict[str, Any],
+    summary: dict[str, Any],
+    rows: Iterable[tuple[Any, str | None, str, str | None, str | None, int, str]],
+) -> None:
+    """The frozen draw: ``rows`` are (key, wave, state, reason, stratum, rank, attrs JSON)."""
+    db.execute(
+        "INSERT INTO cohort (name, frozen_at, run, digest, definition, summary)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (cohort, at, run, digest, json.dumps(definition), json.dumps(summary)),
+    )
+    # the wave index is built once after the rows, not kept up to date row by row
+    db.execute("DROP INDEX IF EXISTS entity_by_wave")
+    db.executemany(
+        "INSERT INTO entity (cohort, key, wave, state, reason, stratum, rank, attrs, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ((cohort, *row, at) for row in rows),
+    )
+    db.execute("CREATE INDEX entity_by_wave ON entity (cohort, wave, state)")
+
+
+def _lower_than(state: str) -> tuple[str, ...]:
+    return ORDER[: ORDER.index(state)]
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _keys_table(db: Database, keys: Iterable[Any]) -> None:
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS mark_keys (key PRIMARY KEY) WITHOUT ROWID")
+    db.execute("DELETE FROM temp.mark_keys")
+    db.executemany("INSERT OR IGNORE INTO temp.mark_keys (key) VALUES (?)", ((k,) for k in keys))
+
+
+def _move(
+    db: Database,
+    m: Mark,
+    state: str,
+    where: str,
+    params: Sequence[Any],
+    at: str,
+    reason: str | None,
+) -> int:
+    """Members of the wave matching ``where`` go to ``state``, each with a transition row."""
+    base = "FROM entity WHERE cohort = ? AND wave = ? AND " + where
+    args = (m.cohort, m.wave, *params)
+    db.execute(
+        "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+        f" SELECT cohort, key, ?, ?, ?, ?, ?, ? {base}",
+        (state, m.step, m.run, m.attempt, reason, at, *args),
+    )
+    cur = db.execute(
+        "UPDATE entity SET state = ?, updated_at = ?, reason = ?"
+        f" WHERE rowid IN (SELECT rowid {base})",
+        (state, at, reason, *args),  # a new state says its own reason, or none
+    )
+    return int(cur.rowcount)
+
+
+def apply_mark(db: Database, m: Mark, at: str) -> dict[str, int]:
+    """Apply one ``Mark``; returns how many members changed, by state."""
+    out: dict[str, int] = {}
+    if m.failed:
+        by_reason: dict[str, list[Any]] = {}
+        for key, why in m.failed:
+            by_reason.setdefault(why, []).append(key)
+        for why, keys in by_reason.items():
+            _keys_table(db, keys)
+            states = tuple(s for s in MEMBER_STATES if s not in ("failed", "compensated"))
+            where = f"state IN ({_placeholders(len(states))}) AND key IN (SELECT key FROM temp.mark_keys)"
+            out["failed"] = out.get("failed", 0) + _move(db, m, "failed", where, states, at, why)
+    if m.state is not None:
+        lower = _lower_than(m.state)
+        where = f"state IN ({_placeholders(len(lower))})"
+        if m.keys is not None:
+            _keys_table(db, m.keys)
+            where += " AND key IN (SELECT key FROM temp.mark_keys)"
+        if lower:
+            out[m.state] = _move(db, m, m.state, where, lower, at, None)
+    return out
+
+
+def compensate(
+    db: Database, cohort: str, wave: str, step: str, run: str, attempt: int, at: str
+) -> int:
+    """Every member of the wave (failed ones included) is ``compensated``: its wave was undone."""
+    m = Mark(cohort, wave, "compensated", step, run, attempt)
+    states = tuple(s for s in MEMBER_STATES if s != "compensated")
+    return _move(db, m, "compensated", f"state IN ({_placeholders(len(states))})", states, at, None)
+
+
+def reopen(db: Database, cohort: str, wave: str, run: str, attempt: int, at: str) -> int:
+    """A new attempt of a wave: its compensated members are pending again."""
+    m = Mark(cohort, wave, "pending", "(new attempt)", run, attempt)
+    return _move(db, m, "pending", "state = ?", ("compensated",), at, None)
+
+
+def members(
+    db: Database, cohort: str, wave: str, states: Sequence[str] = ORDER
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """(key, attributes, state) of the wave's members in the given states, by rank."""
+    rows = db.query(
+        f"SELECT key, attrs, state FROM entity WHERE cohort = ? AND wave = ? AND state IN"
+        f" ({_placeholders(len(states))}) ORDER BY rank",
+        (cohort, wave, *states),
+    )
+    return [(k, json.loads(a) if a else {}, s) for k, a, s in rows]
+
+
+def member_query(cohort: str, wave: str, schema: str = "") -> tuple[str, tuple[Any, ...]]:
+    """SQL selecting the keys of the wave's members (failed and compensated ones included:
+    a copy repairs them, a rollback undoes them), for a database that has the ledger attached
+    as ``schema``."""
+    prefix = f"{schema}." if schema else ""
+    states = MEMBER_STATES
+    sql = (
+        f"SELECT key FROM {prefix}entity WHERE cohort = ? AND wave = ? AND state IN"
+        f" ({_placeholders(len(states))})"
+    )
+    return sql, (cohort, wave, *states)
+
+
+def counts(db: Database, cohort: str) -> list[tuple[str | None, str, int]]:
+    if not has_ledger(db):
+        return []
+    rows = db.query(
+        "SELECT wave, state, count(*) FROM entity WHERE cohort = ? GROUP BY wave, state",
+        (cohort,),
+    )
+    return [(w, s, int(n)) for w, s, n in rows]
+
+
+def record_messages(
+    db: Database, cohort: str, rows: Iterable[tuple[Any, str, int, str, str | None, str]], at: str
+) -> None:
+    """(key, step, attempt, channel, message_id, state) of messages sent to entities."""
+    db.executemany(
+        "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        ((cohort, k, step, attempt, ch, mid, st, at) for k, step, attempt, ch, mid, st in rows),
+    )

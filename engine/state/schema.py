@@ -1,0 +1,37 @@
+"""The state database's tables, by schema version: ``db.py`` creates the newest and migrates an
+older database forward, one version at a time, each in one transaction."""
+
+from __future__ import annotations
+
+VERSION = 2
+
+# version -> the statements that reach it from the version before
+STEPS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # one row per journal record, in commit order; `rec` is the masked record as JSON
+        "CREATE TABLE journal (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL,"
+        " rec TEXT NOT NULL)",
+    ),
+    # the ledger (ledger.py): cohorts as drawn, one row per entity, transitions, messages
+    2: (
+        "CREATE TABLE cohort (name TEXT PRIMARY KEY, frozen_at TEXT NOT NULL, run TEXT,"
+        " digest TEXT NOT NULL, definition TEXT NOT NULL, summary TEXT NOT NULL)",
+        # `key` has no declared type: SQLite keeps the source's type (1 is not '1'), so that
+        # a member list joins with the source's and target's tables as they are
+        "CREATE TABLE entity (cohort TEXT NOT NULL, key NOT NULL, wave TEXT,"
+        " state TEXT NOT NULL, reason TEXT, stratum TEXT, rank INTEGER, attrs TEXT,"
+        " updated_at TEXT NOT NULL, PRIMARY KEY (cohort, key))",
+        "CREATE INDEX entity_by_wave ON entity (cohort, wave, state)",
+        "CREATE TABLE transition (seq INTEGER PRIMARY KEY, cohort TEXT NOT NULL, key NOT NULL,"
+        " state TEXT NOT NULL, step TEXT, run TEXT, attempt INTEGER, reason TEXT,"
+        " at TEXT NOT NULL)",
+        "CREATE INDEX transition_by_key ON transition (cohort, key)",
+        "CREATE TABLE message (seq INTEGER PRIMARY KEY, cohort TEXT NOT NULL, key NOT NULL,"
+        " step TEXT NOT NULL, attempt INTEGER NOT NULL, channel TEXT NOT NULL,"
+        " message_id TEXT, state TEXT NOT NULL, at TEXT NOT NULL)",
+        # a message is recorded once per member, step, attempt and state, however often a
+        # resumed step reports it
+        "CREATE UNIQUE INDEX message_once ON message (cohort, key, step, attempt, state)",
+    ),
+}

@@ -1,0 +1,109 @@
+"""Statuses and records that tell the truth (issue 10, items 8-12, 18): each test names the
+hole it closes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.engine.helpers import RUNBOOK, journal, sh, status_json, write
+
+
+def _pager_runbook() -> None:
+    page = {
+        "id": "page-dba",
+        "action": "notify",
+        "with": {
+            "channel": "outbox",
+            "to": ["dba@example.com"],
+            "subject": "data-loss risk fired on {{ failed_step.id }}",
+            "message": "run {{ run.id }}",
+        },
+    }
+    write(
+        "r.yaml",
+        risks=[{"id": "loss", "likelihood": "low", "impact": "low", "contingencies": ["page-dba"]}],
+        contingencies=[page],
+        phases=[{"id": "p", "steps": [sh("verify", "test -e fixed", risks=["loss"])]}],
+    )
+
+
+def test_a_contingency_message_is_sent_once_per_firing_not_once_per_state(runbook) -> None:
+    """Item 12: the second run's page was 'skipped_already_sent'."""
+    _pager_runbook()
+    assert runbook("apply", "r.yaml", "--yes").code == 1
+    Path("fixed").touch()
+    assert runbook("apply", "r.yaml", "--yes").code == 1  # finished after compensation
+    Path("fixed").unlink()
+    r = runbook("apply", "r.yaml", "--yes", "--replace", "verify")  # a new run fails again
+    assert r.code == 1, r.output
+    pages = [
+        rec
+        for rec in journal(".runbook", "t")
+        if rec["t"] == "contingency" and rec["status"] == "succeeded"
+    ]
+    assert len(pages) == 2 and pages[0]["run"] != pages[1]["run"]
+    assert [p["outputs"]["sent"] for p in pages] == [1, 1]  # not skipped_already_sent
+    files = sorted(Path(".runbook/t/outbox").rglob("*.eml"))
+    assert len(files) == 2  # two messages, two Message-IDs
+
+
+def test_a_state_url_with_an_unsupported_scheme_is_exit_2_and_makes_no_folder(runbook) -> None:
+    """Item 18: `--state-dir postgresql://u:p@host/db` made a folder named after the URL,
+    password included."""
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true")]}])
+    for url in ("postgresql://u:s3cret@db.example/state", "s3://bucket/x", "file://x"):
+        r = runbook("--state-dir", url, "apply", "r.yaml", "--yes")
+        assert r.code == 2, r.output
+        assert "not supported" in r.err and "s3cret" not in r.output
+        assert not any(p.name.startswith(("postgresql", "s3", "file")) for p in Path(".").iterdir())
+
+
+def test_a_compensated_run_says_so_in_status_json_and_report(runbook) -> None:
+    """Item 9: apply said 'succeeded after compensation (exit 1)' while status, its JSON and
+    the report headline said plain 'succeeded'."""
+    _pager_runbook()
+    assert runbook("apply", "r.yaml", "--yes").code == 1
+    Path("fixed").touch()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1 and "succeeded after compensation (exit 1)" in r.out
+    text = runbook("status", "r.yaml").out
+    assert "succeeded after compensation (its apply exited 1)" in text.splitlines()[0]
+    doc = status_json(runbook, "r.yaml")
+    run = doc["run"]
+    assert (run["status"], run["compensated"], run["clean"]) == ("succeeded", True, False)
+    assert run["holder"] is None  # nobody holds it and the run is over
+    md = runbook("report", "r.yaml").out
+    assert ": succeeded after compensation**" in md
+    html = runbook("report", "r.yaml", "--format", "html").out
+    assert "(succeeded after compensation)" in html
+
+
+def test_status_after_kill_9_shows_the_holder_lost_never_plainly_running(runbook) -> None:
+    """Item 11: after `kill -9`, status showed the run and its step `running` until the next
+    apply."""
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("slow", "touch started; sleep 20")]}])
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            if Path("started").exists():
+                break
+            time.sleep(0.05)
+        doc = status_json(runbook, "r.yaml")
+        holder = doc["run"]["holder"]
+        assert holder["alive"] is True and holder["pid"] == proc.pid
+        assert holder["lost_since"] is None
+        assert f"pid {proc.pid}" in runbook("status", "r.yaml").out
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    doc = status_json(runbook, "r.yaml")
+    run = doc["run"]
+    assert run["status"] == "running"  # the state says so: nothing wrote otherwise
+    assert run["holder"]["alive"] is False and run["holder"]["lost_since"]
+    first = runbook("status", "r.yaml").out.splitlines()[0]
+    assert "running (holder lost since" in first and f"pid {proc.pid}" in first
