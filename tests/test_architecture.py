@@ -158,3 +158,16 @@ def test_no_module_carries_its_folders_prefix() -> None:
             prefixes = [n.split("_", 1)[0] for n in names]
             shared = {p for p in prefixes if prefixes.count(p) > 1}
             assert not shared, f"{directory}: modules share the prefixes {shared}"
+
+
+def test_the_architecture_page_names_every_package_and_module() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for folder in sorted(p for p in (ROOT / "engine").iterdir() if (p / "__init__.py").exists()):
+        assert f"{folder.name}/" in page, f"docs/architecture.md never names {folder.name}/"
+        if folder.name == "commands":
+            continue
+        for module in sorted(folder.glob("*.py")):
+            if module.stem != "__init__":
+                assert f"`{module.stem}`" in page, (
+                    f"docs/architecture.md: {folder.name}/{module.name}"
+                )
