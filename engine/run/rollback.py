@@ -77,6 +77,9 @@ class Rollback(Runner):
             self.resources = resources  # type: ignore[assignment]
         self.scope: set[str] = set()
         self.failed_nodes: list[str] = []
+        # steps whose changes stay: no rollback declared (SPEC §11: they stay `succeeded`,
+        # the rollback is not clean); the steps before them are still undone
+        self.left_in_place: list[str] = []
 
     # -- what and in which order ---------------------------------------------------------
     def expand(self, targets: set[str]) -> set[str]:
@@ -135,7 +138,7 @@ class Rollback(Runner):
                     heapq.heappush(heap, (countdown.rank[n], n))
 
         def rolled_back(node: str) -> None:
-            if self.status(node) is Status.ROLLED_BACK:
+            if self.status(node) is Status.ROLLED_BACK or node in self.left_in_place:
                 push(countdown.finish(node))
 
         push(countdown.unblocked())
@@ -147,7 +150,7 @@ class Rollback(Runner):
                 and (len(self.running) + len(started) < self.max_parallel)
             ):
                 _, node = heapq.heappop(heap)
-                if self.status(node) is not Status.SUCCEEDED:
+                if self.status(node) is not Status.SUCCEEDED or node in self.left_in_place:
                     continue
                 job = self.start(node)
                 if job is None:
@@ -174,6 +177,19 @@ class Rollback(Runner):
     def start(self, node: str) -> Job | None:
         inst = self.rb.instances[node]
         undo = self.undo(inst)
+        if undo.kind == "missing":
+            # nothing undoes it: it stays `succeeded`, and the rollback says so (exit 1)
+            self.left_in_place.append(node)
+            self.emit(
+                {
+                    "t": "event",
+                    "id": node,
+                    "kind": "rollback.left_in_place",
+                    "data": {"reason": "no rollback declared: its changes stay"},
+                }
+            )
+            self.s.reporter.notice(f"{node}: left in place: no rollback declared, its changes stay")
+            return None
         if undo.kind != "action":
             self.emit(
                 {
@@ -184,8 +200,6 @@ class Rollback(Runner):
                     "phase": "rollback",
                 }
             )
-            if undo.kind == "missing":
-                self.s.reporter.notice(f"warning: {node} has no rollback: its changes stay")
             return None
         call = inst.step.rollback
         assert call is not None

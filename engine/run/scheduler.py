@@ -50,6 +50,7 @@ class ApplyOutcome:
     fired: list[str] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     rollback_failed: list[str] = field(default_factory=list)
+    left_in_place: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -76,6 +77,7 @@ class Apply(Runner):
         self.failures: list[tuple[str, str]] = []
         self.first_attempt: dict[str, int] = {}
         self.undo_first: list[str] = []  # found rolling_back after a crash
+        self.left_in_place: list[str] = []  # no rollback declared: their changes stay
 
     # -- start of a run -----------------------------------------------------------------
     def check_only(self) -> None:
@@ -524,6 +526,7 @@ class Apply(Runner):
             failures = rb.run(targets)
         finally:
             rb.close(keep_resources=True)
+        self.left_in_place = sorted(rb.left_in_place)
         if rb.interrupted_at is None:
             # members are compensated by what the state says is undone, whoever undid it (a
             # crash may have come between the last rollback and the compensation)
@@ -578,6 +581,7 @@ class Apply(Runner):
             ):
                 out.changed.append(n)
         out.fired = sorted(run.fired)
+        out.left_in_place = list(self.left_in_place)
         out.rollbacks = run.rollbacks
         for node, error in self.failures:
             if (node, error) not in out.failed and self.status(node) is not Status.FAILED:
@@ -588,7 +592,9 @@ class Apply(Runner):
         if self.interrupted_at is not None:
             status, out.exit = RunStatus.INTERRUPTED, Exit.INTERRUPTED
         elif self.failures or out.failed or rollback_failures or skipped_upstream:
-            everything_undone = self.stopping == "rollback" and not rollback_failures
+            everything_undone = (
+                self.stopping == "rollback" and not rollback_failures and not self.left_in_place
+            )
             status = RunStatus.ROLLED_BACK if everything_undone else RunStatus.FAILED
             out.exit = Exit.FAILED
         elif out.waiting or out.unknown or self._blocked():

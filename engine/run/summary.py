@@ -59,6 +59,11 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
         lines.append(f"  contingencies fired in this run: {', '.join(out.fired)}")
     if out.rolled_back:
         lines.append(f"  rolled back: {', '.join(out.rolled_back)}")
+    if out.left_in_place:
+        lines.append(
+            "  left in place (no rollback declared: their changes stay): "
+            + ", ".join(out.left_in_place)
+        )
     if out.rollback_failed:
         lines.append(
             f"  rollback FAILED: {', '.join(out.rollback_failed)} (the steps before them were "

@@ -74,14 +74,17 @@ def run_rollback(
         runner.close()
     unknown = [n for n in targets if state.status_of(n) is Status.UNKNOWN]
     undone = [n for n in targets if state.status_of(n) is Status.ROLLED_BACK]
+    in_place = sorted(runner.left_in_place)
     if run is not None and not failed and not unknown and runner.interrupted_at is None:
-        left = [
-            n
-            for n in rb.instances
-            if state.status_of(n) in (Status.SUCCEEDED, Status.FAILED, Status.WAITING)
-        ]
-        if not left:
+        left = [n for n in rb.instances if state.status_of(n) in (Status.SUCCEEDED, Status.WAITING)]
+        if not ident and not left:
+            # a full rollback that undid everything ends the run (SPEC §6): failed steps
+            # included, they have nothing to undo; the next apply starts a new run
             runner.emit({"t": "run", "run": run.id, "status": RunStatus.ROLLED_BACK.value})
+            runner.flush()
+        elif not ident and in_place:
+            # a full rollback that left changes in place: the run is failed, not rolled back
+            runner.emit({"t": "run", "run": run.id, "status": RunStatus.FAILED.value})
             runner.flush()
     counts: dict[str, int] = {}
     for n in targets:
@@ -91,6 +94,8 @@ def run_rollback(
         head = "INTERRUPTED"
     elif failed:
         code, head = Exit.FAILED, "FAILED"
+    elif in_place:
+        code, head = Exit.FAILED, "NOT CLEAN"
     elif unknown:
         code, head = Exit.PAUSED, "PAUSED"
     else:
@@ -98,6 +103,10 @@ def run_rollback(
     lines = [f"rollback {head} — {counts_text(counts)}"]
     if undone:
         lines.append(f"  rolled back: {', '.join(sorted(undone))}")
+    if in_place:
+        lines.append(
+            f"  left in place (no rollback declared: their changes stay): {', '.join(in_place)}"
+        )
     for n in failed:
         st = state.steps[n]
         blocked = sorted(session.dag.ancestors([n]) & targets - set(undone))
@@ -112,6 +121,12 @@ def run_rollback(
     if code is not Exit.OK:
         lines.append(f"  resume with: runbook rollback {session.file} ...")
     session.reporter.summary(
-        "\n".join(lines), {"exit": int(code), "failed": failed, "rolled_back": sorted(undone)}
+        "\n".join(lines),
+        {
+            "exit": int(code),
+            "failed": failed,
+            "rolled_back": sorted(undone),
+            "left_in_place": in_place,
+        },
     )
     return int(code)

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.engine.helpers import RUNBOOK, journal, sh, status_json, write
+from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, status_json, write
 
 
 def _pager_runbook() -> None:
@@ -107,3 +107,45 @@ def test_status_after_kill_9_shows_the_holder_lost_never_plainly_running(runbook
     assert run["holder"]["alive"] is False and run["holder"]["lost_since"]
     first = runbook("status", "r.yaml").out.splitlines()[0]
     assert "running (holder lost since" in first and f"pid {proc.pid}" in first
+
+
+def test_a_step_with_no_rollback_declared_is_left_in_place_not_rolled_back(runbook) -> None:
+    """Item 8: rollback marked a step with no rollback declared `rolled_back` and exited 0,
+    while its effect was still there."""
+    undo = {"action": "shell", "with": {"command": "echo undo-a >> ledger.txt"}}
+    no_rollback = {"id": "b", "action": "shell", "with": {"command": "echo b >> ledger.txt"}}
+    write(
+        "r.yaml",
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh("a", "echo a >> ledger.txt", rollback=undo),
+                    no_rollback,  # changes something, says nothing about undoing it
+                    sh("c", "echo c >> ledger.txt"),  # `rollback: none`: undone by definition
+                ],
+            }
+        ],
+    )
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    r = runbook("rollback", "r.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert "left in place (no rollback declared: their changes stay): b" in r.out
+    st = {s["id"]: s["status"] for s in status_json(runbook, "r.yaml")["steps"]}
+    assert st == {"a": "rolled_back", "b": "succeeded", "c": "rolled_back"}
+    assert status_json(runbook, "r.yaml")["run"]["status"] == "failed"  # not rolled_back
+    assert ledger_lines() == ["a", "b", "c", "undo-a"]  # the steps before b were still undone
+
+
+def test_a_full_rollback_that_undid_everything_ends_the_run(runbook) -> None:
+    """Item 8: the next apply starts a new run after a full rollback that undid everything."""
+    undo = {"action": "shell", "with": {"command": "echo undo >> ledger.txt"}}
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "echo a >> ledger.txt", rollback=undo)]}])
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    first = status_json(runbook, "r.yaml")["run"]["id"]
+    r = runbook("rollback", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert status_json(runbook, "r.yaml")["run"]["status"] == "rolled_back"
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 0 and status_json(runbook, "r.yaml")["run"]["id"] != first
+    assert ledger_lines() == ["a", "undo", "a"]
