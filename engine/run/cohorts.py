@@ -17,7 +17,7 @@ from ..cohort import freeze as fz
 from ..cohort.draw import DrawError
 from ..errors import ActionFailed, InvalidInput
 from ..format.cohorts import step_cohort
-from ..format.model import Cohort, Instance, Runbook
+from ..format.model import HOLDOUT, Cohort, Instance, Runbook
 from ..format.templates import TemplateError, render
 from ..state import ledger
 from ..state.db import Database
@@ -138,6 +138,7 @@ class WaveMembers:
         self.store = store
         # a rollback works on every member the attempt touched, failed ones included
         self.states = ledger.MEMBER_STATES if undoing else ledger.ORDER
+        self.definition = cohort
         self.cohort = cohort.name
         self.key_column = cohort.key
         self.wave = wave
@@ -152,6 +153,20 @@ class WaveMembers:
 
     def keys(self) -> list[Any]:
         return [k for k, _, _ in self.rows()]
+
+    def sample(self) -> tuple[list[Any], str, list[Any]]:
+        """For a gate that compares (SPEC §7, §11): the keys of this wave's members at or past
+        `moved`; the baseline's name and keys: the holdout while it has not moved, else the
+        members of the waves after this one not yet moved."""
+        db, name = self.store.db, self.cohort
+        moved = [k for k, _, _ in ledger.members(db, name, self.wave, ("moved", "verified"))]
+        waiting = ("pending", "notified")
+        ids = list(self.definition.wave_ids)
+        if HOLDOUT in ids and self.wave != HOLDOUT:
+            return moved, HOLDOUT, [k for k, _, _ in ledger.members(db, name, HOLDOUT, waiting)]
+        later = ids[ids.index(self.wave) + 1 :] if self.wave in ids else []
+        keys = [k for w in later for k, _, _ in ledger.members(db, name, w, waiting)]
+        return moved, "pending", keys
 
     @property
     def ledger_path(self) -> Path:
