@@ -130,6 +130,10 @@ class Members(Protocol):
 
     def fail(self, key: Any, reason: str) -> None: ...
 
+    def unknown(self, keys: Iterable[Any]) -> None:
+        """Members whose call was cut by a crash: `unknown` until the operator resolves them."""
+        ...
+
     def messages(self, rows: Iterable[tuple[Any, str, str | None, str]]) -> None:
         """Record messages sent to members now: (key, channel, message id, state)."""
         ...
@@ -180,6 +184,10 @@ class ActionContext:
     template_context: Mapping[str, Any] = field(default_factory=dict)
     # the wave's members, for a step with `cohort:` (or notify `to: {cohort}`); else None
     members: Members | None = None
+    # foreach: the member this call is for (`member.key`, `member.*`) and its idempotency key
+    # RUN/STEP/ATTEMPT/KEY (http sends it as `Idempotency-Key`)
+    member: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
 
     @property
     def deadline(self) -> float:

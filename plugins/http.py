@@ -236,10 +236,30 @@ def indented(text: str, limit: int = EXCERPT) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
+def retry_after(reply: Response) -> float | None:
+    """Seconds a 429/503 reply asks to wait (``Retry-After``: seconds or an HTTP date)."""
+    value = next((v for k, v in reply.headers.items() if k.lower() == "retry-after"), None)
+    if value is None:
+        return None
+    value = str(value).strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime
+
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 class HttpAction(BuiltinAction):
     name = "http"
     summary = "send an HTTP request"
     idempotent = False
+    # per member (foreach), a call re-sent with the same Idempotency-Key is safe: the server
+    # de-duplicates on it, so a call cut by a crash is sent again rather than left unknown
+    keyed_idempotent = True
     changes = True
     url_keys = frozenset({"url"})
 
@@ -259,23 +279,32 @@ class HttpAction(BuiltinAction):
                 headers["Content-Type"] = "application/json"
         elif "body" in params:
             data = str(params["body"]).encode()
+        if ctx.idempotency_key and not any(k.lower() == "idempotency-key" for k in headers):
+            headers["Idempotency-Key"] = ctx.idempotency_key
         codes, wanted = expected_statuses(params.get("expect_status"))
         mask = ctx.masker.mask
         what = f"{method} {url}"
-        try:
-            reply = send(
-                method,
-                url,
-                timeout=ctx.remaining(),
-                headers=headers,
-                data=data,
-                cancel=ctx.cancel,
-                secret=secret_headers(headers, mask),
-            )
-        except RequestError as exc:
-            raise ActionFailed(
-                mask(f"{what} failed: {exc.message}"), retryable=not exc.refused
-            ) from None
+        while True:
+            try:
+                reply = send(
+                    method,
+                    url,
+                    timeout=ctx.remaining(),
+                    headers=headers,
+                    data=data,
+                    cancel=ctx.cancel,
+                    secret=secret_headers(headers, mask),
+                )
+            except RequestError as exc:
+                raise ActionFailed(
+                    mask(f"{what} failed: {exc.message}"), retryable=not exc.refused
+                ) from None
+            wait = retry_after(reply) if reply.status in (429, 503) else None
+            if wait is None or status_ok(reply.status, codes):
+                break
+            # rate limited: wait as the server asks, within the step's remaining time
+            if wait > ctx.remaining() or not ctx.sleep(wait):
+                break
         outputs = {
             "status": reply.status,
             "json": reply.json(),

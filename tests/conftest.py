@@ -24,6 +24,7 @@ pytest_plugins = [
         "tests.servers.sshd",
         "tests.servers.smtp",
         "tests.servers.http",
+        "tests.servers.provider",
     )
     if (Path(__file__).parent / "servers" / (name.rsplit(".", 1)[1] + ".py")).exists()
 ]

@@ -25,8 +25,31 @@ from .options import state_dir
     help="What really happened to the step.",
 )
 @click.option("--by", "by", metavar="NAME", help="Who decides (default: the OS user).")
+@click.option(
+    "--member",
+    "members",
+    multiple=True,
+    metavar="KEY",
+    help="A member of a foreach step whose call was cut by a crash (repeatable).",
+)
+@click.option(
+    "--members-from",
+    "members_from",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A file of member keys, one per line.",
+)
+@click.option("--all-unknown", is_flag=True, help="Every member of STEP left unknown.")
 @click.pass_context
-def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) -> int:
+def command(
+    ctx: click.Context,
+    file: str,
+    step: str,
+    as_: str,
+    by: str | None,
+    members: tuple[str, ...],
+    members_from: str | None,
+    all_unknown: bool,
+) -> int:
     """Decide the status of a step left `unknown` by a crash.
 
     A step whose action is not idempotent (shell, ssh, sql.exec, http) and that was running
@@ -34,9 +57,15 @@ def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) 
     `pending` runs it again on the next apply; `succeeded` and `failed` record the
     outcome. For a step that was rolling back, `rolled_back` or `rollback_failed`.
 
+    For a `foreach` step, --member KEY (or --members-from FILE, or --all-unknown)
+    decides the members whose call was cut by a crash: `succeeded` (the call took
+    effect: the member is done), `failed`, or `pending` (call it again).
+
     \b
-    Example:
+    Examples:
       runbook resolve migrate.yaml create-schema --as succeeded
+      runbook resolve migrate.yaml 'move-payment[pilot]' --member 4711 --as pending
+      runbook resolve migrate.yaml 'move-payment[pilot]' --all-unknown --as succeeded
     """
     from ..format.loader import load
 
@@ -46,6 +75,17 @@ def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) 
         raise InvalidInput(f"{step!r} is not a step of {rb.name}")
     from ..masking import Masker
 
+    if members or members_from or all_unknown:
+        from ..run.members import resolve_members
+
+        keys = list(members)
+        if members_from:
+            with open(members_from, encoding="utf-8") as fh:
+                keys += [line.strip() for line in fh if line.strip()]
+        who = by or getpass.getuser()
+        text = resolve_members(rb, state_dir(ctx), step, keys, all_unknown, as_, who)
+        Console().out(text)
+        return 0
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:

@@ -335,6 +335,14 @@ def check_templates(rb: Runbook) -> list[Problem]:
             clean.add(key)
 
     commands_by_action: dict[str, frozenset[str]] = {}
+    per_member = {
+        id(c)
+        for p in rb.phases
+        for st in p.steps
+        if st.foreach is not None
+        for c in (st.call, st.rollback)
+        if c is not None
+    }
     for call, phase, kind in calls(rb):
         late = late_by_action.get(call.action)
         if late is None:
@@ -344,7 +352,8 @@ def check_templates(rb: Runbook) -> list[Problem]:
             commands_by_action[call.action] = command_keys(action) if action else frozenset()
         for key in commands_by_action[call.action]:
             out.extend(_quoted_in_command(rb, call, key))
-        scope = scope_for(phase, kind, frozenset())
+        member = frozenset({"member"}) if id(call) in per_member else frozenset()
+        scope = scope_for(phase, kind, member)
         exprs = expressions.get(call.action)
         if exprs is None:
             exprs = expressions[call.action] = (
@@ -354,7 +363,7 @@ def check_templates(rb: Runbook) -> list[Problem]:
             if rel and rel[0] in exprs:
                 continue  # a bare expression: checked below
             if late[0] and rel and rel[0] in late[0]:
-                check(text, (*call.path, "with", *rel), scope_for(phase, kind, late[1]))
+                check(text, (*call.path, "with", *rel), scope_for(phase, kind, late[1] | member))
             else:
                 check(text, (*call.path, "with", *rel), scope)
         for key in sorted(exprs):

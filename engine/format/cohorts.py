@@ -27,8 +27,17 @@ def _hint(name: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# actions that cannot run once per member
+NOT_PER_MEMBER = frozenset(
+    {"approval", "check", "wait", "notify", "sql.copy", "sql.verify", "sql.query"}
+)
+
+
 def step_cohort(step: Step) -> str | None:
-    """The cohort a step works on per member: ``with.cohort`` or notify's ``to.cohort``."""
+    """The cohort a step works on per member: ``with.cohort``, notify's ``to.cohort``, or
+    ``foreach.cohort``."""
+    if step.foreach is not None:
+        return step.foreach.cohort
     return call_cohort(step.call)
 
 
@@ -67,10 +76,27 @@ def _check_step(rb: Runbook, phase: Phase, step: Step, names: list[str]) -> list
     src = rb.source
     name = step_cohort(step)
     where: Path = (
-        (*step.path, "with", "cohort")
+        (*step.path, "foreach", "cohort")
+        if step.foreach is not None
+        else (*step.path, "with", "cohort")
         if "cohort" in step.call.params
         else (*step.path, "with", "to", "cohort")
     )
+    if step.foreach is not None and step.action in NOT_PER_MEMBER:
+        out.append(
+            src.problem(
+                (*step.path, "foreach"),
+                f"`foreach` runs an action once per member: {step.action} cannot (use it with "
+                "http, shell, ssh, sql.exec or a third-party action)",
+            )
+        )
+    if step.foreach is not None and "cohort" in step.call.params:
+        out.append(
+            src.problem(
+                (*step.path, "with", "cohort"),
+                "a `foreach` step works on one member at a time: drop `cohort:` from its `with`",
+            )
+        )
     if name is not None:
         if name not in rb.cohorts:
             out.append(
@@ -95,7 +121,7 @@ def _check_step(rb: Runbook, phase: Phase, step: Step, names: list[str]) -> list
             src.problem(
                 (*step.path, "marks"),
                 f"`marks` needs members: step {step.id!r} has no `cohort:` in its `with` "
-                "(nor `to: {cohort: NAME}` for notify)",
+                "(nor `to: {cohort: NAME}` for notify, nor `foreach`)",
             )
         )
     return out

@@ -59,6 +59,22 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Foreach:
+    """``foreach``: run the step's action once per member of the wave (SPEC §7)."""
+
+    cohort: str
+    concurrency: int
+    max_failed: Size  # a share of the members or a count; default 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cohort": self.cohort,
+            "concurrency": self.concurrency,
+            "max_failed": self.max_failed.text,
+        }
+
+
+@dataclass(frozen=True)
 class Step:
     id: str
     phase: str
@@ -71,6 +87,7 @@ class Step:
     rollback_declared: bool  # False: the `rollback` key is missing; True with None: `none`
     path: Path
     marks: str | None = None  # the journey state its members reach: notified|moved|verified
+    foreach: Foreach | None = None
 
     @property
     def action(self) -> str:
@@ -92,6 +109,8 @@ class Step:
         }
         if self.marks is not None:
             out["marks"] = self.marks
+        if self.foreach is not None:
+            out["foreach"] = self.foreach.as_json()
         return out
 
 

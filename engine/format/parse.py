@@ -20,6 +20,7 @@ from .model import (
     Contingency,
     Defaults,
     Exclusion,
+    Foreach,
     Host,
     OnFailure,
     Phase,
@@ -106,6 +107,21 @@ def parse_size(value: Any) -> Size | None:
     return None
 
 
+DEFAULT_CONCURRENCY = 8
+
+
+def _foreach(raw: Any) -> Foreach | None:
+    if not isinstance(raw, dict) or not isinstance(raw.get("cohort"), str):
+        return None
+    n = raw.get("concurrency", DEFAULT_CONCURRENCY)
+    limit = parse_size(raw.get("max_failed", 0))
+    return Foreach(
+        cohort=raw["cohort"],
+        concurrency=n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else 1,
+        max_failed=limit if limit is not None and limit.kind != "rest" else Size("count", 0, "0"),
+    )
+
+
 class Builder:
     def __init__(self, data: Mapping[str, Any], smap: SourceMap, file: str) -> None:
         self.data = data
@@ -148,6 +164,7 @@ class Builder:
             rollback_declared="rollback" in raw,
             path=path,
             marks=raw["marks"] if isinstance(raw.get("marks"), str) else None,
+            foreach=_foreach(raw.get("foreach")),
         )
 
     def phase(

@@ -147,9 +147,14 @@ class WaveMembers:
         self.run = run
         self.handled: list[Any] | None = None
         self.failed: list[tuple[Any, str]] = []
+        self.cut: list[Any] = []
+        self.per_member = False  # set by foreach: its members' marks are their own calls
 
     def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
-        return ledger.members(self.store.db, self.cohort, self.wave, self.states)
+        states = self.states
+        if self.per_member and "failed" not in states:
+            states = (*states, "failed", "unknown")  # a re-run calls them again
+        return ledger.members(self.store.db, self.cohort, self.wave, states)
 
     def keys(self) -> list[Any]:
         return [k for k, _, _ in self.rows()]
@@ -181,6 +186,10 @@ class WaveMembers:
     def fail(self, key: Any, reason: str) -> None:
         self.failed.append((key, reason))
 
+    def unknown(self, keys: Iterable[Any]) -> None:
+        """Members whose call was cut by a crash: `unknown` until the operator resolves them."""
+        self.cut.extend(keys)
+
     def messages(self, rows: Iterable[tuple[Any, str, str | None, str]]) -> None:
         batch = [(k, self.step, self.attempt, ch, mid, st) for k, ch, mid, st in rows]
         if not batch:
@@ -199,7 +208,7 @@ class WaveMembers:
     def mark(self, state: str | None, with_state: bool) -> ledger.Mark | None:
         """The marks to commit: ``state`` for the members handled (when ``with_state``), and
         ``failed`` for those that failed."""
-        if not self.failed and (state is None or not with_state):
+        if not self.failed and not self.cut and (state is None or not with_state):
             return None
         return ledger.Mark(
             self.cohort,
@@ -210,6 +219,8 @@ class WaveMembers:
             self.attempt,
             keys=self.handled,
             failed=list(self.failed),
+            unknown=list(self.cut),
+            revive=self.per_member,
         )
 
 

@@ -205,6 +205,29 @@ class Rollback(Runner):
         assert call is not None
         ctx = self.template_context(inst)
         self.emit({"t": "step", "id": node, "status": "rolling_back", "phase": "rollback"})
+        spec = inst.step.foreach
+        if spec is not None and inst.wave is not None and inst.phase.cohort is not None:
+            # undone once per member done in the attempt it undoes, each with its own key
+            current = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
+            attempt = current.attempt if current is not None else 1
+            store, c, wave, run = (
+                self.s.store,
+                self.rb.cohorts[spec.cohort],
+                inst.wave.id,
+                self.run_id,
+            )
+            undo_key = f"{node}#rollback"
+
+            def members() -> Any:
+                return rcohorts.WaveMembers(store, c, wave, attempt, undo_key, run, undoing=True)
+
+            def done() -> set[Any]:
+                calls = self.s.state.member_calls.get((node, attempt), {})
+                return {k for k, v in calls.items() if v == "done"}
+
+            return self.foreach_job(
+                node, call, spec, ctx, members, attempt, records_key=undo_key, only=done
+            )
         try:
             params = self.render_params(call, ctx)
         except ActionFailed as exc:

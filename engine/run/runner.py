@@ -10,14 +10,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
 from ..errors import ActionFailed
-from ..format.model import Call, Instance, Runbook
+from ..format.model import Call, Instance, Retry, Runbook
+from ..format.model import Foreach as ForeachSpec
 from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, render
 from ..graph.dag import Dag
@@ -27,6 +28,7 @@ from ..state.status import State, Status
 from ..state.store import Store
 from . import context as tctx
 from .executor import Job, Outcome, Result, run_job
+from .foreach import Foreach
 
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_GRACE = 30.0
@@ -67,6 +69,8 @@ class Runner:
         self.resources = Resources()
         self.pool = ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="step")
         self.interrupted_at: float | None = None
+        # set at the first interrupt: per-member steps stop handing out members
+        self.draining = threading.Event()
         self.hard_stop = False
 
     # -- records ------------------------------------------------------------------------
@@ -157,6 +161,7 @@ class Runner:
         tctx_: Mapping[str, Any],
         records_key: str | None = None,
         members: Callable[[], Any] | None = None,
+        action: Action | None = None,
     ) -> Job:
         s = self.s
         key = records_key or node
@@ -186,7 +191,45 @@ class Runner:
                 {"t": "retry", "id": n, "attempt": attempt, "error": error, "delay": delay}
             )
 
-        return Job(node, call, self.action(call), params, make_ctx, on_retry)
+        return Job(node, call, action or self.action(call), params, make_ctx, on_retry)
+
+    def foreach_job(
+        self,
+        node: str,
+        call: Call,
+        spec: ForeachSpec,
+        tctx_: Mapping[str, Any],
+        members: Callable[[], Any],
+        attempt: int,
+        records_key: str | None = None,
+        only: Callable[[], set[Any]] | None = None,
+    ) -> Job:
+        """A job that runs ``call`` once per member (``run/foreach.py``): its ``with`` is
+        rendered per member, its retries apply to each member's call."""
+        key = records_key or node
+
+        def render(member: Mapping[str, Any]) -> Mapping[str, Any]:
+            return self.render_params(call, {**tctx_, "member": member})
+
+        def record(rec: dict[str, Any]) -> None:
+            self.commit_now({"t": "members", "step": key, "attempt": attempt, **rec})
+
+        def calls() -> Mapping[Any, str]:
+            return dict(self.s.state.member_calls.get((key, attempt), {}))
+
+        runner = Foreach(
+            self.action(call),
+            spec,
+            call.retries,
+            self.idempotent(call),
+            render,
+            record,
+            calls,
+            self.draining,
+            only,
+        )
+        whole = replace(call, retries=Retry(1, call.retries.delay, call.retries.backoff))
+        return self.job(node, whole, {}, tctx_, records_key, members, runner)
 
     def submit(self, job: Job) -> None:
         self.running[job.node] = job
@@ -228,6 +271,7 @@ class Runner:
     def on_signal(self, signum: int, _frame: object) -> None:
         if self.interrupted_at is None:
             self.interrupted_at = time.monotonic()
+            self.draining.set()
             names = ", ".join(sorted(self.running)) or "none"
             self.s.reporter.notice(
                 f"interrupted: starting nothing new; waiting up to {self.grace:.0f}s for the "

@@ -153,6 +153,11 @@ class Apply(Runner):
         self.flush()
         return True
 
+    def step_idempotent(self, inst: Instance) -> bool:
+        """Safe to run again after a crash cut it: a foreach step always is (its member
+        records decide which members are called again, SPEC §11)."""
+        return inst.step.foreach is not None or self.idempotent(inst.step.call)
+
     def _same_vars(self) -> bool:
         run = self.s.state.run
         if run is None or run.vars is None:
@@ -179,7 +184,7 @@ class Apply(Runner):
             inst = self.rb.instances[node]
             status = st.status
             if status is Status.RUNNING:
-                if self.idempotent(inst.step.call):
+                if self.step_idempotent(inst):
                     self.emit(
                         {
                             "t": "step",
@@ -272,7 +277,8 @@ class Apply(Runner):
                 self.done(node)
                 return None
             members = self.wave_members(inst, ctx)
-            params = self.render_params(inst.step.call, ctx)
+            # a foreach step's `with` is rendered per member, with `member` bound
+            params = {} if inst.step.foreach else self.render_params(inst.step.call, ctx)
         except (ActionFailed, TemplateError) as exc:
             self.emit(
                 {"t": "step", "id": node, "status": "running", "attempt": 1, "digest": inst.digest}
@@ -291,6 +297,10 @@ class Apply(Runner):
                 "digest": inst.digest,
             }
         )
+        spec = inst.step.foreach
+        if spec is not None and members is not None:
+            attempt_no = ctx["wave"]["attempt"]
+            return self.foreach_job(node, inst.step.call, spec, ctx, members, attempt_no)
         return self.job(node, inst.step.call, params, ctx, members=members)
 
     def wave_members(self, inst: Instance, ctx: dict[str, Any]) -> Callable[[], Any] | None:
@@ -317,7 +327,11 @@ class Apply(Runner):
     def marks(self, inst: Instance, r: Result, succeeded: bool) -> Callable[[Any], None] | None:
         if r.members is None:
             return None
-        with_state = succeeded or inst.step.on_failure is OnFailure.CONTINUE
+        # a foreach step's members done are marked whatever the step's outcome: each of them
+        # was called (moved) for real
+        with_state = (
+            succeeded or inst.step.on_failure is OnFailure.CONTINUE or inst.step.foreach is not None
+        )
         return rcohorts.mark_effect(r.members.mark(inst.step.marks, with_state))
 
     def handle(self, r: Result) -> None:
@@ -345,10 +359,11 @@ class Apply(Runner):
                     "status": "waiting",
                     "attempt": attempts,
                     "error": r.error,
-                }
+                },
+                self.marks(inst, r, succeeded=False),
             )
         elif r.outcome is Outcome.CANCELLED:
-            if self.idempotent(inst.step.call):
+            if self.step_idempotent(inst):
                 self.emit(
                     {
                         "t": "step",

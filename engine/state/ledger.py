@@ -21,9 +21,10 @@ from typing import Any
 from .db import Database
 
 ORDER = ("pending", "notified", "moved", "verified")
-STATES = (*ORDER, "excluded", "failed", "compensated", "late", "vanished")
-# every state a wave member can be in while its wave is drawn (not excluded, late, vanished)
-MEMBER_STATES = (*ORDER, "failed", "compensated")
+STATES = (*ORDER, "excluded", "failed", "compensated", "late", "vanished", "unknown")
+# every state a wave member can be in while its wave is drawn (not excluded, late, vanished);
+# `unknown`: a per-member call cut by a crash, until the operator resolves it
+MEMBER_STATES = (*ORDER, "failed", "compensated", "unknown")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class Mark:
     attempt: int
     keys: Sequence[Any] | None = None
     failed: Sequence[tuple[Any, str]] = ()
+    unknown: Sequence[Any] = ()
+    # foreach: a member whose own call succeeds on a re-run is no longer failed (its failure
+    # was that call's); set-wise marks never overwrite `failed`
+    revive: bool = False
 
 
 def has_ledger(db: Database) -> bool:
@@ -147,8 +152,17 @@ def apply_mark(db: Database, m: Mark, at: str) -> dict[str, int]:
             states = tuple(s for s in MEMBER_STATES if s not in ("failed", "compensated"))
             where = f"state IN ({_placeholders(len(states))}) AND key IN (SELECT key FROM temp.mark_keys)"
             out["failed"] = out.get("failed", 0) + _move(db, m, "failed", where, states, at, why)
+    if m.unknown:
+        _keys_table(db, m.unknown)
+        where = (
+            f"state IN ({_placeholders(len(ORDER))}) AND key IN (SELECT key FROM temp.mark_keys)"
+        )
+        why = "its call was cut by a crash: resolve it"
+        out["unknown"] = _move(db, m, "unknown", where, ORDER, at, why)
     if m.state is not None:
         lower = _lower_than(m.state)
+        if m.revive and m.keys is not None:
+            lower = (*lower, "failed", "unknown")
         where = f"state IN ({_placeholders(len(lower))})"
         if m.keys is not None:
             _keys_table(db, m.keys)
@@ -165,6 +179,32 @@ def compensate(
     m = Mark(cohort, wave, "compensated", step, run, attempt)
     states = tuple(s for s in MEMBER_STATES if s != "compensated")
     return _move(db, m, "compensated", f"state IN ({_placeholders(len(states))})", states, at, None)
+
+
+def resolve_member(
+    db: Database, cohort: str, key: Any, state: str, step: str, run: str, attempt: int, at: str
+) -> None:
+    """An operator's decision on a member left `unknown`: its journey goes on from ``state``
+    (the state before it became unknown when ``state`` is None-like ``"before"``)."""
+    if state == "before":
+        rows = db.query(
+            "SELECT state FROM transition WHERE cohort = ? AND key = ? AND state != 'unknown'"
+            " ORDER BY seq DESC LIMIT 1",
+            (cohort, key),
+        )
+        state = rows[0][0] if rows else "pending"
+    m = Mark(cohort, "", state, step, run, attempt)
+    db.execute(
+        "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+        " SELECT cohort, key, ?, ?, ?, ?, 'resolved by the operator', ? FROM entity"
+        " WHERE cohort = ? AND key = ? AND state = 'unknown'",
+        (state, m.step, run, attempt, at, cohort, key),
+    )
+    db.execute(
+        "UPDATE entity SET state = ?, reason = NULL, updated_at = ? WHERE cohort = ? AND key = ?"
+        " AND state = 'unknown'",
+        (state, at, cohort, key),
+    )
 
 
 def reopen(db: Database, cohort: str, wave: str, run: str, attempt: int, at: str) -> int:

@@ -104,6 +104,9 @@ class State:
     decisions: dict[tuple[str, str, str | None, str | None], str] = field(default_factory=dict)
     frozen: dict[str, dict[str, Any]] = field(default_factory=dict)  # cohort -> its summary
     last_at: str | None = None  # the time of the last record: the last sign of a writer
+    # foreach: (step instance, wave attempt) -> member key -> started|done|failed|unknown|pending
+    member_calls: dict[tuple[str, int], dict[Any, str]] = field(default_factory=dict)
+    member_errors: dict[tuple[str, int], dict[Any, str]] = field(default_factory=dict)
 
     @property
     def run(self) -> RunState | None:
@@ -194,6 +197,25 @@ class State:
             self.step(rec["id"]).attempts = rec["attempt"]
         elif kind == "record":
             self.records.setdefault(rec["step"], {}).update(rec["items"])
+        elif kind == "members":
+            calls = self.member_calls.setdefault((str(rec["step"]), int(rec["attempt"])), {})
+            for key in rec.get("started", ()):
+                calls[key] = "started"
+            for key in rec.get("done", ()):
+                calls[key] = "done"
+            errors = self.member_errors.setdefault((str(rec["step"]), int(rec["attempt"])), {})
+            for key, error in rec.get("failed", ()):
+                calls[key] = "failed"
+                errors[key] = str(error)
+            for key in rec.get("unknown", ()):
+                calls[key] = "unknown"
+            for key, state in rec.get("resolved") or []:
+                if state not in ("done", "failed", "pending"):
+                    raise ValueError(f"{state!r} is not a member decision")
+                if state == "pending":
+                    calls.pop(key, None)
+                else:
+                    calls[key] = state
         elif kind == "decision":
             if rec["status"] not in ("pending", "done"):
                 raise ValueError(f"{rec['status']!r} is not a decision status")

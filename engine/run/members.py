@@ -1,0 +1,105 @@
+"""The operator's decision on the members of a ``foreach`` step whose call was cut by a crash
+(``runbook resolve FILE STEP --member KEY``): recorded in the journal and the ledger in one
+transaction, read by the next ``apply``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from ..errors import InvalidInput
+from ..format.model import Runbook
+from ..masking import Masker
+from ..state import ledger
+from ..state.db import Database
+from ..state.lock import Lock
+from ..state.store import Store, now, state_path
+
+_AS = {"succeeded": "done", "failed": "failed", "pending": "pending"}
+
+
+def resolve_members(
+    rb: Runbook,
+    state_dir: str,
+    step: str,
+    keys: Sequence[str],
+    all_unknown: bool,
+    as_: str,
+    who: str,
+) -> str:
+    inst = rb.instances.get(step)
+    if inst is None or inst.step.foreach is None or inst.wave is None:
+        foreach = [n for n, i in rb.instances.items() if i.step.foreach is not None]
+        raise InvalidInput(
+            f"{step!r} is not a foreach step instance of {rb.name} (they are: "
+            f"{', '.join(foreach) or 'none'})"
+        )
+    if as_ not in _AS:
+        raise InvalidInput("a member is resolved as succeeded, failed or pending")
+    cohort = inst.step.foreach.cohort
+    with Lock(state_path(state_dir, rb.name)):
+        store = Store(state_dir, rb.name, Masker())
+        try:
+            current = store.state.attempts.get((cohort, inst.wave.id))
+            if current is None:
+                raise InvalidInput(f"{step}: its wave has not started: no member to resolve")
+            calls = store.state.member_calls.get((step, current.attempt), {})
+            unknown = {str(k): k for k, v in calls.items() if v == "unknown"}
+            if all_unknown:
+                chosen = list(unknown.values())
+            else:
+                missing = [k for k in keys if k not in unknown]
+                if missing:
+                    raise InvalidInput(
+                        f"{step}: not unknown in this attempt: {', '.join(missing[:10])} (unknown: "
+                        f"{', '.join(list(unknown)[:10]) or 'none'})"
+                    )
+                chosen = [unknown[k] for k in keys]
+            if not chosen:
+                return f"{step}: no member is unknown: nothing to resolve"
+            state = _AS[as_]
+            journey = (
+                (inst.step.marks or "before")
+                if state == "done"
+                else ("failed" if state == "failed" else "before")
+            )
+            store.commit(
+                {
+                    "t": "members",
+                    "step": step,
+                    "attempt": current.attempt,
+                    "resolved": [[k, state] for k in chosen],
+                    "by": who,
+                },
+                effect=partial(
+                    _journeys,
+                    cohort=cohort,
+                    keys=chosen,
+                    state=journey,
+                    step=step,
+                    run=current.run,
+                    attempt=current.attempt,
+                ),
+            )
+        finally:
+            store.close()
+    return (
+        f"{step}: {len(chosen)} member(s) resolved as {as_} by {who}; run `runbook apply "
+        f"{rb.file}` to go on"
+    )
+
+
+def _journeys(
+    db: Database,
+    *,
+    cohort: str,
+    keys: Sequence[Any],
+    state: str,
+    step: str,
+    run: str,
+    attempt: int,
+) -> None:
+    at = now()
+    for k in keys:
+        ledger.resolve_member(db, cohort, k, state, step, run, attempt, at)
