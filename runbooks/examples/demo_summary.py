@@ -85,7 +85,9 @@ Group = tuple[str | None, str | None, str | None, str, int, list[str]]
 
 def compare(db: sqlite3.Connection, demo: Demo, table: str, key: str, owner: str) -> list[Group]:
     """(state, reason, wave, fate, rows, first keys) of ``table``'s legacy rows, where fate is
-    `same`, `different` or `absent` on the new platform. One query: no per-row Python."""
+    `same`, `different` or `absent` on the new platform. One query: no per-row Python. The
+    ledger's `key` column has no type, so `+` strips the owner column's INTEGER affinity:
+    otherwise SQLite cannot use the (cohort, key) index and reads the whole cohort per row."""
     same = " AND ".join(f"n.{_q(c)} IS t.{_q(c)}" for c in _columns(db, table))
     sql = f"""
         SELECT e.state, e.reason, e.wave,
@@ -94,7 +96,7 @@ def compare(db: sqlite3.Connection, demo: Demo, table: str, key: str, owner: str
                count(*), group_concat(t.{_q(key)})
         FROM main.{table} AS t
         LEFT JOIN new.{table} AS n ON n.{_q(key)} = t.{_q(key)}
-        LEFT JOIN ledger.entity AS e ON e.cohort = ? AND e.key = t.{_q(owner)}
+        LEFT JOIN ledger.entity AS e ON e.cohort = ? AND e.key = +t.{_q(owner)}
         GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"""
     return [
         (state, reason, wave, fate, int(n), sorted((keys or "").split(","), key=_order)[:FIRST])
