@@ -26,31 +26,51 @@ install: | $(BIN)/python
 ACAI = runbooks/examples/acai-distributor-gradual-migration.yaml
 SUBS = runbooks/examples/subscription-platform-switch.yaml
 DEMO_VARS = --var auto_approve=true --var notice_lead_time=1s --var gate_interval=0s
+RUNBOOK = $(BIN)/runbook --state-dir demo/.runbook
+# the first customer (in key order) of a wave, from the ledger: $(call first-of,FILE,WAVE)
+first-of = $$($(RUNBOOK) customers $(1) --wave $(2) --format csv | awk -F, 'NR == 2 {print $$1}')
 
 # The main job: 20,000 retailer customers move from a legacy SQLite ERP to the new platform in
-# three waves (pilot, early, all), told in their language first, copied, verified, gated.
+# three waves drawn once into a ledger (pilot, early, all), told in their language first,
+# copied, verified, gated; the customers with no contact are excluded and reported. It ends
+# with the ledger's counts and one pilot customer's journey.
 demo: install
 	rm -rf demo
 	$(BIN)/python runbooks/examples/demo_data.py acai --out demo
 	$(BIN)/runbook validate --strict runbooks/examples/*.yaml runbooks/tour/*.yaml
-	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(ACAI) $(DEMO_VARS)
-	$(BIN)/runbook --state-dir demo/.runbook report $(ACAI) --format html --output demo/report.html
+	$(RUNBOOK) apply --yes $(ACAI) $(DEMO_VARS)
+	$(RUNBOOK) report $(ACAI) --format html --output demo/report.html
 	$(BIN)/python runbooks/examples/demo_summary.py acai demo
+	$(RUNBOOK) customers $(ACAI)
+	@key=$(call first-of,$(ACAI),pilot); test -n "$$key" || exit 1; \
+	echo "$$ runbook customers $(ACAI) $$key"; $(RUNBOOK) customers $(ACAI) $$key
 	@echo "report: demo/report.html   state: demo/.runbook/   try: make demo-fault"
 
-# The same with a corrupted row in wave `early`: verify fails, the data-loss contingencies fire,
-# wave `early` is rolled back and the pilot stays migrated (exit 1 is the expected outcome).
+# The same with a corrupted customer in wave `early`: verify fails and marks it failed, the
+# data-loss contingencies fire, wave `early` is rolled back (its customers compensated and told
+# the move is postponed) and the pilot stays migrated (exit 1 is the expected outcome). The
+# second apply runs wave early again (attempt 2: told again, moved, verified) and the rest;
+# it exits 1 too: the run needed a compensation. Then the corrupted customer's whole journey.
 demo-fault: install
 	rm -rf demo
 	$(BIN)/python runbooks/examples/demo_data.py acai --out demo
-	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(ACAI) $(DEMO_VARS) --var inject_fault=early || test $$? -eq 1
-	$(BIN)/runbook --state-dir demo/.runbook status $(ACAI)
+	$(RUNBOOK) apply --yes $(ACAI) $(DEMO_VARS) --var inject_fault=early || test $$? -eq 1
+	$(RUNBOOK) customers $(ACAI)
+	$(RUNBOOK) apply --yes $(ACAI) $(DEMO_VARS) || test $$? -eq 1
+	$(RUNBOOK) customers $(ACAI)
+	@key=$(call first-of,$(ACAI),early); test -n "$$key" || exit 1; \
+	echo "$$ runbook customers $(ACAI) $$key   # the customer corrupted in attempt 1"; \
+	$(RUNBOOK) customers $(ACAI) $$key
 	$(BIN)/python runbooks/examples/demo_summary.py acai demo
 
+# 5,000 subscribers change payment platform; those whose payment method the new platform does
+# not take (and those with no contact) are excluded with their reason, every payment method not
+# moved is listed with its owner's reason, and a lost one would make the run not clean.
 demo-subscription: install
 	rm -rf demo
 	$(BIN)/python runbooks/examples/demo_data.py subscription --out demo
-	$(BIN)/runbook --state-dir demo/.runbook apply --yes $(SUBS) $(DEMO_VARS)
+	$(RUNBOOK) apply --yes $(SUBS) $(DEMO_VARS)
+	$(RUNBOOK) customers $(SUBS)
 	$(BIN)/python runbooks/examples/demo_summary.py subscription demo
 
 lint: install-dev

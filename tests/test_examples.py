@@ -1,4 +1,4 @@
-"""The example runbooks and the demo data they migrate (issues 2 and 4).
+"""The example runbooks and the demo data they migrate (issues 2, 4 and 11), the acai runs.
 
 The generator is run as the plain script the README runs (a subprocess) where its command line
 is under test, and imported where only its data is.
@@ -18,6 +18,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_acai_data_has_the_expected_counts_and_shapes(tmp_path: Path) -> None:
     summary = demo_data.generate("acai", out, 7, 20000)
     cpu = time.process_time() - started
     assert cpu < 2.0, f"generating 20,000 customers took {cpu:.2f}s of CPU"
-    assert "20000 customers" in summary
+    assert "20000 customers (101 with no e-mail nor phone)" in summary
 
     legacy = out / "legacy.db"
     assert count(legacy, "customers") == 20000
@@ -125,11 +126,24 @@ def test_acai_data_has_the_expected_counts_and_shapes(tmp_path: Path) -> None:
     assert all(isinstance(b, str) and re.fullmatch(r"-?\d+\.\d\d", b) for b in balances)
     assert rows(legacy, "SELECT COUNT(*) FROM orders WHERE customer_id NOT IN "
                 "(SELECT id FROM customers)") == [(0,)]  # fmt: skip
-    # every wave of the runbook (id % 100 < 5, < 25, < 100) has customers of every locale
-    assert len(rows(legacy, "SELECT DISTINCT locale FROM customers WHERE id % 100 < 5")) == 3
+    # the strata of the runbook's draw: every segment in every language it has
+    strata = rows(legacy, "SELECT segment, locale, COUNT(*) FROM customers GROUP BY 1, 2")
+    assert {s for s, _, _ in strata} == {"bar", "market", "ice-cream"}
+    assert len(strata) == 9 and min(n for _, _, n in strata) > 300
+    # a few customers have no contact at all (the runbook excludes them), a few only one
+    assert count(legacy, "customers WHERE email IS NULL AND phone IS NULL") == 101
+    assert 50 < count(legacy, "customers WHERE email IS NULL AND phone IS NOT NULL") < 200
+    assert 50 < count(legacy, "customers WHERE phone IS NULL AND email IS NOT NULL") < 200
 
     new, staging = out / "new.db", out / "staging.db"
-    assert tables(new) == {"customers", "orders", "subscriptions", "notices", "feedback"}
+    assert tables(new) == {
+        "customers",
+        "orders",
+        "subscriptions",
+        "notices",
+        "notice_audience",
+        "feedback",
+    }
     assert tables(staging) == tables(new)
     for table in ("customers", "orders", "subscriptions"):
         # sql.verify compares every column: the targets have the legacy's exact columns
@@ -143,7 +157,7 @@ def test_subscription_data_has_the_expected_counts(tmp_path: Path) -> None:
     r = generate("subscription", "--out", str(tmp_path / "demo"))
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 1
-    assert "5000 subscribers" in r.stdout
+    assert "5000 subscribers (25 with no e-mail nor phone)" in r.stdout
     legacy = tmp_path / "demo" / "subscription-legacy.db"
     new = tmp_path / "demo" / "subscription-new.db"
     assert count(legacy, "subscribers") == 5000
@@ -157,12 +171,15 @@ def test_subscription_data_has_the_expected_counts(tmp_path: Path) -> None:
     assert 0 < unsupported < 0.05 * methods
     assert f"({unsupported} of types the new platform does not support)" in r.stdout
     assert count(legacy, "billing_holds") == 0
+    assert [c[0] for c in columns(legacy, "billing_holds")] == ["subscriber_id", "wave", "held_at"]
+    assert count(legacy, "subscribers WHERE email IS NULL AND phone IS NULL") == 25
     assert tables(new) == {
         "subscribers",
         "payment_methods",
         "plans",
         "subscriptions",
         "notices",
+        "notice_audience",
         "offers",
         "feedback",
     }
@@ -219,6 +236,7 @@ DEMO_VARS = (
     "--var",
     "gate_interval=0s",
 )
+SUMMARY = EXAMPLES / "demo_summary.py"
 
 
 def outbox(folder: str) -> list[EmailMessage]:
@@ -239,32 +257,131 @@ def statuses(runbook, path: Path) -> dict[str, str]:
     return {s["id"]: s["status"] for s in json.loads(r.out)["steps"]}
 
 
-def test_acai_demo_moves_every_customer(runbook) -> None:
+def ledger(name: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """The runbook's ledger (``.runbook/NAME/state.db``), read-only."""
+    con = sqlite3.connect(f"file:.runbook/{name}/state.db?mode=ro", uri=True)
+    try:
+        return [tuple(r) for r in con.execute(sql, args)]
+    finally:
+        con.close()
+
+
+def ledger_counts(name: str) -> dict[tuple[str | None, str], int]:
+    rows_ = ledger(name, "SELECT wave, state, count(*) FROM entity GROUP BY wave, state")
+    return {(w, s): n for w, s, n in rows_}
+
+
+def members(name: str, wave: str) -> list[int]:
+    return [k for (k,) in ledger(name, "SELECT key FROM entity WHERE wave = ? ORDER BY key", wave)]
+
+
+def journey(runbook, path: Path, key: object) -> dict[str, Any]:
+    """``runbook customers FILE KEY --format json``: the entity, its transitions and messages."""
+    r = runbook("customers", str(path), str(key), "--format", "json")
+    assert r.code == 0, r.output
+    (entity,) = json.loads(r.out)["entities"]
+    return dict(entity)
+
+
+def summary(folder: str = "demo", kind: str = "acai") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SUMMARY), kind, folder, "--state-dir", ".runbook"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+ACAI_NAME = "acai-distributor-gradual-migration"
+
+
+def test_acai_demo_moves_every_customer_it_can_reach(runbook) -> None:
     assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
     r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
     assert r.code == 0, r.output
-    assert "succeeded" in r.out
+    assert "cohort customers: drew 298 eligible of 300 (pilot 20, early 59, all 219); " \
+        "excluded: 2 no-contact" in r.out  # fmt: skip
+    assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out
 
     legacy, new = Path("demo/legacy.db"), Path("demo/new.db")
-    for table in ("customers", "orders", "subscriptions"):
-        assert count(new, table) == count(legacy, table) > 0
-    told = count(legacy, "customers WHERE status <> 'blocked'")
+    # the ledger: every wave verified; the two customers with no contact excluded with reason
+    assert ledger_counts(ACAI_NAME) == {
+        ("pilot", "verified"): 20,
+        ("early", "verified"): 59,
+        ("all", "verified"): 219,
+        (None, "excluded"): 2,
+    }
+    no_contact = rows(legacy, "SELECT id FROM customers WHERE email IS NULL AND phone IS NULL")
+    assert ledger(ACAI_NAME, "SELECT key, reason FROM entity WHERE state = 'excluded'") == [
+        (k, "no-contact") for (k,) in no_contact
+    ]
+    # the pilot keeps every (segment, locale) stratum's share: the floor or the ceiling of it
+    strata = "json_extract(attrs, '$.segment') || '/' || json_extract(attrs, '$.locale')"
+    base = dict(ledger(ACAI_NAME, f"SELECT {strata}, count(*) FROM entity WHERE wave IS NOT NULL GROUP BY 1"))  # fmt: skip
+    pilot = dict(ledger(ACAI_NAME, f"SELECT {strata}, count(*) FROM entity WHERE wave = 'pilot' GROUP BY 1"))  # fmt: skip
+    for stratum, n in base.items():
+        share = 20 * n / 298
+        assert int(share) <= pilot.get(stratum, 0) <= int(share) + 1, (stratum, pilot, base)
+
+    # moved: every customer but the excluded ones, with their orders and subscriptions
+    excluded = f"IN ({', '.join(str(k) for (k,) in no_contact)})"
+    kept = f"NOT {excluded}"
+    assert count(new, "customers") == count(legacy, f"customers WHERE id {kept}") == 298
+    for table in ("orders", "subscriptions"):
+        assert count(new, table) == count(legacy, f"{table} WHERE customer_id {kept}") > 0
+        assert count(new, f"{table} WHERE customer_id {excluded}") == 0
+    told = count(legacy, f"customers WHERE status <> 'blocked' AND id {kept}")
     assert count(new, "feedback") == told
     assert count(new, "notices") == 9  # three waves, three languages
+    assert count(new, "notice_audience") == 298
     assert count(Path("demo/backup.db"), "orders") == count(legacy, "orders")
-    assert len(outbox("outbox/email")) == told
-    assert len(outbox("outbox/sms")) == told
-    pt = [m for m in outbox("outbox/email") if m["Content-Language"] == "pt-BR"]
+
+    # told: every member with an e-mail by e-mail, every member with a phone by SMS
+    emails, sms = outbox("outbox/email"), outbox("outbox/sms")
+    assert len(emails) == count(legacy, "customers WHERE email IS NOT NULL") == 296
+    assert len(sms) == count(legacy, "customers WHERE phone IS NOT NULL")
+    pt = [m for m in emails if m["Content-Language"] == "pt-BR"]
     assert pt and all("https://pedidos.acai.example" in body(m) for m in pt)
     assert all(body(m).startswith(f"Olá, {m['To'].addresses[0].display_name},") for m in pt)
     assert all(str(m["Subject"]).endswith("seus pedidos vão para a nova plataforma") for m in pt)
     report = [m for m in outbox("outbox/staff") if m["X-Runbook-Step"] == "report-to-stakeholders"]
     assert len(report) == 3
-    assert "customers      300 of 300" in body(report[0])
+    assert "customers      298 of 300" in body(report[0])
     assert not Path("demo/outbox/pager").exists()
 
+    # one customer's journey, with the Message-IDs of the files in the outbox
+    first = members(ACAI_NAME, "pilot")[0]
+    seen = journey(runbook, ACAI, first)
+    assert (seen["wave"], seen["state"]) == ("pilot", "verified")
+    assert [(t["state"], t["step"], t["attempt"]) for t in seen["transitions"]] == [
+        ("notified", "announce-email[pilot]", 1),
+        ("moved", "copy-subscriptions[pilot]", 1),
+        ("verified", "verify-subscriptions[pilot]", 1),
+    ]
+    ids = {m["Message-ID"]: m["X-Runbook-Step"] for m in emails + sms}
+    assert sorted((ids[m["message_id"]], m["step"]) for m in seen["messages"]) == [
+        ("announce-email[pilot]", "announce-email[pilot]"),
+        ("announce-sms[pilot]", "announce-sms[pilot]"),
+    ]
+    # a customer with a phone and no e-mail is told by SMS only, and is notified by it
+    (phone_only,) = rows(legacy, "SELECT MIN(id) FROM customers WHERE email IS NULL AND phone IS NOT NULL")  # fmt: skip
+    seen = journey(runbook, ACAI, phone_only[0])
+    assert seen["transitions"][0]["state"] == "notified"
+    assert seen["transitions"][0]["step"].startswith("announce-sms[")
 
-def test_acai_fault_in_early_wave_rolls_back_that_wave_only(runbook) -> None:
+    r = runbook("customers", str(ACAI))
+    assert r.code == 0, r.output
+    assert r.out.splitlines()[-1].split() == ["total", "0", "0", "0", "298", "2", "300"]
+    done = summary()
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = " ".join(done.stdout.split())
+    assert "customers 300 -> 298 not moved: excluded (no-contact): 2 (id 42, 241)" in said
+    assert "ledger: 298 verified, 2 excluded (no-contact): agrees with the databases" in done.stdout
+
+
+def test_acai_fault_in_early_wave_rolls_back_that_wave_and_the_re_run_tells_them_again(
+    runbook,
+) -> None:
     assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
     r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS, "--var", "inject_fault=early")
     assert r.code == 1, r.output
@@ -273,63 +390,96 @@ def test_acai_fault_in_early_wave_rolls_back_that_wave_only(runbook) -> None:
         "contingencies fired in this run: page-dba, restore-customers-from-backup, "
         "restore-orders-from-backup, restore-subscriptions-from-backup" in r.output
     )
+    assert "300 customers: 20 verified, 2 excluded (no-contact), 59 compensated, 0 failed, " \
+        "219 pending" in r.out  # fmt: skip
+    assert ledger_counts(ACAI_NAME) == {
+        ("pilot", "verified"): 20,
+        ("early", "compensated"): 59,
+        ("all", "pending"): 219,
+        (None, "excluded"): 2,
+    }
 
     legacy, new = Path("demo/legacy.db"), Path("demo/new.db")
-    pilot = "id % 100 < 5"
-    assert count(new, "customers") == count(legacy, f"customers WHERE {pilot}") > 0
+    pilot, early = members(ACAI_NAME, "pilot"), members(ACAI_NAME, "early")
+    assert sorted(k for (k,) in rows(new, "SELECT id FROM customers")) == pilot
+    in_pilot = f"customer_id IN ({', '.join(map(str, pilot))})"
+    assert count(new, "orders") == count(legacy, f"orders WHERE {in_pilot}")
+    assert count(new, "subscriptions") == count(legacy, f"subscriptions WHERE {in_pilot}")
     assert count(new, "customers WHERE name LIKE '%(corrupted)%'") == 0
-    assert count(new, "orders") == count(legacy, f"orders WHERE customer_{pilot}")
-    assert count(new, "subscriptions") == count(legacy, f"subscriptions WHERE customer_{pilot}")
     assert rows(new, "SELECT DISTINCT campaign FROM notices") == [("migration-pilot",)]
     assert rows(new, "SELECT DISTINCT wave FROM feedback") == [("pilot",)]
     assert count(legacy, "customers WHERE name LIKE '%(corrupted)%'") == 0
     (page,) = outbox("outbox/pager")
     assert "verify-customers[early]" in str(page["Subject"])
-    early = [m for m in outbox("outbox/email") if m["X-Runbook-Step"] == "announce-email[early]"]
+    # every member of early with an e-mail was told, then told that the move is postponed
+    with_email = count(legacy, f"customers WHERE email IS NOT NULL AND id IN ({', '.join(map(str, early))})")  # fmt: skip
+    step = {m["X-Runbook-Step"] for m in outbox("outbox/email")}
+    assert {"announce-email[early]", "announce-email[early]#rollback"} <= step
+    told = [m for m in outbox("outbox/email") if m["X-Runbook-Step"] == "announce-email[early]"]
     postponed = [
         m for m in outbox("outbox/email") if m["X-Runbook-Step"] == "announce-email[early]#rollback"
     ]
-    assert early and postponed and any(m["Subject"] == "Mudança adiada" for m in postponed)
-    assert {m["Message-ID"] for m in early}.isdisjoint(m["Message-ID"] for m in postponed)
-
+    assert len(told) == len(postponed) == with_email
+    assert any(m["Subject"] == "Mudança adiada" for m in postponed)
+    assert {m["Message-ID"] for m in told}.isdisjoint(m["Message-ID"] for m in postponed)
+    # the corrupted customer: the wave's first member, failed, then compensated
+    broken = early[0]
+    seen = journey(runbook, ACAI, broken)
+    assert [(t["state"], t["reason"]) for t in seen["transitions"]] == [
+        ("notified", None),
+        ("moved", None),
+        ("failed", "sql.verify: different in customers"),
+        ("compensated", None),
+    ]
     status = statuses(runbook, ACAI)
     assert status["copy-customers[pilot]"] == "succeeded"
     assert status["copy-customers[early]"] == "rolled_back"
     assert status["verify-customers[early]"] == "failed"
     assert status["copy-customers[all]"] == "pending"
+    assert summary().returncode == 0  # compensated members have nothing on the new platform
 
-
-def test_subscription_demo_and_fault_in_half_wave(runbook) -> None:
-    assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS, "--var", "inject_fault=half")
-    assert r.code == 1, r.output
-    assert "verify-payment-methods[half] failed" in r.output
-    assert "contingencies fired in this run: page-payments-oncall, pause-and-notify" in r.output
-
-    legacy = Path("demo/subscription-legacy.db")
-    new = Path("demo/subscription-new.db")
-    canary = "subscriber_id % 100 < 2"
-    assert count(new, "subscriptions") == count(legacy, f"subscriptions WHERE {canary}") > 0
-    assert count(new, "subscribers") == count(legacy, "subscribers WHERE id % 100 < 2")
-    assert count(new, "payment_methods WHERE token LIKE '%-mangled'") == 0
-    # billing moved for the canary wave only; the half wave is billed by the old platform again
-    assert rows(legacy, "SELECT wave, bucket_from, bucket_to FROM billing_holds") == [
-        ("canary", 0, 2)
-    ]
-    assert count(new, "plans") == 6
-    assert count(new, "notices") == 3
-
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS)
-    # the run finished, but it needed compensation on the way: never a plain success (SPEC §4)
+    # fixed: the next apply runs wave early again (attempt 2), tells them again and moves them
+    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
     assert r.code == 1, r.output
     assert "succeeded after compensation (exit 1)" in r.out
-    for table in ("subscribers", "subscriptions", "plans"):
-        assert count(new, table) == count(legacy, table)
-    supported = "type NOT IN ('legacy_wallet', 'carrier_billing')"
-    assert count(new, "payment_methods") == count(legacy, f"payment_methods WHERE {supported}")
-    assert count(new, f"payment_methods WHERE NOT ({supported})") == 0
-    assert [w for (w,) in rows(legacy, "SELECT wave FROM billing_holds ORDER BY bucket_from")] == [
-        "canary",
-        "half",
-        "rest",
-    ]
+    assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out
+    assert ledger_counts(ACAI_NAME)[("early", "verified")] == 59
+    seen = journey(runbook, ACAI, broken)
+    assert [(t["state"], t["attempt"]) for t in seen["transitions"]] == [
+        ("notified", 1), ("moved", 1), ("failed", 1), ("compensated", 1),
+        ("pending", 2), ("notified", 2), ("moved", 2), ("verified", 2),
+    ]  # fmt: skip
+    sent = {(m["step"], m["attempt"]): m["message_id"] for m in seen["messages"]}
+    first, second = sent[("announce-email[early]", 1)], sent[("announce-email[early]", 2)]
+    assert first != second and ("announce-email[early]#rollback", 1) in sent
+    on_disk = {m["Message-ID"] for m in outbox("outbox/email")}
+    assert {first, second, sent[("announce-email[early]#rollback", 1)]} <= on_disk
+    assert count(new, "customers") == 298
+    done = summary()
+    assert done.returncode == 0 and "agrees with the databases" in done.stdout, done.stdout
+    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
+    assert r.code == 0, r.output  # later applies: nothing to do
+
+
+def test_demo_summary_finds_what_the_ledger_and_the_databases_disagree_on(runbook) -> None:
+    assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
+    assert runbook("apply", "--yes", str(ACAI), *DEMO_VARS).code == 0
+    assert summary().returncode == 0
+    new = sqlite3.connect("demo/new.db")
+    with new:  # an order of a verified customer lost, a customer the ledger excluded moved
+        (lost,) = new.execute("SELECT MIN(id) FROM orders").fetchone()
+        new.execute("DELETE FROM orders WHERE id = ?", (lost,))
+        new.execute("ATTACH DATABASE 'demo/legacy.db' AS legacy")
+        new.execute("INSERT INTO customers SELECT * FROM legacy.customers WHERE id = 42")
+    new.close()
+    done = summary()
+    assert done.returncode == 1, done.stdout
+    assert "DISAGREES with the databases" in done.stdout
+    assert (
+        f"orders: 1 row(s) (id {lost}) of verified customers absent on the new side" in done.stdout
+    )
+    assert "customers: 1 row(s) (id 42) of excluded customers on the new platform" in done.stdout
+    r = subprocess.run(
+        [sys.executable, str(SUMMARY), "acai", "nowhere"], capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "no such file" in r.stderr

@@ -165,8 +165,13 @@ class Apply(Runner):
         return bool(run.vars == self.s.masker.mask_value(self.s.variables))
 
     def _fixups(self, new_run: bool) -> None:
-        """Statuses left by earlier runs, crashes and failures -> what this run does."""
-        for node in self.rb.instances:
+        """Statuses left by earlier runs, crashes and failures -> what this run does.
+
+        In the order steps run, so that a step skipped by `when` after one that runs again (a
+        rolled-back wave's next attempt) is evaluated again too, instead of counting as done
+        and letting the steps after it run before the ones before it."""
+        order = self.dag.order_index
+        for node in sorted(self.rb.instances, key=lambda n: order.get(n, len(order))):
             st = self.s.state.steps.get(node)
             if node in self.options.replace:
                 self.emit(
@@ -216,7 +221,11 @@ class Apply(Runner):
                         "reset_attempts": True,
                     }
                 )
-            elif status is Status.SKIPPED and (st.reason != "when" or new_run):
+            elif status is Status.SKIPPED and (
+                st.reason != "when"
+                or new_run
+                or any(self.status(p) not in DONE for p in self.step_preds(node))
+            ):
                 self.emit(
                     {
                         "t": "step",

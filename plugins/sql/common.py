@@ -298,17 +298,39 @@ def member_filter(conn: Connection, members: Any, column: str) -> str:
         sql, args = members.select_sql(LEDGER)
         return f"{col} IN ({_inline(sql, args)})"
     keys = members.keys()
-    cur = conn.raw.cursor()
-    kinds = {type(k) for k in keys}
-    pg_type = "bigint" if kinds <= {int} else "text"
-    cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {MEMBERS} (key {pg_type} PRIMARY KEY)")
-    cur.execute(f"TRUNCATE {MEMBERS}")
-    with cur.copy(f"COPY {MEMBERS} (key) FROM STDIN") as copy:
-        for k in keys:
-            copy.write_row((k,))
-    cur.execute(f"ANALYZE {MEMBERS}")
+    pg_type = "bigint" if {type(k) for k in keys} <= {int} else "text"
+    _load_members(conn, keys, pg_type)
     cast = "" if pg_type == "bigint" else "::text"
     return f"{col}{cast} IN (SELECT key FROM {MEMBERS})"
+
+
+def _load_members(conn: Connection, keys: Sequence[Any], pg_type: str) -> None:
+    """The keys into the session's temp table ``rb_members``, committed at once (so that no
+    later rollback of the caller's takes it away). A read-only connection (sql.verify, a
+    cohort's source) writes nothing but this temp table: its load is the one transaction
+    begun READ WRITE, with the engine's own statements only."""
+    raw = conn.raw
+    read_only = raw.read_only
+    try:
+        raw.commit()  # nothing of the caller's is pending here; leave no transaction open
+        raw.read_only = False
+        cur = raw.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS pg_temp.{MEMBERS}")
+        cur.execute(f"CREATE TEMP TABLE {MEMBERS} (key {pg_type} PRIMARY KEY)")
+        with cur.copy(f"COPY {MEMBERS} (key) FROM STDIN") as copy:
+            for k in keys:
+                copy.write_row((k,))
+        cur.execute(f"ANALYZE {MEMBERS}")
+        raw.commit()
+    except Exception as exc:
+        if not is_driver_error(exc):
+            raise
+        conn.rollback()
+        raise sql_failed(
+            exc, "", conn.dsn, context="cohort: loading the wave's members into a temp table"
+        ) from None
+    finally:
+        raw.read_only = read_only
 
 
 def members_table(conn: Connection, members: Any) -> None:

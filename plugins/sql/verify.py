@@ -58,6 +58,7 @@ from .db import (
     sqlite_path,
 )
 from .normalize import normaliser
+from .owners import owners_of
 
 DEFAULT_MAX_REPORT = 10
 FETCH = 10_000
@@ -106,13 +107,11 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         tcols = matching(require_table(dst, target_table, "target"), cols)
         members = cohort_members(params, ctx)
         src_where = dst_where = where
-        member_key: int | None = None
+        column = ""
         if members is not None:
             column = str(params.get("cohort_key") or members.key_column)
             src_where = with_members(where, member_filter(src, members, column))
             dst_where = with_members(where, member_filter(dst, members, column))
-            names = [c.name for c in key_cols]
-            member_key = names.index(column) if column in names else None
             diffs.every = []
         n_src = count_rows(src, table, src_where, "source")
         if not src.kind == dst.kind == "sqlite":  # a SQLite pair filters both on the source
@@ -144,16 +143,27 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             raise ActionFailed(
                 scrub(scrub(text, src.dsn), dst.dsn), retryable=is_transient(exc)
             ) from None
+        owners: list[Any] = []
+        if members is not None and diffs.every:
+            owned = ((src, table, key_cols), (dst, target_table, _keys_of(tcols, cols, key_cols)))
+            for owner, kind in owners_of(owned, column, diffs.every):
+                members.fail(owner, f"sql.verify: {KINDS[kind]} in {target_table}")
+                if owner not in owners:
+                    owners.append(owner)
     progress(diffs.checked, final=True)
-    if members is not None and diffs.every:
-        for key, kind in diffs.every:
-            if member_key is not None:
-                members.fail(key[member_key], f"sql.verify: {KINDS[kind]} in {target_table}")
     outputs = _outputs(diffs, key_cols)
     if diffs.mismatches:
-        raise ActionFailed(
-            _message(table, where, diffs, key_cols), outputs=outputs, retryable=False
-        )
+        message = _message(table, where, diffs, key_cols)
+        if owners and column.lower() not in (c.name.lower() for c in key_cols):
+            # rows keyed otherwise than by member (orders of a customer): name the members too
+            shown = ", ".join(_shown(o) for o in owners[: diffs.max_report])
+            more = (
+                f" and {len(owners) - diffs.max_report:,} more"
+                if len(owners) > diffs.max_report
+                else ""
+            )
+            message += f"; member(s) marked failed ({column}): {shown}{more}"
+        raise ActionFailed(message, outputs=outputs, retryable=False)
     return outputs
 
 

@@ -2,13 +2,16 @@
 """Demo data for the two example runbooks: deterministic SQLite databases, standard library only.
 
     python runbooks/examples/demo_data.py acai --out demo/
-        demo/legacy.db    20,000 retailer customers, ~60,000 orders, their subscriptions
-        demo/new.db       the new platform: the same tables, empty, plus notices and feedback
+        demo/legacy.db    20,000 retailer customers (a few with neither e-mail nor phone),
+                          ~60,000 orders, their subscriptions
+        demo/new.db       the new platform: the same tables, empty, plus notices, their
+                          audience and feedback
         demo/staging.db   the controlled test environment: the new platform's tables, empty
 
     python runbooks/examples/demo_data.py subscription --out demo/
-        demo/subscription-legacy.db   5,000 subscribers, payment methods (a few of types the
-                                      new platform does not support), plans, subscriptions
+        demo/subscription-legacy.db   5,000 subscribers (a few with neither e-mail nor phone),
+                                      payment methods (a few of types the new platform does
+                                      not support), plans, subscriptions, billing holds (empty)
         demo/subscription-new.db      the new payment platform: the same tables, empty, plus
                                       notices, offers and feedback
 
@@ -43,8 +46,9 @@ ACAI_TABLES = {
     "customers": """CREATE TABLE IF NOT EXISTS customers (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL,
-        email TEXT NOT NULL,
-        phone TEXT NOT NULL,
+        segment TEXT NOT NULL,
+        email TEXT,
+        phone TEXT,
         locale TEXT NOT NULL,
         city TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -70,15 +74,19 @@ ACAI_INDEXES = (
     "CREATE INDEX IF NOT EXISTS orders_customer ON orders (customer_id)",
     "CREATE INDEX IF NOT EXISTS subscriptions_customer ON subscriptions (customer_id)",
 )
+# An in-product notice per campaign and language; its audience: the members of the wave it
+# announces, written from the runbook's ledger (`sql.exec` with `cohort:`, table rb_members).
 NOTICES = """CREATE TABLE IF NOT EXISTS notices (
         campaign TEXT NOT NULL,
         locale TEXT NOT NULL,
-        bucket_from INTEGER NOT NULL,
-        bucket_to INTEGER NOT NULL,
         title TEXT NOT NULL,
         body TEXT NOT NULL,
         published_at TEXT NOT NULL,
         PRIMARY KEY (campaign, locale))"""
+ACAI_AUDIENCE = """CREATE TABLE IF NOT EXISTS notice_audience (
+        campaign TEXT NOT NULL,
+        customer_id INTEGER NOT NULL,
+        PRIMARY KEY (campaign, customer_id))"""
 ACAI_FEEDBACK = """CREATE TABLE IF NOT EXISTS feedback (
         customer_id INTEGER PRIMARY KEY,
         wave TEXT NOT NULL,
@@ -99,10 +107,30 @@ FIRST_NAMES = {
     "es": ("Lucía", "Mateo", "Sofía", "Santiago", "Valentina", "Diego", "Camila"),
     "en": ("Emma", "Liam", "Olivia", "Noah", "Ava", "James"),
 }
+# (the shop's word, its segment): bars and snack bars, markets and grocers, ice-cream shops
 SHOPS = {
-    "pt-BR": ("Açaí", "Mercado", "Empório", "Sorveteria", "Lanchonete", "Hortifrúti"),
-    "es": ("Heladería", "Almacén", "Frutería", "Mercado", "Kiosco"),
-    "en": ("Bowl Bar", "Market", "Juice Co.", "Deli", "Smoothies"),
+    "pt-BR": (
+        ("Açaí", "bar"),
+        ("Mercado", "market"),
+        ("Empório", "market"),
+        ("Sorveteria", "ice-cream"),
+        ("Lanchonete", "bar"),
+        ("Hortifrúti", "market"),
+    ),
+    "es": (
+        ("Heladería", "ice-cream"),
+        ("Almacén", "market"),
+        ("Frutería", "market"),
+        ("Mercado", "market"),
+        ("Kiosco", "bar"),
+    ),
+    "en": (
+        ("Bowl Bar", "bar"),
+        ("Market", "market"),
+        ("Juice Co.", "bar"),
+        ("Deli", "market"),
+        ("Smoothies", "ice-cream"),
+    ),
 }
 SURNAMES = {
     "pt-BR": ("Silva", "Santos", "Oliveira", "Souza", "Lima", "Costa", "Pereira", "Carvalho"),
@@ -168,21 +196,41 @@ def _cents(value: int) -> str:
     return f"{sign}{abs(value) // 100}.{abs(value) % 100:02d}"
 
 
+def _contact(n: int, email: str, phone: str) -> tuple[str | None, str | None]:
+    """The contact the legacy system holds for customer ``n``: a few have neither e-mail nor
+    phone (the runbooks exclude them, reason no-contact), a few only one of them. Chosen by
+    number, not drawn: every other value stays what the seed makes it."""
+    if n % 199 == 42:
+        return None, None
+    if n % 211 == 5:
+        return None, phone
+    if n % 223 == 9:
+        return email, None
+    return email, phone
+
+
 def acai_rows(rng: random.Random, n: int) -> dict[str, list[tuple[object, ...]]]:
     customers: list[tuple[object, ...]] = []
     orders: list[tuple[object, ...]] = []
     subscriptions: list[tuple[object, ...]] = []
     for cid in range(1, n + 1):
         locale = _pick(rng, LOCALES)
-        name = f"{_one(rng, SHOPS[locale])} {_one(rng, SURNAMES[locale])}"
+        shop, segment = _one(rng, SHOPS[locale])
+        name = f"{shop} {_one(rng, SURNAMES[locale])}"
         slug = _ascii(name).lower().replace(" ", "-").replace(".", "")
         status = _pick(rng, (("active", 85), ("inactive", 12), ("blocked", 3)))
+        email, phone = _contact(
+            cid,
+            f"{slug}-{cid}@example.com",
+            f"{PHONE_PREFIX[locale]}{cid:04d}-{_between(rng, 0, 9999):04d}",
+        )
         customers.append(
             (
                 cid,
                 name,
-                f"{slug}-{cid}@example.com",
-                f"{PHONE_PREFIX[locale]}{cid:04d}-{_between(rng, 0, 9999):04d}",
+                segment,
+                email,
+                phone,
                 locale,
                 _one(rng, CITIES[locale]),
                 status,
@@ -230,8 +278,8 @@ SUB_TABLES = {
     "subscribers": """CREATE TABLE IF NOT EXISTS subscribers (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL,
-        email TEXT NOT NULL,
-        phone TEXT NOT NULL,
+        email TEXT,
+        phone TEXT,
         locale TEXT NOT NULL,
         status TEXT NOT NULL,
         created_at TEXT NOT NULL)""",
@@ -265,11 +313,15 @@ SUB_INDEXES = (
     "CREATE INDEX IF NOT EXISTS payment_methods_subscriber ON payment_methods (subscriber_id)",
     "CREATE INDEX IF NOT EXISTS subscriptions_subscriber ON subscriptions (subscriber_id)",
 )
+# The old platform's list of subscribers it must no longer bill (one row per subscriber moved).
 BILLING_HOLDS = """CREATE TABLE IF NOT EXISTS billing_holds (
-        wave TEXT PRIMARY KEY,
-        bucket_from INTEGER NOT NULL,
-        bucket_to INTEGER NOT NULL,
+        subscriber_id INTEGER PRIMARY KEY,
+        wave TEXT NOT NULL,
         held_at TEXT NOT NULL)"""
+SUB_AUDIENCE = """CREATE TABLE IF NOT EXISTS notice_audience (
+        campaign TEXT NOT NULL,
+        subscriber_id INTEGER NOT NULL,
+        PRIMARY KEY (campaign, subscriber_id))"""
 OFFERS = """CREATE TABLE IF NOT EXISTS offers (
         subscriber_id INTEGER NOT NULL,
         kind TEXT NOT NULL,
@@ -313,12 +365,17 @@ def subscription_rows(rng: random.Random, n: int) -> dict[str, list[tuple[object
         locale = _pick(rng, LOCALES)
         name = f"{_one(rng, FIRST_NAMES[locale])} {_one(rng, SURNAMES[locale])}"
         status = _pick(rng, (("active", 88), ("past_due", 4), ("cancelled", 8)))
+        email, phone = _contact(
+            sid,
+            f"{_ascii(name).lower().replace(' ', '.')}.{sid}@example.org",
+            f"{PHONE_PREFIX[locale]}{sid:04d}-{_between(rng, 0, 9999):04d}",
+        )
         subscribers.append(
             (
                 sid,
                 name,
-                f"{_ascii(name).lower().replace(' ', '.')}.{sid}@example.org",
-                f"{PHONE_PREFIX[locale]}{sid:04d}-{_between(rng, 0, 9999):04d}",
+                email,
+                phone,
                 locale,
                 status,
                 _days_ago(rng, 30, 2000),
@@ -385,12 +442,14 @@ def generate(kind: str, out: Path, seed: int, customers: int) -> str:
     rng = random.Random(f"{kind}:{seed}")
     if kind == "acai":
         rows = acai_rows(rng, customers)
-        new_tables = [*ACAI_TABLES.values(), NOTICES, ACAI_FEEDBACK]
+        new_tables = [*ACAI_TABLES.values(), NOTICES, ACAI_AUDIENCE, ACAI_FEEDBACK]
         _create(out / "legacy.db", ACAI_TABLES.values(), rows, ACAI_INDEXES)
         _create(out / "new.db", new_tables, {}, ACAI_INDEXES)
         _create(out / "staging.db", new_tables, {}, ACAI_INDEXES)
+        lost = sum(1 for c in rows["customers"] if c[3] is None and c[4] is None)
         return (
-            f"acai: {out / 'legacy.db'}: {len(rows['customers'])} customers, "
+            f"acai: {out / 'legacy.db'}: {len(rows['customers'])} customers "
+            f"({lost} with no e-mail nor phone), "
             f"{len(rows['orders'])} orders, {len(rows['subscriptions'])} subscriptions; "
             f"{out / 'new.db'} and {out / 'staging.db'} empty (seed {seed})"
         )
@@ -398,10 +457,12 @@ def generate(kind: str, out: Path, seed: int, customers: int) -> str:
     unsupported = sum(1 for m in rows["payment_methods"] if m[2] in UNSUPPORTED)
     tables = list(SUB_TABLES.values())
     _create(out / "subscription-legacy.db", [*tables, BILLING_HOLDS], rows, SUB_INDEXES)
-    _create(out / "subscription-new.db", [*tables, NOTICES, OFFERS, SUB_FEEDBACK], {}, SUB_INDEXES)
+    new_tables = [*tables, NOTICES, SUB_AUDIENCE, OFFERS, SUB_FEEDBACK]
+    _create(out / "subscription-new.db", new_tables, {}, SUB_INDEXES)
+    lost = sum(1 for c in rows["subscribers"] if c[2] is None and c[3] is None)
     return (
         f"subscription: {out / 'subscription-legacy.db'}: {len(rows['subscribers'])} "
-        f"subscribers, {len(rows['payment_methods'])} payment methods ({unsupported} of types "
+        f"subscribers ({lost} with no e-mail nor phone), {len(rows['payment_methods'])} payment methods ({unsupported} of types "
         f"the new platform does not support), {len(rows['plans'])} plans, "
         f"{len(rows['subscriptions'])} subscriptions; {out / 'subscription-new.db'} empty "
         f"(seed {seed})"

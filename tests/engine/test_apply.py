@@ -403,3 +403,42 @@ def test_a_run_that_needed_compensation_never_ends_in_a_plain_success(runbook) -
     assert status_json(runbook, "r.yaml")["run"]["status"] == "succeeded"
     r = runbook("apply", "r.yaml", "--yes")  # the run is over: nothing to do, exit 0
     assert r.code == 0 and "nothing to do" in r.out
+
+
+def test_a_wave_run_again_runs_its_steps_in_order_across_a_when_skipped_step(runbook) -> None:
+    """The next attempt of a rolled-back wave runs every step of it in order: a step skipped by
+    `when` in the first attempt is evaluated again, not counted as done (the steps after it
+    used to start before the ones before it, and the run could end with those never run)."""
+
+    def undo(name: str) -> dict[str, object]:
+        return {"action": "shell", "with": {"command": f"echo undo-{name} >> ledger.txt"}}
+
+    write(
+        "r.yaml",
+        phases=[
+            {
+                "id": "p",
+                "waves": [{"id": "w1"}],
+                "steps": [
+                    sh("a", "sleep 0.3; echo a >> ledger.txt", rollback=undo("a")),
+                    sh("b", "echo b >> ledger.txt", when="vars.never", rollback=undo("b")),
+                    sh("c", "echo c >> ledger.txt", rollback=undo("c")),
+                    sh("d", "test -e fixed", on_failure="rollback-wave"),
+                ],
+            }
+        ],
+        vars={"never": False},
+    )
+    assert runbook("apply", "r.yaml", "--yes").code == 1
+    assert ledger_lines() == ["a", "c", "undo-c", "undo-a"]
+    Path("fixed").touch()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1 and "succeeded after compensation (exit 1)" in r.out, r.output
+    assert ledger_lines()[4:] == ["a", "c"]
+    assert "b[w1] pending again (was skipped (when))" in r.out
+    assert statuses(runbook, "r.yaml") == {
+        "a[w1]": "succeeded",
+        "b[w1]": "skipped",
+        "c[w1]": "succeeded",
+        "d[w1]": "succeeded",
+    }

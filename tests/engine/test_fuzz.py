@@ -54,7 +54,8 @@ def test_the_mutant_of_the_issue(runbook, tmp_path: Path) -> None:
     before = listing(tmp_path)
     r = runbook("validate", "m.yaml")
     assert r.code == 2, r.output
-    assert "m.yaml:126:12: contingencies[0].wit<<: unknown alias *ah" in r.err
+    line = text[: text.index("wit<<: *ah:")].count("\n") + 1  # the example's own line
+    assert f"m.yaml:{line}:12: contingencies[0].wit<<: unknown alias *ah" in r.err
     assert "internal error" not in r.output and "Traceback" not in r.output
     assert listing(tmp_path) == before
 
