@@ -170,8 +170,7 @@ class Apply(Runner):
         In the order steps run, so that a step skipped by `when` after one that runs again (a
         rolled-back wave's next attempt) is evaluated again too, instead of counting as done
         and letting the steps after it run before the ones before it."""
-        order = self.dag.order_index
-        for node in sorted(self.rb.instances, key=lambda n: order.get(n, len(order))):
+        for node in self.dag.step_order():
             st = self.s.state.steps.get(node)
             if node in self.options.replace:
                 self.emit(
@@ -224,7 +223,7 @@ class Apply(Runner):
             elif status is Status.SKIPPED and (
                 st.reason != "when"
                 or new_run
-                or any(self.status(p) not in DONE for p in self.step_preds(node))
+                or any(self.status(p) not in DONE for p in self.dag.ancestors([node]))
             ):
                 self.emit(
                     {
