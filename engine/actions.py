@@ -128,6 +128,10 @@ class Members(Protocol):
 
     def only(self, keys: Iterable[Any]) -> None: ...
 
+    def completed(self) -> None:
+        """Every member was handled (those failed aside), even if the step then fails."""
+        ...
+
     def fail(self, key: Any, reason: str) -> None: ...
 
     def unknown(self, keys: Iterable[Any]) -> None:

@@ -4,6 +4,7 @@ templates), streamed in batches."""
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,6 +64,26 @@ def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
     return names
 
 
+def key_of(value: Any) -> Any:
+    """A source's key as the ledger keeps it: integers and text as they are; a number that is
+    whole as an integer; a UUID, a date or anything else as its text (SQLite stores those
+    types, and the members' joins compare them the same way on every engine)."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
+        return value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else repr(value)
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else str(value.normalize())
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    return str(value)
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -109,7 +130,12 @@ def rows(cohort: Cohort, dsn: str, smap: Any = None) -> Iterator[Row]:
                 batch = cur.fetchmany(BATCH)
                 if not batch:
                     break
-                yield from batch
+                for row in batch:
+                    key = row[0]
+                    if type(key) is int or type(key) is str:
+                        yield row
+                    else:
+                        yield (key_of(key), *row[1:])
             conn.rollback()
     except ActionFailed as exc:
         raise located(

@@ -149,6 +149,7 @@ class WaveMembers:
         self.failed: list[tuple[Any, str]] = []
         self.cut: list[Any] = []
         self.per_member = False  # set by foreach: its members' marks are their own calls
+        self.complete = False  # see completed()
 
     def rows(self) -> list[tuple[Any, dict[str, Any], str]]:
         states = self.states
@@ -205,9 +206,19 @@ class WaveMembers:
             effect=lambda db: ledger.record_messages(db, self.cohort, batch, at),
         )
 
-    def mark(self, state: str | None, with_state: bool) -> ledger.Mark | None:
-        """The marks to commit: ``state`` for the members handled (when ``with_state``), and
-        ``failed`` for those that failed."""
+    def completed(self) -> None:
+        """The action handled every member of the wave (those it failed aside): on a failure
+        under `continue`, they still reach the step's `marks` (a verify that found differences
+        verified the others)."""
+        self.complete = True
+
+    def mark(self, state: str | None, succeeded: bool, keep_going: bool) -> ledger.Mark | None:
+        """The marks to commit: ``state`` for the members handled, ``failed`` for those that
+        failed. On success, the members handled are those the action named, else all of them;
+        on a failure (under `continue`, or a foreach's members done), only those the action
+        said it handled: a step that failed before touching its members marks nobody."""
+        explicit = self.handled is not None or self.complete
+        with_state = succeeded or (keep_going and explicit)
         if not self.failed and not self.cut and (state is None or not with_state):
             return None
         return ledger.Mark(

@@ -336,11 +336,9 @@ class Apply(Runner):
         if r.members is None:
             return None
         # a foreach step's members done are marked whatever the step's outcome: each of them
-        # was called (moved) for real
-        with_state = (
-            succeeded or inst.step.on_failure is OnFailure.CONTINUE or inst.step.foreach is not None
-        )
-        return rcohorts.mark_effect(r.members.mark(inst.step.marks, with_state))
+        # was called (moved) for real; under `continue`, the members the action handled
+        keep_going = inst.step.on_failure is OnFailure.CONTINUE or inst.step.foreach is not None
+        return rcohorts.mark_effect(r.members.mark(inst.step.marks, succeeded, keep_going))
 
     def handle(self, r: Result) -> None:
         inst = self.rb.instances[r.node]

@@ -140,6 +140,21 @@ def short_of(db: Database, cohort: str, wave: str, target: str) -> Short | None:
     return Short(wave, target, n, first)
 
 
+def untold_of(db: Database, cohort: str, wave: str, attempt: int) -> Short | None:
+    """Members whose message of this attempt is uncertain (a send cut by a crash, never resent
+    on its own) and that no send of the same step reached: nobody is left uninformed unsaid."""
+    sql = (
+        "SELECT DISTINCT m.key FROM message m WHERE m.cohort = ? AND m.attempt = ?"
+        " AND m.state = 'uncertain' AND m.key IN (SELECT key FROM entity WHERE cohort = ?"
+        " AND wave = ?) AND NOT EXISTS (SELECT 1 FROM message s WHERE s.cohort = m.cohort"
+        " AND s.key = m.key AND s.step = m.step AND s.attempt = m.attempt AND s.state = 'sent')"
+    )
+    keys = [k for (k,) in db.query(sql, (cohort, attempt, cohort, wave))]
+    if not keys:
+        return None
+    return Short(wave, "told (uncertain sends)", len(keys), keys[:LISTED])
+
+
 def cohort_outcomes(rb: Runbook, state: State, db: Database | None) -> list[CohortOutcome]:
     """Every frozen cohort of the runbook, with its finished waves that fell short."""
     out: list[CohortOutcome] = []
@@ -157,6 +172,10 @@ def cohort_outcomes(rb: Runbook, state: State, db: Database | None) -> list[Coho
             short = short_of(db, name, wave, wanted[wave])
             if short is not None:
                 result.short.append(short)
+            current = state.attempts.get((name, wave))
+            untold = untold_of(db, name, wave, current.attempt) if current else None
+            if untold is not None:
+                result.short.append(untold)
         out.append(result)
     return out
 

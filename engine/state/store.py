@@ -204,7 +204,7 @@ class Store:
                     if effects and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:  # the disk, the file: not our own values
                 self._fail(exc)
             if effects and _FAULT:
                 _fault("effects-committed")
@@ -234,7 +234,7 @@ class Store:
                     if effect is not None and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.Error as exc:
+            except sqlite3.OperationalError as exc:
                 self._fail(exc)
             if effect is not None and _FAULT:
                 _fault("effects-committed")

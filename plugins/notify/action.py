@@ -97,8 +97,9 @@ class NotifyAction(BuiltinAction):
         )
         channel = _channel(channel_name, params, ctx)
         run = _Run(ctx, channel, bool(params.get("resend_uncertain")))
+        per_member = ctx.members is not None and isinstance(to, Mapping) and bool(to.get("cohort"))
         try:
-            todo = [renderer.render(r) for r in run.triage(recipients, renderer)]
+            todo = _render_all(run.triage(recipients, renderer), renderer, ctx, per_member)
             if todo:
                 channel.open()
                 run.send_all(todo)
@@ -113,15 +114,31 @@ class NotifyAction(BuiltinAction):
             channel.close()
         run.flush()
         outputs = run.outputs(channel_name, channel)
-        if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
+        if per_member and ctx.members is not None:
+            members = ctx.members
             told = run.told(recipients)
-            ctx.members.only(r.entity for r in told)
-            ctx.members.messages(  # every member told, a resume's earlier sends included
+            members.only(r.entity for r in told)
+            members.messages(  # every member told, a resume's earlier sends included
                 (r.entity, channel_name, renderer.message_id(r), "sent") for r in told
             )
-            ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
+            members.messages((k, channel_name, None, "unreachable") for k in unreachable)
+            # a send cut by a crash (or a server that did not answer) is uncertain: not resent,
+            # and shown in the member's journey, never as told
+            members.messages(
+                (r.entity, channel_name, renderer.message_id(r), "uncertain")
+                for r in run.uncertain_recipients
+            )
+            # one member's refused message fails that member, not the wave (SPEC §11)
+            for r, why in run.refused_recipients:
+                members.fail(r.entity, why)
+            members.messages(
+                (r.entity, channel_name, renderer.message_id(r), "failed")
+                for r, _ in run.refused_recipients
+            )
             outputs["unreachable"] = len(unreachable)
-            outputs["refused"] = len(refused)
+            outputs["refused"] = len(refused) + len(run.refused_recipients)
+            if run.failed and len(run.refused_recipients) < len(recipients):
+                run.failed = []  # the members that failed are failed; the others were told
         if run.uncertain:
             ctx.emit(
                 "notify.uncertain",
@@ -138,6 +155,22 @@ class NotifyAction(BuiltinAction):
                 retryable=not all(permanent for permanent in run.permanent),
             )
         return outputs
+
+
+def _render_all(
+    recipients: list[Recipient], renderer: Renderer, ctx: ActionContext, per_member: bool
+) -> list[Message]:
+    """Every message rendered before the first is sent; for a cohort, a member whose message
+    cannot be rendered (a missing locale, a bad value) fails alone."""
+    if not per_member or ctx.members is None:
+        return [renderer.render(r) for r in recipients]
+    out: list[Message] = []
+    for r in recipients:
+        try:
+            out.append(renderer.render(r))
+        except ActionFailed as exc:
+            ctx.members.fail(r.entity, exc.message)
+    return out
 
 
 def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channel:
@@ -172,6 +205,8 @@ class _Run:
         self.already = 0
         self.uncertain: list[str] = []
         self.uncertain_count = 0
+        self.uncertain_recipients: list[Recipient] = []
+        self.refused_recipients: list[tuple[Recipient, str]] = []
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
 
@@ -203,6 +238,7 @@ class _Run:
 
     def _uncertain(self, r: Recipient) -> None:
         self.uncertain_count += 1
+        self.uncertain_recipients.append(r)
         if len(self.uncertain) < LISTED:
             self.uncertain.append(r.address or r.key)
 
@@ -228,6 +264,7 @@ class _Run:
         except NotSent as exc:
             self.pending[m.key] = FAILED
             self.failed.append((m.recipient.address or "webhook", exc.reason))
+            self.refused_recipients.append((m.recipient, self.mask(exc.reason)))
             self.permanent.append(exc.permanent)
             return
         except MaybeSent as exc:

@@ -370,6 +370,17 @@ def cohort_members(params: Mapping[str, Any], ctx: ActionContext) -> Any:
     return ctx.members
 
 
+def present_members(conn: Connection, table: str, column: str, condition: str) -> set[Any]:
+    """The members that have a row in ``table`` (``condition`` from ``member_filter`` on
+    ``conn``): set-wise, one query."""
+    col = quote_ident(column)
+    cur = conn.raw.cursor()
+    cur.execute(f"SELECT DISTINCT {col} FROM {table} WHERE {condition}")
+    found = {row[0] for row in cur.fetchall()}
+    conn.rollback()
+    return found
+
+
 def with_members(where: str | None, condition: str | None) -> str | None:
     if condition is None:
         return where

@@ -53,6 +53,7 @@ from .common import (
     matching,
     member_filter,
     pick_columns,
+    present_members,
     require_table,
     scope,
     utc_sessions,
@@ -121,12 +122,16 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             existing = require_table(dst, target_table, "target")
         tcols = matching(existing, cols)
         members = cohort_members(params, ctx)
+        shown = where
         if members is not None:
             column = str(params.get("cohort_key") or members.key_column)
-            where = with_members(where, member_filter(src, members, column))
+            condition = member_filter(src, members, column)
+            where = with_members(where, condition)
+            shown = (f"{shown} and " if shown else "") + f"the members of wave {members.wave}"
             if src.kind == dst.kind == "sqlite":
                 member_filter(dst, members, column)  # the target reads the source attached
         job = _Job(src, dst, table, target_table, where, cols, key_cols, tcols, batch, watch)
+        job.shown = shown
         total = count_rows(src, table, where, "source")
         job.progress = Progress(ctx.progress, "copied", total)
         try:
@@ -142,6 +147,9 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 ) from None
             raise job.failed(exc) from None
         job.progress(job.copied, final=True)
+        if members is not None and [c.name for c in key_cols] == [column]:
+            # the member's own row: a member whose row is not in the source was not moved
+            members.only(present_members(src, table, column, condition))
         return {"rows_copied": job.copied}
 
 
@@ -209,6 +217,7 @@ class _Job:
     ) -> None:
         self.src, self.dst, self.watch = src, dst, watch
         self.where = where
+        self.shown = where  # how messages name the rows (no engine SQL in them)
         self.table, self.target_table = table, target_table
         self.cols, self.key_cols, self.tcols = list(cols), list(key_cols), list(tcols)
         self.batch = batch
@@ -223,7 +232,7 @@ class _Job:
 
     def failed(self, exc: BaseException) -> ActionFailed:
         text = (
-            f"copying {scope(self.table, self.where)} from {self.src.label} to "
+            f"copying {scope(self.table, self.shown)} from {self.src.label} to "
             f"{self.dst.label} failed {self.done()}: {db_message(exc)}"
         )
         text = scrub(scrub(text, self.src.dsn), self.dst.dsn)

@@ -40,6 +40,7 @@ from .common import (
     matching,
     member_filter,
     pick_columns,
+    present_members,
     require_table,
     scope,
     utc_sessions,
@@ -110,8 +111,10 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         column = ""
         if members is not None:
             column = str(params.get("cohort_key") or members.key_column)
-            src_where = with_members(where, member_filter(src, members, column))
-            dst_where = with_members(where, member_filter(dst, members, column))
+            src_condition = member_filter(src, members, column)
+            dst_condition = member_filter(dst, members, column)
+            src_where = with_members(where, src_condition)
+            dst_where = with_members(where, dst_condition)
             diffs.every = []
         n_src = count_rows(src, table, src_where, "source")
         if not src.kind == dst.kind == "sqlite":  # a SQLite pair filters both on the source
@@ -144,6 +147,19 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 scrub(scrub(text, src.dsn), dst.dsn), retryable=is_transient(exc)
             ) from None
         owners: list[Any] = []
+        if members is not None and [c.name for c in key_cols] == [column]:
+            # a member whose own row is on neither side was never compared: it differs
+            present = present_members(src, table, column, src_condition)
+            if src.kind == dst.kind == "sqlite":
+                present |= present_members(
+                    src, _target_name(src, dst, target_table), column, src_condition
+                )
+            else:
+                present |= present_members(dst, target_table, column, dst_condition)
+            for key in list(members.keys()):
+                if key not in present:
+                    members.fail(key, f"sql.verify: no row in {table} on either side")
+                    diffs.add((key,), "missing")
         if members is not None and diffs.every:
             owned = ((src, table, key_cols), (dst, target_table, _keys_of(tcols, cols, key_cols)))
             for owner, kind in owners_of(owned, column, diffs.every):
@@ -151,6 +167,8 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 if owner not in owners:
                     owners.append(owner)
     progress(diffs.checked, final=True)
+    if members is not None:
+        members.completed()  # every member compared: the others are verified
     outputs = _outputs(diffs, key_cols)
     if diffs.mismatches:
         message = _message(table, where, diffs, key_cols)
@@ -165,6 +183,13 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             message += f"; member(s) marked failed ({column}): {shown}{more}"
         raise ActionFailed(message, outputs=outputs, retryable=False)
     return outputs
+
+
+def _target_name(src: Connection, dst: Connection, table: str) -> str:
+    """The target table as the source's connection names it (a SQLite pair attaches it)."""
+    if os.path.realpath(sqlite_path(src.dsn)) == os.path.realpath(sqlite_path(dst.dsn)):
+        return table
+    return f"{ATTACHED}.{table}"
 
 
 def _keys_of(
