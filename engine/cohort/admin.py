@@ -101,10 +101,18 @@ def redraw(
     from_wave: str,
     run: str | None,
     at: str,
+    source_rows: Iterable[tuple[Any, str | None, str | None, str]] = (),
 ) -> dict[str, Any]:
     """Draw the waves from ``from_wave`` on again, by the cohort's current definition, from
-    their members and the late entities; the waves before stay as they are. Returns the new
-    summary."""
+    their members and the late entities; the waves before stay as they are. The source is read
+    again (``source_rows``): a member of a redrawn wave that an edited `exclude` now matches
+    is excluded with its reason, one gone from the source is vanished, and the strata come
+    from its current attributes. Returns the new summary."""
+    if frozen.definition.get("key") != cohort.key:
+        raise InvalidInput(
+            f"cohort {cohort.name!r}: its key changed ({frozen.definition.get('key')!r} -> "
+            f"{cohort.key!r}): a redraw keeps the entities; a new key is a new cohort"
+        )
     ids = waves_in_order(cohort)
     if from_wave not in ids:
         raise InvalidInput(
@@ -141,7 +149,30 @@ def redraw(
         " AND state IN ('pending', 'compensated')) OR state = 'late')",
         (cohort.name, *moving),
     )
-    pool = [(k, stratum(cohort, json.loads(a) if a else {}) or "") for k, a in pool_rows]
+    in_source = {key: (reason, attrs) for key, reason, _st, attrs in source_rows}
+    pool: list[tuple[Any, str]] = []
+    dropped: list[tuple[Any, str, str]] = []  # (key, state, reason)
+    for k, a in pool_rows:
+        if in_source and k not in in_source:
+            dropped.append((k, "vanished", "gone from the source"))
+            continue
+        reason, attrs = in_source.get(k, (None, a))
+        if reason is not None:
+            dropped.append((k, "excluded", str(reason)))
+            continue
+        parsed = json.loads(attrs) if attrs else {}
+        pool.append((k, stratum(cohort, parsed) or ""))
+    for k, state, why in dropped:
+        db.execute(
+            "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+            " VALUES (?, ?, ?, NULL, ?, NULL, ?, ?)",
+            (cohort.name, k, state, run, f"{why} (cohort redraw)", at),
+        )
+        db.execute(
+            "UPDATE entity SET wave = NULL, state = ?, reason = ?, updated_at = ?"
+            " WHERE cohort = ? AND key = ?",
+            (state, why, at, cohort.name, k),
+        )
     total = sum(kept.values()) + len(pool)
     planned = draw.sizes(cohort, total)
     counts = [(w, n) for w, n in planned if w in moving]

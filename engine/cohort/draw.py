@@ -28,7 +28,8 @@ class DrawError(InvalidInput):
 
 
 def rank(seed: int, key: Any) -> int:
-    """A 63-bit rank from (seed, key): the same key gets the same rank on every machine."""
+    """A 63-bit rank from (seed, key): the same key gets the same rank on every machine (the
+    integer 1 and the text '1' share one: their order is then decided by their types)."""
     digest = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
 
@@ -94,35 +95,49 @@ def sizes(cohort: Cohort, eligible: int) -> list[tuple[str, int]]:
 
 
 def split(counts: Sequence[int], strata: dict[str, int]) -> list[dict[str, int]]:
-    """Per wave, the count of each stratum: proportional, largest remainder, capped by what the
-    stratum has left; the last wave takes every stratum's remainder."""
+    """Per wave, the count of each stratum: its proportional share, rounded down, and the
+    members left over go to the strata furthest behind their share of all the waves so far
+    (largest remainder, carried from wave to wave: the rounding never drifts to one stratum,
+    so each stratum gets the floor or the ceiling of its share in every wave, the last one
+    included, which takes what is left). Capped by what a stratum has left."""
     total = sum(strata.values())
     left = dict(strata)
+    given = dict.fromkeys(strata, 0)  # members of each stratum placed in the waves so far
     out: list[dict[str, int]] = []
     order = sorted(strata)
+    done = 0
     for i, n in enumerate(counts):
         if i == len(counts) - 1:
             out.append({s: left[s] for s in order})
             break
         if total == 0 or n == 0:
-            out.append({s: 0 for s in order})
+            out.append(dict.fromkeys(order, 0))
             continue
+        done += n
         quotas = {s: n * strata[s] / total for s in order}
         got = {s: min(left[s], math.floor(quotas[s] + 1e-9)) for s in order}
         short = n - sum(got.values())
-        # largest remainders first; ties by stratum name (deterministic)
-        by_remainder = sorted(order, key=lambda s: (-(quotas[s] - math.floor(quotas[s] + 1e-9)), s))
+
+        def behind(s: str) -> tuple[float, str]:
+            # how far the stratum would be below its share of every wave so far
+            return (-(done * strata[s] / total - (given[s] + got[s])), s)
+
         while short > 0:
             moved = False
-            for s in by_remainder:
-                if short and left[s] > got[s]:
+            for s in sorted(order, key=behind):
+                if short and left[s] > got[s] and got[s] < math.ceil(quotas[s] - 1e-9):
                     got[s] += 1
                     short -= 1
                     moved = True
-            if not moved:
-                break  # cannot happen: the counts never exceed what is left in all
+            if not moved:  # every stratum at its ceiling (or empty): the cap decides
+                for s in sorted(order, key=behind):
+                    if short and left[s] > got[s]:
+                        got[s] += 1
+                        short -= 1
+                break
         for s in order:
             left[s] -= got[s]
+            given[s] += got[s]
         out.append(got)
     return out
 
@@ -150,7 +165,10 @@ def place(
             group = by_stratum[stratum] = []
         group.append((r, key))
     for members in by_stratum.values():
-        members.sort()  # by rank; a tie (1 in 2**63) by key: never by row order
+        try:
+            members.sort()  # by rank; a tie (1 in 2**63) by key: never by row order
+        except TypeError:  # such a tie between keys of two types
+            members.sort(key=lambda rk: (rk[0], type(rk[1]).__name__, str(rk[1])))
     waves = [w for w, _ in counts]
     per_wave = split([n for _, n in counts], {s: len(m) for s, m in by_stratum.items()})
     out: dict[Any, tuple[str, int]] = {}

@@ -10,6 +10,7 @@ the attributes of the members of the wave about to start are refreshed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +83,7 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
     database builds the JSON, strata are canonical once each, ranks are computed by the draw."""
     out = Drawn(cohort)
     seen: dict[Any, tuple[str | None, str | None, str]] = {}
-    duplicates: set[Any] = set()
+    duplicates: dict[Any, int] = {}  # key -> copies beyond the first
     canon = _Canon()
     no_key = 0
     n = 0
@@ -91,7 +92,7 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
         if key is None:
             no_key += 1
         elif key in seen:
-            duplicates.add(key)
+            duplicates[key] = duplicates.get(key, 0) + 1
         else:
             seen[key] = (reason, canon[raw_stratum], attrs)
     out.source_rows, out.no_key = n, no_key
@@ -113,7 +114,10 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
             rows.append((key, got[0], "pending", None, st, got[1], attrs))
             continue
         why = "duplicate-key" if key in duplicates else str(reason)
-        out.excluded[why] = out.excluded.get(why, 0) + 1
+        # every copy of a duplicate key is excluded and counted (SPEC §7); the ledger keeps one
+        # row for the key, with the first copy's attributes
+        copies = 1 + duplicates.get(key, 0)
+        out.excluded[why] = out.excluded.get(why, 0) + copies
         rows.append((key, None, "excluded", why, st, draw.rank(seed, key), attrs))
     return out
 
@@ -142,9 +146,12 @@ def reconcile(
     run: str | None,
     refresh_wave: str | None,
     smap: Any = None,
+    started: Iterable[str] = (),
 ) -> Reconciled:
     """Late and vanished entities, marked in the ledger (inside the caller's transaction);
-    the attributes of ``refresh_wave``'s members refreshed from the source."""
+    the attributes of ``refresh_wave``'s members refreshed from the source. A vanished member
+    back in the source rejoins its wave when that wave has not started (``started`` lists the
+    waves that have), else it is late: `cohort admit` puts it in a wave."""
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS source_keys (key PRIMARY KEY, attrs TEXT) WITHOUT ROWID"
     )
@@ -157,13 +164,40 @@ def reconcile(
 
     db.executemany("INSERT OR IGNORE INTO temp.source_keys (key, attrs) VALUES (?, ?)", feed())
     out = Reconciled()
+    back = db.query(
+        "SELECT e.key, e.wave FROM entity e WHERE e.cohort = ? AND e.state = 'vanished'"
+        " AND EXISTS (SELECT 1 FROM temp.source_keys s WHERE s.key = e.key)",
+        (cohort.name,),
+    )
+    gone_by = set(started) - ({refresh_wave} if refresh_wave else set())
+    for key, wave in back:
+        rejoin = wave is not None and wave not in gone_by
+        state, why = (
+            ("pending", "back in the source")
+            if rejoin
+            else ("late", "back in the source after its wave started")
+        )
+        db.execute(
+            "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+            " VALUES (?, ?, ?, NULL, ?, NULL, ?, ?)",
+            (cohort.name, key, state, run, why, at),
+        )
+        db.execute(
+            "UPDATE entity SET state = ?, reason = ?, updated_at = ?"
+            + ("" if rejoin else ", wave = NULL")
+            + " WHERE cohort = ? AND key = ?",
+            (state, None if rejoin else why, at, cohort.name, key),
+        )
+        if not rejoin:
+            out.late += 1
+            out.late_keys.append(key)
     late = db.query(
         "SELECT s.key FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"
         " WHERE e.cohort = ? AND e.key = s.key)",
         (cohort.name,),
     )
-    out.late = len(late)
-    out.late_keys = [k for (k,) in late[:LISTED]]
+    out.late += len(late)
+    out.late_keys = (out.late_keys + [k for (k,) in late])[:LISTED]
     if late:
         new = (
             " FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"

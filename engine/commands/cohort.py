@@ -139,7 +139,8 @@ def _check(store: Any, rb: Any, cohort: Any, dsn: str) -> Any:
     found: dict[str, Any] = {}
 
     def effect(db: Any) -> None:
-        got = fz.reconcile(db, cohort, dsn, at, run, None, rb.source)
+        started = [w for (c, w), a in store.state.attempts.items() if c == cohort.name]
+        got = fz.reconcile(db, cohort, dsn, at, run, None, rb.source, started)
         found["r"] = got
         rec.update(
             late=got.late,
@@ -280,7 +281,7 @@ def redraw(
     from ..state.store import now
 
     console = Console()
-    prepared = prepare(file, assignments, var_files, resolve_secrets=False)
+    prepared = prepare(file, assignments, var_files)
     rb = prepared.runbook
     cohort = _one(rb, name)
     with _store(ctx, prepared) as store:
@@ -297,9 +298,15 @@ def redraw(
             "from": from_wave,
         }
 
+        from ..cohort import source
+        from ..run.cohorts import source_dsn
+
+        dsn = source_dsn(rb, cohort, prepared.variables, prepared.secrets)
+        rows = list(source.rows(cohort, dsn, rb.source))  # read before the transaction
+
         def effect(db: Any) -> None:
             rec["summary"] = admin.redraw(
-                db, cohort, frozen, _started(store, cohort.name), from_wave, run, at
+                db, cohort, frozen, _started(store, cohort.name), from_wave, run, at, rows
             )
 
         store.commit(rec, effect=effect)

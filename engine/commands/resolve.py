@@ -112,7 +112,9 @@ def command(
             }
             if as_ == "pending":
                 rec["reset_attempts"] = True
-            store.commit(rec)
+            from ..run.cohorts import resolved_marks
+
+            store.commit(rec, effect=resolved_marks(rb, store, step, as_))
         finally:
             store.close()
     Console().out(f"{step} resolved as {as_}; run `runbook apply {file}` to go on")

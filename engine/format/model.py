@@ -189,8 +189,14 @@ class Cohort:
 
     @property
     def wave_ids(self) -> tuple[str, ...]:
+        """The waves in the order they run: the holdout after the last wave that has members
+        (waves of `size: 0` appended for late entities come after it)."""
         ids = tuple(w.id for w in self.waves)
-        return (*ids, HOLDOUT) if self.holdout is not None else ids
+        if self.holdout is None:
+            return ids
+        sized = [i for i, w in enumerate(self.waves) if w.size.kind == "rest" or w.size.value > 0]
+        cut = (sized[-1] + 1) if sized else len(ids)
+        return (*ids[:cut], HOLDOUT, *ids[cut:])
 
     def draw_definition(self) -> dict[str, Any]:
         """What decides who is in which wave: an edit to it after the freeze needs

@@ -195,11 +195,16 @@ class Builder:
     def _cohort_waves(self, cohort: Cohort | None) -> tuple[Wave, ...]:
         if cohort is None:
             return ()  # an unknown cohort: reported by the checks
-        waves = [Wave(w.id, i, w.vars, w.description, w.path) for i, w in enumerate(cohort.waves)]
-        if cohort.holdout is not None:
-            waves.append(
-                Wave(HOLDOUT, len(waves), {}, "the holdout: moved last", (*cohort.path, "holdout"))
-            )
+        by_id = {w.id: w for w in cohort.waves}
+        waves: list[Wave] = []
+        for i, wid in enumerate(cohort.wave_ids):
+            w = by_id.get(wid) if wid != HOLDOUT or cohort.holdout is None else None
+            if w is not None:
+                waves.append(Wave(w.id, i, w.vars, w.description, w.path))
+            else:
+                waves.append(
+                    Wave(HOLDOUT, i, {}, "the holdout: moved last", (*cohort.path, "holdout"))
+                )
         return tuple(waves)
 
     def _phase(

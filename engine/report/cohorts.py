@@ -60,6 +60,16 @@ def _in_run(db: Database, cohort: str, run: str) -> dict[tuple[str | None, str],
     return {(w, str(s)): int(n) for w, s, n in rows}
 
 
+def _told(db: Database, cohort: str, wave: str, attempt: int) -> int:
+    rows = db.query(
+        "SELECT count(DISTINCT m.key) FROM message m JOIN entity e ON e.cohort = m.cohort"
+        " AND e.key = m.key WHERE m.cohort = ? AND e.wave = ? AND m.attempt = ?"
+        " AND m.state = 'sent' AND m.step NOT LIKE '%#rollback'",
+        (cohort, wave, attempt),
+    )
+    return int(rows[0][0]) if rows else 0
+
+
 def funnel(
     db: Database, cohort: str, waves: list[str], state: State, run: str
 ) -> tuple[list[Funnel], dict[str, int]]:
@@ -84,7 +94,9 @@ def funnel(
                 wave=w,
                 attempts=at.attempt if at is not None else 0,
                 members=sum(c.values()),
-                notified=reached("notified"),
+                # told for real: a message sent in the wave's current attempt (a member moved
+                # without a message, unreachable, is not counted as told)
+                notified=_told(db, cohort, w, at.attempt) if at is not None else 0,
                 moved=reached("moved"),
                 verified=c.get("verified", 0),
                 failed=c.get("failed", 0),

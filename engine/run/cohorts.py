@@ -179,7 +179,7 @@ class WaveMembers:
         return Path(self.store.db.path)
 
     def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:
-        return ledger.member_query(self.cohort, self.wave, schema)
+        return ledger.member_query(self.cohort, self.wave, schema, self.states)
 
     def only(self, keys: Iterable[Any]) -> None:
         self.handled = [*(self.handled or []), *keys]
@@ -274,7 +274,10 @@ def begin_wave(
 
     def effect(db: Database) -> None:
         try:
-            got = fz.reconcile(db, cohort, dsn, at, run, inst.wave.id if inst.wave else None)
+            started = [w for (c, w), a in store.state.attempts.items() if c == cohort.name]
+            got = fz.reconcile(
+                db, cohort, dsn, at, run, inst.wave.id if inst.wave else None, None, started
+            )
         except DrawError as exc:
             raise ActionFailed(exc.message) from None
         found["late"], found["vanished"] = got.late, got.vanished
@@ -336,15 +339,27 @@ def compensate(
             and cohort_of(i) is not None
         ]
         in_place = (Status.SUCCEEDED, Status.ROLLBACK_FAILED, Status.ROLLING_BACK, Status.UNKNOWN)
-        left = [n for n in touching if store.state.status_of(n) in in_place]
+        left = [
+            n
+            for n in touching
+            if store.state.status_of(n) in in_place
+            # failed part way, not undone: what it changed for its members may still be there
+            or (store.state.status_of(n) is Status.FAILED and _changes(rb.instances[n]))
+        ]
         current = store.state.attempts.get((cohort, wave))
         if current is None or current.status == "compensated":
             continue
         if left:
+            counts = ", ".join(
+                f"{n} {st}"
+                for w, st, n in ledger.counts(store.db, cohort)
+                if w == wave and st in ledger.MEMBER_STATES
+            )
             notice(
-                f"cohort {cohort}, wave {wave}: its members keep their states, since "
-                f"{', '.join(left)} touched them and {'was' if len(left) == 1 else 'were'} left in "
-                "place"
+                f"cohort {cohort}, wave {wave}: not compensated, since {', '.join(left)} "
+                f"touched its members and {'was' if len(left) == 1 else 'were'} left in place; "
+                f"its members stay as they are ({counts}): `runbook customers --wave {wave}` "
+                "lists them"
             )
             continue
         at = now()
@@ -365,3 +380,56 @@ def compensate(
 def outcomes(rb: Runbook, store: Store) -> list[CohortOutcome]:
     """Each frozen cohort's entities by state, and its finished waves that fell short."""
     return cohort_outcomes(rb, store.state, store.db)
+
+
+def _changes(inst: Instance) -> bool:
+    from ..actions import registry
+
+    reg = registry()
+    return inst.step.action in reg and bool(reg.get(inst.step.action).changes)
+
+
+def revert_effect(rb: Runbook, store: Store, node: str) -> Callable[[Database], None] | None:
+    """The effect of undoing ``node`` on its members: the marks it made in the wave's current
+    attempt are taken back, so that no member is shown `moved` once its move is undone."""
+    inst = rb.instances.get(node)
+    if inst is None or inst.wave is None or inst.phase.cohort is None:
+        return None
+    if cohort_of(inst) is None or inst.step.marks is None:
+        return None
+    current = store.state.attempts.get((inst.phase.cohort, inst.wave.id))
+    if current is None:
+        return None
+    return partial(
+        _revert,
+        cohort=inst.phase.cohort,
+        wave=inst.wave.id,
+        step=node,
+        attempt=current.attempt,
+        run=current.run,
+        at=now(),
+    )
+
+
+def _revert(
+    db: Database, *, cohort: str, wave: str, step: str, attempt: int, run: str, at: str
+) -> None:
+    ledger.revert(db, cohort, wave, step, attempt, run, at)
+
+
+def resolved_marks(
+    rb: Runbook, store: Store, node: str, as_: str
+) -> Callable[[Database], None] | None:
+    """``resolve STEP --as succeeded`` on a step that marks its members: the operator says it
+    took effect, so its members reach its `marks` as its success would have taken them."""
+    inst = rb.instances.get(node)
+    if inst is None or as_ != "succeeded" or inst.step.marks is None:
+        return None
+    cohort = cohort_of(inst)
+    if cohort is None or inst.wave is None or inst.step.foreach is not None:
+        return None
+    current = store.state.attempts.get((cohort, inst.wave.id))
+    if current is None:
+        return None
+    mark = ledger.Mark(cohort, inst.wave.id, inst.step.marks, node, current.run, current.attempt)
+    return mark_effect(mark)

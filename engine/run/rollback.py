@@ -50,6 +50,14 @@ def undo_for(inst: Instance) -> Undo:
     return Undo(inst.id, "missing", "NO ROLLBACK DEFINED: its changes stay")
 
 
+def partial_effects(inst: Instance) -> bool:
+    """A failed step that works on a wave's members and declares a rollback: it may have done
+    part of its work (copied some batches), and undoing it is confined to those members."""
+    from .cohorts import cohort_of
+
+    return inst.step.rollback is not None and cohort_of(inst) is not None
+
+
 def rollback_groups(dag: Dag, scope: set[str]) -> list[list[str]]:
     """Rollback order in parallel groups, the latest dependents first: group k holds the steps
     of ``scope`` with k steps of ``scope`` after them on their longest path (networkx order,
@@ -86,10 +94,23 @@ class Rollback(Runner):
         """The targets plus every succeeded step that depends on them (undone first)."""
         live = {Status.SUCCEEDED, Status.ROLLING_BACK, Status.ROLLBACK_FAILED}
         grown = set(targets) | self.dag.descendants(targets)
-        return {n for n in grown if self.status(n) in live}
+        return {
+            n
+            for n in grown
+            if self.status(n) in live
+            or (self.status(n) is Status.FAILED and partial_effects(self.rb.instances[n]))
+        }
 
     def undo(self, inst: Instance) -> Undo:
         return undo_for(inst)
+
+    def undoable(self, node: str) -> bool:
+        """Succeeded, or failed part way with its members touched and a rollback to undo what
+        it did (a copy that failed after some batches: compensation needs it undone)."""
+        status = self.status(node)
+        if status is Status.SUCCEEDED:
+            return True
+        return status is Status.FAILED and partial_effects(self.rb.instances[node])
 
     # -- running -------------------------------------------------------------------------
     def run(self, targets: set[str]) -> list[str]:
@@ -134,7 +155,7 @@ class Rollback(Runner):
 
         def push(nodes: list[str]) -> None:
             for n in nodes:
-                if self.status(n) is Status.SUCCEEDED:
+                if self.undoable(n):
                     heapq.heappush(heap, (countdown.rank[n], n))
 
         def rolled_back(node: str) -> None:
@@ -150,7 +171,7 @@ class Rollback(Runner):
                 and (len(self.running) + len(started) < self.max_parallel)
             ):
                 _, node = heapq.heappop(heap)
-                if self.status(node) is not Status.SUCCEEDED or node in self.left_in_place:
+                if not self.undoable(node) or node in self.left_in_place:
                     continue
                 job = self.start(node)
                 if job is None:
@@ -169,10 +190,14 @@ class Rollback(Runner):
                 self.finish(r)
                 rolled_back(r.node)
         self.flush()
+        return self.failed_nodes
+
+    def compensate(self) -> None:
+        """After the rollback: the members of each wave whose every member-touching step is
+        undone are `compensated` (called once, by whoever ran this rollback)."""
         undone = [n for n in self.scope if self.status(n) is Status.ROLLED_BACK]
         if undone:
             rcohorts.compensate(self.rb, self.s.store, undone, self.run_id, self.s.reporter.notice)
-        return self.failed_nodes
 
     def start(self, node: str) -> Job | None:
         inst = self.rb.instances[node]
@@ -198,7 +223,8 @@ class Rollback(Runner):
                     "status": "rolled_back",
                     "note": undo.description,
                     "phase": "rollback",
-                }
+                },
+                rcohorts.revert_effect(self.rb, self.s.store, node),
             )
             return None
         call = inst.step.rollback
@@ -262,7 +288,8 @@ class Rollback(Runner):
                     "phase": "rollback",
                     "rollback_outputs": r.outputs,
                     "duration": r.duration,
-                }
+                },
+                rcohorts.revert_effect(self.rb, self.s.store, r.node),
             )
         elif r.outcome is Outcome.CANCELLED:
             inst = self.rb.instances[r.node]

@@ -27,7 +27,7 @@ from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
 from . import cohorts as rcohorts
 from .executor import Job, Outcome, Result
-from .rollback import Rollback
+from .rollback import Rollback, partial_effects
 from .runner import DEFAULT_GRACE, Runner, Session
 
 _STRENGTH = {None: 0, "abort": 1, "rollback-wave": 2, "rollback": 3}
@@ -420,10 +420,16 @@ class Apply(Runner):
             },
             self.marks(inst, r, succeeded=False),
         )
+        policy = inst.step.on_failure
+        # the decision is durable with the failure itself: a crash between them would lose
+        # the rollback, and a resume would retry the step instead
+        if policy is OnFailure.ROLLBACK_WAVE and inst.wave is not None:
+            self.decide("rollback-wave", inst.phase.id, inst.wave.id, r.node)
+        elif policy is OnFailure.ROLLBACK:
+            self.decide("rollback", None, None, r.node)
         self.flush()
         self.failures.append((r.node, r.error or "failed"))
         self.fire_contingencies(inst, r)
-        policy = inst.step.on_failure
         if policy is OnFailure.CONTINUE:
             for d in sorted(self.dag.descendants([r.node]) & self.scope):
                 if self.status(d) in (Status.PENDING, Status.WAITING):
@@ -439,9 +445,6 @@ class Apply(Runner):
         else:
             if policy is OnFailure.ROLLBACK_WAVE and inst.wave is not None:
                 self.wave_rollbacks.append((inst.phase.id, inst.wave.id))
-                self.decide("rollback-wave", inst.phase.id, inst.wave.id, r.node)
-            elif policy is OnFailure.ROLLBACK:
-                self.decide("rollback", None, None, r.node)
             want = policy.value
             if _STRENGTH[want] > _STRENGTH[self.stopping]:
                 self.stopping = want
@@ -528,18 +531,22 @@ class Apply(Runner):
         if not pending:
             return []
         live = (Status.SUCCEEDED, Status.ROLLING_BACK)
+
+        def undo(n: str) -> bool:
+            return self.status(n) in live or (
+                self.status(n) is Status.FAILED and partial_effects(self.rb.instances[n])
+            )
+
         if any(policy == "rollback" for policy, _, _ in pending):
             self.stopping = "rollback"
-            targets = {n for n in self.rb.instances if self.status(n) in live}
+            targets = {n for n in self.rb.instances if undo(n)}
         else:
             self.stopping = "rollback-wave"
             waves = {(phase, wave) for _, phase, wave in pending}
             targets = {
                 n
                 for n, inst in self.rb.instances.items()
-                if inst.wave is not None
-                and (inst.phase.id, inst.wave.id) in waves
-                and self.status(n) in live
+                if inst.wave is not None and (inst.phase.id, inst.wave.id) in waves and undo(n)
             }
         self.s.reporter.notice(f"on_failure: {self.stopping}: rolling back {len(targets)} step(s)")
         rb = Rollback(self.s, self.max_parallel, self.grace, resources=self.resources)

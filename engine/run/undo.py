@@ -70,6 +70,8 @@ def run_rollback(
     try:
         with runner.signals():
             failed = runner.run(targets)
+            if runner.interrupted_at is None:
+                runner.compensate()
     finally:
         runner.close()
     unknown = [n for n in targets if state.status_of(n) is Status.UNKNOWN]

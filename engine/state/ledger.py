@@ -207,6 +207,38 @@ def resolve_member(
     )
 
 
+def revert(db: Database, cohort: str, wave: str, step: str, attempt: int, run: str, at: str) -> int:
+    """``step`` was undone: the members whose current state it set in ``attempt`` go back to
+    the state they had before it (``pending`` when none), each with a transition."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS revert_to (key PRIMARY KEY, state TEXT)")
+    db.execute("DELETE FROM temp.revert_to")
+    db.execute(
+        "INSERT INTO temp.revert_to (key, state)"
+        " SELECT t.key, COALESCE((SELECT p.state FROM transition p WHERE p.cohort = t.cohort"
+        " AND p.key = t.key AND p.seq < t.seq AND p.state NOT IN ('unknown')"
+        " ORDER BY p.seq DESC LIMIT 1), 'pending')"
+        " FROM transition t JOIN entity e ON e.cohort = t.cohort AND e.key = t.key"
+        " WHERE t.cohort = ? AND t.step = ? AND t.attempt = ? AND e.wave = ?"
+        " AND e.state = t.state"
+        " AND t.seq = (SELECT max(x.seq) FROM transition x WHERE x.cohort = t.cohort"
+        " AND x.key = t.key)",
+        (cohort, step, attempt, wave),
+    )
+    db.execute(
+        "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
+        " SELECT ?, r.key, r.state, ?, ?, ?, ?, ? FROM temp.revert_to r",
+        (cohort, f"{step}#rollback", run, attempt, f"undone by the rollback of {step}", at),
+    )
+    cur = db.execute(
+        "UPDATE entity SET state = (SELECT r.state FROM temp.revert_to r WHERE r.key ="
+        " entity.key), reason = NULL, updated_at = ? WHERE cohort = ? AND key IN"
+        " (SELECT key FROM temp.revert_to)",
+        (at, cohort),
+    )
+    db.execute("DELETE FROM temp.revert_to")
+    return int(cur.rowcount)
+
+
 def reopen(db: Database, cohort: str, wave: str, run: str, attempt: int, at: str) -> int:
     """A new attempt of a wave: its compensated members are pending again."""
     m = Mark(cohort, wave, "pending", "(new attempt)", run, attempt)
@@ -225,12 +257,13 @@ def members(
     return [(k, json.loads(a) if a else {}, s) for k, a, s in rows]
 
 
-def member_query(cohort: str, wave: str, schema: str = "") -> tuple[str, tuple[Any, ...]]:
-    """SQL selecting the keys of the wave's members (failed and compensated ones included:
-    a copy repairs them, a rollback undoes them), for a database that has the ledger attached
-    as ``schema``."""
+def member_query(
+    cohort: str, wave: str, schema: str = "", states: Sequence[str] = ORDER
+) -> tuple[str, tuple[Any, ...]]:
+    """SQL selecting the keys of the wave's members in ``states`` (by default the ones a step
+    works on: not failed — a member that could not be told is not moved — nor compensated),
+    for a database that has the ledger attached as ``schema``."""
     prefix = f"{schema}." if schema else ""
-    states = MEMBER_STATES
     sql = (
         f"SELECT key FROM {prefix}entity WHERE cohort = ? AND wave = ? AND state IN"
         f" ({_placeholders(len(states))})"

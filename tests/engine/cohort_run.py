@@ -95,6 +95,7 @@ def steps(**extra: Any) -> list[dict[str, Any]]:
             },
             "rollback": {
                 "action": "sql.exec",
+                "idempotent": True,  # deleting the members' rows twice is the same
                 "with": {
                     "dsn": "{{ vars.new_db }}",
                     "cohort": "customers",

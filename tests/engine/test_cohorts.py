@@ -101,7 +101,7 @@ def test_duplicate_and_null_keys_are_excluded_and_reported(runbook) -> None:
     r = runbook("cohort", "freeze", "m.yaml")
     assert r.code == 0, r.output
     summary = cr.summary()
-    assert summary["excluded"] == {"duplicate-key": 1, "no-contact": 2, "no-key": 1}
+    assert summary["excluded"] == {"duplicate-key": 2, "no-contact": 2, "no-key": 1}  # copies
     assert cr.ledger("cohorts", "SELECT state, reason FROM entity WHERE key = 7") == [
         ("excluded", "duplicate-key")
     ]

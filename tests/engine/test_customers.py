@@ -86,6 +86,7 @@ def test_a_journey_interleaves_the_draw_transitions_and_messages(runbook, applie
         "message sent",
         "-> notified",
         "-> moved",
+        "-> notified",  # the copy undone: moved no longer
         "message sent",
         "-> compensated",
         "-> pending",
