@@ -9,7 +9,7 @@ import click
 from ..console.terminal import Console
 from ..errors import InvalidInput
 from ..state.lock import Lock
-from ..state.status import Status
+from ..state.status import Status, StepState
 from ..state.store import Store, state_path
 from .options import state_dir
 
@@ -25,18 +25,26 @@ from .options import state_dir
     help="What really happened to the step.",
 )
 @click.option("--by", "by", metavar="NAME", help="Who decides (default: the OS user).")
+@click.option("--comment", default="", help="Why (recorded with a gate's decision).")
 @click.pass_context
-def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) -> int:
-    """Decide the status of a step left `unknown` by a crash.
+def command(
+    ctx: click.Context, file: str, step: str, as_: str, by: str | None, comment: str
+) -> int:
+    """Decide the status of a step left `unknown` by a crash, or fail a waiting gate.
 
     A step whose action is not idempotent (shell, ssh, sql.exec, http) and that was running
     when the run stopped may or may not have taken effect: check, then say which.
     `pending` runs it again on the next apply; `succeeded` and `failed` record the
     outcome. For a step that was rolling back, `rolled_back` or `rollback_failed`.
 
+    A gate (`check`) waiting after an inconclusive evaluation takes only `--as failed`: the
+    next apply fails it as a failed measurement would (contingencies, on_failure). To pass
+    it: `runbook approve`. A waiting approval step is decided by `runbook approve` only.
+
     \b
-    Example:
+    Examples:
       runbook resolve migrate.yaml create-schema --as succeeded
+      runbook resolve migrate.yaml 'churn-gate[pilot]' --as failed --comment "churn too high"
     """
     from ..format.loader import load
 
@@ -50,30 +58,55 @@ def command(ctx: click.Context, file: str, step: str, as_: str, by: str | None) 
         store = Store(state_dir(ctx), rb.name, Masker())
         try:
             st = store.state.steps.get(step)
-            if st is None or st.status is not Status.UNKNOWN:
-                have = st.status.value if st else "pending"
-                raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
-            rollback_phase = st.reason == "rollback"
-            if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+            action = rb.instances[step].step.action
+            if st is not None and st.status is Status.WAITING and action == "check":
+                if as_ != "failed":
+                    raise InvalidInput(
+                        f"{step} is a gate waiting for a decision: resolve takes only `--as "
+                        f"failed` there; to pass it: runbook approve {file} {step}"
+                    )
+                from . import decide
+
+                decided = decide.record(store, rb, file, step, "failed", by, comment)
+                said = decide.said(decided, step, file)
+            elif st is not None and st.status is Status.WAITING:
                 raise InvalidInput(
-                    f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+                    f"{step} waits for an approval: resolve does not decide it; approve it with "
+                    f"runbook approve {file} {step}"
                 )
-            if rollback_phase and as_ == "failed":
-                raise InvalidInput(
-                    f"{step} was rolling back: resolve it as rolled_back, "
-                    "rollback_failed, or succeeded (its rollback did not happen)"
-                )
-            who = by or getpass.getuser()
-            rec: dict[str, object] = {
-                "t": "step",
-                "id": step,
-                "status": as_,
-                "reason": f"resolved by {who}",
-            }
-            if as_ == "pending":
-                rec["reset_attempts"] = True
-            store.commit(rec)
+            else:
+                said = _unknown(store, step, st, as_, by)
         finally:
             store.close()
-    Console().out(f"{step} resolved as {as_}; run `runbook apply {file}` to go on")
+    Console().out(
+        said if said else f"{step} resolved as {as_}; run `runbook apply {file}` to go on"
+    )
     return 0
+
+
+def _unknown(store: Store, step: str, st: StepState | None, as_: str, by: str | None) -> str:
+    """A step left `unknown`: record what really happened."""
+    if st is None or st.status is not Status.UNKNOWN:
+        have = st.status.value if st else "pending"
+        raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
+    rollback_phase = st.reason == "rollback"
+    if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+        raise InvalidInput(
+            f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+        )
+    if rollback_phase and as_ == "failed":
+        raise InvalidInput(
+            f"{step} was rolling back: resolve it as rolled_back, "
+            "rollback_failed, or succeeded (its rollback did not happen)"
+        )
+    who = by or getpass.getuser()
+    rec: dict[str, object] = {
+        "t": "step",
+        "id": step,
+        "status": as_,
+        "reason": f"resolved by {who}",
+    }
+    if as_ == "pending":
+        rec["reset_attempts"] = True
+    store.commit(rec)
+    return ""
