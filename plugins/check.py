@@ -151,6 +151,8 @@ class Gate:
         except Exception:  # noqa: BLE001 - a syntax error shows when it is evaluated
             names = frozenset()
         self.uses_baseline = bool(names & BASELINE_NAMES)
+        # in every measurement: what it was tested with, and in which wave attempt
+        self.where: dict[str, Any] = {"condition": self.condition, "attempt": self.attempt}
 
     # -- a decision made on an earlier, inconclusive run of this gate --------------------------
     def decided(self) -> Mapping[str, Any] | None:
@@ -261,11 +263,7 @@ class Gate:
 
         def one(index: int, tally: Tally) -> dict[str, Any]:
             reading = metrics.read(read_once, source, self.ctx, self.retry)
-            m: dict[str, Any] = {
-                "index": index,
-                "value": reading.value,
-                "condition": self.condition,
-            }
+            m: dict[str, Any] = {"index": index, "value": reading.value, **self.where}
             if reading.value is None:
                 return {
                     **m,
@@ -329,7 +327,7 @@ class Gate:
                 "n": n,
                 "n_baseline": n_base,
                 "baseline_of": base_name,
-                "condition": self.condition,
+                **self.where,
             }
             reasons = []
             if value is None:

@@ -53,7 +53,9 @@ def command(
     if step not in rb.instances:
         raise InvalidInput(f"{step!r} is not a step of {rb.name}")
     from ..masking import Masker
+    from . import decide
 
+    decide.require_run(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:
@@ -65,8 +67,6 @@ def command(
                         f"{step} is a gate waiting for a decision: resolve takes only `--as "
                         f"failed` there; to pass it: runbook approve {file} {step}"
                     )
-                from . import decide
-
                 decided = decide.record(store, rb, file, step, "failed", by, comment)
                 said = decide.said(decided, step, file)
             elif st is not None and st.status is Status.WAITING:

@@ -49,7 +49,7 @@ def baseline_rows(rep: Report) -> list[list[object]]:
                     [
                         f"{w.phase}.{w.wave}",
                         g.step,
-                        m.index + 1,
+                        f"{m.index + 1}" + (f" (attempt {m.attempt})" if m.attempt > 1 else ""),
                         number(m.value),
                         number(m.baseline) + of,
                         number(m.n),

@@ -69,6 +69,7 @@ class Measurement:
     n: int | None = None
     n_baseline: int | None = None
     baseline_of: str | None = None  # holdout | pending
+    attempt: int = 1  # the wave attempt it was taken in
 
 
 @dataclass

@@ -172,6 +172,7 @@ class Sections:
                     _int(data.get("n")),
                     _int(data.get("n_baseline")),
                     str(data["baseline_of"]) if data.get("baseline_of") else None,
+                    _int(data.get("attempt")) or 1,
                 )
             )
         waiting = row.error if row.status == "waiting" else None
