@@ -390,3 +390,74 @@ def test_a_decision_the_step_already_ended_with_is_not_used_again(
     with pytest.raises(Waiting):  # an apply after the failure measures again
         run(params, make_ctx(template_context={"steps": Steps()}))
     assert calls.read_text().split() == ["x", "x"]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def test_validate_accepts_value_in_conditions_and_rejects_two_sources(
+    runbook: Any, tmp_path: Path
+) -> None:
+    head = "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: c}\nphases:\n  - id: p\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        head + "    steps:\n      - {id: g, action: check, with: {command: 'echo 1', "
+        "condition: 'value < 2 and values | length > 0', count: 2, interval: 1s}}\n"
+    )
+    assert runbook("validate", str(good)).code == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        head + "    steps:\n      - {id: g, action: check, with: {command: 'echo 1', "
+        "url: 'http://x', json_path: a, condition: 'value < 2'}}\n"
+    )
+    r = runbook("validate", str(bad))
+    assert r.code == 2
+    assert "bad.yaml:7:38: phases[0].steps[0].with: give only one of" in r.output
+
+
+COHORT_GATES = """\
+apiVersion: runbook/v1
+kind: Runbook
+metadata: {name: v}
+vars: {legacy_db: "sqlite:///legacy.db"}
+cohorts:
+  customers:
+    source: {dsn: "{{ vars.legacy_db }}", query: "SELECT id FROM customers"}
+    key: id
+    waves: [{id: all, size: rest}]
+phases:
+  - id: plain
+    steps:
+      - {id: g1, action: check, with: {command: "echo 1", condition: "value < baseline", metric: rate, min_samples: 5}}
+  - id: rollout
+    waves: {cohort: customers}
+    steps:
+      - {id: g2, action: check, marks: moved, with: {cohort: customers, command: "echo 1", condition: "value < 1"}}
+      - {id: g3, action: check, with: {cohort: customers, dsn: "sqlite:///m.db", query: "SELECT 1, 1", metric: median, condition: "value < baseline"}}
+      - {id: g4, action: check, with: {cohort: customers, dsn: "sqlite:///m.db", query: "SELECT 1, 1", metric: rate, min_samples: 200, baseline_dsn: "sqlite:///b.db", baseline_query: "SELECT 2, 2", inconclusive_limit: 1, approvers: [maria], allow_self: false, condition: "value <= baseline + 0.01 and n >= 10 and n_baseline >= 10"}}
+"""
+
+
+def test_validate_locates_what_a_cohort_gate_may_and_may_not_say(
+    runbook: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "v.yaml"
+    path.write_text(COHORT_GATES)
+    r = runbook("validate", str(path))
+    assert r.code == 2
+    problems = [
+        line[len(f"{path}:") :] for line in r.err.splitlines() if line.startswith(f"{path}:")
+    ]
+    assert problems == [
+        "13:70: phases[0].steps[0].with.condition: baseline: known only to a cohort gate "
+        "(`cohort: NAME` in `with`, in a phase of that cohort's waves)",
+        "13:98: phases[0].steps[0].with.metric: `metric` needs `cohort`",
+        "13:117: phases[0].steps[0].with.min_samples: `min_samples` needs `cohort`",
+        "17:40: phases[1].steps[0].marks: a gate marks no member: `marks` does not apply to "
+        "step 'g2' (check)",
+        "17:82: phases[1].steps[0].with.command: a cohort gate reads (key, number) rows with "
+        "`query` and `dsn`, not `command`",
+        "18:112: phases[1].steps[1].with.metric: expected one of mean, sum, count, rate, got "
+        "'median'; did you mean 'mean'?",
+        " invalid (6 problem(s))",
+    ]  # g4, which says everything a cohort gate may, is valid
