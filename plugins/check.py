@@ -173,8 +173,8 @@ class Gate:
         outputs["decision"] = {
             k: decision.get(k) for k in ("token", "decision", "by", "on_behalf_of", "comment", "at")
         }
-        ctx.emit("check.decided", {"token": waiting["token"], "decision": decision.get("decision"),
-                                   "by": decision.get("by")})  # fmt: skip
+        said = {k: decision.get(k) for k in ("decision", "by")}
+        ctx.emit("check.decided", {"token": waiting["token"], **said})
         if decision.get("decision") == gates.PASSED:
             ctx.progress(f"gate {outputs['outcome']}")
             return outputs
@@ -253,8 +253,7 @@ class Gate:
         try:
             ok = bool(evaluate(self.condition, scope))
         except TemplateError as exc:
-            return {**m, "passed": False, "outcome": gates.INCONCLUSIVE,
-                    "reason": f"condition `{self.condition}`: {exc.message}"}  # fmt: skip
+            return _inconclusive(m, f"condition `{self.condition}`: {exc.message}")
         tally.values.append(value)
         return {**m, "passed": ok, "outcome": gates.PASSED if ok else gates.FAILED}
 
@@ -265,12 +264,7 @@ class Gate:
             reading = metrics.read(read_once, source, self.ctx, self.retry)
             m: dict[str, Any] = {"index": index, "value": reading.value, **self.where}
             if reading.value is None:
-                return {
-                    **m,
-                    "passed": False,
-                    "outcome": gates.INCONCLUSIVE,
-                    "reason": reading.reason,
-                }
+                return _inconclusive(m, reading.reason)
             return self._test(m, tally, {})
 
         return one
@@ -340,8 +334,7 @@ class Gate:
                 elif n_base is not None and n_base < self.min_samples:
                     reasons.append(f"n_baseline {n_base} < min_samples {self.min_samples}")
             if reasons:
-                return {**m, "passed": False, "outcome": gates.INCONCLUSIVE,
-                        "reason": "; ".join(reasons)}  # fmt: skip
+                return _inconclusive(m, "; ".join(reasons))
             names = {"baseline": baseline, "n": n, "n_baseline": n_base}
             return self._test(m, tally, names)
 
@@ -381,6 +374,10 @@ class Gate:
             },
         )
         raise Waiting(summary)
+
+
+def _inconclusive(m: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**m, "passed": False, "outcome": gates.INCONCLUSIVE, "reason": reason}
 
 
 def _shown(values: list[int | float]) -> str:

@@ -61,7 +61,7 @@ def command(
         from . import decide
 
         given = bool(assignments or var_files)
-        decide.require_run(state_dir(ctx), rb, file)
+        decide.require_state(state_dir(ctx), rb, file)
         with Lock(state_path(state_dir(ctx), rb.name)):
             store = Store(state_dir(ctx), rb.name, prepared.masker)
             try:

@@ -35,14 +35,12 @@ def identity() -> str:
         return "unknown"
 
 
-def require_run(state_dir: str, rb: Runbook, file: str) -> None:
+def require_state(state_dir: str, rb: Runbook, file: str) -> None:
     """Refuse (exit 2) before the state is opened for writing, and so before a state folder
-    is made, when no run of ``rb`` is in progress."""
+    is made, when ``rb`` was never applied."""
     from ..state.store import read_state
 
-    got = read_state(state_dir, rb.name)
-    run = got[0].run if got else None
-    if run is None or run.finished:
+    if read_state(state_dir, rb.name) is None:
         raise InvalidInput(
             f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
         )

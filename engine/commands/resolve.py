@@ -55,7 +55,7 @@ def command(
     from ..masking import Masker
     from . import decide
 
-    decide.require_run(state_dir(ctx), rb, file)
+    decide.require_state(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:

@@ -182,7 +182,10 @@ class Sections:
             threshold(condition),
             out,
             row.status,
-            outcome=str(row.outputs.get("outcome") or ""),
+            # a waiting gate's outputs are those of its last end, if any: not this evaluation's
+            outcome="inconclusive"
+            if waiting is not None
+            else str(row.outputs.get("outcome") or ""),
             waiting=waiting,
             decisions=list(self.walk.decisions.get(row.id, [])),
             wave=row.wave,

@@ -102,6 +102,9 @@ def test_an_inconclusive_gate_waits_with_its_measurements_everywhere(runbook: An
     assert g["status"] == "waiting" and g["waiting"] == paused["error"]
     assert [m["outcome"] for m in g["measurements"]] == ["inconclusive"] * 2
     assert "gate waits for a person: 2 of 2 measurement(s) inconclusive." in md
+    html = runbook("report", "g.yaml", "--format", "html").out
+    assert "<h4>Waiting for a person's decision</h4>" in html
+    assert "no value inconclusive (command `echo x &gt;&gt; calls.txt; cat metric.txt`" in html
     assert not Path("after.txt").exists()
 
 

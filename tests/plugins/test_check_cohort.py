@@ -256,6 +256,9 @@ def test_below_min_samples_a_person_decides_and_a_new_attempt_measures_again(
     # the pilot's two attempts, each measured; the decisions each made on one of them
     assert "| rollout.pilot | churn-gate\\[pilot\\] | 1 (attempt 2) | 0.105263 | " in md
     assert "| churn-gate\\[pilot\\] | failed | root | — | — |" in md
+    html = runbook("report", "m.yaml", "--format", "html").out
+    assert "<h4>Each measurement against its baseline</h4>" in html
+    assert '<td class="n">1 (attempt 2)</td>' in html and "<h4>Decided by a person</h4>" in html
     assert "| churn-gate\\[pilot\\] | passed | root | — | — |" in md
 
 
