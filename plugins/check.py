@@ -1,268 +1,389 @@
-"""``check``: a metric gate.
+"""``check``: a metric gate that passes, fails, or asks a person (SPEC §7, §11).
 
-A value comes from ``query`` on ``dsn`` (first column of the first row; read-only, with bound
-``params``), from ``url`` (JSON,
-``json_path`` inside it) or from ``command`` (its standard output, run by /bin/sh in its own
-process group, killed whole on timeout or Ctrl-C).  It is measured ``count`` times, every
-``interval``; each measurement is tested with ``condition`` (a Jinja2 expression over ``value``
-and ``values``, with the run's context too) and recorded as a ``check.measured`` event
-``{index (0-based), value, passed, condition}``.  The step fails as soon as more than
-``failure_limit`` measurements failed.  A value that is not a number fails the step at once,
-naming its source; so does a source that cannot be read.
+A value is measured ``count`` times, every ``interval``, from ``query``+``dsn``, ``url``+
+``json_path`` or ``command`` (``metrics.py``), or, with ``cohort:``, as a metric over the rows
+of this wave's members against a baseline (``samples.py``).  Each measurement is ``passed``,
+``failed`` or ``inconclusive`` (no number: NULL, NaN, no rows, empty output, a missing JSON
+path, a source that failed after the step's retries, a sample below ``min_samples``, a
+condition that cannot be evaluated) and is journaled as a ``check.measured`` event.  The gate
+fails as soon as more than ``failure_limit`` measurements failed; after the last one it is
+inconclusive when more than ``inconclusive_limit`` were, else it passes.
+
+An inconclusive gate records its measurements (``gate.waiting``, ``format/gates.py``) and puts
+the step ``waiting``: ``runbook approve FILE STEP`` passes it, ``runbook resolve FILE STEP --as
+failed`` fails it.  The next run of the step finds that decision, bound to the evaluation it was
+made on (run, wave attempt, token), and ends as it says, without measuring again; a decision
+the step already ended with (its outputs name the token) is never used twice.
 """
 
 from __future__ import annotations
 
-import contextlib
-import decimal
-import math
-import os
-import re
-import signal
-import subprocess
-from collections.abc import Callable, Mapping
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from runbook_engine.actions import ActionContext, BuiltinAction, Masker
-from runbook_engine.errors import ActionFailed
+from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.errors import ActionFailed, Waiting
+from runbook_engine.format import gates
 from runbook_engine.format.durations import format_duration, parse_duration
-from runbook_engine.format.templates import TemplateError, evaluate
+from runbook_engine.format.model import Retry
+from runbook_engine.format.templates import TemplateError, evaluate, parse
+
+from . import metrics
 
 DEFAULT_INTERVAL = "10s"
-SHOWN_VALUES = 20  # values listed in a failure message
-STREAM_TAIL = 2000  # characters of a command's stderr shown under a failure
-_PATH_PART = re.compile(r"\.?([^.\[\]]+)|\[(-?\d+)\]")
+KEPT = 50  # measurements kept in the outputs and in a waiting record
+BASELINE_NAMES = frozenset({"baseline", "n_baseline"})
+COHORT_KEYS = ("metric", "min_samples", "baseline_dsn", "baseline_query")
+
+
+@dataclass
+class Tally:
+    """The measurements so far and what they add up to."""
+
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    values: list[int | float] = field(default_factory=list)
+    passed: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+
+    def add(self, m: dict[str, Any]) -> None:
+        self.measurements.append(m)
+        if m["outcome"] == gates.PASSED:
+            self.passed += 1
+        elif m["outcome"] == gates.FAILED:
+            self.failed += 1
+        else:
+            self.inconclusive += 1
+
+    def outputs(self, outcome: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "values": list(self.values),
+            "passed": self.passed,
+            "failed": self.failed,
+            "inconclusive": self.inconclusive,
+            "outcome": outcome,
+            "measurements": self.measurements[-KEPT:],
+        }
+        last = self.measurements[-1] if self.measurements else {}
+        if "n" in last:
+            for key in ("value", "baseline", "n", "n_baseline", "baseline_of"):
+                out[key] = last.get(key)
+        return out
 
 
 class CheckAction(BuiltinAction):
     name = "check"
-    summary = "measure a metric and gate on a condition"
+    summary = "measure a metric and gate on a condition: pass, fail, or ask a person"
     idempotent = True
     changes = False
     late_keys = frozenset({"condition"})
-    late_names = frozenset({"value", "values"})
+    late_names = frozenset({"value", "values", "baseline", "n", "n_baseline"})
     expression_keys = frozenset({"condition"})
     command_keys = frozenset({"command"})
     url_keys = frozenset({"url"})
-    sql_keys = frozenset({"query"})
+    sql_keys = frozenset({"query", "baseline_query"})
 
     def describe(self, params: Mapping[str, Any]) -> str:
         count = params.get("count", 1)
         every = f" every {params.get('interval', DEFAULT_INTERVAL)}" if count != 1 else ""
-        return f"gate: {params.get('condition')} ({count}×{every})"
+        head = "gate"
+        if params.get("cohort"):
+            head = f"gate on cohort {params['cohort']} ({params.get('metric', 'mean')})"
+        return f"{head}: {params.get('condition')} ({count}×{every})"
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
-        condition = str(params["condition"])
-        count = int(params.get("count", 1))
-        limit = int(params.get("failure_limit", 0))
+        gate = Gate(params, ctx)
+        decided = gate.decided()
+        if decided is not None:
+            return decided
+        return gate.measure()
+
+
+def wave_attempt(ctx: ActionContext) -> int:
+    """The wave attempt the step runs in (SPEC §11; 1 outside cohort waves)."""
+    if ctx.members is not None:
+        return int(ctx.members.attempt)
+    wave = ctx.template_context.get("wave")
+    if isinstance(wave, Mapping) and isinstance(wave.get("attempt"), int):
+        return int(wave["attempt"])
+    return 1
+
+
+def _int(params: Mapping[str, Any], key: str, default: int) -> int:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ActionFailed(
+            f"check: {key}: expected a whole number ≥ 0, got {value!r}", retryable=False
+        )
+    return value
+
+
+def _retry(ctx: ActionContext) -> Retry:
+    """The step's retries: each reading of the source gets them."""
+    inst = ctx.runbook.instances.get(ctx.step_id)
+    return inst.step.call.retries if inst is not None else Retry(attempts=1)
+
+
+class Gate:
+    """One run of one gate step."""
+
+    def __init__(self, params: Mapping[str, Any], ctx: ActionContext) -> None:
+        self.params = params
+        self.ctx = ctx
+        self.condition = str(params["condition"])
+        self.count = max(1, _int(params, "count", 1))
+        self.failure_limit = _int(params, "failure_limit", 0)
+        self.inconclusive_limit = _int(params, "inconclusive_limit", 0)
+        self.min_samples = _int(params, "min_samples", 1)
         try:
-            interval = parse_duration(params.get("interval", DEFAULT_INTERVAL))
+            self.interval = parse_duration(params.get("interval", DEFAULT_INTERVAL))
         except ValueError as exc:
             raise ActionFailed(f"check: interval: {exc}", retryable=False) from None
-        source, measure = _source(params, ctx)
-        context = dict(getattr(ctx, "template_context", {}))
-        values: list[int | float] = []
-        passed = failed = 0
+        self.attempt = wave_attempt(ctx)
+        self.retry = _retry(ctx)
+        self.context = dict(ctx.template_context)
+        self.cohort = params.get("cohort")
+        try:
+            names = parse("{{ " + self.condition + " }}").names
+        except Exception:  # noqa: BLE001 - a syntax error shows when it is evaluated
+            names = frozenset()
+        self.uses_baseline = bool(names & BASELINE_NAMES)
+        # in every measurement: what it was tested with, and in which wave attempt
+        self.where: dict[str, Any] = {"condition": self.condition, "attempt": self.attempt}
 
-        def outputs() -> dict[str, Any]:
-            return {"values": list(values), "passed": passed, "failed": failed}
+    # -- a decision made on an earlier, inconclusive run of this gate --------------------------
+    def decided(self) -> Mapping[str, Any] | None:
+        ctx = self.ctx
+        waiting = gates.waiting_of(ctx.records.items(), ctx.run_id)
+        if waiting is None or waiting.get("attempt") != self.attempt:
+            return None
+        decision = gates.decision_of(ctx.records.items(), waiting)
+        if decision is None or decision.get("run") != ctx.run_id:
+            return None
+        if decision.get("attempt") != self.attempt or self._used(str(waiting["token"])):
+            return None
+        outputs: dict[str, Any] = {
+            key: waiting.get(key) for key in ("values", "passed", "failed", "inconclusive")
+        }
+        outputs["outcome"] = gates.decided_outcome(decision)
+        outputs["measurements"] = list(waiting.get("measurements") or [])
+        outputs["decision"] = {
+            k: decision.get(k) for k in ("token", "decision", "by", "on_behalf_of", "comment", "at")
+        }
+        said = {k: decision.get(k) for k in ("decision", "by")}
+        ctx.emit("check.decided", {"token": waiting["token"], **said})
+        if decision.get("decision") == gates.PASSED:
+            ctx.progress(f"gate {outputs['outcome']}")
+            return outputs
+        comment = f": {decision['comment']}" if decision.get("comment") else ""
+        raise ActionFailed(
+            f"failed by the decision of {decision.get('by')} on an inconclusive evaluation"
+            f"{comment} ({gates.measurements_text(outputs['measurements'])})",
+            outputs=outputs,
+            retryable=False,
+        )
 
-        for index in range(count):
+    def _used(self, token: str) -> bool:
+        """The step already ended with this decision (an apply after it failed, or a
+        `--replace`): the gate measures again. Read from its stored outputs, which commit
+        together with that end."""
+        steps = self.ctx.template_context.get("steps")
+        try:
+            prior = steps[self.ctx.step_id].outputs if steps is not None else None
+        except (KeyError, TypeError):
+            return False
+        decision = prior.get("decision") if isinstance(prior, Mapping) else None
+        return isinstance(decision, Mapping) and decision.get("token") == token
+
+    # -- measuring ------------------------------------------------------------------------
+    def measure(self) -> Mapping[str, Any]:
+        ctx = self.ctx
+        tally = Tally()
+        one = self._cohort_reader() if self.cohort else self._plain_reader()
+        for index in range(self.count):
             if ctx.cancel.is_set():
-                raise ActionFailed(f"check interrupted after {index} of {count}", outputs=outputs())
-            value = as_number(measure(), source, ctx.masker)
-            values.append(value)
-            ok = _test(condition, {**context, "value": value, "values": list(values)}, outputs)
-            passed, failed = passed + ok, failed + (not ok)
-            ctx.emit(
-                "check.measured",
-                {"index": index, "value": value, "passed": ok, "condition": condition},
-            )
-            verdict = "passed" if ok else "FAILED"
-            ctx.progress(f"check {index + 1}/{count}: value {value} {verdict} `{condition}`")
-            if failed > limit:
                 raise ActionFailed(
-                    f"check failed: {failed} of {index + 1} measurement(s) failed `{condition}` "
-                    f"(failure_limit {limit}); values: {_shown(values)}",
-                    outputs=outputs(),
+                    f"check interrupted after {index} of {self.count}",
+                    outputs=tally.outputs(gates.INCONCLUSIVE),
                 )
-            if index + 1 < count and not ctx.sleep(interval):
+            m = one(index, tally)
+            if ctx.cancel.is_set():
+                raise ActionFailed(
+                    f"check interrupted after {index} of {self.count}",
+                    outputs=tally.outputs(gates.INCONCLUSIVE),
+                )
+            tally.add(m)
+            ctx.emit("check.measured", m)
+            ctx.progress(f"check {index + 1}/{self.count}: {gates.measurement_text(m)}")
+            if tally.failed > self.failure_limit:
+                raise ActionFailed(
+                    f"check failed: {tally.failed} of {index + 1} measurement(s) failed "
+                    f"`{self.condition}` (failure_limit {self.failure_limit}); values: "
+                    f"{_shown(tally.values)}" + _last_sample(m),
+                    outputs=tally.outputs(gates.FAILED),
+                    retryable=False,
+                )
+            if index + 1 < self.count and not ctx.sleep(self.interval):
+                done = f"after {index + 1} of {self.count} measurement(s)"
                 if ctx.cancel.is_set():
                     raise ActionFailed(
-                        f"check interrupted after {index + 1} of {count} measurement(s)",
-                        outputs=outputs(),
+                        f"check interrupted {done}", outputs=tally.outputs(gates.INCONCLUSIVE)
                     )
                 raise ActionFailed(
-                    f"check timed out after {index + 1} of {count} measurement(s): "
-                    f"{count} every {format_duration(interval)} does not fit in the step's "
-                    f"timeout of {format_duration(ctx.timeout)}",
-                    outputs=outputs(),
+                    f"check timed out {done}: {self.count} every "
+                    f"{format_duration(self.interval)} does not fit in the step's timeout of "
+                    f"{format_duration(ctx.timeout)}",
+                    outputs=tally.outputs(gates.INCONCLUSIVE),
+                    retryable=False,
                 )
-        return outputs()
+        result = gates.outcome(
+            tally.failed, tally.inconclusive, self.failure_limit, self.inconclusive_limit
+        )
+        if result == gates.INCONCLUSIVE:
+            self._wait(tally)
+        return tally.outputs(result)
+
+    def _test(self, m: dict[str, Any], tally: Tally, names: Mapping[str, Any]) -> dict[str, Any]:
+        """Evaluate the condition on a measurement with a value."""
+        value = m["value"]
+        scope = {**self.context, **names, "value": value, "values": [*tally.values, value]}
+        try:
+            ok = bool(evaluate(self.condition, scope))
+        except TemplateError as exc:
+            return _inconclusive(m, f"condition `{self.condition}`: {exc.message}")
+        tally.values.append(value)
+        return {**m, "passed": ok, "outcome": gates.PASSED if ok else gates.FAILED}
+
+    def _plain_reader(self) -> Any:
+        source, read_once = metrics.source_of(self.params, self.ctx)
+
+        def one(index: int, tally: Tally) -> dict[str, Any]:
+            reading = metrics.read(read_once, source, self.ctx, self.retry)
+            m: dict[str, Any] = {"index": index, "value": reading.value, **self.where}
+            if reading.value is None:
+                return _inconclusive(m, reading.reason)
+            return self._test(m, tally, {})
+
+        return one
+
+    def _cohort_reader(self) -> Any:
+        from . import samples
+
+        ctx, params = self.ctx, self.params
+        members = ctx.members
+        if members is None or members.cohort != self.cohort:
+            raise ActionFailed(
+                f"`cohort: {self.cohort}` works in a wave of that cohort only (its phase needs "
+                f"`waves: {{cohort: {self.cohort}}}`)",
+                retryable=False,
+            )
+        from runbook_engine.plugins.sql.actions import params_of
+        from runbook_engine.plugins.sql.db import redact_dsn
+
+        metric = str(params.get("metric", "mean"))
+        dsn, query = str(params["dsn"]), str(params["query"])
+        base_dsn = str(params.get("baseline_dsn") or dsn)
+        base_query = str(params.get("baseline_query") or query)
+        bound = params_of(params)
+
+        def sample(on: str, sql: str, keys: list[Any], who: str) -> tuple[Any, int | None, str]:
+            got = metrics.retrying(
+                lambda: samples.measure(on, sql, bound, keys, metric, ctx.masker), ctx, self.retry
+            )
+            if isinstance(got, metrics.Reading):
+                return None, None, f"{who}: {got.reason}"
+            if got.n == 0:
+                return None, 0, f"no member of {who} has a value in the query on {redact_dsn(on)}"
+            reading = metrics.as_number(got.raw, f"the {metric} of {who}", ctx.masker)
+            return reading.value, got.n, reading.reason
+
+        def one(index: int, tally: Tally) -> dict[str, Any]:
+            moved, base_name, base_keys = members.sample()
+            wave = f"wave {members.wave} (at or past moved)"
+            value, n, why = (
+                sample(dsn, query, moved, wave)
+                if moved
+                else (None, 0, f"no member of wave {members.wave} is at or past moved")
+            )
+            who = "the holdout" if base_name == "holdout" else "the members not yet moved"
+            baseline, n_base, why_base = (
+                sample(base_dsn, base_query, base_keys, who)
+                if base_keys
+                else (None, 0, f"no {base_name} member to compare with")
+            )
+            m: dict[str, Any] = {
+                "index": index,
+                "value": value,
+                "baseline": baseline,
+                "n": n,
+                "n_baseline": n_base,
+                "baseline_of": base_name,
+                **self.where,
+            }
+            reasons = []
+            if value is None:
+                reasons.append(why)
+            elif n is not None and n < self.min_samples:
+                reasons.append(f"n {n} < min_samples {self.min_samples}")
+            if self.uses_baseline:
+                if baseline is None:
+                    reasons.append(why_base)
+                elif n_base is not None and n_base < self.min_samples:
+                    reasons.append(f"n_baseline {n_base} < min_samples {self.min_samples}")
+            if reasons:
+                return _inconclusive(m, "; ".join(reasons))
+            names = {"baseline": baseline, "n": n, "n_baseline": n_base}
+            return self._test(m, tally, names)
+
+        return one
+
+    # -- asking a person ------------------------------------------------------------------
+    def _wait(self, tally: Tally) -> None:
+        """Record this evaluation (durably, before the step says `waiting`) and wait."""
+        ctx = self.ctx
+        token = secrets.token_hex(8)
+        head = (
+            f"gate inconclusive: {gates.counts_text(tally.passed, tally.failed, tally.inconclusive)}"
+            f" of {self.count} measurement(s) (failure_limit {self.failure_limit}, "
+            f"inconclusive_limit {self.inconclusive_limit})"
+        )
+        summary = f"{head}: {gates.measurements_text(tally.measurements)}"
+        record = {
+            "token": token,
+            "run": ctx.run_id,
+            "attempt": self.attempt,
+            "head": head,
+            "summary": summary,
+            "condition": self.condition,
+            **{k: v for k, v in tally.outputs(gates.INCONCLUSIVE).items()},
+        }
+        ctx.records.put({gates.WAITING: json.dumps(record)})
+        ctx.emit(
+            "check.waiting",
+            {
+                "token": token,
+                "attempt": self.attempt,
+                "outcome": gates.INCONCLUSIVE,
+                "passed": tally.passed,
+                "failed": tally.failed,
+                "inconclusive": tally.inconclusive,
+                "measurements": tally.measurements[-KEPT:],
+            },
+        )
+        raise Waiting(summary)
 
 
-def _test(condition: str, context: Mapping[str, Any], outputs: Callable[[], Any]) -> bool:
-    try:
-        return bool(evaluate(condition, context))
-    except TemplateError as exc:
-        raise ActionFailed(
-            f"check: condition `{condition}`: {exc.message}", outputs=outputs(), retryable=False
-        ) from None
+def _inconclusive(m: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**m, "passed": False, "outcome": gates.INCONCLUSIVE, "reason": reason}
 
 
 def _shown(values: list[int | float]) -> str:
-    head = "…, " if len(values) > SHOWN_VALUES else ""
-    return "[" + head + ", ".join(str(v) for v in values[-SHOWN_VALUES:]) + "]"
+    head = "…, " if len(values) > gates.SHOWN else ""
+    return "[" + head + ", ".join(str(v) for v in values[-gates.SHOWN :]) + "]"
 
 
-def as_number(raw: Any, source: str, masker: Masker | None = None) -> int | float:
-    """The measured value as an int or a finite float; ActionFailed naming the source (the
-    value shown is masked by ``masker`` before it is cut)."""
-    if isinstance(raw, bytes):
-        raw = raw.decode(errors="replace")
-    value: Any = raw
-    if isinstance(raw, bool):
-        return int(raw)
-    if isinstance(raw, decimal.Decimal):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            try:
-                value = float(raw.strip())
-            except ValueError:
-                value = None
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
-        return value
-    shown = "NULL" if raw is None else repr(raw if not isinstance(raw, str) else raw.strip())
-    if masker is not None:
-        shown = masker.head(shown, 200) + ("…" if len(shown) > 200 else "")
-    elif len(shown) > 200:
-        shown = shown[:200] + "…"
-    raise ActionFailed(f"check: the value from {source} is not a number: {shown}")
-
-
-def _source(params: Mapping[str, Any], ctx: ActionContext) -> tuple[str, Callable[[], Any]]:
-    if params.get("query") is not None:
-        from runbook_engine.plugins.sql.actions import params_of
-        from runbook_engine.plugins.sql.db import fetch, redact_dsn
-
-        dsn, sql = str(params["dsn"]), str(params["query"])
-        bound = params_of(params)
-
-        def query() -> Any:
-            _, rows = fetch(dsn, sql, 1, bound, ctx.masker)
-            if not rows or not rows[0]:
-                raise ActionFailed(f"check: the query on {redact_dsn(dsn)} returned no rows")
-            return rows[0][0]
-
-        return f"the query on {redact_dsn(dsn)}", query
-    if params.get("url") is not None:
-        url, path = str(params["url"]), str(params["json_path"])
-        headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
-        steps = parse_json_path(path)
-        return ctx.masker.mask(f"{url} at {path}"), lambda: _from_url(
-            url, path, steps, headers, ctx
-        )
-    command = str(params["command"])
-    return f"command `{ctx.masker.mask(command)}`", lambda: _from_command(command, ctx)
-
-
-def parse_json_path(path: str) -> list[str | int]:
-    text = path.strip()
-    text = text[1:] if text.startswith("$") else text
-    steps: list[str | int] = []
-    pos = 0
-    while pos < len(text):
-        m = _PATH_PART.match(text, pos)
-        if not m:
-            raise ActionFailed(
-                f"check: invalid json_path {path!r} (use e.g. metrics.error_rate or items[0].value)",
-                retryable=False,
-            )
-        steps.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
-        pos = m.end()
-    if not steps:
-        raise ActionFailed(f"check: json_path {path!r} is empty", retryable=False)
-    return steps
-
-
-def _from_url(
-    url: str, path: str, steps: list[str | int], headers: Mapping[str, str], ctx: ActionContext
-) -> Any:
-    from runbook_engine.plugins.http import RequestError, indented, secret_headers, send
-
-    mask = ctx.masker.mask
-    try:
-        reply = send(
-            "GET",
-            url,
-            timeout=ctx.remaining(),
-            headers={"Accept": "application/json", **headers},
-            cancel=ctx.cancel,
-            secret=secret_headers(headers, mask),
-        )
-    except RequestError as exc:
-        raise ActionFailed(
-            mask(f"check: GET {url} failed: {exc.message}"), retryable=not exc.refused
-        ) from None
-    if not 200 <= reply.status < 300:
-        raise ActionFailed(
-            mask(f"check: GET {url} returned {reply.status} {reply.reason}"),
-            details=indented(reply.text(1000, ctx.masker)),
-        )
-    node = reply.json()
-    if node is None:
-        raise ActionFailed(
-            mask(f"check: GET {url} did not return JSON"),
-            details=indented(reply.text(1000, ctx.masker)),
-        )
-    for i, step in enumerate(steps):
-        in_list = (
-            isinstance(step, int) and isinstance(node, list) and -len(node) <= step < len(node)
-        )
-        if in_list or (isinstance(step, str) and isinstance(node, dict) and step in node):
-            node = node[step]
-        else:
-            done = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps[:i])
-            raise ActionFailed(
-                mask(f"check: {path!r} not found in the JSON from {url} (no {step!r} at ${done})")
-            )
-    return node
-
-
-def _from_command(command: str, ctx: ActionContext) -> Any:
-    proc = subprocess.Popen(
-        ["/bin/sh", "-c", command],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    shown = f"`{ctx.masker.mask(command)}`"
-    try:
-        while True:
-            try:
-                out, err = proc.communicate(timeout=min(0.2, max(ctx.remaining(), 0.01)))
-                break
-            except subprocess.TimeoutExpired:
-                if ctx.cancel.is_set() or ctx.remaining() <= 0:
-                    why = "interrupted" if ctx.cancel.is_set() else "timed out"
-                    raise ActionFailed(f"check: command {shown} {why}; killed") from None
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-    if proc.returncode != 0:
-        tail = ctx.masker.tail(err.decode(errors="replace"), STREAM_TAIL)
-        raise ActionFailed(
-            f"check: command {shown} exited with status {proc.returncode}",
-            details="\n".join("    " + line for line in tail.splitlines()),
-        )
-    return out
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+def _last_sample(m: Mapping[str, Any]) -> str:
+    return f"; last: {gates.measurement_text(m)}" if "n" in m else ""

@@ -118,7 +118,7 @@ def split(counts: Sequence[int], strata: dict[str, int]) -> list[dict[str, int]]
         got = {s: min(left[s], math.floor(quotas[s] + 1e-9)) for s in order}
         short = n - sum(got.values())
 
-        def behind(s: str) -> tuple[float, str]:
+        def behind(s: str, done: int = done, got: dict[str, int] = got) -> tuple[float, str]:
             # how far the stratum would be below its share of every wave so far
             return (-(done * strata[s] / total - (given[s] + got[s])), s)
 

@@ -102,6 +102,9 @@ def command(
             outcome = engine.execute()
         finally:
             engine.close()
-        text, data = apply_summary(outcome, file)
+        gates = frozenset(
+            n for n, i in prepared.runbook.instances.items() if i.step.action == "check"
+        )
+        text, data = apply_summary(outcome, file, gates)
         session.reporter.summary(text, data)
     return int(outcome.exit if not outcome.nothing_to_do else Exit.OK)

@@ -30,14 +30,19 @@ def command(
     assignments: tuple[str, ...],
     var_files: tuple[str, ...],
 ) -> int:
-    """Record an approval for a waiting `approval` step; the next apply goes on.
+    """Record an approval for a waiting `approval` step, or pass a waiting gate.
 
-    Records who, when and why in the journal. When the step lists `approvers`, NAME must
-    be one of them. Never asks for confirmation.
+    Records who, when and why in the journal; the next apply goes on. When an approval step
+    lists `approvers`, NAME must be one of them. On a gate (`check`) that waits after an
+    inconclusive evaluation, approving passes it: the decision is bound to the measurements it
+    was made on and recorded with the real identity (the OS user; --by is recorded as on
+    behalf of); the gate's `approvers` and `allow_self` (default true) say who may decide.
+    Never asks for confirmation.
 
     \b
-    Example:
+    Examples:
       runbook approve migrate.yaml training-ack --by maria --comment "team trained on 11/20"
+      runbook approve migrate.yaml 'churn-gate[pilot]' --comment "low volume week: churn ok"
     """
     from ..format.templates import render
     from ..run.session import prepare
@@ -45,12 +50,35 @@ def command(
     prepared = prepare(file, assignments, var_files, resolve_secrets=False)
     rb = prepared.runbook
     inst = rb.instances.get(step)
-    if inst is None or inst.step.action != "approval":
+    if inst is None or inst.step.action not in ("approval", "check"):
         approvals = [n for n, i in rb.instances.items() if i.step.action == "approval"]
+        checks = [n for n, i in rb.instances.items() if i.step.action == "check"]
         raise InvalidInput(
-            f"{step!r} is not an approval step of {rb.name} (approval steps: "
-            f"{', '.join(approvals) or 'none'})"
+            f"{step!r} is not an approval step or a gate of {rb.name} (approval steps: "
+            f"{', '.join(approvals) or 'none'}; gates: {', '.join(checks) or 'none'})"
         )
+    if inst.step.action == "check":
+        from . import decide
+
+        given = bool(assignments or var_files)
+        decide.require_state(state_dir(ctx), rb, file)
+        with Lock(state_path(state_dir(ctx), rb.name)):
+            store = Store(state_dir(ctx), rb.name, prepared.masker)
+            try:
+                decided = decide.record(
+                    store,
+                    rb,
+                    file,
+                    step,
+                    "passed",
+                    by,
+                    comment,
+                    prepared.variables if given else None,
+                )
+            finally:
+                store.close()
+        Console().out(decide.said(decided, step, file))
+        return 0
     who = by or getpass.getuser()
     approvers = inst.step.call.params.get("approvers")
     if approvers:

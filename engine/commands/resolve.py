@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import getpass
+from typing import Any
 
 import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
 from ..state.lock import Lock
-from ..state.status import Status
+from ..state.status import Status, StepState
 from ..state.store import Store, state_path
 from .options import state_dir
 
@@ -25,6 +26,7 @@ from .options import state_dir
     help="What really happened to the step.",
 )
 @click.option("--by", "by", metavar="NAME", help="Who decides (default: the OS user).")
+@click.option("--comment", default="", help="Why (recorded with a gate's decision).")
 @click.option(
     "--member",
     "members",
@@ -46,11 +48,12 @@ def command(
     step: str,
     as_: str,
     by: str | None,
+    comment: str,
     members: tuple[str, ...],
     members_from: str | None,
     all_unknown: bool,
 ) -> int:
-    """Decide the status of a step left `unknown` by a crash.
+    """Decide the status of a step left `unknown` by a crash, or fail a waiting gate.
 
     A step whose action is not idempotent (shell, ssh, sql.exec, http) and that was running
     when the run stopped may or may not have taken effect: check, then say which.
@@ -61,9 +64,14 @@ def command(
     decides the members whose call was cut by a crash: `succeeded` (the call took
     effect: the member is done), `failed`, or `pending` (call it again).
 
+    A gate (`check`) waiting after an inconclusive evaluation takes only `--as failed`: the
+    next apply fails it as a failed measurement would (contingencies, on_failure). To pass
+    it: `runbook approve`. A waiting approval step is decided by `runbook approve` only.
+
     \b
     Examples:
       runbook resolve migrate.yaml create-schema --as succeeded
+      runbook resolve migrate.yaml 'churn-gate[pilot]' --as failed --comment "churn too high"
       runbook resolve migrate.yaml 'move-payment[pilot]' --member 4711 --as pending
       runbook resolve migrate.yaml 'move-payment[pilot]' --all-unknown --as succeeded
     """
@@ -74,6 +82,7 @@ def command(
     if step not in rb.instances:
         raise InvalidInput(f"{step!r} is not a step of {rb.name}")
     from ..masking import Masker
+    from . import decide
 
     if members or members_from or all_unknown:
         from ..run.members import resolve_members
@@ -86,36 +95,62 @@ def command(
         text = resolve_members(rb, state_dir(ctx), step, keys, all_unknown, as_, who)
         Console().out(text)
         return 0
+    decide.require_state(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:
             st = store.state.steps.get(step)
-            if st is None or st.status is not Status.UNKNOWN:
-                have = st.status.value if st else "pending"
-                raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
-            rollback_phase = st.reason == "rollback"
-            if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+            action = rb.instances[step].step.action
+            if st is not None and st.status is Status.WAITING and action == "check":
+                if as_ != "failed":
+                    raise InvalidInput(
+                        f"{step} is a gate waiting for a decision: resolve takes only `--as "
+                        f"failed` there; to pass it: runbook approve {file} {step}"
+                    )
+                decided = decide.record(store, rb, file, step, "failed", by, comment)
+                said = decide.said(decided, step, file)
+            elif st is not None and st.status is Status.WAITING:
                 raise InvalidInput(
-                    f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+                    f"{step} waits for an approval: resolve does not decide it; approve it with "
+                    f"runbook approve {file} {step}"
                 )
-            if rollback_phase and as_ == "failed":
-                raise InvalidInput(
-                    f"{step} was rolling back: resolve it as rolled_back, "
-                    "rollback_failed, or succeeded (its rollback did not happen)"
-                )
-            who = by or getpass.getuser()
-            rec: dict[str, object] = {
-                "t": "step",
-                "id": step,
-                "status": as_,
-                "reason": f"resolved by {who}",
-            }
-            if as_ == "pending":
-                rec["reset_attempts"] = True
-            from ..run.cohorts import resolved_marks
-
-            store.commit(rec, effect=resolved_marks(rb, store, step, as_))
+            else:
+                said = _unknown(store, rb, step, st, as_, by)
         finally:
             store.close()
-    Console().out(f"{step} resolved as {as_}; run `runbook apply {file}` to go on")
+    Console().out(
+        said if said else f"{step} resolved as {as_}; run `runbook apply {file}` to go on"
+    )
     return 0
+
+
+def _unknown(
+    store: Store, rb: Any, step: str, st: StepState | None, as_: str, by: str | None
+) -> str:
+    """A step left `unknown`: record what really happened."""
+    if st is None or st.status is not Status.UNKNOWN:
+        have = st.status.value if st else "pending"
+        raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
+    rollback_phase = st.reason == "rollback"
+    if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+        raise InvalidInput(
+            f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+        )
+    if rollback_phase and as_ == "failed":
+        raise InvalidInput(
+            f"{step} was rolling back: resolve it as rolled_back, "
+            "rollback_failed, or succeeded (its rollback did not happen)"
+        )
+    who = by or getpass.getuser()
+    rec: dict[str, object] = {
+        "t": "step",
+        "id": step,
+        "status": as_,
+        "reason": f"resolved by {who}",
+    }
+    if as_ == "pending":
+        rec["reset_attempts"] = True
+    from ..run.cohorts import resolved_marks
+
+    store.commit(rec, effect=resolved_marks(rb, store, step, as_))
+    return ""

@@ -38,7 +38,7 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     if fmt == "json":
         console.out(json.dumps(doc, indent=2, default=str, ensure_ascii=False))
         return 0
-    _text(console, doc)
+    _text(console, doc, file)
     return 0
 
 
@@ -57,7 +57,7 @@ def status_words(run: dict[str, Any]) -> str:
     return words + (" (its apply exited 1)" if words != status.replace("_", " ") else "")
 
 
-def _text(console: Console, doc: dict[str, Any]) -> None:
+def _text(console: Console, doc: dict[str, Any], file: str) -> None:
     run = doc["run"]
     if run is None:
         console.out(f"{doc['runbook']}: never applied ({len(doc['steps'])} steps pending)")
@@ -93,6 +93,33 @@ def _text(console: Console, doc: dict[str, Any]) -> None:
             took = format_duration(s["duration"])
         flag = " changed" if s.get("changed") else ""
         line = f"  {s['id']:<{width}}  {s['status']:<15} {s['attempts']:>2}  {took:>7}{flag}"
-        if s.get("error"):
+        gate = s.get("gate")
+        if gate and gate.get("head"):
+            line += f"  {gate['head']}:"  # its measurements follow, one a line
+        elif s.get("error"):
             line += f"  {s['error']}"
         console.out(line)
+        if gate:
+            _gate(console, s["id"], gate, file)
+
+
+def _gate(console: Console, sid: str, gate: dict[str, Any], file: str) -> None:
+    """A waiting gate: each measurement, and how it is decided (or who decided)."""
+    import shlex
+
+    from ..format.gates import measurement_text
+
+    for m in gate.get("measurements") or []:
+        console.out(f"      {measurement_text(m)}")
+    decision = gate.get("decision")
+    q, node = shlex.quote(file), shlex.quote(sid)
+    if decision:
+        console.out(
+            f"      decided: {decision['decision']} by {decision['by']} at {decision['at']}; "
+            f"runbook apply {q} goes on"
+        )
+    else:
+        console.out(
+            f"      decide: runbook approve {q} {node} (pass) or "
+            f"runbook resolve {q} {node} --as failed"
+        )

@@ -16,7 +16,9 @@ from .templates import TemplateError, parse
 from .yamlsource import Path
 
 # actions that take `cohort:` in their `with` (their members: the wave's)
-COHORT_ACTIONS = frozenset({"sql.copy", "sql.verify", "sql.exec"})
+COHORT_ACTIONS = frozenset({"sql.copy", "sql.verify", "sql.exec", "check"})
+# a cohort gate's condition sees these besides `value` and `values` (SPEC §7)
+GATE_NAMES = frozenset({"baseline", "n", "n_baseline"})
 MARKS = ("notified", "moved", "verified")
 
 
@@ -116,6 +118,8 @@ def _check_step(rb: Runbook, phase: Phase, step: Step, names: list[str]) -> list
                     + ": a wave's members are known only in a phase of that cohort",
                 )
             )
+    if step.action == "check":
+        out.extend(_check_gate(rb, step, name))
     if step.marks is not None and name is None:
         out.append(
             src.problem(
@@ -124,6 +128,47 @@ def _check_step(rb: Runbook, phase: Phase, step: Step, names: list[str]) -> list
                 "(nor `to: {cohort: NAME}` for notify, nor `foreach`)",
             )
         )
+    return out
+
+
+def _check_gate(rb: Runbook, step: Step, cohort: str | None) -> list[Problem]:
+    """A cohort gate reads (key, number) rows with `query`; a gate marks nothing; `baseline`,
+    `n` and `n_baseline` exist only for a cohort gate."""
+    src, params = rb.source, step.call.params
+    out: list[Problem] = []
+    if step.marks is not None:
+        out.append(
+            src.problem(
+                (*step.path, "marks"),
+                f"a gate marks no member: `marks` does not apply to step {step.id!r} (check)",
+            )
+        )
+    if cohort is not None:
+        for key in ("url", "command"):
+            if key in params:
+                out.append(
+                    src.problem(
+                        (*step.path, "with", key),
+                        f"a cohort gate reads (key, number) rows with `query` and `dsn`, not "
+                        f"`{key}`",
+                    )
+                )
+        return out
+    condition = params.get("condition")
+    if isinstance(condition, str):
+        try:
+            names = parse("{{ " + condition + " }}").names
+        except Exception:  # noqa: BLE001 - the template checks report a bad expression
+            names = frozenset()
+        used = sorted(names & GATE_NAMES)
+        if used:
+            out.append(
+                src.problem(
+                    (*step.path, "with", "condition"),
+                    f"{', '.join(used)}: known only to a cohort gate (`cohort: NAME` in `with`, "
+                    "in a phase of that cohort's waves)",
+                )
+            )
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from typing import Any
@@ -155,6 +156,10 @@ def _explain(error: Any, smap: SourceMap, base: Path, templates_ok: bool) -> lis
         return [smap.problem(path, f"missing required key {k!r}") for k in missing]
     if kind in ("anyOf", "oneOf"):
         return _explain_branches(error, smap, base, path, templates_ok)
+    if kind == "dependentRequired":
+        m = re.match(r"^'(.+)' is a dependency of '(.+)'$", str(error.message))
+        if m:
+            return [smap.problem((*path, m.group(2)), f"`{m.group(2)}` needs `{m.group(1)}`")]
     if kind == "propertyNames":
         return [smap.problem((*path, inst), _bad_name(inst, error), key=True)]
     if kind == "minProperties" or kind == "maxProperties":

@@ -12,6 +12,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from .. import __version__
 from ..graph.colours import style
 from ..state.outcome import run_words
+from .gates import (
+    BASELINE_HEAD,
+    DECISION_HEAD,
+    WAITING_HEAD,
+    baseline_rows,
+    counted,
+    decision_rows,
+    every_gate,
+    waiting_rows,
+)
 from .model import Report
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -166,20 +176,32 @@ def _waves(rep: Report) -> Iterator[str]:
         )
     head = ["wave", "outcome", "steps", "rows moved", "moved back", "verified", "duration"]
     yield table(head, rows, numeric=(3, 4))
-    gates = [g for p in rep.phases for g in p.gates]
+    gates = every_gate(rep)
     yield "<h3>Gates</h3>"
     if not gates:
         yield '<p class="none">None.</p>'
     else:
         yield '<div class="gates">'
         for g in gates:
-            passed = sum(m.passed for m in g.measurements)
+            outcome = f" · {e(g.outcome)}" if g.outcome else ""
             yield (
                 f'<div class="gate-box"><h4>{e(g.step)} {badge(g.status)}</h4>'
-                f"<p><code>{e(g.condition)}</code> · {passed}/{len(g.measurements)} passed</p>"
+                f"<p><code>{e(g.condition)}</code> · {e(counted(g))} passed{outcome}</p>"
                 f"{gate_svg(g)}</div>"
             )
         yield "</div>"
+    baselines = baseline_rows(rep)
+    if baselines:
+        yield "<h4>Each measurement against its baseline</h4>"
+        yield table(BASELINE_HEAD, baselines, numeric=(2, 3, 4, 5, 6))
+    waiting = waiting_rows(rep)
+    if waiting:
+        yield "<h4>Waiting for a person's decision</h4>"
+        yield table(WAITING_HEAD, waiting)
+    decisions = decision_rows(rep)
+    if decisions:
+        yield "<h4>Decided by a person</h4>"
+        yield table(DECISION_HEAD, decisions)
     yield "<h3>Phases</h3>"
     prow: list[list[object]] = [
         [p.phase, badge(p.outcome), counts_text(p.counts), took(p.duration)] for p in rep.phases

@@ -12,6 +12,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..state.outcome import run_words
+from .gates import (
+    BASELINE_HEAD,
+    DECISION_HEAD,
+    WAITING_HEAD,
+    baseline_rows,
+    counted,
+    decision_rows,
+    every_gate,
+    measured,
+    values_range,
+    waiting_rows,
+)
 from .model import Report, StepRow
 from .sections import RISK_HEAD, risk_rows, took
 from .summary import counts_text
@@ -164,10 +176,7 @@ def _waves(rep: Report) -> Iterator[str]:
     for w in rep.waves:
         checked = sum(v.rows_checked or 0 for v in w.verifies)
         bad = sum(v.mismatches or 0 for v in w.verifies)
-        passed = ", ".join(
-            f"{g.step} {sum(m.passed for m in g.measurements)}/{len(g.measurements)}"
-            for g in w.gates
-        )
+        passed = ", ".join(f"{g.step} {counted(g)}" for g in w.gates)
         rows.append(
             [
                 f"{w.phase}.{w.wave}",
@@ -185,25 +194,42 @@ def _waves(rep: Report) -> Iterator[str]:
     yield ""
     yield "### Gates"
     yield ""
-    gates = [g for p in rep.phases for g in p.gates]
     grows = []
-    for g in gates:
-        values = [m.value for m in g.measurements]
-        shown = ", ".join(f"{m.value:g}{'' if m.passed else ' ✗'}" for m in g.measurements[:20])
+    for g in every_gate(rep):
+        shown = ", ".join(measured(m) for m in g.measurements[:20])
         more = " …" if len(g.measurements) > 20 else ""
         grows.append(
             [
                 g.step,
                 g.condition,
                 g.status,
-                f"{sum(m.passed for m in g.measurements)}/{len(values)}",
-                f"{min(values):g} … {max(values):g}" if values else "—",
+                counted(g),
+                values_range(g),
                 shown + more or "—",
+                g.outcome or "—",
             ]
         )
-    head = ["gate", "condition", "status", "passed", "range", "values (✗ failed)"]
-    yield from table(head, grows)
+    head = ["gate", "condition", "status", "passed", "range", "values (✗ failed, ? inconclusive)"]
+    yield from table([*head, "outcome"], grows)
     yield ""
+    baselines = baseline_rows(rep)
+    if baselines:
+        yield "#### Each measurement against its baseline"
+        yield ""
+        yield from table(BASELINE_HEAD, baselines)
+        yield ""
+    waiting = waiting_rows(rep)
+    if waiting:
+        yield "#### Waiting for a person's decision"
+        yield ""
+        yield from table(WAITING_HEAD, waiting)
+        yield ""
+    decisions = decision_rows(rep)
+    if decisions:
+        yield "#### Decided by a person"
+        yield ""
+        yield from table(DECISION_HEAD, decisions)
+        yield ""
     yield "### Phases"
     yield ""
     prow = [[p.phase, p.outcome, counts_text(p.counts), took(p.duration)] for p in rep.phases]

@@ -58,10 +58,31 @@ class StepRow:
 @dataclass
 class Measurement:
     index: int
-    value: float
+    value: float | None  # None: no number (an inconclusive measurement)
     passed: bool
     at: str
     series: int  # 1 for the first attempt's measurements, 2 after a retry restarted them
+    outcome: str = ""  # passed | failed | inconclusive
+    reason: str = ""  # why it is inconclusive
+    # a cohort gate's: the baseline, and the sample sizes (None for other gates)
+    baseline: float | None = None
+    n: int | None = None
+    n_baseline: int | None = None
+    baseline_of: str | None = None  # holdout | pending
+    attempt: int = 1  # the wave attempt it was taken in
+
+
+@dataclass
+class Decision:
+    """A person's decision on an inconclusive gate (``approve`` / ``resolve --as failed``)."""
+
+    step: str
+    decision: str  # passed | failed
+    by: str
+    on_behalf_of: str | None
+    comment: str
+    at: str
+    measurements: int  # how many measurements it was made on
 
 
 @dataclass
@@ -71,6 +92,11 @@ class Gate:
     threshold: tuple[str, float] | None  # ("<", 0.02) when the condition is that simple
     measurements: list[Measurement]
     status: str
+    outcome: str = ""  # the step's `outcome` output: passed, failed, passed (decided by X), ...
+    waiting: str | None = None  # the waiting reason while a person has to decide
+    decisions: list[Decision] = field(default_factory=list)
+    wave: str | None = None
+    cohort: bool = False  # compared with a baseline (value, baseline, n, n_baseline)
 
 
 @dataclass

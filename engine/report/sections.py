@@ -69,6 +69,12 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 class Sections:
     def __init__(
         self,
@@ -148,12 +154,43 @@ class Sections:
             index = _int(data.get("index")) or 0
             if index == 0 or not out:
                 series += 1
-            value = data.get("value")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            value = _num(data.get("value"))
+            outcome = str(data.get("outcome") or ("passed" if data.get("passed") else "failed"))
+            if value is None and outcome != "inconclusive":
                 continue
             condition = str(data.get("condition") or condition)
-            out.append(Measurement(index, float(value), bool(data.get("passed")), at, series))
-        return Gate(row.id, condition, threshold(condition), out, row.status)
+            out.append(
+                Measurement(
+                    index,
+                    value,
+                    bool(data.get("passed")),
+                    at,
+                    series,
+                    outcome,
+                    str(data.get("reason") or ""),
+                    _num(data.get("baseline")),
+                    _int(data.get("n")),
+                    _int(data.get("n_baseline")),
+                    str(data["baseline_of"]) if data.get("baseline_of") else None,
+                    _int(data.get("attempt")) or 1,
+                )
+            )
+        waiting = row.error if row.status == "waiting" else None
+        return Gate(
+            row.id,
+            condition,
+            threshold(condition),
+            out,
+            row.status,
+            # a waiting gate's outputs are those of its last end, if any: not this evaluation's
+            outcome="inconclusive"
+            if waiting is not None
+            else str(row.outputs.get("outcome") or ""),
+            waiting=waiting,
+            decisions=list(self.walk.decisions.get(row.id, [])),
+            wave=row.wave,
+            cohort=bool(inst is not None and inst.step.call.params.get("cohort")),
+        )
 
     def waves(self) -> tuple[list[WaveReport], list[WaveReport]]:
         waves, phases = [], []

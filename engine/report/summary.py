@@ -93,9 +93,18 @@ def _hurt(rep: Report) -> list[str]:
         )
     for w in rep.phases:
         for g in w.gates:
-            bad = [m for m in g.measurements if not m.passed]
-            if bad and g.status != "failed":  # a failed gate is among the failures above
-                worst = max(bad, key=lambda m: abs(m.value))
+            bad = [m for m in g.measurements if m.outcome in ("", "failed") and not m.passed]
+            unsure = [m for m in g.measurements if m.outcome == "inconclusive"]
+            if g.status == "waiting":
+                out.append(
+                    f"gate {g.step} waits for a person: {len(unsure)} of "
+                    f"{len(g.measurements)} measurement(s) inconclusive."
+                )
+            elif g.decisions and g.status == "succeeded":
+                d = g.decisions[-1]
+                out.append(f"gate {g.step} passed by the decision of {d.by} (inconclusive).")
+            elif bad and g.status != "failed":  # a failed gate is among the failures above
+                worst = max(bad, key=lambda m: abs(m.value or 0.0))
                 out.append(
                     f"gate {g.step} passed, but {len(bad)} of {len(g.measurements)} "
                     f"measurement(s) failed `{g.condition}` (worst {worst.value:g})."

@@ -124,7 +124,7 @@ def gate_svg(g: Gate) -> str:
     ms = g.measurements
     pad_l, pad_r, pad_t, pad_b = 52, 12, 12, 26
     pw, ph = GATE_W - pad_l - pad_r, GATE_H - pad_t - pad_b
-    values = [m.value for m in ms]
+    values = [m.value for m in ms if m.value is not None]
     limits = values + ([g.threshold[1]] if g.threshold else [])
     lo, hi = (min(limits), max(limits)) if limits else (0.0, 1.0)
     if hi == lo:
@@ -154,18 +154,24 @@ def gate_svg(g: Gate) -> str:
             f'<text x="{pad_l + pw - 2}" y="{ty - 4}" class="ax thr" text-anchor="end">'
             f"{e(op)} {value:g}</text>"
         )
-    if len(ms) > 1:
-        pts = " ".join(f"{px(i)},{py(m.value)}" for i, m in enumerate(ms))
+    points = [(i, m.value) for i, m in enumerate(ms) if m.value is not None]
+    if len(points) > 1:
+        pts = " ".join(f"{px(i)},{py(v)}" for i, v in points)
         out.append(
             f'<polyline points="{pts}" fill="none" stroke="{GATE_LINE}" stroke-width="2.5"/>'
         )
     for i, m in enumerate(ms):
-        colour = STYLES["succeeded"].strong if m.passed else STYLES["failed"].strong
-        verdict = "passed" if m.passed else "FAILED"
+        unsure = m.outcome == "inconclusive"
+        key = "waiting" if unsure else ("succeeded" if m.passed else "failed")
+        verdict = "inconclusive" if unsure else ("passed" if m.passed else "FAILED")
+        why = f" ({m.reason})" if m.reason else ""
+        shown = "no value" if m.value is None else f"{m.value:g}"
+        # a measurement with no value sits on the axis
+        y = py(m.value) if m.value is not None else pad_t + ph
         out.append(
-            f'<circle cx="{px(i)}" cy="{py(m.value)}" r="4" fill="{colour}" stroke="#fff">'
-            f"<title>#{m.index + 1} (series {m.series}) at {e(m.at)}: {m.value:g} {verdict}"
-            "</title></circle>"
+            f'<circle cx="{px(i)}" cy="{y}" r="4" fill="{STYLES[key].strong}" stroke="#fff">'
+            f"<title>#{m.index + 1} (series {m.series}) at {e(m.at)}: {e(shown)} {verdict}"
+            f"{e(why)}</title></circle>"
         )
     if not ms:
         out.append(

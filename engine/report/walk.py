@@ -12,6 +12,7 @@ from ..state.status import State, Status
 from .model import (
     Approval,
     ContingencyRun,
+    Decision,
     Failure,
     Mark,
     Retry,
@@ -60,6 +61,7 @@ class Walk:
         self.contingencies: list[ContingencyRun] = []
         self.cont_open: dict[str, tuple[dict[str, Any], float]] = {}
         self.measured: dict[str, list[tuple[dict[str, Any], str]]] = {}
+        self.decisions: dict[str, list[Decision]] = {}  # gate decisions, by step
         self.run_recs: list[dict[str, Any]] = []
         self.last_at = self.recs[0].get("at", "")
         for rec in self.recs:
@@ -113,6 +115,8 @@ class Walk:
             self._contingency(rec, at)
         elif kind == "approval" and isinstance(rec.get("step"), str):
             self._approval(rec, at)
+        elif kind == "gate" and isinstance(rec.get("step"), str):
+            self._decision(rec, at)
         elif kind == "event" and rec.get("kind") == "check.measured":
             data = rec.get("data")
             if isinstance(data, dict) and isinstance(rec.get("id"), str):
@@ -222,6 +226,24 @@ class Walk:
         by, comment = str(rec.get("by") or "?"), str(rec.get("comment") or "")
         self.approvals.append(Approval(sid, by, comment, at, waited))
         self.mark(sid, "approval", at, f"approved by {by}" + (f": {comment}" if comment else ""))
+
+    def _decision(self, rec: dict[str, Any], at: str) -> None:
+        sid: str = rec["step"]
+        by, comment = str(rec.get("by") or "?"), str(rec.get("comment") or "")
+        behalf = rec.get("on_behalf_of")
+        measured = rec.get("measurements")
+        got = Decision(
+            sid,
+            str(rec.get("decision") or "?"),
+            by,
+            str(behalf) if behalf else None,
+            comment,
+            at,
+            len(measured) if isinstance(measured, list) else 0,
+        )
+        self.decisions.setdefault(sid, []).append(got)
+        text = f"gate {got.decision} by {by}" + (f": {comment}" if comment else "")
+        self.mark(sid, "approval", at, text)
 
     # -- the rows ------------------------------------------------------------------------
     def row(self, sid: str, inst: Instance | None) -> StepRow:

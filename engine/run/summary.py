@@ -33,7 +33,10 @@ def counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
-def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
+def apply_summary(
+    out: ApplyOutcome, file: str, gates: frozenset[str] = frozenset()
+) -> tuple[str, dict[str, Any]]:
+    """``gates``: the gate (`check`) instances, whose waiting a person decides."""
     q = _quote(file)
     if out.nothing_to_do:
         lines = [f"nothing to do: every step of {file} is done"]
@@ -71,6 +74,12 @@ def apply_summary(out: ApplyOutcome, file: str) -> tuple[str, dict[str, Any]]:
         )
     for node, why in out.waiting:
         lines.append(f"  {node} waits: {why}")
+        if node in gates:
+            lines.append(f"    pass it with: runbook approve {q} {_quote(node)} [--comment TEXT]")
+            lines.append(
+                f"    fail it with: runbook resolve {q} {_quote(node)} --as failed [--comment TEXT]"
+            )
+            continue
         lines.append(
             f"    approve with: runbook approve {q} {_quote(node)} --by NAME [--comment TEXT]"
         )

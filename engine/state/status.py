@@ -74,6 +74,7 @@ class RunState:
     # each firing: (contingency, step instance, wave attempt): once each (SPEC §11)
     firings: set[tuple[str, str, int]] = field(default_factory=set)
     rollbacks: int = 0  # steps rolled back in this run
+    user: str | None = None  # who started it (the OS user of its first apply)
 
     @property
     def finished(self) -> bool:
@@ -181,6 +182,7 @@ class State:
                         rec["at"],
                         digest=rec.get("digest"),
                         vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
+                        user=rec.get("user") if isinstance(rec.get("user"), str) else None,
                     )
                 )
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..format import gates
 from ..format.loader import Loaded
 from .journeys import reader
 from .outcome import cohort_outcomes
@@ -59,6 +60,33 @@ def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | 
     }
 
 
+def _waiting_gate(state: State, node: str, run: str) -> dict[str, Any] | None:
+    """A waiting gate's inconclusive evaluation: its measurements, and the decision made on it
+    (None until someone decides)."""
+    records = state.records.get(node)
+    waiting = gates.waiting_of(records, run)
+    if waiting is None:
+        return None
+    decision = gates.decision_of(records, waiting)
+    keys = (
+        "token",
+        "attempt",
+        "head",
+        "outcome",
+        "passed",
+        "failed",
+        "inconclusive",
+        "measurements",
+    )
+    out = {k: waiting.get(k) for k in keys}
+    out["decision"] = (
+        {k: decision.get(k) for k in ("decision", "by", "on_behalf_of", "comment", "at")}
+        if decision
+        else None
+    )
+    return out
+
+
 def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
     rb = loaded.runbook
     state, notice = load_state(loaded, state_dir)
@@ -87,6 +115,8 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
                 "action": inst.step.action,
             }
         )
+        if status is Status.WAITING and inst.step.action == "check" and state and run:
+            steps[-1]["gate"] = _waiting_gate(state, node, run.id)
     extra = sorted(set(state.steps) - set(rb.instances)) if state else []
     cohorts = []
     if state is not None and rb.cohorts:

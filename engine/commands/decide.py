@@ -1,0 +1,145 @@
+"""A person's decision on an inconclusive gate: ``approve`` passes it, ``resolve --as failed``
+fails it (SPEC §7, §8, §11).
+
+The decision is bound to the gate's waiting evaluation (its run, wave attempt and token:
+``format/gates.py``) and written, with who decided, when and the measurements it was made on,
+in one durable commit: a record the gate step reads when the next ``apply`` runs it, and a
+``gate`` journal record for the audit and the report.  The gate's own ``approvers`` and
+``allow_self`` (default true) say who may decide; the identity recorded is the real one (the
+OS user), ``--by`` only ``on_behalf_of``.  Refused with exit 2, nothing written: a step that is
+not waiting, a decision already made on that evaluation, an identity not among ``approvers``,
+the run's starter without ``allow_self``, and a copy of the runbook that differs from the one
+the run applies.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import InvalidInput
+from ..format import gates
+from ..format.model import Runbook
+from ..format.templates import TemplateError, render
+from ..state.status import Status
+from ..state.store import Store, now
+
+
+def identity() -> str:
+    """The real identity of whoever runs the command: the OS user (on a state directory)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name: still an identity, an unhelpful one
+        return "unknown"
+
+
+def require_state(state_dir: str, rb: Runbook, file: str) -> None:
+    """Refuse (exit 2) before the state is opened for writing, and so before a state folder
+    is made, when ``rb`` was never applied."""
+    from ..state.store import read_state
+
+    if read_state(state_dir, rb.name) is None:
+        raise InvalidInput(
+            f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
+        )
+
+
+def _rendered(value: Any, variables: Mapping[str, Any], what: str) -> Any:
+    try:
+        return render(value, {"vars": variables})
+    except TemplateError as exc:
+        raise InvalidInput(f"{what}: template error: {exc}") from None
+
+
+def record(
+    store: Store,
+    rb: Runbook,
+    file: str,
+    step: str,
+    decision: str,
+    by: str | None,
+    comment: str,
+    variables: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Record ``decision`` (passed or failed) on the waiting gate ``step``; returns the
+    decision as written. Call under the runbook's lock."""
+    state = store.state
+    run = state.run
+    if run is None or run.finished:
+        raise InvalidInput(
+            f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
+        )
+    st = state.steps.get(step)
+    if st is None or st.status is not Status.WAITING:
+        have = st.status.value if st else "pending"
+        raise InvalidInput(
+            f"{step} is {have}, not waiting for a decision: a gate is decided only while it "
+            "waits (after an inconclusive evaluation)"
+        )
+    waiting = gates.waiting_of(state.records.get(step), run.id)
+    if waiting is None:
+        raise InvalidInput(
+            f"{step} has no inconclusive evaluation in run {run.id} to decide on: run "
+            f"`runbook apply {file}` to measure it"
+        )
+    earlier = gates.decision_of(state.records.get(step), waiting)
+    if earlier is not None:
+        raise InvalidInput(
+            f"{step} was already decided ({earlier.get('decision')} by {earlier.get('by')} at "
+            f"{earlier.get('at')}): run `runbook apply {file}` to go on"
+        )
+    if run.digest and run.digest != rb.digest:
+        raise InvalidInput(
+            f"your copy of {file} differs from the runbook run {run.id} applies ({run.digest}): "
+            "decide on the same runbook (or apply the edit first)"
+        )
+    who = identity()
+    params = rb.instances[step].step.call.params
+    values = variables if variables is not None else (run.vars or {})
+    approvers = params.get("approvers")
+    if approvers:
+        allowed = _rendered(approvers, values, f"{step}: with.approvers")
+        if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
+            shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
+            raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
+    allow_self = _rendered(params.get("allow_self", True), values, f"{step}: with.allow_self")
+    if allow_self is False and run.user is not None and who == run.user:
+        raise InvalidInput(
+            f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "
+            "another person decides"
+        )
+    decided: dict[str, Any] = {
+        "token": waiting["token"],
+        "run": run.id,
+        "attempt": waiting.get("attempt"),
+        "decision": decision,
+        "by": who,
+        "on_behalf_of": by if by and by != who else None,
+        "comment": comment,
+        "at": now(),
+        "measurements": list(waiting.get("measurements") or []),
+    }
+    store.commit(
+        {
+            "t": "record",
+            "step": step,
+            "items": {gates.decision_key(str(waiting["token"])): json.dumps(decided)},
+        },
+        {"t": "gate", "step": step, **{k: v for k, v in decided.items() if k != "at"}},
+    )
+    return decided
+
+
+def said(decided: Mapping[str, Any], step: str, file: str) -> str:
+    """What the command prints."""
+    import shlex
+
+    verb = "passed" if decided["decision"] == gates.PASSED else "failed"
+    also = f" on behalf of {decided['on_behalf_of']}" if decided.get("on_behalf_of") else ""
+    count = len(decided.get("measurements") or [])
+    return (
+        f"{step}: gate {verb} by {decided['by']}{also} for run {decided['run']}, on its "
+        f"{count} measurement(s); run `runbook apply {shlex.quote(file)}` to go on"
+    )
