@@ -1,25 +1,36 @@
-"""``notify``: tell recipients by email, webhook or outbox, once each.
+"""``notify``: tell recipients by outbox, email or webhook, once each.
 
-Every recipient's send is recorded through ``ctx.records`` (durable): ``sending`` before the
-send, ``sent`` after it (``failed`` when the server refused it: tried again on the next run).
-A recipient found ``sending`` on a later run — a crash between the send and its record — is
-``uncertain``: reported, and not resent unless ``resend_uncertain: true``; for the outbox the
-file on disk (named after the Message-ID) tells instead, so its records are batched.  Records
-are merged: the ``sent`` of one message and the ``sending`` of the next are one ``put``.
+Every message is a row of the state's outbox table (``ctx.outbox``), keyed by (run, step,
+wave attempt or firing, recipient), with a Message-ID stable for that key:
+
+* ``channel: outbox`` queues the messages, a batch of ``BATCH`` per transaction, inserted
+  with ``ON CONFLICT DO NOTHING``: a crash leaves whole batches, and a resume queues the rest,
+  each message once. ``runbook outbox FILE --relay smtp://…`` delivers them. With ``outbox:
+  FOLDER`` each batch is also written there as ``.eml`` files once it is committed.
+  ``wait_delivered: true`` makes the step wait until the relay sent them.
+* ``email`` and ``webhook`` send at once: a row is ``sending`` (durable) before its send and
+  ``sent`` after it (``failed`` when the server refused it: tried again on the next run); the
+  ``sent`` of one message and the ``sending`` of the next are one transaction. A row found
+  ``sending`` by a later run — a crash between the send and its record — is ``uncertain``:
+  reported, and not resent unless ``resend_uncertain: true``.
 
 The engine leaves ``templates``, ``subject`` and ``message`` unrendered; they are rendered here
-per recipient with the run's context (``ctx.template_context``) plus ``recipient``.  Uncertain
-recipients do not fail the step (they are in the outputs and a ``notify.uncertain`` event);
-recipients the server refused do, after every other recipient was tried.
+per recipient with the run's context (``ctx.template_context``) plus ``recipient``, every one
+before the first message is queued or sent. Uncertain recipients do not fail the step (they
+are in the outputs and a ``notify.uncertain`` event); refused ones do, after every other
+recipient was tried. Records of an earlier version (``ctx.records``, in the journal) still
+decide for the recipients they name.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from runbook_engine.actions import ActionContext, BuiltinAction
+from runbook_engine.actions import ActionContext, BuiltinAction, Outbox, OutboxRow
 from runbook_engine.errors import ActionFailed
 from runbook_engine.plugins.http import secret_headers
 from runbook_engine.plugins.notify.channels import (
@@ -28,10 +39,11 @@ from runbook_engine.plugins.notify.channels import (
     ChannelDown,
     MaybeSent,
     NotSent,
-    Outbox,
     Smtp,
     Webhook,
+    check_headers,
 )
+from runbook_engine.plugins.notify.export import ExportError, Folder
 from runbook_engine.plugins.notify.recipients import (
     Message,
     Recipient,
@@ -39,17 +51,24 @@ from runbook_engine.plugins.notify.recipients import (
     from_members,
     from_params,
     shown,
-    token,
 )
 
-SENDING, SENT, FAILED = "sending", "sent", "failed"
+SENDING, SENT, FAILED, UNCERTAIN, QUEUED = "sending", "sent", "failed", "uncertain", "queued"
 LISTED = 100  # uncertain/failed recipients listed in the outputs
-PROGRESS_EVERY = 500
+BATCH = 1000  # outbox messages per transaction
+PROGRESS_EVERY = 500  # direct sends between two progress lines
+POLL = 0.5  # seconds between two looks at the outbox while waiting for the relay
+# an outbox message handed over (queued, or further on): told, for the ledger's marks
+HANDED = frozenset({QUEUED, SENDING, SENT, UNCERTAIN})
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class NotifyAction(BuiltinAction):
     name = "notify"
-    summary = "notify recipients (email, webhook, outbox), once each"
+    summary = "notify recipients (outbox, email, webhook), once each"
     idempotent = True
     changes = True
     late_keys = frozenset({"templates", "subject", "message"})
@@ -74,50 +93,53 @@ class NotifyAction(BuiltinAction):
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         channel_name = str(params.get("channel") or "outbox")
+        outbox = ctx.outbox
+        if outbox is None:
+            raise ActionFailed(
+                "notify: runs under the engine only (its messages live in the state's outbox)",
+                retryable=False,
+            )
         to = params.get("to")
         unreachable: list[Any] = []
         refused: list[tuple[Any, str]] = []
-        if isinstance(to, Mapping) and to.get("cohort"):
+        cohort = isinstance(to, Mapping) and bool(to.get("cohort"))
+        if cohort:
             if ctx.members is None:
                 raise ActionFailed(
                     "notify: `to: {cohort}` runs in a wave of that cohort only", retryable=False
                 )
             recipients, unreachable, refused = from_members(
-                ctx.members, str(to.get("address") or "email")
+                ctx.members,
+                str(to.get("address") or "email"),  # type: ignore[union-attr]
             )
             for key, why in refused:
                 ctx.members.fail(key, why)
         else:
             recipients = from_params(params, channel_name)
-        renderer = Renderer(
-            params,
-            getattr(ctx, "template_context", {}),
-            ctx.runbook.name,
-            ctx.step_id,
-        )
-        channel = _channel(channel_name, params, ctx)
-        run = _Run(ctx, channel, bool(params.get("resend_uncertain")))
-        try:
-            todo = [renderer.render(r) for r in run.triage(recipients, renderer)]
-            if todo:
-                channel.open()
-                run.send_all(todo)
-        except ChannelDown as exc:
-            run.flush()
-            raise ActionFailed(
-                run.mask(f"notify: {exc.reason}"),
-                outputs=run.outputs(channel_name, channel),
-                retryable=exc.retryable,
-            ) from None
-        finally:
-            channel.close()
-        run.flush()
-        outputs = run.outputs(channel_name, channel)
-        if ctx.members is not None and isinstance(to, Mapping) and to.get("cohort"):
+        scope = (outbox.run, outbox.step, outbox.attempt)
+        renderer = Renderer(params, getattr(ctx, "template_context", {}), ctx.runbook.name, scope)
+        run = _Run(ctx, outbox, channel_name, params)
+        todo = [renderer.render(r) for r in sorted(run.triage(recipients), key=_index_order)]
+        if channel_name == "outbox":
+            folder = Path(params["outbox"]) if params.get("outbox") else None
+            try:
+                run.queue_all(todo, folder)
+                if params.get("wait_delivered"):
+                    run.wait_delivered()
+            except ChannelDown as exc:
+                raise ActionFailed(
+                    f"notify: {exc.reason}", outputs=run.outputs(), retryable=exc.retryable
+                ) from None
+        else:
+            run.send_all(todo, _channel(channel_name, params, ctx))
+        outputs = run.outputs()
+        if ctx.members is not None and cohort:
             told = run.told(recipients)
-            ctx.members.only(r.entity for r in told)
-            ctx.members.messages(  # every member told, a resume's earlier sends included
-                (r.entity, channel_name, renderer.message_id(r), "sent") for r in told
+            if unreachable or refused or len(told) < len(recipients):
+                ctx.members.only(r.entity for r in told)  # else: every member, set-wise
+            earlier = [r for r in told if r.key in run.legacy_told]
+            ctx.members.messages(  # told by an earlier version of runbook (journal records)
+                (r.entity, channel_name, renderer.message_id(r), SENT) for r in earlier
             )
             ctx.members.messages((k, channel_name, None, "unreachable") for k in unreachable)
             outputs["unreachable"] = len(unreachable)
@@ -135,22 +157,27 @@ class NotifyAction(BuiltinAction):
                     + shown(names)
                 ),
                 outputs=outputs,
-                retryable=not all(permanent for permanent in run.permanent),
+                retryable=not all(run.permanent),
             )
         return outputs
 
 
+def _index_order(r: Recipient) -> tuple[str, Any]:
+    """Messages are queued in the order of the outbox's keys (a member's key, else the
+    address), not in the draw's random order: each batch then adds to a few neighbouring
+    pages of each index instead of touching every page of them (with a thousand random keys
+    per batch, every commit wrote most of the index again: twice the time at 40,000)."""
+    if r.entity is None:
+        return ("", r.key)
+    return (type(r.entity).__name__, r.entity)
+
+
 def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channel:
-    sender = str(params.get("from") or DEFAULT_FROM)
-    headers = {"X-Runbook": ctx.runbook.name, "X-Runbook-Step": ctx.step_id}
-    if name == "outbox":
-        folder = Path(params["outbox"]) if params.get("outbox") else None
-        return Outbox(folder or ctx.state_dir / "outbox" / ctx.step_id, sender, headers)
     if name == "email":
         if not params.get("smtp"):
             raise ActionFailed("notify: channel email needs `smtp` (host...)", retryable=False)
         try:
-            return Smtp(params["smtp"], sender, headers, ctx.remaining)
+            return Smtp(params["smtp"], ctx.remaining)
         except ChannelDown as exc:
             raise ActionFailed(f"notify: {exc.reason}", retryable=False) from None
     if not params.get("url"):
@@ -162,43 +189,58 @@ def _channel(name: str, params: Mapping[str, Any], ctx: ActionContext) -> Channe
 
 
 class _Run:
-    """The bookkeeping of one attempt: what the records say, what was sent, what failed."""
+    """The bookkeeping of one attempt: what the outbox says, what was sent, what failed."""
 
-    def __init__(self, ctx: ActionContext, channel: Channel, resend_uncertain: bool) -> None:
-        self.ctx, self.channel, self.resend = ctx, channel, resend_uncertain
-        self.secrets = _secret_values(channel)
-        self.pending: dict[str, str] = {}  # records not yet put
+    def __init__(
+        self, ctx: ActionContext, outbox: Outbox, channel: str, params: Mapping[str, Any]
+    ) -> None:
+        self.ctx, self.outbox, self.channel = ctx, outbox, channel
+        self.resend = bool(params.get("resend_uncertain"))
+        self.wait = channel == "outbox" and bool(params.get("wait_delivered"))
+        self.sender = str(params.get("from") or DEFAULT_FROM)
+        self.headers = json.dumps({"X-Runbook": ctx.runbook.name, "X-Runbook-Step": ctx.step_id})
+        smtp = params.get("smtp")
+        password = smtp.get("password") if isinstance(smtp, Mapping) else None
+        self.secrets = [str(password)] if password else []
+        self.states = outbox.states()
+        self.legacy = dict(ctx.records.items())
+        self.legacy_told: set[str] = set()
+        self.settle: dict[str, tuple[str, str | None]] = {}  # found `sending`: now uncertain
         self.sent = 0
         self.already = 0
+        self.delivered: int | None = None
         self.uncertain: list[str] = []
         self.uncertain_count = 0
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
+        self.export: Folder | None = None
+        self.queued: set[str] = set()  # recipients queued in the outbox by this attempt
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return self.ctx.masker.mask(text)
 
-    def triage(self, recipients: list[Recipient], renderer: Renderer) -> list[Recipient]:
-        """Recipients still to send to, after the records (and the outbox on disk) are read."""
-        records = self.ctx.records.items()
+    # -- which recipients are still to do --------------------------------------------------
+    def triage(self, recipients: list[Recipient]) -> list[Recipient]:
         todo: list[Recipient] = []
+        direct = self.channel != "outbox"
         for r in recipients:
-            state = records.get(r.key)
-            if state == SENT:
-                self.already += 1
-            elif state == SENDING:
-                on_disk = self.channel.delivered(token(renderer.message_id(r)))
-                if on_disk:
-                    self.already += 1
-                    self.pending[r.key] = SENT
-                elif on_disk is False or self.resend:
-                    todo.append(r)
-                else:
-                    self._uncertain(r)
-            else:
+            state = self.states.get(r.key)
+            if state is None:
+                state = self.legacy.get(r.key)
+                if state == SENT:
+                    self.legacy_told.add(r.key)
+            if state is None or state == FAILED or (direct and state == QUEUED):
                 todo.append(r)
+            elif state == SENT or (not direct and state in HANDED and r.key in self.states):
+                self.already += 1
+            elif self.resend:  # sending (cut by a crash) or uncertain, sent again on request
+                todo.append(r)
+            else:
+                if state == SENDING and r.key in self.states:
+                    self.settle[r.key] = (UNCERTAIN, "the send was cut by a crash or a stop")
+                self._uncertain(r)
         return todo
 
     def _uncertain(self, r: Recipient) -> None:
@@ -206,56 +248,193 @@ class _Run:
         if len(self.uncertain) < LISTED:
             self.uncertain.append(r.address or r.key)
 
-    def send_all(self, todo: list[Message]) -> None:
-        batch = max(1, self.channel.batch)
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            self._check_time(start, len(todo))
-            self.pending.update({m.key: SENDING for m in chunk})
-            self.flush()
-            for m in chunk:
-                self._send_one(m)
-            self.channel.flush()
-            if (start // batch + 1) % max(1, PROGRESS_EVERY // batch) == 0:
-                self.ctx.progress(f"notify: {start + len(chunk)}/{len(todo)} sent")
+    def row(self, m: Message) -> OutboxRow:
+        r = m.recipient
+        return OutboxRow(
+            r.key,
+            self.channel,
+            m.message_id,
+            self.sender,
+            r.address,
+            r.name,
+            m.locale,
+            m.subject,
+            m.body,
+            self.headers,
+            r.entity,
+        )
 
-    def _send_one(self, m: Message) -> None:
+    def stored(self, row: OutboxRow) -> OutboxRow:
+        """The row as the state keeps it: no secret value reaches the disk (SPEC §9)."""
+        mask = self.ctx.masker.mask
+        subject, body, name = mask(row.subject), mask(row.body), mask(row.name)
+        if subject == row.subject and body == row.body and name == row.name:
+            return row
+        return row._replace(subject=subject, body=body, name=name)
+
+    # -- outbox: queued in batches ----------------------------------------------------------
+    def queue_all(self, todo: list[Message], folder: Path | None) -> None:
+        if folder is not None:
+            self.export = Folder(folder)
+            if self.states:
+                self._export_missing()
+        for start in range(0, len(todo), BATCH):
+            self._check_time(start, len(todo), "queued")
+            rows: list[OutboxRow] = []
+            for m in todo[start : start + BATCH]:
+                row = self.stored(self.row(m))
+                try:
+                    check_headers(row)
+                except NotSent as exc:
+                    self._refused(m, exc)
+                    continue
+                rows.append(row)
+            at = now()
+            added = self.outbox.write(rows, state=QUEUED, at=at)
+            self.queued.update(row.recipient for row in rows)
+            self.sent += added
+            self.already += len(rows) - added
+            self._export(rows, at)
+            if len(todo) > BATCH:
+                self.ctx.progress(f"notify: {start + len(rows)}/{len(todo)} queued")
+        if self.settle:
+            self.outbox.write(changes=self.settle, at=now())
+
+    def _export(self, rows: list[OutboxRow], at: str) -> None:
+        if self.export is None or not rows:
+            return
         try:
-            self.channel.deliver(m)
-        except ChannelDown:
-            self.pending[m.key] = FAILED  # the channel failed before this message went out
+            for row in rows:
+                self.export.write(row, at)
+            self.export.sync()
+        except ExportError as exc:
+            raise ActionFailed(
+                f"notify: the messages are queued in the outbox, but {exc.reason}; run the "
+                "step again to write the files, or `runbook outbox FILE --export DIR`",
+                retryable=False,
+            ) from None
+
+    def _export_missing(self) -> None:
+        """A resume: files of earlier batches that a crash kept from the folder."""
+        assert self.export is not None
+        done = [(row, at) for row, _state, at, _why in self.outbox.rows()]
+        for row, at in self.export.missing(done):
+            self._export([row], at)
+
+    def wait_delivered(self) -> None:
+        """Wait until the relay delivered every message of this step: none left queued or
+        sending. Failed ones fail the step; uncertain ones are reported."""
+        shown_left = -1
+        while True:
+            counts = self.outbox.counts()
+            left = counts.get(QUEUED, 0) + counts.get(SENDING, 0)
+            if not left:
+                break
+            total = sum(counts.values())
+            why = "stopped" if self.ctx.cancel.is_set() else "timed out"
+            if self.ctx.cancel.is_set() or self.ctx.remaining() <= 0:
+                raise ChannelDown(
+                    f"{why} waiting for the relay: {total - left} of {total} message(s) "
+                    "delivered; deliver them with `runbook outbox FILE --relay smtp://HOST:PORT`"
+                )
+            if left != shown_left:
+                self.ctx.progress(f"notify: waiting for the relay: {left} message(s) to send")
+                shown_left = left
+            self.ctx.sleep(POLL)
+        self.delivered = counts.get(SENT, 0)
+        for row, state, _at, reason in self.outbox.rows():
+            if state == FAILED:
+                self.failed.append((row.address, reason or "refused"))
+                self.permanent.append(True)
+            elif state == UNCERTAIN:
+                self.uncertain_count += 1
+                if len(self.uncertain) < LISTED:
+                    self.uncertain.append(row.address)
+
+    # -- email, webhook: sent one by one ----------------------------------------------------
+    def send_all(self, todo: list[Message], channel: Channel) -> None:
+        changes = dict(self.settle)
+        try:
+            if todo:
+                channel.open()
+            for i, m in enumerate(todo):
+                self._check_time(i, len(todo), "sent")
+                row = self.row(m)
+                self.outbox.write(
+                    [self.stored(row)], state=SENDING, at=now(), replace=True, changes=changes
+                )
+                changes = {}
+                self._send_one(channel, m, row, changes)
+                if (i + 1) % PROGRESS_EVERY == 0:
+                    self.ctx.progress(f"notify: {i + 1}/{len(todo)} sent")
+        except ChannelDown as exc:
+            self.outbox.write(changes=changes, at=now())
+            raise ActionFailed(
+                self.mask(f"notify: {exc.reason}"),
+                outputs=self.outputs(),
+                retryable=exc.retryable,
+            ) from None
+        finally:
+            channel.close()
+        if changes:
+            self.outbox.write(changes=changes, at=now())
+
+    def _send_one(
+        self,
+        channel: Channel,
+        m: Message,
+        row: OutboxRow,
+        changes: dict[str, tuple[str, str | None]],
+    ) -> None:
+        try:
+            channel.deliver(m, row)
+        except ChannelDown as exc:
+            changes[m.key] = (FAILED, exc.reason)  # the channel failed before this one went out
             raise
         except NotSent as exc:
-            self.pending[m.key] = FAILED
-            self.failed.append((m.recipient.address or "webhook", exc.reason))
-            self.permanent.append(exc.permanent)
+            changes[m.key] = (FAILED, self.mask(exc.reason))
+            self._refused(m, exc)
             return
         except MaybeSent as exc:
-            self._uncertain(m.recipient)  # its record stays `sending`
+            changes[m.key] = (UNCERTAIN, self.mask(exc.reason))
+            self._uncertain(m.recipient)
             self.ctx.progress(self.mask(f"notify: {m.recipient.address}: {exc.reason}"))
             return
-        self.pending[m.key] = SENT
+        changes[m.key] = (SENT, None)
         self.sent += 1
 
+    def _refused(self, m: Message, exc: NotSent) -> None:
+        self.failed.append((m.recipient.address or "webhook", exc.reason))
+        self.permanent.append(exc.permanent)
+        members = self.ctx.members
+        if exc.permanent and members is not None and m.recipient.entity is not None:
+            members.fail(m.recipient.entity, exc.reason)  # will not pass by trying again
+
+    # -- the end ------------------------------------------------------------------------------
     def told(self, recipients: list[Recipient]) -> list[Recipient]:
-        """Recipients whose message is sent (in this attempt or an earlier run of it)."""
-        records = self.ctx.records.items()
-        return [r for r in recipients if records.get(r.key) == SENT]
+        """Recipients whose message is handed over (the outbox) or sent (email, webhook;
+        with ``wait_delivered``, the outbox too), in this attempt or an earlier run of it."""
+        if self.channel == "outbox" and not self.wait:  # no need to read 40,000 rows back
+            states = {k: s for k, s in self.states.items() if s in HANDED}
+            states.update(dict.fromkeys(self.queued, QUEUED))
+        else:
+            states = self.outbox.states()
+        ok = frozenset({SENT}) if self.channel != "outbox" or self.wait else HANDED
+        return [
+            r
+            for r in recipients
+            if states.get(r.key) in ok or (r.key not in states and r.key in self.legacy_told)
+        ]
 
-    def _check_time(self, done: int, total: int) -> None:
+    def _check_time(self, done: int, total: int, what: str) -> None:
         if self.ctx.cancel.is_set():
-            raise ChannelDown(f"interrupted after {done} of {total} message(s)")
+            raise ChannelDown(f"interrupted after {done} of {total} message(s) {what}")
         if self.ctx.remaining() <= 0:
-            raise ChannelDown(f"timed out after {done} of {total} message(s)")
+            raise ChannelDown(f"timed out after {done} of {total} message(s) {what}")
 
-    def flush(self) -> None:
-        if self.pending:
-            items, self.pending = self.pending, {}
-            self.ctx.records.put(items)
-
-    def outputs(self, channel_name: str, channel: Channel) -> dict[str, Any]:
+    def outputs(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "channel": channel_name,
+            "channel": self.channel,
             "sent": self.sent,
             "skipped_already_sent": self.already,
             "uncertain": self.uncertain_count,
@@ -263,11 +442,8 @@ class _Run:
             "failed": len(self.failed),
             "failed_recipients": [address for address, _ in self.failed[:LISTED]],
         }
-        if isinstance(channel, Outbox):
-            out["outbox"] = str(channel.folder)
+        if self.export is not None:
+            out["outbox"] = str(self.export.folder)
+        if self.delivered is not None:
+            out["delivered"] = self.delivered
         return out
-
-
-def _secret_values(channel: Channel) -> list[str]:
-    password = getattr(channel, "password", None)
-    return [str(password)] if password else []

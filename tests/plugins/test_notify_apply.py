@@ -112,12 +112,17 @@ def test_apply_gates_then_notifies_once_with_the_password_kept_secret(
     assert step(doc, "gate")["outputs"] == {"values": [0.01, 0.015], "passed": 2, "failed": 0}
     assert step(doc, "tell")["outputs"]["sent"] == 3
 
+    r = runbook("apply", "rb.yaml", "--yes", "--var", metrics)
+    assert r.code == 0 and len(server.messages) == 3  # nothing to do: nobody told twice
+    # --replace after the run finished starts a new run: a message is once per (run, step,
+    # attempt, recipient), so the step sends again, each message with a Message-ID of its own
     r = runbook("apply", "rb.yaml", "--yes", "--var", metrics, "--replace", "tell")
     assert r.code == 0, r.output
     doc = json.loads(runbook("status", "rb.yaml", "--format", "json").out)
     outputs = step(doc, "tell")["outputs"]
-    assert (outputs["sent"], outputs["skipped_already_sent"]) == (0, 3)
-    assert len(server.messages) == 3  # the records survived the run: nobody got it twice
+    assert (outputs["sent"], outputs["skipped_already_sent"]) == (3, 0)
+    assert len(server.messages) == 6
+    assert len({m.message["Message-ID"] for m in server.messages}) == 6
 
     measured = [
         r for r in journal(".runbook", "tell-customers") if r.get("kind") == "check.measured"
