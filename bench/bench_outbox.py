@@ -46,7 +46,7 @@ FILLER = (
     "of the move the portal is closed for about an hour; orders placed by phone are taken as "
     "usual. If anything looks wrong afterwards, answer this message and our team will call "
     "you back within one working day. Your sales representative has the details of the new "
-    "portal and can walk you through it."
+    "portal and can walk you through it; the opening hours of the support line do not change."
 )
 TEMPLATES = {
     "pt-BR": {

@@ -94,6 +94,13 @@ def gone(who: str | None) -> bool:
     return False
 
 
+def _cut(who: str | None) -> str:
+    host, _, rest = (who or "").partition(" ")
+    pid = rest.partition(" ")[0]
+    by = f"the relay (pid {pid} on {host})" if pid else "a relay"
+    return f"{by} stopped while sending it: it may have been delivered"
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: int
@@ -123,10 +130,7 @@ class RelayQueue:
             self.db.executemany(
                 "UPDATE outbox SET state = 'uncertain', reason = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'sending'",
-                [
-                    (f"the relay ({w or 'unknown'}) stopped while sending it", now(), i)
-                    for i, w in cut
-                ],
+                [(_cut(w), now(), i) for i, w in cut],
             )
         return len(cut)
 

@@ -24,8 +24,11 @@ decide for the recipients they name.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,7 +122,8 @@ class NotifyAction(BuiltinAction):
         scope = (outbox.run, outbox.step, outbox.attempt)
         renderer = Renderer(params, getattr(ctx, "template_context", {}), ctx.runbook.name, scope)
         run = _Run(ctx, outbox, channel_name, params)
-        todo = [renderer.render(r) for r in sorted(run.triage(recipients), key=_index_order)]
+        with _fewer_collections():
+            todo = [renderer.render(r) for r in sorted(run.triage(recipients), key=_index_order)]
         if channel_name == "outbox":
             folder = Path(params["outbox"]) if params.get("outbox") else None
             try:
@@ -160,6 +164,31 @@ class NotifyAction(BuiltinAction):
                 retryable=not all(run.permanent),
             )
         return outputs
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Rendering thousands of messages allocates millions of short-lived objects that hold no
+    cycles: the collector's youngest generation runs a hundred times less often meanwhile
+    (process-wide: counted, and restored when the last step that asked is done)."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(_gc_saved[0], 1) * 100, *_gc_saved[1:])
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
 
 
 def _index_order(r: Recipient) -> tuple[str, Any]:
