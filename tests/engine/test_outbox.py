@@ -373,3 +373,38 @@ def test_a_notify_step_and_a_relay_at_once_on_one_state(runbook: Any, smtp_serve
     assert last.returncode == 0, last.stdout + last.stderr
     assert relays >= 1
     assert len(ids(server)) == 3010 and set(ids(server).values()) == {1}
+
+
+def test_a_state_of_schema_2_is_migrated_and_its_journal_records_still_decide(
+    runbook: Any,
+) -> None:
+    """An upgrade in the middle of a run: the per-recipient records an earlier version kept in
+    the journal still say who was told; nobody is told twice."""
+    runbook_file(sh("a", "true"))
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    con = sqlite3.connect(STATE, isolation_level=None)
+    con.execute("DROP TABLE outbox")
+    con.execute("ALTER TABLE message DROP COLUMN outbox")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
+    at = "2026-12-01T00:00:00.000Z"
+    old = [
+        {"t": "run", "run": "r2", "status": "running", "at": at},
+        {"t": "step", "id": "tell", "status": "running", "attempt": 1, "run": "r2", "at": at},
+        {"t": "record", "step": "tell", "items": {f"to:{PEOPLE[0]}": "sent"}, "at": at},
+        {"t": "record", "step": "tell", "items": {f"to:{PEOPLE[1]}": "sending"}, "at": at},
+    ]
+    con.executemany(
+        "INSERT INTO journal (at, kind, rec) VALUES (?, ?, ?)",
+        [(at, r["t"], json.dumps(r)) for r in old],
+    )
+    con.close()
+    runbook_file(sh("a", "true"), tell(to=PEOPLE[:3]))
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert rows("SELECT value FROM meta WHERE key = 'version'") == [("3",)]
+    doc = json.loads(runbook("status", "r.yaml", "--format", "json").out)
+    (step,) = [s for s in doc["steps"] if s["id"] == "tell"]
+    out = step["outputs"]
+    assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (1, 1, 1)
+    assert out["uncertain_recipients"] == [PEOPLE[1]]
+    assert rows("SELECT address, state FROM outbox") == [(PEOPLE[2], "queued")]
