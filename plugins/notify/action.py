@@ -307,25 +307,27 @@ class _Run:
             self.export = Folder(folder)
             if self.states:
                 self._export_missing()
+        row, stored = self.row, self.stored
         for start in range(0, len(todo), BATCH):
             self._check_time(start, len(todo), "queued")
+            chunk = todo[start : start + BATCH]
             rows: list[OutboxRow] = []
-            for m in todo[start : start + BATCH]:
-                row = self.stored(self.row(m))
+            for m in chunk:
+                one = stored(row(m))
                 try:
-                    check_headers(row)
+                    check_headers(one)
                 except NotSent as exc:
                     self._refused(m, exc)
                     continue
-                rows.append(row)
+                rows.append(one)
             at = now()
             added = self.outbox.write(rows, state=QUEUED, at=at)
-            self.queued.update(row.recipient for row in rows)
+            self.queued.update(one.recipient for one in rows)
             self.sent += added
             self.already += len(rows) - added
             self._export(rows, at)
             if len(todo) > BATCH:
-                self.ctx.progress(f"notify: {start + len(rows)}/{len(todo)} queued")
+                self.ctx.progress(f"notify: {start + len(chunk)}/{len(todo)} queued")
         if self.settle:
             self.outbox.write(changes=self.settle, at=now())
 
