@@ -256,13 +256,16 @@ class _Run:
         direct = self.channel != "outbox"
         for r in recipients:
             state = self.states.get(r.key)
+            if state is not None and not direct:
+                self.already += 1  # in the outbox: the relay's from here (a failed one too)
+                continue
             if state is None:
                 state = self.legacy.get(r.key)
                 if state == SENT:
                     self.legacy_told.add(r.key)
             if state is None or state == FAILED or (direct and state == QUEUED):
                 todo.append(r)
-            elif state == SENT or (not direct and state in HANDED and r.key in self.states):
+            elif state == SENT:
                 self.already += 1
             elif self.resend:  # sending (cut by a crash) or uncertain, sent again on request
                 todo.append(r)

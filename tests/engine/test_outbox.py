@@ -408,3 +408,17 @@ def test_a_state_of_schema_2_is_migrated_and_its_journal_records_still_decide(
     assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (1, 1, 1)
     assert out["uncertain_recipients"] == [PEOPLE[1]]
     assert rows("SELECT address, state FROM outbox") == [(PEOPLE[2], "queued")]
+
+
+def test_a_secret_in_a_message_never_reaches_the_state_or_the_files(
+    runbook: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OUTBOX_TEST_TOKEN", "tok-5e3c2a1b")
+    step = tell(to=PEOPLE[:1], outbox="mail")
+    step["with"]["message"] = "your code: {{ secrets.code }}"
+    runbook_file(step, secrets={"code": {"env": "OUTBOX_TEST_TOKEN"}})
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    assert rows("SELECT body FROM outbox") == [("your code: ***",)]
+    assert runbook("outbox", "r.yaml", "--export", "out").code == 0
+    for path in [STATE, *Path("mail").iterdir(), *Path("out").rglob("*.eml")]:
+        assert b"tok-5e3c2a1b" not in path.read_bytes(), path
