@@ -309,15 +309,15 @@ def _messages(db: dbm.Database) -> tuple[str, str]:
     state written before the outbox existed has none)."""
     cols = ", ".join(f"m.{c.strip()}" for c in _M.split(","))
     if not has_outbox(db):
-        return cols + ", NULL", "message m"
-    return cols + ", o.state", "message m LEFT JOIN outbox o ON o.id = m.outbox"
+        return cols + ", NULL", ""
+    return cols + ", o.state", " LEFT JOIN outbox o ON o.id = m.outbox"
 
 
 def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
     """Fill in every transition and message of these entities (by key, in chunks)."""
     by_key = _bucket(entities)
     keys = [e.key for e in entities]
-    cols, source = _messages(db)
+    cols, delivery = _messages(db)
     for i in range(0, len(keys), CHUNK):
         part = keys[i : i + CHUNK]
         inn = f"cohort = ? AND key IN ({_marks(len(part))})"
@@ -329,7 +329,10 @@ def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
         inn = f"m.cohort = ? AND m.key IN ({_marks(len(part))})"
         _attach(
             by_key,
-            db.query(f"SELECT {cols} FROM {source} WHERE {inn} ORDER BY m.seq", (cohort, *part)),
+            db.query(
+                f"SELECT {cols} FROM message m{delivery} WHERE {inn} ORDER BY m.seq",
+                (cohort, *part),
+            ),
             True,
         )
 
@@ -352,10 +355,10 @@ def history_where(
         args,
     )
     _attach(by_key, rows, False)
-    cols, source = _messages(db)
+    cols, delivery = _messages(db)
     rows = db.query(
-        f"SELECT {cols} FROM entity e JOIN {source} ON m.cohort = e.cohort AND m.key = e.key"
-        f" WHERE {where} ORDER BY m.seq",
+        f"SELECT {cols} FROM entity e JOIN message m ON m.cohort = e.cohort AND m.key = e.key"
+        f"{delivery} WHERE {where} ORDER BY m.seq",
         args,
     )
     _attach(by_key, rows, True)

@@ -138,7 +138,8 @@ def test_apply_gates_then_notifies_once_with_the_password_kept_secret(
 def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
     smtp_server: Any, tmp_path: Path
 ) -> None:
-    server: SmtpServer = smtp_server(hold_for={"maria@example.mx"})
+    # sent in the order of their keys (to:ana…, to:bob…, to:maria…): bob is the second
+    server: SmtpServer = smtp_server(hold_for={"bob@example.com"})
     work = Path.cwd()
     write_runbook(work / "rb.yaml", {"host": "127.0.0.1", "port": server.port})
     env = {**os.environ, "TEST_SMTP_PASSWORD": "unused"}
@@ -147,12 +148,12 @@ def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
         cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        assert server.holding.wait(60), "the send to maria never began"
+        assert server.holding.wait(60), "the send to bob never began"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     server.release.set()
-    assert [m.rcpt_tos for m in server.messages] == [["ana@example.com.br"], ["maria@example.mx"]]
+    assert [m.rcpt_tos for m in server.messages] == [["ana@example.com.br"], ["bob@example.com"]]
 
     again = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -165,6 +166,6 @@ def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
     )
     outputs = step(json.loads(status.stdout), "tell")["outputs"]
     assert (outputs["sent"], outputs["skipped_already_sent"], outputs["uncertain"]) == (1, 1, 1)
-    assert outputs["uncertain_recipients"] == ["maria@example.mx"]
+    assert outputs["uncertain_recipients"] == ["bob@example.com"]
     received = sorted(m.rcpt_tos[0] for m in server.messages)
     assert received == ["ana@example.com.br", "bob@example.com", "maria@example.mx"]
