@@ -299,10 +299,10 @@ class _Run:
     def stored(self, row: OutboxRow) -> OutboxRow:
         """The row as the state keeps it: no secret value reaches the disk (SPEC §9)."""
         mask = self.ctx.masker.mask
-        subject, body, name = mask(row.subject), mask(row.body), mask(row.name)
-        if subject == row.subject and body == row.body and name == row.name:
+        text = f"{row.subject}\0{row.body}\0{row.name}"
+        if mask(text) == text:  # one search for the three (a secret holds no NUL)
             return row
-        return row._replace(subject=subject, body=body, name=name)
+        return row._replace(subject=mask(row.subject), body=mask(row.body), name=mask(row.name))
 
     # -- outbox: queued in batches ----------------------------------------------------------
     def queue_all(self, todo: list[Message], folder: Path | None) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, NamedTuple
 
 from runbook_engine.errors import ActionFailed
@@ -33,14 +32,16 @@ class Recipient:
     vars: Mapping[str, Any] = field(default_factory=dict)
     entity: Any = None  # the cohort member's key (``to: {cohort}``)
     attempt: int | None = None  # the wave attempt: a member is told once per attempt
+    # the record key: one per recipient and step (for a cohort member: per member, step and
+    # wave attempt), whatever the channel; the outbox's `recipient`
+    key: str = field(init=False, compare=False, repr=False)
 
-    @cached_property
-    def key(self) -> str:
-        """The record key: one per recipient and step (for a cohort member: per member, step
-        and wave attempt), whatever the channel."""
+    def __post_init__(self) -> None:
         if self.attempt is not None:
-            return f"member:{self.attempt}:{self.entity!r}"
-        return f"to:{self.address.strip().lower()}" if self.address else WEBHOOK_KEY
+            key = f"member:{self.attempt}:{self.entity!r}"
+        else:
+            key = f"to:{self.address.strip().lower()}" if self.address else WEBHOOK_KEY
+        object.__setattr__(self, "key", key)
 
     def as_context(self) -> dict[str, Any]:
         return {**self.vars, "address": self.address, "name": self.name, "locale": self.locale}
