@@ -95,6 +95,10 @@ class NotifyAction(BuiltinAction):
         return f"notify {who} by {channel}{tail}"
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
+        with _fewer_collections():
+            return self._run(params, ctx)
+
+    def _run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         channel_name = str(params.get("channel") or "outbox")
         outbox = ctx.outbox
         if outbox is None:
@@ -122,8 +126,7 @@ class NotifyAction(BuiltinAction):
         scope = (outbox.run, outbox.step, outbox.attempt)
         renderer = Renderer(params, getattr(ctx, "template_context", {}), ctx.runbook.name, scope)
         run = _Run(ctx, outbox, channel_name, params)
-        with _fewer_collections():
-            todo = [renderer.render(r) for r in sorted(run.triage(recipients), key=_index_order)]
+        todo = [renderer.render(r) for r in sorted(run.triage(recipients), key=_index_order)]
         if channel_name == "outbox":
             folder = Path(params["outbox"]) if params.get("outbox") else None
             try:
@@ -173,9 +176,10 @@ _gc_saved: tuple[int, int, int] | None = None
 
 @contextlib.contextmanager
 def _fewer_collections() -> Iterator[None]:
-    """Rendering thousands of messages allocates millions of short-lived objects that hold no
-    cycles: the collector's youngest generation runs a hundred times less often meanwhile
-    (process-wide: counted, and restored when the last step that asked is done)."""
+    """Reading, rendering and queueing thousands of messages allocates millions of short-lived
+    objects that hold no cycles: the collector's youngest generation runs a hundred times less
+    often meanwhile (process-wide: counted, and restored when the last step that asked is
+    done)."""
     global _gc_users, _gc_saved
     with _gc_lock:
         if _gc_users == 0:
