@@ -176,6 +176,10 @@ class Attempt:
     def _export_missing(self) -> None:
         """A resume: files of earlier batches that a crash kept from the folder."""
         assert self.export is not None
+        try:
+            self.export.open()  # and clear what a killed writer left half-written
+        except ExportError as exc:
+            raise ActionFailed(f"notify: {exc.reason}", retryable=False) from None
         done = [(row, at) for row, _state, at, _why in self.outbox.rows()]
         for row, at in self.export.missing(done):
             self._export([row], at)

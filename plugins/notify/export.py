@@ -4,13 +4,15 @@
 One ``<Message-ID token>.eml`` per message, the bytes the relay would send (``email_bytes``,
 dated when the message was queued, so every export of a message is the same file). Files are
 0600 and the folders made here 0700 (SPEC §9). A file is written under a temporary name and
-renamed, so a reader never sees half a message; the folder is synced once per batch, not once
+renamed, so a reader never sees half a message (a temporary file left by a killed writer is
+removed the next time the folder is opened); the folder is synced once per batch, not once
 per file: the table is the durable outbox, and a file lost to a power cut is written again
 from it (by the step's next run, or by ``--export``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,6 +49,16 @@ class Folder:
         except OSError as exc:
             raise ExportError(f"cannot create {self.folder}: {exc.strerror or exc}") from None
         self._made = True
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Temporary files of a writer that was killed between a write and its rename (never
+        those of a process still running: another step or an export may share the folder)."""
+        for temp in self.folder.glob(".*.eml.*.tmp"):
+            pid = temp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and int(pid) != self._pid and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    temp.unlink()
 
     def path(self, message_id: str) -> Path:
         return self.folder / file_name(message_id)
@@ -85,6 +97,16 @@ class Folder:
         """The messages whose file is not in the folder (a crash between a batch's commit and
         its files)."""
         return [(r, at) for r, at in rows if not self.path(r.message_id).exists()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def export_all(rows: Iterable[tuple[OutboxRow, str, str]], folder: Path, batch: int = 1000) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import sqlite3
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -179,6 +180,22 @@ def test_a_file_lost_after_its_batch_committed_is_written_again(
     assert lost.read_bytes() == want  # the same bytes: dated when it was queued
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p != lost} == kept
     assert set(make_ctx.states().values()) == {"queued"}
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_on_the_next_run(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mail"
+    params = {"to": PEOPLE, "templates": TEMPLATES, "outbox": str(folder)}
+    run(params, make_ctx)
+    lost = folder / (mid("to:bob@example.com")[1:].split("@")[0] + ".eml")
+    lost.unlink()
+    dead = folder / f".{lost.name}.999999999.tmp"  # killed between its write and its rename
+    alive = folder / f".other.eml.{os.getppid()}.tmp"  # another writer, still running
+    dead.write_bytes(b"half a mess")
+    alive.write_bytes(b"being written")
+    run(params, make_ctx)
+    assert lost.exists() and not dead.exists() and alive.exists()
 
 
 def test_a_header_with_a_line_break_fails_that_recipient_only(
