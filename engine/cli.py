@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
     "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
+    "outbox": ("outbox", "Messages by channel and state; export them, relay them over SMTP."),
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),

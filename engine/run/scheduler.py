@@ -309,7 +309,8 @@ class Apply(Runner):
         if spec is not None and members is not None:
             attempt_no = ctx["wave"]["attempt"]
             return self.foreach_job(node, inst.step.call, spec, ctx, members, attempt_no)
-        return self.job(node, inst.step.call, params, ctx, members=members)
+        scope = (node, str(self.wave_attempt(inst)))
+        return self.job(node, inst.step.call, params, ctx, members=members, scope=scope)
 
     def wave_members(self, inst: Instance, ctx: dict[str, Any]) -> Callable[[], Any] | None:
         """Start the cohort wave of ``inst`` when it has not started in this run (its attempt
@@ -465,12 +466,6 @@ class Apply(Runner):
             }
         )
 
-    def wave_attempt(self, inst: Instance) -> int:
-        if inst.phase.cohort is None or inst.wave is None:
-            return 1
-        got = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
-        return got.attempt if got is not None else 1
-
     def fire_contingencies(self, inst: Instance, r: Result) -> None:
         failed_step = {
             "id": inst.id,
@@ -506,7 +501,9 @@ class Apply(Runner):
                 firing = f"{cid}@{run.id}/{inst.id}/{attempt}"
                 try:
                     params = self.render_params(c.call, ctx)
-                    result = self.run_inline(self.job(cid, c.call, params, ctx, firing))
+                    scope = (cid, f"{inst.id}/{attempt}")  # the firing
+                    job = self.job(cid, c.call, params, ctx, firing, scope=scope)
+                    result = self.run_inline(job)
                 except ActionFailed as exc:
                     result = Result(cid, Outcome.FAILED, 1, error=str(exc))
                 status = "succeeded" if result.outcome is Outcome.SUCCEEDED else "failed"
