@@ -38,6 +38,7 @@ from runbook_engine.plugins.notify.recipients import (
     Renderer,
     from_members,
     from_params,
+    printable,
     shown,
     token,
 )
@@ -77,6 +78,7 @@ class NotifyAction(BuiltinAction):
         to = params.get("to")
         unreachable: list[Any] = []
         refused: list[tuple[Any, str]] = []
+        bad: list[tuple[Recipient, str]] = []
         if isinstance(to, Mapping) and to.get("cohort"):
             if ctx.members is None:
                 raise ActionFailed(
@@ -88,7 +90,7 @@ class NotifyAction(BuiltinAction):
             for key, why in refused:
                 ctx.members.fail(key, why)
         else:
-            recipients = from_params(params, channel_name)
+            recipients, bad = from_params(params, channel_name)
         renderer = Renderer(
             params,
             getattr(ctx, "template_context", {}),
@@ -97,6 +99,7 @@ class NotifyAction(BuiltinAction):
         )
         channel = _channel(channel_name, params, ctx)
         run = _Run(ctx, channel, bool(params.get("resend_uncertain")))
+        run.refuse(bad)  # each fails alone, with its reason; the others are sent
         per_member = ctx.members is not None and isinstance(to, Mapping) and bool(to.get("cohort"))
         try:
             todo = _render_all(run.triage(recipients, renderer), renderer, ctx, per_member)
@@ -145,11 +148,11 @@ class NotifyAction(BuiltinAction):
                 {"count": run.uncertain_count, "recipients": run.uncertain[:LISTED]},
             )
         if run.failed:
-            names = [f"{address} ({why})" for address, why in run.failed]
+            names = [f"{printable(address)} ({why})" for address, why in run.failed]
+            total = len(recipients) + len(run.invalid)
             raise ActionFailed(
                 run.mask(
-                    f"notify: {len(run.failed)} of {len(recipients)} recipient(s) refused: "
-                    + shown(names)
+                    f"notify: {len(run.failed)} of {total} recipient(s) refused: " + shown(names)
                 ),
                 outputs=outputs,
                 retryable=not all(permanent for permanent in run.permanent),
@@ -209,6 +212,15 @@ class _Run:
         self.refused_recipients: list[tuple[Recipient, str]] = []
         self.failed: list[tuple[str, str]] = []
         self.permanent: list[bool] = []
+        self.invalid: list[Recipient] = []  # refused before any send: not an address
+
+    def refuse(self, bad: list[tuple[Recipient, str]]) -> None:
+        """Recipients whose address is not one: failed, with the reason, never sent to."""
+        for r, why in bad:
+            self.invalid.append(r)
+            self.failed.append((r.address, why))
+            self.permanent.append(True)
+            self.pending[r.key] = FAILED
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -253,7 +265,7 @@ class _Run:
                 self._send_one(m)
             self.channel.flush()
             if (start // batch + 1) % max(1, PROGRESS_EVERY // batch) == 0:
-                self.ctx.progress(f"notify: {start + len(chunk)}/{len(todo)} sent")
+                self.ctx.progress(self.progress_line(start + len(chunk), len(todo)))
 
     def _send_one(self, m: Message) -> None:
         try:
@@ -273,6 +285,16 @@ class _Run:
             return
         self.pending[m.key] = SENT
         self.sent += 1
+
+    def progress_line(self, done: int, total: int) -> str:
+        """What happened to the messages so far: sent ones counted as sent, never more."""
+        refused = len(self.failed)
+        line = f"notify: {self.sent} of {total + len(self.invalid)} sent"
+        extra = [f"{refused} refused"] if refused else []
+        extra += [f"{self.uncertain_count} uncertain"] if self.uncertain_count else []
+        left = total - done
+        extra += [f"{left} to go"] if left else []
+        return line + (f" ({', '.join(extra)})" if extra else "")
 
     def told(self, recipients: list[Recipient]) -> list[Recipient]:
         """Recipients whose message is sent (in this attempt or an earlier run of it)."""

@@ -172,7 +172,7 @@ def test_recipients_from_a_query_with_extra_columns(make_ctx: Any, tmp_path: Pat
     assert bodies == ["Ana: plano gold", "customer: free"]
 
 
-def test_missing_template_and_bad_addresses_fail_before_sending(
+def test_missing_template_fails_before_sending_and_a_bad_address_fails_alone(
     make_ctx: Any, tmp_path: Path
 ) -> None:
     only_es = {"es": TEMPLATES["es"]}
@@ -182,9 +182,21 @@ def test_missing_template_and_bad_addresses_fail_before_sending(
         "notify: no template for bob@example.com (tried en; templates: es); "
         "set `default_locale` to one of the templates"
     )
-    with pytest.raises(ActionFailed, match=r"2 invalid email address\(es\): 'nobody', 'a b@c'"):
-        run({"to": ["ok@x.org", "nobody", "a b@c"], "message": "hi"}, make_ctx)
     assert not (tmp_path / "m").exists() and make_ctx.records.data == {}
+    # addresses that are not ones fail alone, with their reason; the good one is sent
+    ctx = make_ctx()
+    with pytest.raises(ActionFailed) as bad:
+        NotifyAction().run(
+            {"to": ["ok@x.org", "nobody", "a b@c"], "message": "hi", "outbox": str(tmp_path / "o")},
+            ctx,
+        )
+    assert bad.value.message == (
+        "notify: 2 of 3 recipient(s) refused: nobody (not an e-mail address), "
+        "a b@c (not an e-mail address)"
+    )
+    assert bad.value.outputs["sent"] == 1 and bad.value.outputs["failed"] == 2
+    assert len(list((tmp_path / "o").iterdir())) == 1
+    assert ctx.records.data == {"to:ok@x.org": "sent", "to:nobody": "failed", "to:a b@c": "failed"}
 
 
 # SMTP -------------------------------------------------------------------------------------------
