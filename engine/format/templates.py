@@ -15,11 +15,10 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import RunbookError
-from . import contexts
+from . import contexts, sandbox
 from .contexts import PLAIN, SHELL, URL
 
 CONTEXT_NAMES = ("vars", "secrets", "steps", "wave", "run", "failed_step")
-_DICT_NAMES = frozenset(dir(dict))
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 
 
@@ -41,42 +40,11 @@ def _unchanged(value: Any) -> Any:
 
 @lru_cache(maxsize=4)
 def environment(mode: str = PLAIN) -> Any:
-    """The sandbox for templates whose output lands in ``mode``: plain text and values,
-    a shell command (every ``{{ }}`` quoted) or a URL (path and query values encoded)."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        """No name starting with ``_`` is reachable by item on an engine object either (the
-        sandbox already refuses it by attribute); plain data keeps its keys: ``row['_id']``."""
-
-        def getattr(self, obj: Any, attribute: str) -> Any:
-            # `recipient.name` on plain data: the item, as the sandbox gives it when the
-            # attribute is not there, without raising and catching AttributeError first (a
-            # fifth of the cost of a message's templates); dict's own names go the usual way
-            if type(obj) is dict and attribute not in _DICT_NAMES:
-                try:
-                    return obj[attribute]
-                except KeyError:
-                    pass
-            return super().getattr(obj, attribute)
-
-        def getitem(self, obj: Any, argument: Any) -> Any:
-            if (
-                isinstance(argument, str)
-                and argument.startswith("_")
-                and not isinstance(obj, (dict, list, tuple))
-            ):
-                return self.undefined(obj=obj, name=argument)
-            return super().getitem(obj, argument)
-
+    """The sandbox (``sandbox.py``: limits, statements, secrets) for templates whose output
+    lands in ``mode``: plain text and values, a shell command (every ``{{ }}`` quoted) or a URL
+    (path and query values encoded)."""
     finalize = {SHELL: contexts.shell_finalize, URL: contexts.url_finalize}.get(mode)
-    env = Sandbox(
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        finalize=finalize,
-    )
+    env = sandbox.make_sandbox(finalize)
     env.filters["quote"] = _quote
     env.filters["raw"] = _unchanged
     env.filters["b64encode"] = contexts.b64encode
@@ -87,6 +55,7 @@ def environment(mode: str = PLAIN) -> Any:
         urlencode = env.filters["urlencode"]
         env.filters["raw"] = contexts.url_raw_filter
         env.filters["urlencode"] = lambda value: contexts.Raw(urlencode(value))
+    sandbox.guard_filters(env)
     return env
 
 
@@ -159,23 +128,38 @@ def _compiled_expression(expr: str) -> Any:
 
 def render_string(source: str, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
     """Render one template string.  In ``PLAIN`` mode a string that is exactly one
-    ``{{ expression }}`` gives the expression's value; a command or a URL is always text."""
-    from jinja2 import TemplateError as JinjaError
-
+    ``{{ expression }}`` gives the expression's value; a command or a URL is always text.
+    Whatever goes wrong (a Jinja2 error, a Python exception of a method, a limit of the
+    sandbox, a secret misused, a value in the wrong place) is a ``TemplateError``."""
     try:
-        if mode == PLAIN:
-            m = _SINGLE.match(source)
-            if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
-                value = _compiled_expression(m.group("expr").strip())(**context)
-                _force(value)
-                return value
-            return _compiled(source).render(**context)
-        out = _compiled(source, mode).render(**context)
-        return contexts.resolve_url(out) if mode == URL else out
-    except JinjaError as exc:
-        raise TemplateError(_jinja_message(exc)) from None
-    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
-        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        with sandbox.limited():
+            if mode == PLAIN:
+                m = _SINGLE.match(source)
+                if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
+                    value = _compiled_expression(m.group("expr").strip())(**context)
+                    _force(value)
+                    return sandbox.unwrap(value)
+                return _text(_compiled(source), context)
+            out = _text(_compiled(source, mode), context)
+            return contexts.resolve_url(out) if mode == URL else contexts.resolve_shell(out)
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of a template is the template's
+        raise TemplateError(_message(exc)) from None
+
+
+def _text(template: Any, context: Mapping[str, Any]) -> str:
+    """The template's output, stopped once it is longer than the sandbox allows."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(**context):
+        size += len(part)
+        if size > sandbox.MAX_OUTPUT:
+            raise sandbox.LimitError(
+                f"the template wrote more than {sandbox.MAX_OUTPUT:,} characters"
+            )
+        parts.append(part)
+    return "".join(parts)
 
 
 class Repeated:
@@ -216,27 +200,30 @@ class Repeated:
         try:
             env = t.environment  # the context as new_context(shared=True) makes it, without
             ctx = env.context_class(env, values, t.name, t.blocks)  # listing the globals again
-            return str(env.concat(t.root_render_func(ctx)))
+            with sandbox.limited():  # the same limits as render_string
+                out = str(env.concat(t.root_render_func(ctx)))
+            if len(out) > sandbox.MAX_OUTPUT:
+                raise sandbox.LimitError("output too long")
+            return out
         except Exception:  # noqa: BLE001 - said again, with its message, by render_string
             return str(render_string(self.source, values))
 
 
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """A bare Jinja2 expression (``when`` without braces, ``check`` conditions)."""
-    from jinja2 import TemplateError as JinjaError
-
     source = expression.strip()
     m = _SINGLE.match(source)
     if m:
         source = m.group("expr").strip()
     try:
-        value = _compiled_expression(source)(**context)
-        _force(value)
-        return value
-    except JinjaError as exc:
-        raise TemplateError(_jinja_message(exc)) from None
-    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
-        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        with sandbox.limited():
+            value = _compiled_expression(source)(**context)
+            _force(value)
+            return sandbox.unwrap(value)
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see render_string
+        raise TemplateError(_message(exc)) from None
 
 
 def _force(value: Any) -> None:
@@ -258,6 +245,14 @@ def render(value: Any, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
     return value
 
 
-def _jinja_message(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return str(text)
+def _message(exc: BaseException) -> str:
+    from jinja2 import TemplateError as JinjaError
+
+    if isinstance(exc, JinjaError):
+        text = getattr(exc, "message", None) or str(exc)
+        return str(text)
+    if isinstance(exc, (sandbox.LimitError, sandbox.SecretMisuse, contexts.TemplatePlaceError)):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "MemoryError: the template needs more memory than there is"
+    return f"{type(exc).__name__}: {exc}"

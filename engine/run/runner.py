@@ -19,6 +19,7 @@ from ..console.reporters import Reporter
 from ..errors import ActionFailed
 from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
+from ..format.sandbox import secrets_view
 from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, render
 from ..graph.dag import Dag
@@ -72,6 +73,9 @@ class Runner:
         # set at the first interrupt: per-member steps stop handing out members
         self.draining = threading.Event()
         self.hard_stop = False
+        # `secrets` as templates see them: each renders as itself, every form a template makes
+        # of one is reported to the masker (format/sandbox.py)
+        self.secret_view = secrets_view(session.secrets, session.masker.seen)
 
     # -- records ------------------------------------------------------------------------
     @property
@@ -123,7 +127,7 @@ class Runner:
             self.rb,
             self.s.state,
             self.s.variables,
-            self.s.secrets,
+            self.secret_view,
             {"id": run.id if run else None, "started_at": run.started_at if run else None},
             inst,
             failed_step,

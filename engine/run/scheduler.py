@@ -53,6 +53,7 @@ class ApplyOutcome:
     left_in_place: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    unknown_in_rollback: list[str] = field(default_factory=list)  # found rolling_back
     changed: list[str] = field(default_factory=list)
     nothing_to_do: bool = False
     compensated: bool = False  # every step is done, but this run fired or rolled back
@@ -119,7 +120,7 @@ class Apply(Runner):
         if not resume and not todo and not self.options.replace:
             return False
         drawn = rcohorts.draw_missing(
-            self.rb, self.s.store, cohorts, self.s.variables, self.s.secrets
+            self.rb, self.s.store, cohorts, self.s.variables, self.secret_view
         )  # may refuse (exit 2) before anything is written
         if resume:
             assert run is not None
@@ -319,7 +320,7 @@ class Apply(Runner):
             return None
         try:
             attempt, note = rcohorts.begin_wave(
-                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.s.secrets
+                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.secret_view
             )
         except InvalidInput as exc:
             raise ActionFailed(f"wave {inst.wave.id} cannot start: {exc.message}") from None
@@ -595,6 +596,8 @@ class Apply(Runner):
                 out.waiting.append((n, st.error or ""))
             elif st.status is Status.UNKNOWN:
                 out.unknown.append(n)
+                if st.reason == "rollback":
+                    out.unknown_in_rollback.append(n)
             elif st.status is Status.ROLLED_BACK and st.run == run.id:
                 out.rolled_back.append(n)
             elif st.status is Status.ROLLBACK_FAILED:

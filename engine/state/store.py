@@ -178,7 +178,7 @@ class Store:
         marks on its members commit with its success). Returns the masked record as it will
         be written."""
         with self._lock:
-            clean: dict[str, Any] = self.masker.mask_value(rec)
+            clean: dict[str, Any] = self.masker.mask_record(rec)
             clean.setdefault("at", now())
             self.state.apply(clean)
             self._staged.append(clean)
@@ -228,7 +228,7 @@ class Store:
                     if effect is not None:
                         effect(self.db)
                     for rec in records:
-                        c: dict[str, Any] = self.masker.mask_value(rec)
+                        c: dict[str, Any] = self.masker.mask_record(rec)
                         c.setdefault("at", now())
                         clean.append(c)
                     journal.append(self.db, clean)

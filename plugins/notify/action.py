@@ -47,6 +47,7 @@ from runbook_engine.plugins.notify.recipients import (
     Renderer,
     from_members,
     from_params,
+    printable,
     shown,
 )
 
@@ -91,6 +92,7 @@ class NotifyAction(BuiltinAction):
         to = params.get("to")
         unreachable: list[Any] = []
         refused: list[tuple[Any, str]] = []
+        bad: list[tuple[Recipient, str]] = []
         cohort = isinstance(to, Mapping) and bool(to.get("cohort"))
         if cohort:
             if ctx.members is None:
@@ -104,10 +106,11 @@ class NotifyAction(BuiltinAction):
             for key, why in refused:
                 ctx.members.fail(key, why)
         else:
-            recipients = from_params(params, channel_name)
+            recipients, bad = from_params(params, channel_name)
         scope = (outbox.run, outbox.step, outbox.attempt)
         renderer = Renderer(params, getattr(ctx, "template_context", {}), ctx.runbook.name, scope)
         run = Attempt(ctx, outbox, channel_name, params)
+        run.refuse(bad)  # each fails alone, with its reason; the others are sent
         todo = _render_all(sorted(run.triage(recipients), key=_index_order), renderer, ctx, cohort)
         if channel_name == "outbox":
             folder = Path(params["outbox"]) if params.get("outbox") else None
@@ -144,11 +147,11 @@ class NotifyAction(BuiltinAction):
             outputs["refused"] = outputs.get("refused", 0) + len(run.failed)
             run.failed = []
         if run.failed:
-            names = [f"{address} ({why})" for address, why in run.failed]
+            names = [f"{printable(address)} ({why})" for address, why in run.failed]
+            total = len(recipients) + len(run.invalid)
             raise ActionFailed(
                 run.mask(
-                    f"notify: {len(run.failed)} of {len(recipients)} recipient(s) refused: "
-                    + shown(names)
+                    f"notify: {len(run.failed)} of {total} recipient(s) refused: " + shown(names)
                 ),
                 outputs=outputs,
                 retryable=not all(run.permanent),

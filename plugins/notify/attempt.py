@@ -69,6 +69,14 @@ class Attempt:
         self.permanent: list[bool] = []
         self.export: Folder | None = None
         self.queued: set[str] = set()  # recipients queued in the outbox by this attempt
+        self.invalid: list[Recipient] = []  # refused before any send: not an address
+
+    def refuse(self, bad: list[tuple[Recipient, str]]) -> None:
+        """Recipients whose address is not one: failed, with the reason, never sent to."""
+        for r, why in bad:
+            self.invalid.append(r)
+            self.failed.append((r.address, why))
+            self.permanent.append(True)
 
     def mask(self, text: str) -> str:
         for secret in self.secrets:
@@ -154,8 +162,9 @@ class Attempt:
             self.sent += added
             self.already += len(rows) - added
             self._export(rows, at)
-            if len(todo) > BATCH:
-                self.ctx.progress(f"notify: {start + len(chunk)}/{len(todo)} queued")
+            last = start + BATCH >= len(todo)
+            if len(todo) > BATCH or (last and self.failed):
+                self.ctx.progress(self.progress_line(start + len(chunk), len(todo), "queued"))
         if self.settle:
             self.outbox.write(changes=self.settle, at=now())
 
@@ -229,7 +238,7 @@ class Attempt:
                 changes = {}
                 self._send_one(channel, m, row, changes)
                 if (i + 1) % PROGRESS_EVERY == 0:
-                    self.ctx.progress(f"notify: {i + 1}/{len(todo)} sent")
+                    self.ctx.progress(self.progress_line(i + 1, len(todo)))
         except ChannelDown as exc:
             self.outbox.write(changes=changes, at=now())
             raise ActionFailed(
@@ -265,6 +274,17 @@ class Attempt:
             return
         changes[m.key] = (SENT, None)
         self.sent += 1
+
+    def progress_line(self, done: int, total: int, what: str = "sent") -> str:
+        """What happened to the messages so far: sent (or queued) ones counted as such, never
+        more; refused and uncertain ones apart."""
+        refused = len(self.failed)
+        line = f"notify: {self.sent} of {total + len(self.invalid)} {what}"
+        extra = [f"{refused} refused"] if refused else []
+        extra += [f"{self.uncertain_count} uncertain"] if self.uncertain_count else []
+        left = total - done
+        extra += [f"{left} to go"] if left else []
+        return line + (f" ({', '.join(extra)})" if extra else "")
 
     def _refused(self, m: Message, exc: NotSent) -> None:
         self.failed.append((m.recipient.address or "webhook", exc.reason))

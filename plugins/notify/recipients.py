@@ -127,8 +127,12 @@ def from_members(
     return out, unreachable, refused
 
 
-def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
-    """The step's recipients, de-duplicated (first wins); checked for the channel."""
+def from_params(
+    params: Mapping[str, Any], channel: str
+) -> tuple[list[Recipient], list[tuple[Recipient, str]]]:
+    """The step's recipients, de-duplicated (first wins), and those refused, each with why: an
+    address that is not one (a line break in it would smuggle a header) fails that recipient
+    alone, and the others are sent (SPEC §11)."""
     if params.get("recipients_query") and params.get("to"):
         raise ActionFailed("notify: give `to` or `recipients_query`, not both", retryable=False)
     if params.get("recipients_query"):
@@ -138,7 +142,7 @@ def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
     elif params.get("to"):
         found = [_from_item(item, i) for i, item in enumerate(params["to"])]
     elif channel == "webhook":
-        return [Recipient("")]  # one message to the webhook itself
+        return [Recipient("")], []  # one message to the webhook itself
     else:
         raise ActionFailed(
             f"notify: channel {channel} needs recipients: give `to` or `recipients_query`",
@@ -147,19 +151,27 @@ def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
     unique: dict[str, Recipient] = {}
     for r in found:
         unique.setdefault(r.key, r)
-    if channel != "webhook":
-        bad = [
-            r.address
-            for r in unique.values()
-            if not (r.address.isascii() and _ADDRESS.match(r.address))
-        ]
-        if bad:
-            raise ActionFailed(
-                f"notify: {len(bad)} invalid email address(es): "
-                + shown((repr(b) for b in bad), len(bad)),
-                retryable=False,
-            )
-    return list(unique.values())
+    if channel == "webhook":
+        return list(unique.values()), []
+    good: list[Recipient] = []
+    refused: list[tuple[Recipient, str]] = []
+    for r in unique.values():
+        if "\r" in r.address or "\n" in r.address:
+            refused.append((r, "a line break in the address"))
+        elif not (r.address.isascii() and _ADDRESS.match(r.address)):
+            refused.append((r, "not an e-mail address"))
+        else:
+            good.append(r)
+    return good, refused
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """An address or a name as a message can show it: control characters escaped (``\\r``,
+    ``\\n``), never written raw into a line, and cut."""
+    out = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def _from_item(item: Any, index: int) -> Recipient:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -17,6 +18,8 @@ from tests.engine.helpers import RUNBOOK, sh, status_json, write
 from tests.engine.report_run import HOSTILE, applied
 
 STATE = Path(".runbook/acme-migration/state.db")
+
+ME = pwd.getpwuid(os.geteuid()).pw_name  # the identity `approve` records
 
 
 def report_json(runbook: Any, *args: str) -> dict[str, Any]:
@@ -67,7 +70,8 @@ def test_markdown_answers_what_happened_where_it_hurt_and_what_customers_got(run
         in (md)
     )
     assert "| tell-support | churn | health\\[all\\] | notify | succeeded |" in md
-    assert "| go-no-go | alice |" in md
+    # the real identity (the OS user), and the `--by` name beside it, never instead
+    assert f"| go-no-go | {ME} | alice |" in md
     assert "| copy\\[all\\] | rolled\\_back |" in md and "rowcount=100" in md
     assert "| announce | step | succeeded | 3 | 0 | 0 |" in md
     assert (
@@ -106,7 +110,8 @@ def test_json_has_every_figure(runbook) -> None:
         "succeeded",
     )
     (a,) = doc["approvals"]
-    assert a["by"] == "alice" and a["comment"] == f"go {HOSTILE}" and a["waited"] > 0
+    assert a["by"] == ME and a["on_behalf_of"] == "alice" and a["waited"] > 0
+    assert a["comment"] == f"go {HOSTILE}"
     assert {r["step"]: r["status"] for r in doc["rollbacks"]} == {
         "verify[all]": "rolled_back",
         "copy[all]": "rolled_back",

@@ -240,7 +240,7 @@ def test_recipients_from_a_query_with_extra_columns(make_ctx: Any, tmp_path: Pat
     assert bodies == ["Ana: plano gold", "customer: free"]
 
 
-def test_missing_template_and_bad_addresses_fail_before_sending(
+def test_missing_template_fails_before_sending_and_a_bad_address_fails_alone(
     make_ctx: Any, tmp_path: Path
 ) -> None:
     only_es = {"es": TEMPLATES["es"]}
@@ -250,9 +250,16 @@ def test_missing_template_and_bad_addresses_fail_before_sending(
         "notify: no template for bob@example.com (tried en; templates: es); "
         "set `default_locale` to one of the templates"
     )
-    with pytest.raises(ActionFailed, match=r"2 invalid email address\(es\): 'nobody', 'a b@c'"):
-        run({"to": ["ok@x.org", "nobody", "a b@c"], "message": "hi"}, make_ctx)
     assert not (tmp_path / "m").exists() and make_ctx.states() == {}
+    # addresses that are not ones fail alone, with their reason; the good one is queued
+    with pytest.raises(ActionFailed) as bad:
+        run({"to": ["ok@x.org", "nobody", "a b@c"], "message": "hi"}, make_ctx)
+    assert bad.value.message == (
+        "notify: 2 of 3 recipient(s) refused: nobody (not an e-mail address), "
+        "a b@c (not an e-mail address)"
+    )
+    assert bad.value.outputs["sent"] == 1 and bad.value.outputs["failed"] == 2
+    assert make_ctx.states() == {"to:ok@x.org": "queued"}
 
 
 # SMTP -------------------------------------------------------------------------------------------

@@ -171,3 +171,61 @@ def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
     assert outputs["uncertain_recipients"] == ["bob@example.com"]
     received = sorted(m.rcpt_tos[0] for m in server.messages)
     assert received == ["ana@example.com.br", "bob@example.com", "maria@example.mx"]
+
+
+def test_one_bad_customer_row_fails_alone_and_progress_tells_the_truth(runbook: Any) -> None:
+    """The audit of issue 10, item 9: a `recipients_query` row `evil@example.com\\r\\nBcc: …`
+    failed the whole step before anything was sent, and the progress line said `5/5 sent`
+    while 2 were refused."""
+    import sqlite3
+
+    with sqlite3.connect("crm.db") as db:
+        db.execute("CREATE TABLE c (address TEXT, name TEXT)")
+        db.executemany(
+            "INSERT INTO c VALUES (?, ?)",
+            [
+                ("ana@example.com", "Ana"),
+                ("evil@example.com\r\nBcc: all@example.com", "Eve"),
+                ("bob@example.com", "Bob"),
+                ("carol@example.com", "Carol\r\nBcc: all@example.com"),
+                ("dan@example.com", "Dan"),
+            ],
+        )
+    Path("n.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "runbook/v1",
+                "kind": "Runbook",
+                "metadata": {"name": "ntest"},
+                "phases": [
+                    {
+                        "id": "p",
+                        "steps": [
+                            {
+                                "id": "tell",
+                                "action": "notify",
+                                "with": {
+                                    "channel": "outbox",
+                                    "outbox": "out",
+                                    "dsn": "sqlite:///crm.db",
+                                    "recipients_query": "SELECT address, name FROM c",
+                                    "message": "Hello {{ recipient.name }}",
+                                },
+                                "rollback": "none",
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    r = runbook("apply", "n.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert len(list(Path("out").iterdir())) == 3  # the three good ones were sent
+    assert "notify: 3 of 5 queued (2 refused)" in r.out and "5/5" not in r.out
+    step = json.loads(runbook("status", "n.yaml", "--format", "json").out)["steps"][0]
+    assert step["status"] == "failed" and step["outputs"]["sent"] == 3
+    error = step["error"]
+    assert error.startswith("notify: 2 of 5 recipient(s) refused: ")
+    assert "evil@example.com\\r\\nBcc: all@example.com (a line break in the address)" in error
+    assert "carol@example.com (" in error and "\r" not in error and "\n" not in error
