@@ -242,10 +242,12 @@ def reconcile(
             (at, cohort.name),
         )
     if refresh_wave is not None:
+        # only the rows whose attributes changed are written (a wave of 200,000 unchanged
+        # members rewrote all their pages at every wave start)
         db.execute(
-            "UPDATE entity SET attrs = (SELECT s.attrs FROM temp.source_keys s"
-            " WHERE s.key = entity.key) WHERE cohort = ? AND wave = ? AND EXISTS"
-            " (SELECT 1 FROM temp.source_keys s WHERE s.key = entity.key)",
+            "UPDATE entity SET attrs = s.attrs FROM temp.source_keys s"
+            " WHERE entity.cohort = ? AND entity.wave = ? AND s.key = entity.key"
+            " AND entity.attrs IS NOT s.attrs",
             (cohort.name, refresh_wave),
         )
     db.execute("DELETE FROM temp.source_keys")
