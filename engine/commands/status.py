@@ -104,6 +104,10 @@ def _text(console: Console, doc: dict[str, Any], file: str) -> None:
         elif s.get("error"):
             line += f"  {s['error']}"
         console.out(line)
+        if s.get("unknown_members"):
+            from ..run.members import member_advice
+
+            console.out(f"      {member_advice(file, s['id'])}")
         if gate:
             _gate(console, s["id"], gate, file)
 

@@ -34,9 +34,13 @@ def counts_text(counts: dict[str, int]) -> str:
 
 
 def apply_summary(
-    out: ApplyOutcome, file: str, gates: frozenset[str] = frozenset()
+    out: ApplyOutcome,
+    file: str,
+    gates: frozenset[str] = frozenset(),
+    foreach: frozenset[str] = frozenset(),
 ) -> tuple[str, dict[str, Any]]:
-    """``gates``: the gate (`check`) instances, whose waiting a person decides."""
+    """``gates``: the gate (`check`) instances, whose waiting a person decides; ``foreach``:
+    the per-member steps, whose waiting members are decided by `resolve --member`."""
     q = _quote(file)
     if out.nothing_to_do:
         lines = [f"nothing to do: every step of {file} is done"]
@@ -79,6 +83,11 @@ def apply_summary(
             lines.append(
                 f"    fail it with: runbook resolve {q} {_quote(node)} --as failed [--comment TEXT]"
             )
+            continue
+        if node in foreach:
+            from .members import member_advice
+
+            lines.append(f"    {member_advice(file, node)}")
             continue
         lines.append(f"    approve with: runbook approve {q} {_quote(node)} [--comment TEXT]")
     for node in out.unknown:

@@ -7,7 +7,14 @@ from ..errors import Exit
 from ..graph.scope import select
 from ..state.status import RunStatus, Status
 from ..state.store import read_state
-from .rollback import Rollback, rollback_groups, undo_for
+from .members import member_advice
+from .rollback import (
+    Rollback,
+    per_member_undo,
+    rollback_groups,
+    rollback_left_unknown,
+    undo_for,
+)
 from .runner import Session
 from .session import Prepared
 from .summary import counts_text
@@ -29,7 +36,11 @@ def targets_for(
     live = {Status.SUCCEEDED, Status.ROLLING_BACK, Status.ROLLBACK_FAILED}
     base = _scope(prepared, step, phase, wave)
     grown = base | prepared.dag.descendants(base)
-    return {n for n in grown if state.status_of(n) in live}
+    return {
+        n
+        for n in grown
+        if state.status_of(n) in live or rollback_left_unknown(state, prepared.runbook.instances[n])
+    }
 
 
 def plan_text(
@@ -116,6 +127,10 @@ def run_rollback(
         if blocked:
             lines.append(f"    left as they are (not rolled back past it): {', '.join(blocked)}")
     for n in unknown:
+        if per_member_undo(rb.instances[n]):
+            lines.append(f"  {n} is unknown: {state.steps[n].error}")
+            lines.append(f"    {member_advice(session.file, n)}; then runbook rollback again")
+            continue
         lines.append(
             f"  {n} is unknown: runbook resolve {session.file} {n} --as "
             "rolled_back|rollback_failed|succeeded"
