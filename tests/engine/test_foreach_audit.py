@@ -40,6 +40,7 @@ def _runbook(rows: int, **step: Any) -> None:
         },
     }
     move.update(step)
+    move = {k: v for k, v in move.items() if v is not None}
     doc = {
         "apiVersion": "runbook/v1",
         "kind": "Runbook",
@@ -189,3 +190,86 @@ def test_a_per_member_rollback_with_members_failed_within_max_failed_is_not_roll
         ("compensated", 27),
         ("moved", 3),
     ]
+
+
+def _cut_forward(runbook: Any) -> list[int]:
+    """A forward foreach run killed mid-way, then resumed: members cut wait (exit 3)."""
+    _runbook(120, **{"with": {"command": "sleep 0.02; echo {{ member.key }} >> calls.txt"}})
+    _kill_when("calls.txt", 30, ["apply", "r.yaml", "--yes"])
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 3, r.output
+    # the advice names the command that works, never `approve`
+    assert "runbook resolve r.yaml 'move[all]' --member KEY --as" in r.out
+    assert "approve with" not in r.out and "runbook approve" not in r.out
+    recs = [x for x in journal(".runbook", "fa") if x["t"] == "members"]
+    return sorted({k for x in recs for k in x.get("unknown", ())})
+
+
+def test_resolve_member_with_all_unknown_is_refused_and_writes_nothing(runbook) -> None:
+    unknown = _cut_forward(runbook)
+    before = journal(".runbook", "fa")
+    states = _ledger("SELECT key, state FROM entity ORDER BY key")
+    r = runbook(
+        "resolve", "r.yaml", "move[all]", "--member", str(unknown[0]), "--all-unknown",
+        "--as", "succeeded",
+    )  # fmt: skip
+    assert r.code == 2, r.output
+    assert "--all-unknown exclude each other" in r.err and "nothing was resolved" in r.err
+    assert journal(".runbook", "fa") == before
+    assert _ledger("SELECT key, state FROM entity ORDER BY key") == states
+    assert (
+        sorted(k for (k,) in _ledger("SELECT key FROM entity WHERE state = 'unknown'")) == unknown
+    )
+
+
+def test_waiting_members_are_decided_by_resolve_member_and_status_lists_those_left(
+    runbook,
+) -> None:
+    unknown = _cut_forward(runbook)
+    before = len(journal(".runbook", "fa"))
+    r = runbook("approve", "r.yaml", "move[all]")
+    assert r.code == 2, r.output
+    assert "--member KEY" in r.err and "approve it with" not in r.err
+    r = runbook("resolve", "r.yaml", "move[all]", "--as", "succeeded")
+    assert r.code == 2, r.output
+    assert "--member KEY" in r.err and "runbook approve" not in r.err
+    assert len(journal(".runbook", "fa")) == before  # refusals write nothing
+    r = runbook("status", "r.yaml")
+    assert r.code == 0
+    assert "runbook resolve r.yaml 'move[all]' --member KEY" in r.out
+    assert "approve" not in r.out
+    first, *rest = unknown
+    r = runbook("resolve", "r.yaml", "move[all]", "--member", str(first), "--as", "pending")
+    assert r.code == 0, r.output
+    doc = status_json(runbook, "r.yaml")["steps"][0]
+    assert sorted(doc["unknown_members"]) == rest
+    text = runbook("status", "r.yaml").out
+    assert f"{len(rest)} member call(s) cut by a crash still unknown" in text
+    if rest:
+        assert str(rest[0]) in text
+    assert f"({first}" not in text and f" {first}," not in text
+
+
+def test_members_failed_within_max_failed_without_marks_make_the_run_not_clean(
+    runbook,
+) -> None:
+    _runbook(
+        5,
+        marks=None,
+        rollback="none",
+        foreach={"cohort": "subs", "max_failed": 10},
+        **{"with": {"command": "test {{ member.key }} -gt 2"}},
+    )
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert "NOT CLEAN" in r.out
+    assert "cohort subs, wave all: 2 member(s) not done (first: 1, 2)" in r.out
+    assert _ledger("SELECT key, state FROM entity ORDER BY key") == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "pending"),
+        (4, "pending"),
+        (5, "pending"),
+    ]
+    run = status_json(runbook, "r.yaml")["run"]
+    assert run["clean"] is False and run["status"] == "succeeded"
