@@ -256,9 +256,8 @@ def _events(e: jy.Entity, frozen_at: str) -> list[tuple[str, int, int, str]]:
                 m.at,
                 1,
                 i,
-                f"message {safe(m.state)}: {safe(m.channel)} {mid}, by {safe(m.step)} "
-                f"(attempt {m.attempt})"
-                + (f", delivery {safe(m.delivery)}" if m.delivery not in (None, m.state) else ""),
+                f"message {safe(m.shown)}: {safe(m.channel)} {mid}, by {safe(m.step)} "
+                f"(attempt {m.attempt})",
             )
         )
     for i, t in enumerate(e.transitions):

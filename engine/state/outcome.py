@@ -130,10 +130,9 @@ def targets(rb: Runbook, state: State, cohort: str) -> dict[str, str]:
                 out.setdefault(wave.id, DONE_TARGET)
                 continue
             best = max(marked, key=ledger.ORDER.index)
-            if (
-                out.get(wave.id, DONE_TARGET) == DONE_TARGET
-                or ledger.ORDER.index(best) > ledger.ORDER.index(out[wave.id])
-            ):
+            if out.get(wave.id, DONE_TARGET) == DONE_TARGET or ledger.ORDER.index(
+                best
+            ) > ledger.ORDER.index(out[wave.id]):
                 out[wave.id] = best
     return out
 
