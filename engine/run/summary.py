@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import Exit
+from ..format.printable import one_line
 from .scheduler import ApplyOutcome
 
 _HEAD = {
@@ -61,7 +62,7 @@ def apply_summary(
         lines.append(f"  {c.line}")
         lines.extend(f"  not clean: {s.text(c.cohort)}" for s in c.short)
     for node, error in out.failed:
-        lines.append(f"  failed: {node}: {error}")
+        lines.append(f"  failed: {node}: {one_line(error)}")
     if out.fired:
         lines.append(f"  contingencies fired in this run: {', '.join(out.fired)}")
     if out.rolled_back:
@@ -77,7 +78,7 @@ def apply_summary(
             "left as they are)"
         )
     for node, why in out.waiting:
-        lines.append(f"  {node} waits: {why}")
+        lines.append(f"  {node} waits: {one_line(why)}")
         if node in gates:
             lines.append(f"    pass it with: runbook approve {q} {_quote(node)} [--comment TEXT]")
             lines.append(

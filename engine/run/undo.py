@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..console.terminal import Console
 from ..errors import Exit
+from ..format.printable import one_line
 from ..graph.scope import select
 from ..state.status import RunStatus, Status
 from ..state.store import read_state
@@ -123,12 +124,12 @@ def run_rollback(
     for n in failed:
         st = state.steps[n]
         blocked = sorted(session.dag.ancestors([n]) & targets - set(undone))
-        lines.append(f"  rollback FAILED: {n}: {st.rollback_error}")
+        lines.append(f"  rollback FAILED: {n}: {one_line(st.rollback_error)}")
         if blocked:
             lines.append(f"    left as they are (not rolled back past it): {', '.join(blocked)}")
     for n in unknown:
         if per_member_undo(rb.instances[n]):
-            lines.append(f"  {n} is unknown: {state.steps[n].error}")
+            lines.append(f"  {n} is unknown: {one_line(state.steps[n].error)}")
             lines.append(f"    {member_advice(session.file, n)}; then runbook rollback again")
             continue
         lines.append(
