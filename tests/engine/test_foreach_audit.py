@@ -273,3 +273,54 @@ def test_members_failed_within_max_failed_without_marks_make_the_run_not_clean(
     ]
     run = status_json(runbook, "r.yaml")["run"]
     assert run["clean"] is False and run["status"] == "succeeded"
+
+
+def test_a_member_key_of_dots_never_walks_out_of_a_url_path(runbook, provider) -> None:
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE customers (id TEXT PRIMARY KEY, email TEXT)")
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?)",
+            [("..", "a@x"), (".", "b@x"), ("k.1", "c@x"), ("k2", "d@x")],
+        )
+    step = {
+        "id": "del",
+        "action": "http",
+        "rollback": "none",
+        "foreach": {"cohort": "subs", "concurrency": 1, "max_failed": 2},
+        "with": {
+            "method": "DELETE",
+            "url": provider.url + "/accounts/{{ member.key }}/card?k={{ member.key }}",
+            "json": {"customer": "{{ member.key }}"},
+        },
+    }
+    doc = {
+        "apiVersion": "runbook/v1",
+        "kind": "Runbook",
+        "metadata": {"name": "fa"},
+        "vars": {"legacy_db": "sqlite:///legacy.db"},
+        "cohorts": {
+            "subs": {
+                "source": {
+                    "dsn": "{{ vars.legacy_db }}",
+                    "query": "SELECT id, email FROM customers",
+                },
+                "key": "id",
+                "attributes": ["email"],
+                "waves": [{"id": "all", "size": "rest"}],
+            }
+        },
+        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": [step]}],
+    }
+    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output  # two members failed (within max_failed): not clean
+    assert "2 member(s) not done (first: .., .)" in r.out
+    assert dict(provider.deleted) == {"k.1": 1, "k2": 1}  # never called for the dots
+    assert _ledger("SELECT key, state FROM entity ORDER BY key") == [
+        (".", "failed"),
+        ("..", "failed"),
+        ("k.1", "pending"),
+        ("k2", "pending"),
+    ]
+    (reason,) = _ledger("SELECT reason FROM entity WHERE key = '..'")[0]
+    assert "dots only would walk out of the path" in reason
