@@ -70,3 +70,37 @@ def test_a_journey_shows_a_queued_message_as_queued_until_the_relay_sends_it(
     (msg,) = json.loads(r.out)["entities"][0]["messages"]
     assert (msg["state"], msg["delivery"]) == ("sent", "sent")
     assert "message sent: outbox <" in runbook("customers", "m.yaml", "7").out
+
+
+def test_control_characters_never_reach_an_eml_header_raw(runbook: Any) -> None:
+    to = ["p1@example.org", "p2@example.org", "p3\x07@example.org"]
+    runbook_file(tell(to=to, subject="Your move \x07{{ recipient.address }}"))
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output  # the address with a control character: refused
+    assert "p3\\x07@example.org (the To address contains a control character" in r.out
+    assert sorted(rows("SELECT address, state FROM outbox")) == [
+        ("p1@example.org", "queued"),
+        ("p2@example.org", "queued"),
+    ]
+    r = runbook("outbox", "r.yaml", "--export", "mail")
+    assert r.code == 0, r.output
+    files = sorted(Path("mail").rglob("*.eml"))
+    assert len(files) == 2
+    for f in files:
+        head = f.read_bytes().split(b"\r\n\r\n", 1)[0]
+        assert not any((b < 0x20 and b not in (0x0D, 0x0A)) or b == 0x7F for b in head), head
+        assert b"Subject: =?utf-8?q?Your_move_=07p" in head  # RFC 2047: kept, never raw
+
+
+def test_a_display_name_with_control_characters_is_an_rfc_2047_word() -> None:
+    from runbook_engine.actions import OutboxRow
+    from runbook_engine.plugins.notify.channels import email_bytes
+
+    row = OutboxRow(
+        "to:b", "outbox", "<1@t>", "Ops \x07 <ops@example.org>", "b@example.org",
+        "Bob \x1b[2J", None, "Hi", "Body", "{}",
+    )  # fmt: skip
+    head = email_bytes(row, "2026-12-02T07:00:00.000Z").split(b"\r\n\r\n", 1)[0]
+    assert not any((b < 0x20 and b not in (0x0D, 0x0A)) or b == 0x7F for b in head), head
+    assert b"To: =?utf-8?q?Bob_=1B=5B2J?= <b@example.org>" in head
+    assert b"From: =?utf-8?q?Ops_=07?= <ops@example.org>" in head
