@@ -327,7 +327,8 @@ class Rollback(Runner):
     def finish(self, r: Result) -> None:
         failed_members = (r.outputs or {}).get("failed_members") or []
         failed_count = int((r.outputs or {}).get("failed") or 0)
-        if r.outcome is Outcome.SUCCEEDED and failed_count:
+        per_member = per_member_undo(self.rb.instances[r.node])
+        if r.outcome is Outcome.SUCCEEDED and per_member and failed_count:
             # a per-member rollback whose members failed within max_failed: those members
             # are not undone, so the step is not rolled back (it is resumed for them)
             shown = ", ".join(f"{k}: {e}" for k, e in failed_members[:5])
