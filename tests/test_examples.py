@@ -29,8 +29,8 @@ SUBSCRIPTION = EXAMPLES / "subscription-platform-switch.yaml"
 SCRIPT = EXAMPLES / "demo_data.py"
 
 
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo_data", SCRIPT)
+def _module(script: Path = SCRIPT) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -38,6 +38,26 @@ def _module() -> ModuleType:
 
 
 demo_data = _module()
+fake = _module(EXAMPLES / "fake_provider.py")
+
+
+@pytest.fixture
+def fake_provider() -> Any:
+    """The subscription demo's fake payment provider (``runbooks/examples/fake_provider.py``,
+    its defaults: a few customers fail once with 503, 429 + Retry-After past 400 calls/s),
+    serving in a thread: ``(vault, url)``."""
+    import threading
+
+    vault = fake.Vault(0, set(), 400.0, 100, 97)
+    server = fake.ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(vault))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield vault, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def generate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -299,6 +319,15 @@ def test_acai_demo_moves_every_customer_it_can_reach(runbook) -> None:
     assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
     r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
     assert r.code == 0, r.output
+    # the repeat-orders gate: each wave's moved customers against those not moved yet, read
+    # on each side's own database; not run on the last wave (nobody left to compare with)
+    for wave in ("pilot", "early"):
+        assert re.search(
+            rf"repeat-orders-gate\[{wave}\]: check 1/3: #1 [\d.]+ vs pending [\d.]+ "
+            r"\(n \d+, n_baseline \d+\): passed",
+            r.out,
+        ), r.out
+    assert "repeat-orders-gate[all]: check" not in r.out
     assert "cohort customers: drew 298 eligible of 300 (pilot 20, early 59, all 219); " \
         "excluded: 2 no-contact" in r.out  # fmt: skip
     assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out

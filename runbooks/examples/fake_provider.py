@@ -14,15 +14,20 @@ payment provider's migration API does. Standard library only.
 Like a real provider it
 - de-duplicates on the ``Idempotency-Key`` header: a call re-sent with the key of a call that
   succeeded moves nothing again and gets the first answer back;
-- declines a few customers, every time: ``422 card token expired`` (those whose key is a
-  multiple of ``--decline-every``, and those named by ``--decline``);
+- fails a few customers once: the first call for a customer whose key is a multiple of
+  ``--fail-once-every`` (default 97) gets ``503 Service Unavailable`` (no Retry-After), the
+  next one succeeds (the runbook's step retries it);
+- declines customers, every time, when asked: ``422 card token expired`` (those whose key is
+  a multiple of ``--decline-every``, default 0: none, and those named by ``--decline``);
 - rate-limits: a token bucket of ``--rate`` calls per second (``--burst`` at once); a call
   over it gets ``429 Too Many Requests`` with ``Retry-After`` (whole seconds). A call with the
   same key that comes back sooner than it was told is counted as an early retry.
 
 The port is chosen free (port 0) unless ``--port`` says; ``--port-file`` receives it once the
 server listens (written atomically). SIGTERM or SIGINT stops it: it prints one line of what it
-saw and exits 0.
+saw and exits 0. With ``--run COMMAND`` it serves only while ``sh -c COMMAND`` runs (the URL in
+``$PROVIDER_URL``), stops whatever the command's end and exits with its status: how the
+Makefile's demos start and stop it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -48,7 +54,11 @@ SUFFIX = "/payment-method"
 class Vault:
     """What the provider holds and what it saw; every method is thread-safe."""
 
-    def __init__(self, decline_every: int, decline: set[str], rate: float, burst: int) -> None:
+    def __init__(
+        self, decline_every: int, decline: set[str], rate: float, burst: int, fail_once: int = 0
+    ) -> None:
+        self.fail_once = fail_once
+        self.failed: Counter[str] = Counter()  # per customer: answered 503 (once)
         self.decline_every = decline_every
         self.decline = decline
         self.rate = rate
@@ -114,6 +124,15 @@ class Vault:
                     self.retry_at[key] = now + seconds
                 body = {"error": "rate_limited", "retry_after": seconds}
                 return 429, "Too Many Requests", body, {"Retry-After": str(seconds)}
+            if (
+                method == "POST"
+                and self.fail_once > 0
+                and customer.isdigit()
+                and int(customer) % self.fail_once == 0
+                and not self.failed[customer]
+            ):
+                self.failed[customer] += 1
+                return 503, "Service Unavailable", {"error": "try_again"}, {}
             if method == "DELETE":
                 self.moved.pop(customer, None)
                 self.removed[customer] += 1
@@ -139,6 +158,7 @@ class Vault:
                 "moves": dict(self.moves),
                 "removed": dict(self.removed),
                 "declined": dict(self.declined),
+                "failed_once": dict(self.failed),
                 "limited": dict(self.limited),
                 "early_retries": self.early,
                 "replayed": self.replayed,
@@ -153,7 +173,8 @@ class Vault:
         return (
             f"fake provider: {s['requests']:,} calls for {keys:,} idempotency keys; "
             f"{len(s['moved']):,} payment methods in the vault ({twice} moved twice), "
-            f"{sum(s['removed'].values()):,} taken out again; {declined:,} calls declined "
+            f"{sum(s['removed'].values()):,} taken out again; {len(s['failed_once'])} customers "
+            f"failed once (503) and retried; {declined:,} calls declined "
             f"({len(s['declined'])} customers); {limited:,} answered 429 + Retry-After, "
             f"{s['early_retries']} retried early; {s['replayed']} replayed by key; "
             f"{s['unkeyed']} without an Idempotency-Key ({calls:,} with one)"
@@ -218,6 +239,25 @@ def _write_port(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
+def _serve_during(server: ThreadingHTTPServer, vault: Vault, command: str, port: int) -> int:
+    """The server in a thread while ``command`` runs; stopped whatever the command's end (a
+    failure, Ctrl-C), then one line of what it saw."""
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    serving.daemon = True
+    serving.start()
+    env = {**os.environ, "PROVIDER_URL": f"http://127.0.0.1:{port}"}
+    code = 1
+    try:
+        code = subprocess.call(["sh", "-c", command], env=env)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        server.shutdown()
+        server.server_close()
+        print(vault.summary(), flush=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fake_provider.py", description="A fake payment provider for the subscription demo."
@@ -225,8 +265,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--port-file", type=Path, help="write the port here once listening")
     parser.add_argument(
-        "--decline-every", type=int, default=997, metavar="N",
-        help="decline customers whose key is a multiple of N (default 997; 0: none)",
+        "--fail-once-every", type=int, default=97, metavar="N",
+        help="answer 503 to the first call for customers whose key is a multiple of N (default 97; 0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decline-every", type=int, default=0, metavar="N",
+        help="decline customers whose key is a multiple of N, every time (default 0: none)",
     )  # fmt: skip
     parser.add_argument(
         "--decline", default="", metavar="KEYS", help="comma-separated customer keys to decline"
@@ -236,13 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="calls per second before 429 + Retry-After (default 400; 0: no limit)",
     )  # fmt: skip
     parser.add_argument("--burst", type=int, default=100, help="calls at once (default 100)")
+    parser.add_argument(
+        "--run", metavar="COMMAND",
+        help="serve while COMMAND runs (sh -c, with PROVIDER_URL set), then stop; "
+        "exit with COMMAND's status",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     decline = {k.strip() for k in args.decline.split(",") if k.strip()}
-    vault = Vault(args.decline_every, decline, args.rate, max(1, args.burst))
+    vault = Vault(args.decline_every, decline, args.rate, max(1, args.burst), args.fail_once_every)
     ThreadingHTTPServer.request_queue_size = 256  # the default 5 resets concurrent connects
     server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(vault))
     server.daemon_threads = True
     port = int(server.server_address[1])
+    if args.run is not None:
+        return _serve_during(server, vault, args.run, port)
 
     def stop(_signum: int, _frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
