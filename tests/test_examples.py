@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -512,3 +514,36 @@ def test_demo_summary_finds_what_the_ledger_and_the_databases_disagree_on(runboo
         [sys.executable, str(SUMMARY), "acai", "nowhere"], capture_output=True, text=True
     )
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_the_fake_provider_serves_only_while_its_command_runs(tmp_path: Path) -> None:
+    """`fake_provider.py --run COMMAND` (how the Makefile's demos start and stop it): the URL
+    in $PROVIDER_URL, the command's exit status, one summary line, the port closed after."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys, urllib.error, urllib.request\n"
+        "url = os.environ['PROVIDER_URL']\n"
+        "open(sys.argv[1], 'w').write(url)\n"
+        "req = urllib.request.Request(url + '/v1/customers/97/payment-method', data=b'{}',\n"
+        "                             headers={'Idempotency-Key': 'k97'}, method='POST')\n"
+        "try:\n"
+        "    urllib.request.urlopen(req)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print('first', exc.code)\n"
+        "print('again', urllib.request.urlopen(req).status)\n"
+        "sys.exit(3)\n"
+    )
+    seen = tmp_path / "url.txt"
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "fake_provider.py"), "--run",
+         f"{sys.executable} {probe} {seen}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "first 503" in r.stdout and "again 201" in r.stdout  # 97 fails once, then moves
+    assert "1 payment methods in the vault (0 moved twice)" in r.stdout
+    assert "1 customers failed once (503) and retried" in r.stdout
+    url = seen.read_text()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing listens there any more
+        urllib.request.urlopen(url + "/stats", timeout=5)
