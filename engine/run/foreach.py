@@ -4,9 +4,10 @@ The step's job runs ``Foreach.run`` in a worker thread like any action. It hands
 to a bounded pool of ``concurrency`` threads, each call with the step's retries, its own
 ``ActionContext`` (``member`` in the templates, an idempotency key ``RUN/STEP/ATTEMPT/KEY``).
 
-Durability: before a batch of members is called, their start is committed (one journal record
-``{"t": "members", "started": [...]}``); results are committed in batches (``done``,
-``failed``). A crash loses at most the calls in flight: on the next run those members are
+Durability: before members are called, their start is committed (a journal record
+``{"t": "members", "started": [...]}``); their results (``done``, ``failed``) are committed in
+the same record as the next starts, a group commit (``_call_all``). A crash loses at most the
+calls in flight: on the next run those members are
 called again when the action is idempotent (or sends the same idempotency key), else they
 become ``unknown`` and the step waits for ``runbook resolve --member``. Members done in this
 wave attempt are never called again; failed ones are, on a re-run of the step.
