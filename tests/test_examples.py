@@ -51,8 +51,7 @@ def fake_provider() -> Any:
     import threading
 
     vault = fake.Vault(0, set(), 400.0, 100, 97)
-    server = fake.ThreadingHTTPServer(("127.0.0.1", 0), fake.handler(vault))
-    server.daemon_threads = True
+    server = fake.Server(("127.0.0.1", 0), fake.handler(vault))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -233,13 +233,21 @@ def handler(vault: Vault) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class Server(ThreadingHTTPServer):
+    """A thread per connection; a listen backlog of 256 (socketserver's 5 resets a burst of
+    concurrent connects)."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
 def _write_port(path: Path, port: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{port}\n")
     os.replace(tmp, path)
 
 
-def _serve_during(server: ThreadingHTTPServer, vault: Vault, command: str, port: int) -> int:
+def _serve_during(server: Server, vault: Vault, command: str, port: int) -> int:
     """The server in a thread while ``command`` runs; stopped whatever the command's end (a
     failure, Ctrl-C), then one line of what it saw."""
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
@@ -288,9 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     decline = {k.strip() for k in args.decline.split(",") if k.strip()}
     vault = Vault(args.decline_every, decline, args.rate, max(1, args.burst), args.fail_once_every)
-    ThreadingHTTPServer.request_queue_size = 256  # the default 5 resets concurrent connects
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), handler(vault))
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", args.port), handler(vault))
     port = int(server.server_address[1])
     if args.run is not None:
         return _serve_during(server, vault, args.run, port)
