@@ -215,3 +215,33 @@ def test_subscription_fault_in_half_wave_and_the_re_run(runbook, fake_provider) 
         "rest",
     ]
     assert summary(kind="subscription").returncode == 0
+
+
+def test_a_provider_that_declines_a_canary_subscriber_rolls_the_wave_back_member_by_member(
+    runbook, fake_provider
+) -> None:
+    """The provider declines subscribers whose key is a multiple of 40 (422, every time): the
+    canary's `max_failed: 1%` (0 of 20) is exceeded, the declined one is named with the
+    provider's answer, and the wave is rolled back: each payment method vaulted is taken out
+    again (one DELETE per member done), nothing stays in the vault, the canary is compensated."""
+    vault, url = fake_provider
+    vault.decline_every = 40
+    assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
+    r = runbook("cohort", "freeze", str(SUBSCRIPTION))
+    assert r.code == 0, r.output
+    canary = members(NAME, "canary")
+    declined = [k for k in canary if k % 40 == 0]
+    assert declined  # the draw (seeded) puts at least one in the canary
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
+    assert r.code == 1, r.output
+    assert (
+        f"vault-payment-methods[canary] failed: {len(declined)} of 20 members failed "
+        f"(max_failed 1% = 0); first: {declined[0]}: POST {url}/v1/customers/{declined[0]}"
+        "/payment-method returned 422 card token expired, expected 200 or 201" in r.out
+    )
+    seen = vault.stats()
+    assert seen["moved"] == [] and seen["unkeyed"] == 0
+    assert {int(k) for k in seen["removed"]} == set(canary) - set(declined)
+    assert set(seen["removed"].values()) == {1}
+    assert ledger_counts(NAME)[("canary", "compensated")] == 20
+    assert count(NEW, "subscribers") == 0 and count(LEGACY, "billing_holds") == 0
