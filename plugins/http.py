@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import queue
 import socket
 import threading
 import time
@@ -105,6 +106,53 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
+class _Helpers:
+    """Daemon threads that make requests for callers that can be cancelled: a caller waits
+    for its request, or leaves it to die at its own timeout (a daemon thread never holds up
+    the process's exit). Threads are reused (starting one costs more than a short request
+    to a server nearby) and end after ``IDLE`` seconds without work."""
+
+    IDLE = 30.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            spare = self._idle > 0
+            if spare:
+                self._idle -= 1
+        self._work.put(work)
+        if not spare:
+            threading.Thread(target=self._serve, name="runbook-http", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                work = self._work.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody counts on this thread: it may end
+                        self._idle -= 1
+                        return
+                continue
+            work()
+            with self._lock:
+                self._idle += 1
+
+
+_helpers = _Helpers()
+
+
+def opener_for(secret: Collection[str]) -> urllib.request.OpenerDirector:
+    """An opener with urllib's handlers (environment proxies read now), whose redirects
+    drop the credentials and the ``secret`` headers on the way to another origin. Building
+    one costs about 0.3 ms: a step that sends many requests keeps it (``HttpAction``)."""
+    return urllib.request.build_opener(_Redirects(secret))
+
+
 def send(
     method: str,
     url: str,
@@ -114,10 +162,11 @@ def send(
     data: bytes | None = None,
     cancel: threading.Event | None = None,
     secret: Collection[str] = (),
+    opener: urllib.request.OpenerDirector | None = None,
 ) -> Response:
     """One request; any status is a ``Response``; no reply raises ``RequestError``.
     ``secret``: names of headers that hold a secret, dropped (like ``Authorization``) on a
-    redirect to another origin."""
+    redirect to another origin; ``opener``: one from ``opener_for(secret)``, reused."""
     if timeout <= 0:
         raise RequestError("no time left for the request", maybe_received=False)
     for name, value in (headers or {}).items():
@@ -127,20 +176,21 @@ def send(
                 maybe_received=False,
                 refused=True,
             )
+    use = opener if opener is not None else opener_for(secret)
     if cancel is None:
-        return _send(method, url, timeout, dict(headers or {}), data, secret)
+        return _send(method, url, timeout, dict(headers or {}), data, use)
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["response"] = _send(method, url, timeout, dict(headers or {}), data, secret)
+            box["response"] = _send(method, url, timeout, dict(headers or {}), data, use)
         except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
             box["error"] = exc
         finally:
             done.set()
 
-    threading.Thread(target=work, name="runbook-http", daemon=True).start()
+    _helpers.submit(work)
     while not done.wait(0.05):
         if cancel.is_set():
             raise RequestError("interrupted", maybe_received=True)
@@ -156,12 +206,11 @@ def _send(
     timeout: float,
     headers: dict[str, str],
     data: bytes | None,
-    secret: Collection[str] = (),
+    opener: urllib.request.OpenerDirector,
 ) -> Response:
     headers.setdefault("User-Agent", USER_AGENT)
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     deadline = time.monotonic() + timeout
-    opener = urllib.request.build_opener(_Redirects(secret))
     try:
         reply: Any = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -284,6 +333,10 @@ class HttpAction(BuiltinAction):
         codes, wanted = expected_statuses(params.get("expect_status"))
         mask = ctx.masker.mask
         what = f"{method} {url}"
+        secret = secret_headers(headers, mask)
+        # one opener per run and set of secret headers: a foreach sends thousands of requests
+        names = ",".join(sorted(secret))
+        opener = ctx.resources.get(f"http.opener:{names}", lambda: opener_for(secret))
         while True:
             try:
                 reply = send(
@@ -292,8 +345,10 @@ class HttpAction(BuiltinAction):
                     timeout=ctx.remaining(),
                     headers=headers,
                     data=data,
-                    cancel=ctx.cancel,
-                    secret=secret_headers(headers, mask),
+                    # a call the engine may leave behind is sent from this thread
+                    cancel=None if ctx.abandonable else ctx.cancel,
+                    secret=secret,
+                    opener=opener,
                 )
             except RequestError as exc:
                 raise ActionFailed(

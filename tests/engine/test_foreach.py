@@ -239,3 +239,37 @@ def test_replace_after_a_finished_run_stays_inside_it(runbook, provider) -> None
     assert _ledger("SELECT DISTINCT attempt FROM transition WHERE state = 'moved'") == [(1,)]
     runs = {rec["run"] for rec in journal(".runbook", "fe") if rec["t"] == "run"}
     assert runs == {run_id}
+
+
+def test_a_second_interrupt_leaves_the_calls_in_flight_and_calls_nobody_else(provider) -> None:
+    """Ctrl-C twice in the middle of a foreach whose calls take 10 s: the apply exits at once
+    (exit 130) without waiting for the calls in flight, calls no other member, and leaves
+    those members `started`; the next apply sends them again with their own key."""
+    _base(rows=40)
+    provider.delay = 10.0
+    _runbook(provider.url, foreach={"cohort": "subs", "concurrency": 2})
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_calls(provider, 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - start < 8.0  # the calls in flight (10 s) were not waited for
+    in_flight = dict(provider.calls)
+    assert len(in_flight) == 2 and sum(provider.customers.values()) == 2  # nobody else
+    provider.delay = 0.0
+    r = subprocess.run(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert provider.moved == set(range(1, 41)) and provider.unkeyed == 0
+    assert all(provider.calls[k] == 2 for k in in_flight)  # sent again with the same key
+    assert len(provider.calls) == 40
+    assert _ledger("SELECT state, count(*) FROM entity GROUP BY state") == [("moved", 40)]

@@ -94,10 +94,14 @@ def _handler(p: Provider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the listen backlog (socketserver's 5 resets bursts of connections)
+
+
 @pytest.fixture
 def provider() -> Iterator[Provider]:
     p = Provider()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(p))
+    server = _Server(("127.0.0.1", 0), _handler(p))
     server.daemon_threads = True
     p.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
