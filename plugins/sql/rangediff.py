@@ -22,6 +22,7 @@ Both sides work at once (a thread for the target); text keys compare in byte ord
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,9 +34,9 @@ from .canon import BAD, TOKENS, bad_reason, canon, pg_hash, pg_text, sqlite_text
 from .common import INT, TEXT, Column, where_sql
 
 TOP = 4096  # equal ranges of an integer key, hashed in one GROUP BY (hash mode)
-TOP_ROWS = 20_000  # rows per range at the top level otherwise
+TOP_ROWS = 20000  # rows per range at the top level otherwise
 SPLIT = 32  # sub-ranges of a differing range
-LEAF = {"hash": 4096, "text": 2048}  # rows at or below which a range is read and merged
+LEAF = {"hash": 4096, "text": 4096}  # rows at or below which a range is read and merged
 MARK = "\x01"  # a bound parameter in the SQL built here
 Key = tuple[Any, ...]
 Bound = Key | None  # None: unbounded
@@ -171,26 +172,46 @@ def _digests(side: Side, ranges: Sequence[tuple[Bound, Bound]]) -> list[tuple[in
             out.append((int(n), h))
         return out
     exprs = side.canon_sql()
-    inner = ", ".join(f"{e} AS c{i}" for i, e in enumerate(exprs))
+    inner = ", ".join(f"{e} AS rb_c{i}_" for i, e in enumerate(exprs))
     aggs = []
     for i, ctype in enumerate(side.ctypes):
         if ctype in TOKENS:
-            aggs.append(_concat(side, f"coalesce(c{i}, 'N')", "','"))
+            aggs.append(_concat(side, f"coalesce(rb_c{i}_, 'N')", "','"))
         else:
-            aggs.append(_concat(side, f"coalesce(c{i}, '')", "''"))
-            aggs.append(_concat(side, f"coalesce(length(c{i}), -1)", "','"))
+            aggs.append(_concat(side, f"coalesce(rb_c{i}_, '')", "''"))
+            aggs.append(_concat(side, f"coalesce(length(rb_c{i}_), -1)", "','"))
+    if _rowid_key(side):  # scanned in key order as it is: no sorted subquery to fill
+        inner_of = f"FROM {side.table} NOT INDEXED WHERE {{cond}}"
+        aggs = [_inline(a, exprs) for a in aggs]
+        select = f"SELECT count(*), {', '.join(aggs)} {inner_of}"
+    else:
+        select = (
+            f"SELECT count(*), {', '.join(aggs)} FROM (SELECT {inner} FROM {side.table} "
+            f"WHERE {{cond}} ORDER BY {side.order}) AS s"
+        )
     out = []
     for lo, hi in ranges:
         cond, args = side.where_range(lo, hi)
-        sql = (
-            f"SELECT count(*), {', '.join(aggs)} FROM (SELECT {inner} FROM {side.table} "
-            f"WHERE {cond} ORDER BY {side.order}) AS s"
-        )
+        sql = select.replace("{cond}", cond)
         ((n, *parts),) = side.query(sql, args)
         if not side.pg:
             parts = [None if p is None else hashlib.md5(p).hexdigest() for p in parts]
         out.append((int(n), tuple(parts)))
     return out
+
+
+def _rowid_key(side: Side) -> bool:
+    """A SQLite table keyed by its rowid (``INTEGER PRIMARY KEY``): a key range is read in key
+    order by the plain scan."""
+    if side.pg or len(side.keys) != 1:
+        return False
+    key = side.keys[0]
+    return key.pk and key.decl.upper() == "INTEGER" and sum(c.pk for c in side.cols) <= 1
+
+
+def _inline(agg: str, exprs: Sequence[str]) -> str:
+    """An aggregate over ``rb_c0_``, ``rb_c1_``… written over the expressions themselves."""
+    return re.sub(r"\brb_c(\d+)_", lambda m: f"({exprs[int(m.group(1))]})", agg)
 
 
 def _concat(side: Side, expr: str, sep: str) -> str:
