@@ -225,8 +225,8 @@ def _int_top(side: Side, lo: int, width: int, n: int) -> dict[int, tuple[int, An
     k = side.keys[0].q
     bucket = f"least(greatest(({k} - {lo}) / {width}, 0), {n - 1})"
     sql = (
-        f"SELECT {bucket} AS b, count(*), bit_xor({side.row_hash()}) FROM {side.table} "
-        f"WHERE {where_sql(side.where)} GROUP BY b"
+        f"SELECT {bucket} AS rb_bucket, count(*), bit_xor({side.row_hash()}) FROM {side.table} "
+        f"WHERE {where_sql(side.where)} GROUP BY rb_bucket"
     )
     side.conn.raw.execute("SET LOCAL enable_sort = off")  # 4,096 groups: hash them
     return {int(b): (int(c), h) for b, c, h in side.query(sql)}
@@ -240,6 +240,7 @@ class Compare:
         self.src, self.dst, self.found, self.check = src, dst, found, check
         self.int_key = len(src.keys) == 1 and src.keys[0].category == INT
         self.leaf = LEAF[src.mode]
+        self.compared = 0  # ranges compared by the last level
 
     def run(self) -> None:
         level = self._top()
@@ -308,6 +309,7 @@ class Compare:
         pairs: Sequence[tuple[tuple[int, Any], tuple[int, Any]]],
     ) -> list[tuple[Bound, Bound, int, int]]:
         out = []
+        self.compared = len(ranges)
         for (lo, hi), ((na, da), (nb, db)) in zip(ranges, pairs, strict=True):
             if na == nb and da == db:
                 self.found.checked += na
@@ -320,10 +322,12 @@ class Compare:
     ) -> list[tuple[Bound, Bound, int, int]]:
         """Differing ranges: small ones (or one side empty) read; the others split."""
         split: list[tuple[Bound, Bound]] = []
+        # most ranges differ: more hashing would not narrow them down, reading them does
+        dense = len(differing) >= 8 and 2 * len(differing) >= self.compared
         for lo, hi, na, nb in differing:
             if na == 0 or nb == 0:
                 self._one_sided(lo, hi, na, nb)
-            elif max(na, nb) <= self.leaf:
+            elif max(na, nb) <= (16 * self.leaf if dense else self.leaf):
                 self._leaf(lo, hi)
             else:
                 parts = self._split(lo, hi, na, nb)

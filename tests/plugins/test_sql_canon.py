@@ -156,7 +156,9 @@ def test_postgresql_sql_gives_the_same_texts(pg_dsn: str) -> None:
         assert table is not None
         exprs = [pg_text(c, case[1]) for c, case in zip(table.columns, PG_CASES, strict=True)]
         db.execute("SET TimeZone = 'UTC'")  # ...once verify sets UTC, as it does
-        got, nulls = db.execute(f"SELECT {', '.join(exprs)} FROM t ORDER BY c0 NULLS LAST").fetchall()
+        got, nulls = db.execute(
+            f"SELECT {', '.join(exprs)} FROM t ORDER BY c0 NULLS LAST"
+        ).fetchall()
     for (pg_type, ctype, value, expected), text in zip(PG_CASES, got, strict=True):
         assert text == expected, pg_type
         if pg_type not in ("json", "jsonb"):
