@@ -1,28 +1,24 @@
-"""Benchmark of ``notify`` next to the limits it sits on, measured in one run.
+"""Benchmark of ``notify`` over SMTP next to the limits it sits on, measured in one run.
 
-    .venv/bin/python bench/bench_notify.py [--outbox 20000] [--smtp 2000] [--repeat 3]
+    .venv/bin/python bench/bench_notify.py [--smtp 2000] [--repeat 3]
 
-* outbox: ``--outbox`` recipients (three locales) through ``NotifyAction.run`` into a fresh
-  folder, next to a bare loop that writes as many files of the same size with the same fsync
-  discipline (temp file, write, fsync, rename; the folder fsynced once per 500 files).
-* email: ``--smtp`` recipients through ``NotifyAction.run`` to a local aiosmtpd on one reused
-  connection, next to a bare ``smtplib`` loop sending the same number of ready-made messages
-  on one connection to the same server, and the same loop with one fsynced line per message
-  (what any send recorded durably before it is made costs at least).  The server runs in a process of its own (this script
-  with ``--serve``), started and stopped by PID, and counts what it received.
+``--smtp`` recipients (three locales) through ``NotifyAction.run`` to a local aiosmtpd on one
+reused connection, next to a bare ``smtplib`` loop sending the same number of ready-made
+messages on one connection to the same server, and the same loop with one fsynced line per
+message (what any send recorded durably before it is made costs at least).  The server runs in
+a process of its own (this script with ``--serve``), started and stopped by PID, and counts
+what it received.
 
-The action's records go through ``FsyncRecords``: one appended, fsynced line per ``put``, the
-cost of the engine's journal (LIMITS.md: 0.12-0.20 ms).  Times are ``time.perf_counter``
-around the work only (imports and start-up excluded); each figure is the median of
-``--repeat`` runs.  An action and its limits run back to back, in alternating order, and the
-share of the limit is computed run by run: the disk's fsync latency drifts with the load of
-the machine.
+The action keeps its per-recipient records in the outbox table of a real state database (one
+transaction per message: the ``sent`` of one and the ``sending`` of the next).  Times are
+``time.perf_counter`` around the work only (imports and start-up excluded); each figure is the
+median of ``--repeat`` runs, the action and its limits back to back in alternating order.
+The ``outbox`` channel (a table since issue 13) has its own benchmark: ``bench_outbox.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -69,26 +65,17 @@ TEMPLATES = {
 LOCALES = ["pt-BR", "es-MX", "en"]
 
 
-class FsyncRecords:
-    """Records as the journal keeps them: each ``put`` is one appended line, fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = path.open("ab")
-        self.data: dict[str, str] = {}
-        self.puts = 0
+class Records:
+    """Per-recipient records of an earlier version (none here)."""
 
     def get(self, key: str) -> str | None:
-        return self.data.get(key)
+        return None
 
     def items(self) -> Mapping[str, str]:
-        return dict(self.data)
+        return {}
 
     def put(self, items: Mapping[str, str]) -> None:
-        self.file.write(json.dumps(items).encode() + b"\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.data.update(items)
-        self.puts += 1
+        raise AssertionError("records are kept in the outbox table")
 
 
 class NoMask:
@@ -108,7 +95,33 @@ def recipients(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def context(work: Path, records: FsyncRecords) -> Any:
+class Counted:
+    """The step's outbox (a real state database), counting its transactions."""
+
+    def __init__(self, work: Path) -> None:
+        from runbook_engine.masking import Masker
+        from runbook_engine.state.store import Store
+
+        self.store = Store(work / "state", "bench-notify", Masker())
+        self.port = self.store.outbox_for("bench", "tell", "1")
+        self.writes = 0
+        self.run, self.step, self.attempt = self.port.run, self.port.step, self.port.attempt
+
+    def states(self) -> dict[str, str]:
+        return self.port.states()
+
+    def rows(self) -> Any:
+        return self.port.rows()
+
+    def counts(self) -> dict[str, int]:
+        return self.port.counts()
+
+    def write(self, *args: Any, **kw: Any) -> int:
+        self.writes += 1
+        return self.port.write(*args, **kw)
+
+
+def context(work: Path, outbox: Counted) -> Any:
     from runbook_engine.actions import ActionContext
     from runbook_engine.format.loader import load_text
 
@@ -122,9 +135,10 @@ def context(work: Path, records: FsyncRecords) -> Any:
         runbook=load_text(RUNBOOK, "bench.yaml").runbook,
         state_dir=state,
         masker=NoMask(),
-        records=records,
+        records=Records(),
         emit=lambda _kind, _data: None,
         template_context={"vars": {"date": "2026-12-01"}},
+        outbox=outbox,  # type: ignore[arg-type]
     )
 
 
@@ -134,51 +148,10 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def notify_outbox(n: int, work: Path) -> tuple[float, int, int]:
-    from runbook_engine.plugins.notify.action import NotifyAction
-
-    records = FsyncRecords(work / "records.jsonl")
-    params = {
-        "channel": "outbox",
-        "to": recipients(n),
-        "templates": TEMPLATES,
-        "outbox": str(work / "outbox"),
-        "from": "ops@example.org",
-    }
-    ctx = context(work, records)
-    seconds, out = timed(lambda: NotifyAction().run(params, ctx))
-    files = sum(1 for p in (work / "outbox").iterdir() if p.suffix == ".eml")
-    assert out["sent"] == n == files, (out, files)
-    return seconds, files, records.puts
-
-
-def bare_files(n: int, work: Path, size: int) -> float:
-    folder = work / "bare"
-    folder.mkdir()
-    data = b"x" * size
-
-    def loop() -> None:
-        for start in range(0, n, 500):
-            for i in range(start, min(n, start + 500)):
-                final = folder / f"{i:040x}.eml"
-                temp = folder / f".{final.name}.tmp"
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.write(fd, data)
-                os.fsync(fd)
-                os.close(fd)
-                os.replace(temp, final)
-            dfd = os.open(folder, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
-
-    seconds, _ = timed(loop)
-    return seconds
-
-
 def notify_smtp(n: int, port: int, work: Path) -> tuple[float, int]:
     from runbook_engine.plugins.notify.action import NotifyAction
 
-    records = FsyncRecords(work / "records.jsonl")
+    outbox = Counted(work)
     params = {
         "channel": "email",
         "to": recipients(n),
@@ -186,10 +159,11 @@ def notify_smtp(n: int, port: int, work: Path) -> tuple[float, int]:
         "smtp": {"host": "127.0.0.1", "port": port},
         "from": "ops@example.org",
     }
-    ctx = context(work, records)
+    ctx = context(work, outbox)
     seconds, out = timed(lambda: NotifyAction().run(params, ctx))
     assert out["sent"] == n, out
-    return seconds, records.puts
+    outbox.store.close()
+    return seconds, outbox.writes
 
 
 def bare_smtp(n: int, port: int, log: Path | None = None) -> float:
@@ -283,7 +257,6 @@ def loadavg() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--outbox", type=int, default=20000)
     ap.add_argument("--smtp", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -293,25 +266,10 @@ def main() -> None:
         return
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    keys = ("outbox", "bare_files", "smtp", "bare_smtp", "durable_smtp")
+    keys = ("smtp", "bare_smtp", "durable_smtp")
     rows: dict[str, list[float]] = {k: [] for k in keys}
     puts: dict[str, int] = {}
     base = Path(tempfile.mkdtemp(prefix="bench-notify-", dir=os.environ.get("BENCH_DIR")))
-    for r in range(args.repeat):  # the action and its limit back to back, in ABBA order
-        work = base / f"outbox-{r}"
-        work.mkdir()
-        size = sample_size(work)
-
-        def action(work: Path = work) -> None:
-            seconds, _files, puts["outbox"] = notify_outbox(args.outbox, work)
-            rows["outbox"].append(seconds)
-
-        def limit(work: Path = work, size: int = size) -> None:
-            rows["bare_files"].append(bare_files(args.outbox, work, size))
-
-        for fn in (action, limit) if r % 2 == 0 else (limit, action):
-            fn()
-        subprocess.run(["rm", "-rf", str(work)], check=True)
     proc, port = start_server()
     try:
         for r in range(args.repeat):
@@ -334,39 +292,25 @@ def main() -> None:
     report(args, rows, puts)
 
 
-def sample_size(work: Path) -> int:
-    """The size of the action's .eml files, for the bare loop to write the same."""
-    sample = work / "sample"
-    sample.mkdir()
-    notify_outbox(50, sample)
-    sizes = [p.stat().st_size for p in (sample / "outbox").iterdir()]
-    subprocess.run(["rm", "-rf", str(sample)], check=True)
-    return int(statistics.median(sizes))
-
-
 def report(args: argparse.Namespace, rows: dict[str, list[float]], puts: dict[str, int]) -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
-    n = {k: args.outbox if k in ("outbox", "bare_files") else args.smtp for k in rows}
     print("| what | messages | median s | messages/s | runs (s) |")
     print("|---|---|---|---|---|")
     labels = {
-        "outbox": f"notify outbox ({puts['outbox']} record puts)",
-        "bare_files": "bare loop: same files, same fsync discipline (limit)",
-        "smtp": f"notify email, one connection ({puts['smtp']} record puts)",
+        "smtp": f"notify email, one connection ({puts['smtp']} outbox transactions)",
         "bare_smtp": "bare smtplib loop, one connection (limit)",
         "durable_smtp": "bare smtplib loop + one fsynced line per message",
     }
     for key, label in labels.items():
         runs = ", ".join(f"{s:.2f}" for s in rows[key])
-        print(f"| {label} | {n[key]} | {med[key]:.2f} | {n[key] / med[key]:,.0f} | {runs} |")
-    pairs = [b / a for a, b in zip(rows["outbox"], rows["bare_files"], strict=True)]
+        n = args.smtp
+        print(f"| {label} | {n} | {med[key]:.2f} | {n / med[key]:,.0f} | {runs} |")
     mails = [b / a for a, b in zip(rows["smtp"], rows["bare_smtp"], strict=True)]
     durable = [b / a for a, b in zip(rows["smtp"], rows["durable_smtp"], strict=True)]
     print(f"load average at the end: {loadavg()}")
     print(
         "share of the limit, run by run (median): "
-        f"outbox {_pcts(pairs)}; email {_pcts(mails)}; "
-        f"email vs the durable loop {_pcts(durable)}"
+        f"email {_pcts(mails)}; email vs the durable loop {_pcts(durable)}"
     )
 
 

@@ -18,6 +18,7 @@ BENCHES = [
     "sql",
     "ssh",
     "notify",
+    "outbox",
     "diff",
     "report",
     "masking",

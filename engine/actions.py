@@ -12,10 +12,10 @@ import contextlib
 import importlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from .errors import InvalidInput
 
@@ -143,6 +143,62 @@ class Members(Protocol):
         ...
 
 
+class OutboxRow(NamedTuple):
+    """One message as the state's outbox table keeps it (SPEC §10): enough to deliver it again
+    (the relay) or to write it as an ``.eml`` file (an export), by any process. A tuple in
+    the order of the table's columns (thousands are built per second)."""
+
+    recipient: str  # its key within the step: `member:ATTEMPT:KEY`, `to:ADDRESS` or `webhook`
+    channel: str  # outbox | email | webhook
+    message_id: str  # "<hex@runbook.runbook>": stable for (runbook, run, step, attempt, recipient)
+    sender: str
+    address: str
+    name: str
+    locale: str | None
+    subject: str
+    body: str
+    headers: str  # the message's own headers (X-Runbook...) as a JSON object
+    entity: Any = None  # the cohort member's key, when the message is to a member
+
+
+class Outbox(Protocol):
+    """The messages of one step (its run, step instance, and wave attempt or contingency
+    firing) in the state's outbox table; ``ActionContext.outbox``.
+
+    ``write`` is one transaction (one fsync): rows are added with ``ON CONFLICT DO NOTHING``
+    (``replace``: a row found in the table takes the new state, for a message sent again), and
+    ``changes`` set the state of rows already there (recipient -> (state, reason)). A member's
+    message is recorded in the ledger in the same transaction once it is told (queued in the
+    outbox, or sent by a direct channel). Returns how many rows were added.
+    """
+
+    run: str
+    step: str
+    attempt: str
+
+    def states(self) -> dict[str, str]:
+        """recipient -> state of every message of this step."""
+        ...
+
+    def rows(self) -> list[tuple[OutboxRow, str, str, str | None]]:
+        """(row, state, queued_at, reason) of every message of this step, in queue order."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """state -> how many messages of this step."""
+        ...
+
+    def write(
+        self,
+        add: Sequence[OutboxRow] = (),
+        *,
+        state: str = "queued",
+        at: str,
+        replace: bool = False,
+        changes: Mapping[str, tuple[str, str | None]] | None = None,
+    ) -> int: ...
+
+
 class Resources:
     """Objects shared by the steps of one run (SSH connections...), closed when the run ends."""
 
@@ -192,6 +248,8 @@ class ActionContext:
     # RUN/STEP/ATTEMPT/KEY (http sends it as `Idempotency-Key`)
     member: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    # this step's messages in the state's outbox table (notify); None outside the engine
+    outbox: Outbox | None = None
 
     @property
     def deadline(self) -> float:

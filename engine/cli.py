@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
     "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
+    "outbox": ("outbox", "Messages by channel and state; export them, relay them over SMTP."),
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
@@ -87,18 +88,33 @@ def cli(ctx: click.Context, state_dir: str) -> None:
     ctx.ensure_object(dict)["state_dir"] = _state_dir(state_dir)
 
 
+_URL_SCHEMES = frozenset(
+    {"postgresql", "postgres", "sqlite", "mysql", "mariadb", "http", "https", "file", "redis"}
+)
+
+
 def _state_dir(value: str) -> str:
-    """A folder, never a URL taken for a folder name (a password would become a path)."""
+    """A folder, never a URL or a DSN taken for a folder name (a password would become a
+    path): ``scheme://…``, ``postgresql:…`` and anything with ``user:password@`` in it are
+    exit 2, their password masked."""
     import re
 
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
-    if m:
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", value)
+    url = m is not None and (
+        value[m.end() :].startswith("//") or m.group(1).lower() in _URL_SCHEMES
+    )
+    credentials = re.search(r"[^/:@\s]*:[^/@\s]*@", value) is not None
+    if url or credentials:
         from .errors import InvalidInput
         from .masking import mask_url_passwords
 
+        shown = re.sub(r"(:)[^:@/\s]*(@)", r"\1***\2", mask_url_passwords(value))
+        what = (
+            f"a state URL with the scheme {m.group(1)!r}" if url and m else "a DSN with a password"
+        )
         raise InvalidInput(
-            f"--state-dir {mask_url_passwords(value)}: a state URL with the scheme "
-            f"{m.group(1)!r} is not supported; give a directory"
+            f"--state-dir {shown}: {what} is not supported (it would become a folder named "
+            "after it, password included); give a directory"
         )
     return value
 
@@ -140,7 +156,7 @@ def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> st
     """The traceback in a new private file (0600, created exclusively, never through a
     symbolic link, with a name nobody can guess in advance); returns its path."""
     from .files import open_private, unique_name
-    from .masking import mask_url_passwords
+    from .masking import mask_everywhere
 
     path = os.path.join(_log_dir(state_dir), unique_name("crash", ".log"))
     text = f"runbook {__version__}: runbook {_masked_argv(argv)}\n\n" + "".join(
@@ -148,7 +164,8 @@ def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> st
     )
     fd = open_private(path)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(mask_url_passwords(text))
+        # the run's secrets (every masker of this process) and passwords in URLs and DSNs
+        fh.write(mask_everywhere(text))
     return path
 
 
@@ -176,7 +193,7 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return int(Exit.OK)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a line
-        from .masking import mask_url_passwords
+        from .masking import mask_everywhere
 
         try:
             args = sys.argv[1:] if argv is None else argv
@@ -184,7 +201,7 @@ def run(argv: list[str] | None = None) -> int:
         except OSError as log_exc:
             where = f"no traceback log: {log_exc}"
         click.echo(
-            mask_url_passwords(f"runbook: internal error: {type(exc).__name__}: {exc} ({where})"),
+            mask_everywhere(f"runbook: internal error: {type(exc).__name__}: {exc} ({where})"),
             err=True,
         )
         return int(Exit.FAILED)

@@ -9,6 +9,17 @@ encoded text such as ``user:password``), HTML-escaped, upper- and lower-case.  T
 computed once per secret; a text is searched for each (C-speed substring search) and only
 replaced when one is there.  Text is masked *before* it is cut (``head``, ``tail``): a secret
 that straddles the cut would otherwise leave its beginning or its end behind.
+
+Every other form a template makes of a secret is reported by the template sandbox as it is made
+(``seen``: ``urlencode | lower``, ``'user:' ~ secret | b64encode``...), and masked from then on.
+A password in a URL (``scheme://user:PASSWORD@``) or a keyword DSN (``password=PASSWORD``) is
+masked even when it was never declared.
+
+Journal records are masked field by field (``mask_record``): the engine's own fields —
+statuses, ids, kinds, digests, times, attempts, member keys — are never touched, so a secret
+that happens to be ``ing`` or ``2026`` cannot turn ``running`` into ``runn***`` or a run id
+into nonsense.  A secret shorter than ``MIN_SECRET`` characters is refused when it is resolved
+(``check_length``): it cannot be masked in free text without destroying the text around it.
 """
 
 from __future__ import annotations
@@ -18,6 +29,8 @@ import html
 import json
 import re
 import shlex
+import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -26,6 +39,20 @@ MASK = "***"
 # a password inside a URL (`postgresql://user:pw@host/db`) is masked even when it was never
 # declared as a secret: it would otherwise land in the journal through a variable or an output
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<at>@)")
+# a keyword DSN (`host=db user=app password=...`) or a URL's `?password=`: libpq's quoting
+_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)")
+MIN_SECRET = 6  # characters: a shorter secret cannot be masked without destroying text
+_MIN_FORM = 4  # a derived form shorter than this is not masked (it would mask everything)
+# the fields of a journal record the engine writes itself: never masked (see mask_record)
+ENGINE_FIELDS = frozenset(
+    {
+        "t", "id", "status", "run", "at", "attempt", "digest", "phase", "wave", "cohort",
+        "event", "kind", "policy", "reason", "step", "seq", "by", "on_behalf_of", "user",
+        "host", "pid", "started", "done", "unknown", "resolved", "resumed", "file",
+        "reset_attempts", "delay", "risk", "token", "from", "late", "vanished", "summary",
+        "items", "decision", "as", "changed", "previous",
+    }
+)  # fmt: skip
 _MIN_B64_PART = 8  # characters of a secret's base64 inside a longer text worth masking
 _URL_REACH = 256  # characters of `scheme://user:password@` a cut must not split
 _GRAM = 4  # characters of a secret that most of its forms keep as they are
@@ -41,9 +68,23 @@ def _anchor(form: str, grams: set[str]) -> str:
 
 
 def mask_url_passwords(text: str) -> str:
+    """``text`` with the password of every URL and keyword DSN in it masked."""
     if "://" in text and "@" in text:
-        return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + m.group("at"), text)
+        text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + m.group("at"), text)
+    if "assword" in text or "ASSWORD" in text:
+        text = _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return text
+
+
+def check_length(name: str, value: str) -> str | None:
+    """Why the secret ``name`` cannot be used (too short to mask), or None."""
+    if 0 < len(value) < MIN_SECRET:
+        return (
+            f"secret {name!r} is shorter than {MIN_SECRET} characters: it could not be masked "
+            "in outputs and messages without masking the words it happens to be part of; "
+            "use a longer secret"
+        )
+    return None
 
 
 def forms(secret: str) -> set[str]:
@@ -80,7 +121,8 @@ _TRANSFORMS = (
     lambda s: _json_inner(s, html_safe=True),  # Jinja2's tojson
     lambda s: _json_inner(s, ascii=False, html_safe=True),
     html.escape,
-    lambda s: html.escape(s).replace("&#x27;", "&#39;"),  # markupsafe's escape
+    lambda s: html.escape(s).replace("&#x27;", "&#39;"),
+    lambda s: html.escape(s).replace("&#x27;", "&#39;").replace("&quot;", "&#34;"),  # markupsafe
 )
 
 
@@ -100,37 +142,83 @@ def _base64_inside(secret: str) -> Iterable[str]:
         yield part
 
 
+_ACTIVE: weakref.WeakSet[Masker] = weakref.WeakSet()
+
+
+def mask_everywhere(text: str) -> str:
+    """``text`` masked by every masker of this process (the crash handler's last resort)."""
+    for masker in list(_ACTIVE):
+        text = masker.mask(text)
+    return mask_url_passwords(text)
+
+
 class Masker:
     def __init__(self, values: Mapping[str, str] | None = None) -> None:
         secrets = {v for v in (values or {}).values() if v}
         self._secrets = sorted(secrets, key=len, reverse=True)
+        self._lock = threading.Lock()
         found: set[str] = set()
         for s in secrets:
             found |= forms(s)
-        # longest first, so that a form containing another is masked whole
-        self._values = sorted(found, key=len, reverse=True)
-        # how far past a cut a secret (or a password in a URL) can reach
-        self.longest = (len(self._values[0]) if self._values else 0) + _URL_REACH
-        # a text with none of these has no form at all: most texts are checked with these few
-        grams = {
+        self._found = found
+        self._grams = {
             base[i : i + _GRAM]
             for s in secrets
             for base in (s, s.upper(), s.lower())
             for i in range(max(1, len(base) - _GRAM + 1))
         }
-        self._anchors = sorted({_anchor(f, grams) for f in found}, key=len)
+        self._build()
+        if secrets:
+            _ACTIVE.add(self)
+
+    def _build(self) -> None:
+        # longest first, so that a form containing another is masked whole
+        values = sorted(self._found, key=len, reverse=True)
+        # a text with none of these has no form at all: most texts are checked with these few
+        anchors = sorted({_anchor(f, self._grams) for f in self._found}, key=len)
+        # how far past a cut a secret (or a password in a URL) can reach
+        self.longest = (len(values[0]) if values else 0) + _URL_REACH
+        self._values, self._anchors = values, anchors
+
+    def seen(self, form: str) -> None:
+        """A form of a secret a template made (``sandbox.Secret``): masked from now on."""
+        if len(form) < _MIN_FORM or form in self._found:
+            return
+        with self._lock:
+            self._found = {*self._found, form}
+            self._build()
+        _ACTIVE.add(self)
 
     def __bool__(self) -> bool:
         return bool(self._values)
 
     def mask(self, text: str) -> str:
-        for anchor in self._anchors:
+        values, anchors = self._values, self._anchors
+        for anchor in anchors:
             if anchor in text:
-                for v in self._values:
+                for v in values:
                     if v in text:
                         text = text.replace(v, MASK)
                 break
         return mask_url_passwords(text)
+
+    def mask_record(self, rec: Mapping[str, Any]) -> dict[str, Any]:
+        """A journal record masked where text from outside the engine can be (outputs,
+        errors, messages, rendered values, event data); its engine fields as they are."""
+        out: dict[str, Any] = {}
+        for k, v in rec.items():
+            if k in ENGINE_FIELDS:
+                out[k] = v
+            elif k == "failed" and isinstance(v, list):  # members: [key, why] pairs
+                out[k] = [
+                    [p[0], self.mask_value(p[1])]
+                    if isinstance(p, (list, tuple)) and len(p) == 2
+                    else p
+                    for p in v
+                ]
+            else:
+                out[k] = self.mask_value(v)
+        return out
 
     def head(self, text: str, limit: int) -> str:
         """The first ``limit`` characters of ``text`` once masked: a secret that straddles

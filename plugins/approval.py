@@ -37,6 +37,7 @@ class ApprovalAction(BuiltinAction):
         decision = json.loads(raw)
         return {
             "approved_by": decision.get("by"),
+            "on_behalf_of": decision.get("on_behalf_of"),
             "comment": decision.get("comment", ""),
             "approved_at": decision.get("at"),
         }

@@ -26,6 +26,7 @@ from runbook_engine.actions import ActionContext, Masker
 from runbook_engine.errors import ActionFailed
 from runbook_engine.format.durations import format_duration
 from runbook_engine.format.model import Retry
+from runbook_engine.processes import child_env
 
 STREAM_TAIL = 2000  # characters of a command's stderr shown under a failure
 SHOWN_RAW = 200  # characters of a value that is not a number, in a reason
@@ -211,6 +212,7 @@ def _from_url(
 def _from_command(command: str, label: str, ctx: ActionContext) -> Any:
     proc = subprocess.Popen(
         ["/bin/sh", "-c", command],
+        env=child_env(ctx.state_dir, ctx.step_id),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

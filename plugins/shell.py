@@ -18,6 +18,7 @@ from typing import Any
 from runbook_engine.actions import ActionContext, BuiltinAction
 from runbook_engine.errors import ActionFailed
 from runbook_engine.format.durations import format_duration
+from runbook_engine.processes import child_env
 
 KEEP = 16 * 1024  # bytes of stdout/stderr kept in the outputs (the tail)
 KILL_GRACE = 2.0
@@ -44,9 +45,10 @@ class ShellAction(BuiltinAction):
             args = str(params["command"])
             shell = True
             shown = args
-        env = None
-        if params.get("env"):
-            env = {**os.environ, **{k: _env_text(v) for k, v in params["env"].items()}}
+        # RUNBOOK_STEP marks the command and its children: a run that dies leaves them to
+        # the next apply, which stops them (runbook_engine/processes.py)
+        extra = {k: _env_text(v) for k, v in (params.get("env") or {}).items()}
+        env = child_env(ctx.state_dir, ctx.step_id, extra)
         stdin = params.get("stdin")
         try:
             proc = subprocess.Popen(

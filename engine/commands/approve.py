@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 
 import click
@@ -17,7 +16,12 @@ from .options import state_dir, var_options
 @click.command(name="approve")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.argument("step")
-@click.option("--by", "by", metavar="NAME", help="Who approves (default: the OS user).")
+@click.option(
+    "--by",
+    "by",
+    metavar="NAME",
+    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+)
 @click.option("--comment", default="", help="Why, or what was checked.")
 @var_options
 @click.pass_context
@@ -32,8 +36,11 @@ def command(
 ) -> int:
     """Record an approval for a waiting `approval` step, or pass a waiting gate.
 
-    Records who, when and why in the journal; the next apply goes on. When an approval step
-    lists `approvers`, NAME must be one of them. On a gate (`check`) that waits after an
+    Records who, when and why in the journal; the next apply goes on. The identity recorded
+    is the real one, the OS user who runs the command; --by NAME is recorded beside it as on
+    behalf of, never instead. When an approval step lists `approvers`, the OS user must be one
+    of them. Refused (exit 2, nothing recorded): a step that is not waiting, a second approval
+    of the same run, a copy of the runbook that differs from the run's. On a gate (`check`) that waits after an
     inconclusive evaluation, approving passes it: the decision is bound to the measurements it
     was made on and recorded with the real identity (the OS user; --by is recorded as on
     behalf of); the gate's `approvers` and `allow_self` (default true) say who may decide.
@@ -60,6 +67,8 @@ def command(
     if inst.step.action == "check":
         from . import decide
 
+        decide.check_text("--by", by)
+        decide.check_text("--comment", comment, 2000)
         given = bool(assignments or var_files)
         decide.require_state(state_dir(ctx), rb, file)
         with Lock(state_path(state_dir(ctx), rb.name)):
@@ -79,16 +88,24 @@ def command(
                 store.close()
         Console().out(decide.said(decided, step, file))
         return 0
-    who = by or getpass.getuser()
+    from . import decide
+
+    decide.check_text("--by", by)
+    decide.check_text("--comment", comment, 2000)
+    who = decide.identity()
     approvers = inst.step.call.params.get("approvers")
     if approvers:
-        allowed = render(approvers, {"vars": prepared.variables})
+        allowed = [str(a) for a in render(approvers, {"vars": prepared.variables})]
         if who not in allowed:
+            hint = f" (--by {by} only says on whose behalf)" if by else ""
             raise InvalidInput(
-                f"{who!r} may not approve {step}: approvers are {', '.join(allowed)}"
+                f"{who!r} may not approve {step}: its approvers are {', '.join(allowed)}, and "
+                f"the identity recorded is the OS user who runs `approve`{hint}"
             )
     from ..plugins.approval import approval_key
+    from ..state.status import Status
 
+    decide.require_state(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, prepared.masker)
         try:
@@ -97,16 +114,46 @@ def command(
                 raise InvalidInput(
                     f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
                 )
-            decision = {"by": who, "comment": comment, "at": now()}
+            st = store.state.steps.get(step)
+            if st is None or st.status is not Status.WAITING:
+                have = st.status.value if st else "pending"
+                raise InvalidInput(
+                    f"{step} is {have}, not waiting for an approval: approve it once the run "
+                    "has reached it and paused"
+                )
+            earlier = store.state.records.get(step, {}).get(approval_key(run.id))
+            if earlier is not None:
+                done = json.loads(earlier)
+                raise InvalidInput(
+                    f"{step} was already approved by {done.get('by')} at {done.get('at')}: run "
+                    f"`runbook apply {file}` to go on"
+                )
+            if run.digest and run.digest != rb.digest:
+                raise InvalidInput(
+                    f"your copy of {file} differs from the runbook run {run.id} applies "
+                    f"({run.digest}): approve the same runbook (or apply the edit first)"
+                )
+            on_behalf = by if by and by != who else None
+            decision = {"by": who, "on_behalf_of": on_behalf, "comment": comment, "at": now()}
             store.commit(
                 {
                     "t": "record",
                     "step": step,
                     "items": {approval_key(run.id): json.dumps(decision)},
                 },
-                {"t": "approval", "step": step, "run": run.id, "by": who, "comment": comment},
+                {
+                    "t": "approval",
+                    "step": step,
+                    "run": run.id,
+                    "by": who,
+                    "on_behalf_of": on_behalf,
+                    "comment": comment,
+                },
             )
         finally:
             store.close()
-    Console().out(f"{step} approved by {who} for run {run.id}; run `runbook apply {file}` to go on")
+    also = f" on behalf of {on_behalf}" if on_behalf else ""
+    Console().out(
+        f"{step} approved by {who}{also} for run {run.id}; run `runbook apply {file}` to go on"
+    )
     return 0

@@ -14,7 +14,6 @@ the run applies.
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,11 +27,32 @@ from ..state.store import Store, now
 
 
 def identity() -> str:
-    """The real identity of whoever runs the command: the OS user (on a state directory)."""
+    """The real identity of whoever runs the command: the OS user of the process (on a state
+    directory), from the user database, never from ``$USER`` or ``$LOGNAME`` (anyone can set
+    those) nor from ``--by`` (recorded as ``on_behalf_of``)."""
+    import os
+    import pwd
+
     try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name: still an identity, an unhelpful one
-        return "unknown"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, OSError):  # a uid with no entry: still an identity, by number
+        return f"uid {os.geteuid()}"
+
+
+def check_text(option: str, value: str | None, limit: int = 500) -> None:
+    """Refuse (exit 2) a ``--by`` or ``--comment`` that holds a control or format character
+    (a line break, ESC, a bidi override...): it is stored in the journal and printed by
+    ``status`` and ``report``, where it could forge lines or drive a terminal."""
+    import unicodedata
+
+    if value is None:
+        return
+    bad = sorted({c for c in value if unicodedata.category(c).startswith("C")})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad[:5])
+        raise InvalidInput(f"{option}: one line of printable text, please (it holds {shown})")
+    if len(value) > limit:
+        raise InvalidInput(f"{option}: at most {limit} characters (it has {len(value)})")
 
 
 def require_state(state_dir: str, rb: Runbook, file: str) -> None:

@@ -86,14 +86,17 @@ def command(
         console.err(got[1])
     statuses = plan_statuses(loaded, got[0]) if got is not None else None
     rb = loaded.runbook
+    from ..masking import Masker
+    from ..run.secrets import available
+
+    secrets = available(rb)
+    masker = Masker(secrets)
     cohorts: tuple[PlanCohort, ...] = ()
     if rb.cohorts:
-        from ..masking import Masker
         from ..plan.cohorts import plan_cohorts
-        from ..run.secrets import available
 
-        secrets = available(rb)
-        cohorts = plan_cohorts(rb, state_dir(ctx), values, secrets, Masker(secrets))
+        cohorts = plan_cohorts(rb, state_dir(ctx), values, secrets, masker)
     plan = build_plan(loaded, statuses=statuses, values=values, cohorts=cohorts)
-    console.out(RENDERERS[fmt](plan))
+    # a password in a URL or a keyword DSN of a variable is masked, as `show` masks it
+    console.out(masker.mask(RENDERERS[fmt](plan)))
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Any
 
 import click
@@ -25,7 +24,12 @@ from .options import state_dir
     type=click.Choice(["succeeded", "failed", "pending", "rolled_back", "rollback_failed"]),
     help="What really happened to the step.",
 )
-@click.option("--by", "by", metavar="NAME", help="Who decides (default: the OS user).")
+@click.option(
+    "--by",
+    "by",
+    metavar="NAME",
+    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+)
 @click.option("--comment", default="", help="Why (recorded with a gate's decision).")
 @click.option(
     "--member",
@@ -91,10 +95,14 @@ def command(
         if members_from:
             with open(members_from, encoding="utf-8") as fh:
                 keys += [line.strip() for line in fh if line.strip()]
-        who = by or getpass.getuser()
-        text = resolve_members(rb, state_dir(ctx), step, keys, all_unknown, as_, who)
+        decide.check_text("--by", by)
+        text = resolve_members(
+            rb, state_dir(ctx), step, keys, all_unknown, as_, decide.identity(), by
+        )
         Console().out(text)
         return 0
+    decide.check_text("--by", by)
+    decide.check_text("--comment", comment, 2000)
     decide.require_state(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
@@ -141,12 +149,17 @@ def _unknown(
             f"{step} was rolling back: resolve it as rolled_back, "
             "rollback_failed, or succeeded (its rollback did not happen)"
         )
-    who = by or getpass.getuser()
+    from .decide import identity
+
+    who = identity()
+    also = f" on behalf of {by}" if by and by != who else ""
     rec: dict[str, object] = {
         "t": "step",
         "id": step,
         "status": as_,
-        "reason": f"resolved by {who}",
+        "reason": f"resolved by {who}{also}",
+        "by": who,
+        "on_behalf_of": by if by and by != who else None,
     }
     if as_ == "pending":
         rec["reset_attempts"] = True

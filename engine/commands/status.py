@@ -46,13 +46,18 @@ def status_words(run: dict[str, Any]) -> str:
     """The run's status in the words every command uses (SPEC §11 "Run outcome")."""
     status = run["status"]
     holder = run.get("holder") or {}
-    if status == "running" and holder.get("lost_since"):
+    if holder.get("lost_since"):
+        # its holder died mid-command: never shown as plainly running (or plainly paused)
         who = (
             f" ({holder['user']}@{holder['host']} pid {holder['pid']})"
             if holder.get("host")
             else ""
         )
-        return f"running (holder lost since {holder['lost_since']}{who}: resume with apply)"
+        again = holder.get("resume_with") or "apply"
+        return (
+            f"{status.replace('_', ' ')} (holder lost since {holder['lost_since']}{who}: "
+            f"resume with {again})"
+        )
     words = outcome.run_words(status, bool(run.get("compensated")), bool(run.get("clean", True)))
     return words + (" (its apply exited 1)" if words != status.replace("_", " ") else "")
 

@@ -75,7 +75,8 @@ class JsonReporter:
         self._lock = threading.Lock()
 
     def _emit(self, obj: dict[str, Any]) -> None:
-        line = json.dumps(self.masker.mask_value(obj), default=str, ensure_ascii=False)
+        # field by field: statuses, ids and kinds are never masked (``Masker.mask_record``)
+        line = json.dumps(self.masker.mask_record(obj), default=str, ensure_ascii=False)
         with self._lock:
             self.out.write(line + "\n")
             self.out.flush()

@@ -10,12 +10,20 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ..actions import command_keys, expression_keys, late_keys, late_names, registry
+from ..actions import (
+    command_keys,
+    expression_keys,
+    late_keys,
+    late_names,
+    registry,
+    url_keys,
+)
 from ..errors import Problem
-from .contexts import quoted_blocks
+from .contexts import misplaced_values, values_before_path
 from .model import Call, Phase, Runbook
 from .names import SyntaxProblem, scan
 from .schema import check as schema_check
+from .shellsyntax import MESSAGES
 from .templates import CONTEXT_NAMES, Reference
 from .yamlsource import Path
 
@@ -290,6 +298,8 @@ def _template_problems(rb: Runbook, source: str, path: Path, scope: _Scope) -> l
             msg2 = scope.check(ref)
             if msg2:
                 out.append(rb.source.problem(path, msg2, code="template"))
+    if "secrets" in parsed.names:
+        out.extend(_secret_problems(rb, source, path))
     return out
 
 
@@ -335,6 +345,7 @@ def check_templates(rb: Runbook) -> list[Problem]:
             clean.add(key)
 
     commands_by_action: dict[str, frozenset[str]] = {}
+    urls_by_action: dict[str, frozenset[str]] = {}
     per_member = {
         id(c)
         for p in rb.phases
@@ -350,8 +361,11 @@ def check_templates(rb: Runbook) -> list[Problem]:
             late = (late_keys(action), late_names(action)) if action else (frozenset(), frozenset())
             late_by_action[call.action] = late
             commands_by_action[call.action] = command_keys(action) if action else frozenset()
+            urls_by_action[call.action] = url_keys(action) if action else frozenset()
         for key in commands_by_action[call.action]:
             out.extend(_quoted_in_command(rb, call, key))
+        for key in urls_by_action[call.action]:
+            out.extend(_outside_in_url_host(rb, call, key))
         member = frozenset({"member"}) if id(call) in per_member else frozenset()
         scope = scope_for(phase, kind, member)
         exprs = expressions.get(call.action)
@@ -381,25 +395,101 @@ def check_templates(rb: Runbook) -> list[Problem]:
 
 
 def _quoted_in_command(rb: Runbook, call: Call, key: str) -> list[Problem]:
-    """A ``{{ }}`` inside a quoted literal of a command: its value would be quoted inside
-    quotes (SPEC §11), so it is an error at the ``{{``."""
+    """A ``{{ }}`` where a quoted word does not protect its value (inside quotes, a comment,
+    a here-document, backquotes, after ``eval``, in ``sh -c``'s script: ``shellsyntax``), so
+    it is an error at the ``{{`` (SPEC §9, §11)."""
     out: list[Problem] = []
     for rel, text in _template_strings(call.params.get(key)):
-        for offset, quote in quoted_blocks(text):
-            kind = "'…'" if quote == "'" else '"…"'
+        for offset, kind in misplaced_values(text):
             out.append(
                 rb.source.problem_in(
                     (*call.path, "with", key, *rel),
                     text,
                     offset,
-                    f"`{{{{ }}}}` inside a {kind} literal of a command: every `{{{{ }}}}` in "
-                    "a command is shell-quoted already, so close the quotes before it "
-                    f"(e.g. {quote}failed: {quote}{{{{ failed_step.error }}}}); `| raw` "
-                    "only for a value the runbook itself vouches for",
+                    f"`{{{{ }}}}` {MESSAGES[kind]}; `| raw` only for a value the runbook "
+                    "itself vouches for",
                     code="template",
                 )
             )
     return out
+
+
+def _outside_in_url_host(rb: Runbook, call: Call, key: str) -> list[Problem]:
+    """Outside data at the start of a URL or in its scheme, userinfo, host or port: it could
+    send the request, and its credentials, to another host (SPEC §9)."""
+    from jinja2 import TemplateSyntaxError
+
+    from .taint import outside, outside_locals
+    from .templates import environment
+
+    out: list[Problem] = []
+    for rel, text in _template_strings(call.params.get(key)):
+        if not any(root in text for root in ("steps", "member", "recipient", "failed_step")):
+            continue
+        try:
+            tainted = outside_locals(environment().parse(text))
+            blocks = [(o, environment().parse(b)) for o, b in values_before_path(text)]
+        except TemplateSyntaxError:
+            continue  # reported as a syntax error
+        for offset, ast in blocks:
+            names = list(outside(ast, tainted))
+            if names:
+                out.append(
+                    rb.source.problem_in(
+                        (*call.path, "with", key, *rel),
+                        text,
+                        offset,
+                        f"`{names[0]}` is outside data in the scheme, host or port of a URL: "
+                        "it could send the request (and its credentials) to another host; "
+                        "name the host in the runbook and put the value in the path or "
+                        "query (encoded), or write `| raw` if the runbook vouches for it",
+                        code="template",
+                    )
+                )
+    return out
+
+
+def _secret_problems(rb: Runbook, text: str, path: Path) -> list[Problem]:
+    """Uses of a secret the sandbox refuses (``taint.secret_problems``), at their ``{{``."""
+    from jinja2 import TemplateSyntaxError
+
+    from .taint import secret_problems
+    from .templates import environment
+
+    try:
+        ast = environment().parse(text)
+    except TemplateSyntaxError:
+        return []
+    out: list[Problem] = []
+    for lineno, message in secret_problems(ast):
+        out.append(
+            rb.source.problem_in(path, text, _block_on_line(text, lineno), message, code="template")
+        )
+    return out
+
+
+def _block_on_line(text: str, lineno: int) -> int:
+    """The offset of the first ``{{`` mentioning a secret on the template's line ``lineno``
+    (else the first ``{{`` from that line on)."""
+    start = 0
+    for _ in range(lineno - 1):
+        nl = text.find("\n", start)
+        if nl < 0:
+            break
+        start = nl + 1
+    end = text.find("\n", start)
+    line = text[start : end if end >= 0 else len(text)]
+    pos = 0
+    while True:
+        found = line.find("{{", pos)
+        if found < 0:
+            break
+        close = line.find("}}", found)
+        if "secrets" in line[found : close if close >= 0 else len(line)]:
+            return start + found
+        pos = found + 2
+    found = text.find("{{", start)
+    return found if found >= 0 else max(0, text.find("{{"))
 
 
 def _template_strings(value: Any) -> list[tuple[Path, str]]:

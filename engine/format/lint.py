@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from ..actions import command_keys, registry, sql_keys, url_keys
 from ..errors import Problem
 from .model import Runbook
@@ -113,58 +110,15 @@ def _outside_data(rb: Runbook) -> list[Problem]:
 
 
 def _outside(source: str, raw_only: bool) -> list[str]:
-    """The outside-data names ``source`` uses (only under ``| raw`` when ``raw_only``)."""
-    from jinja2 import TemplateSyntaxError, nodes
+    """The outside-data names ``source`` uses (only under ``| raw`` when ``raw_only``); a name
+    set from outside data, or a loop variable over it, counts as that data."""
+    from jinja2 import TemplateSyntaxError
 
+    from .taint import outside_in, outside_under_raw
     from .templates import environment
 
     try:
         ast = environment().parse(source)
     except TemplateSyntaxError:
         return []  # the checks report it
-    if raw_only:
-        roots: list[Any] = [f.node for f in ast.find_all(nodes.Filter) if f.name == "raw"]
-    else:
-        roots = [ast]
-    found: dict[str, None] = {}
-    for root in roots:
-        for name in _names(root):
-            found[name] = None
-    return list(found)
-
-
-def _names(root: Any) -> Iterator[str]:
-    """Outside-data references under ``root``, each as its longest chain
-    (``steps.x.outputs.email``), not again as its parts."""
-    from jinja2 import nodes
-
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, (nodes.Getattr, nodes.Getitem, nodes.Name)):
-            stack.extend(node.iter_child_nodes())
-            continue
-        parts: list[str] = []
-        cur: Any = node
-        while isinstance(cur, (nodes.Getattr, nodes.Getitem)):
-            if isinstance(cur, nodes.Getattr):
-                parts.append(cur.attr)
-            else:
-                stack.append(cur.arg)
-                arg: Any = cur.arg
-                parts.append(str(arg.value) if isinstance(arg, nodes.Const) else "*")
-            cur = cur.node
-        if not isinstance(cur, nodes.Name):
-            stack.append(cur)
-            continue
-        parts.reverse()
-        if _is_outside(cur.name, parts):
-            yield ".".join([cur.name, *parts])
-
-
-def _is_outside(root: str, parts: list[str]) -> bool:
-    if root in ("recipient", "member"):
-        return True
-    if root == "failed_step":
-        return not parts or parts[0] in ("error", "outputs")
-    return root == "steps" and len(parts) >= 2 and parts[1] == "outputs"
+    return outside_under_raw(ast) if raw_only else outside_in(ast)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..errors import RunbookError
-from . import contexts
+from . import contexts, sandbox
 from .contexts import PLAIN, SHELL, URL
 
 CONTEXT_NAMES = ("vars", "secrets", "steps", "wave", "run", "failed_step")
@@ -40,31 +40,11 @@ def _unchanged(value: Any) -> Any:
 
 @lru_cache(maxsize=4)
 def environment(mode: str = PLAIN) -> Any:
-    """The sandbox for templates whose output lands in ``mode``: plain text and values,
-    a shell command (every ``{{ }}`` quoted) or a URL (path and query values encoded)."""
-    from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        """No name starting with ``_`` is reachable by item on an engine object either (the
-        sandbox already refuses it by attribute); plain data keeps its keys: ``row['_id']``."""
-
-        def getitem(self, obj: Any, argument: Any) -> Any:
-            if (
-                isinstance(argument, str)
-                and argument.startswith("_")
-                and not isinstance(obj, (dict, list, tuple))
-            ):
-                return self.undefined(obj=obj, name=argument)
-            return super().getitem(obj, argument)
-
+    """The sandbox (``sandbox.py``: limits, statements, secrets) for templates whose output
+    lands in ``mode``: plain text and values, a shell command (every ``{{ }}`` quoted) or a URL
+    (path and query values encoded)."""
     finalize = {SHELL: contexts.shell_finalize, URL: contexts.url_finalize}.get(mode)
-    env = Sandbox(
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        finalize=finalize,
-    )
+    env = sandbox.make_sandbox(finalize)
     env.filters["quote"] = _quote
     env.filters["raw"] = _unchanged
     env.filters["b64encode"] = contexts.b64encode
@@ -75,6 +55,7 @@ def environment(mode: str = PLAIN) -> Any:
         urlencode = env.filters["urlencode"]
         env.filters["raw"] = contexts.url_raw_filter
         env.filters["urlencode"] = lambda value: contexts.Raw(urlencode(value))
+    sandbox.guard_filters(env)
     return env
 
 
@@ -147,41 +128,102 @@ def _compiled_expression(expr: str) -> Any:
 
 def render_string(source: str, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
     """Render one template string.  In ``PLAIN`` mode a string that is exactly one
-    ``{{ expression }}`` gives the expression's value; a command or a URL is always text."""
-    from jinja2 import TemplateError as JinjaError
-
+    ``{{ expression }}`` gives the expression's value; a command or a URL is always text.
+    Whatever goes wrong (a Jinja2 error, a Python exception of a method, a limit of the
+    sandbox, a secret misused, a value in the wrong place) is a ``TemplateError``."""
     try:
-        if mode == PLAIN:
-            m = _SINGLE.match(source)
-            if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
-                value = _compiled_expression(m.group("expr").strip())(**context)
-                _force(value)
-                return value
-            return _compiled(source).render(**context)
-        out = _compiled(source, mode).render(**context)
-        return contexts.resolve_url(out) if mode == URL else out
-    except JinjaError as exc:
-        raise TemplateError(_jinja_message(exc)) from None
-    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
-        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        with sandbox.limited():
+            if mode == PLAIN:
+                m = _SINGLE.match(source)
+                if m and "{{" not in m.group("expr") and "}}" not in m.group("expr"):
+                    value = _compiled_expression(m.group("expr").strip())(**context)
+                    _force(value)
+                    return sandbox.unwrap(value)
+                return _text(_compiled(source), context)
+            out = _text(_compiled(source, mode), context)
+            return contexts.resolve_url(out) if mode == URL else contexts.resolve_shell(out)
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of a template is the template's
+        raise TemplateError(_message(exc)) from None
+
+
+def _text(template: Any, context: Mapping[str, Any]) -> str:
+    """The template's output, stopped once it is longer than the sandbox allows."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(**context):
+        size += len(part)
+        if size > sandbox.MAX_OUTPUT:
+            raise sandbox.LimitError(
+                f"the template wrote more than {sandbox.MAX_OUTPUT:,} characters"
+            )
+        parts.append(part)
+    return "".join(parts)
+
+
+class Repeated:
+    """One plain-text template rendered many times with the same context plus one name (a
+    message per recipient): the context and the template's globals are merged once, not at
+    every render (what Jinja2's ``Template.new_context(shared=True)`` takes), which halves the
+    cost of a short template.  Any error is rendered again by ``render_string``, which says
+    what it is."""
+
+    def __init__(self, source: str, context: Mapping[str, Any]) -> None:
+        self.source = source
+        self.template: Any = None
+        self.fixed: str | None = None
+        self.parent = {**environment().globals, **context}
+        if not is_template(source):
+            self.fixed = str(render_string(source, context))  # newlines as Jinja2 gives them
+        elif not _SINGLE.match(source):
+            try:
+                self.template = _compiled(source)
+            except Exception:  # noqa: BLE001 - render_string says what is wrong, at each render
+                return
+            self.parent = {**self.template.globals, **context}
+
+    def values(self, name: str, value: Any) -> dict[str, Any]:
+        """The names a render sees: the globals, the context and ``name``. Templates prepared
+        with the same context may share them (a message's subject and body)."""
+        return {**self.parent, name: value}
+
+    def render(self, name: str, value: Any) -> str:
+        return self.render_values(self.values(name, value))
+
+    def render_values(self, values: dict[str, Any]) -> str:
+        if self.fixed is not None:
+            return self.fixed
+        if self.template is None:
+            return str(render_string(self.source, values))
+        t = self.template
+        try:
+            env = t.environment  # the context as new_context(shared=True) makes it, without
+            ctx = env.context_class(env, values, t.name, t.blocks)  # listing the globals again
+            with sandbox.limited():  # the same limits as render_string
+                out = str(env.concat(t.root_render_func(ctx)))
+            if len(out) > sandbox.MAX_OUTPUT:
+                raise sandbox.LimitError("output too long")
+            return out
+        except Exception:  # noqa: BLE001 - said again, with its message, by render_string
+            return str(render_string(self.source, values))
 
 
 def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """A bare Jinja2 expression (``when`` without braces, ``check`` conditions)."""
-    from jinja2 import TemplateError as JinjaError
-
     source = expression.strip()
     m = _SINGLE.match(source)
     if m:
         source = m.group("expr").strip()
     try:
-        value = _compiled_expression(source)(**context)
-        _force(value)
-        return value
-    except JinjaError as exc:
-        raise TemplateError(_jinja_message(exc)) from None
-    except (TypeError, ValueError, ZeroDivisionError, AttributeError, KeyError) as exc:
-        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+        with sandbox.limited():
+            value = _compiled_expression(source)(**context)
+            _force(value)
+            return sandbox.unwrap(value)
+    except TemplateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see render_string
+        raise TemplateError(_message(exc)) from None
 
 
 def _force(value: Any) -> None:
@@ -203,6 +245,14 @@ def render(value: Any, context: Mapping[str, Any], mode: str = PLAIN) -> Any:
     return value
 
 
-def _jinja_message(exc: Exception) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return str(text)
+def _message(exc: BaseException) -> str:
+    from jinja2 import TemplateError as JinjaError
+
+    if isinstance(exc, JinjaError):
+        text = getattr(exc, "message", None) or str(exc)
+        return str(text)
+    if isinstance(exc, (sandbox.LimitError, sandbox.SecretMisuse, contexts.TemplatePlaceError)):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "MemoryError: the template needs more memory than there is"
+    return f"{type(exc).__name__}: {exc}"

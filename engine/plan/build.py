@@ -164,7 +164,7 @@ class _Describer:
 def _rollback(inst: Instance, describe: _Describer, preview: Preview) -> tuple[str, str | None]:
     rb = inst.step.rollback
     if rb is not None:
-        return describe(rb, preview.params(rb.params, inst)), rb.action
+        return describe(rb, preview.params(rb.params, inst, describe.action(rb.action))), rb.action
     return (ROLLBACK_NONE if inst.step.rollback_declared else ROLLBACK_MISSING), None
 
 
@@ -200,7 +200,10 @@ def build_plan(
                     phase=inst.phase.id,
                     wave=inst.wave.id if inst.wave else None,
                     action=step.action,
-                    does=describe(step.call, preview.params(step.call.params, inst)),
+                    does=describe(
+                        step.call,
+                        preview.params(step.call.params, inst, describe.action(step.action)),
+                    ),
                     description=step.call.description,
                     risks=step.risks,
                     rollback=rollback,
@@ -228,7 +231,11 @@ def build_plan(
             owner=r.owner,
             contingencies=tuple(
                 PlanContingency(
-                    c.id, c.call.action, describe(c.call, preview.params(c.call.params))
+                    c.id,
+                    c.call.action,
+                    describe(
+                        c.call, preview.params(c.call.params, None, describe.action(c.call.action))
+                    ),
                 )
                 for cid in r.contingencies
                 if (c := rb.contingency_by_id.get(cid)) is not None

@@ -20,7 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..actions import template_mode
 from ..errors import RunbookError
+from ..format.contexts import PLAIN
 from ..format.model import Instance
 from ..format.names import SyntaxProblem, scan
 from ..format.templates import Parsed, Reference, is_template, render_string
@@ -55,9 +57,50 @@ class Preview:
         self._texts: dict[tuple[str, str | None], Any] = {}
 
     # -- calls ----------------------------------------------------------------------------
-    def params(self, params: Mapping[str, Any], inst: Instance | None = None) -> Any:
-        """``params`` rendered as far as the plan knows them (the same object if no template)."""
-        return self.value(params, inst)
+    def params(
+        self, params: Mapping[str, Any], inst: Instance | None = None, action: object = None
+    ) -> Any:
+        """``params`` rendered as far as the plan knows them (the same object if no template).
+        With the ``action``, a command is quoted and a URL encoded as ``apply`` will (its
+        ``template_mode``): what the plan shows is what runs."""
+        if action is None:
+            return self.value(params, inst)
+        out: dict[str, Any] = {}
+        changed = False
+        for k, v in params.items():
+            mode = template_mode(action, k)
+            if mode != PLAIN and isinstance(v, str) and is_template(v):
+                new = self.moded(v, inst, mode)
+            else:
+                new = self.value(v, inst)
+            changed = changed or new is not v
+            out[k] = new
+        return out if changed else params
+
+    def moded(self, source: str, inst: Instance | None, mode: str) -> Any:
+        """A command or a URL rendered whole in its mode, what only a run knows named; shown
+        as written when a statement needs what only a run knows (or it cannot render)."""
+        key = (source, f"{_wave_key(inst)}\0{mode}")
+        hit = self._texts.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
+
+        def named(m: re.Match[str]) -> str:
+            placeholder = self._block(m.group(1)).placeholder
+            if placeholder is None:
+                return m.group(0)
+            return "{% raw %}" + placeholder + "{% endraw %}"
+
+        rewritten = _BLOCK.sub(named, source)
+        block = self._block_of_statement(rewritten)
+        shown: Any = source
+        if block.placeholder is None:
+            try:
+                shown = render_string(rewritten, self._context(inst, block.reads_wave), mode)
+            except RunbookError:
+                shown = source
+        self._texts[key] = shown
+        return shown
 
     def value(self, value: Any, inst: Instance | None) -> Any:
         """``value`` with its templates rendered; unchanged containers are returned as they are."""

@@ -257,7 +257,8 @@ def _events(e: jy.Entity, frozen_at: str) -> list[tuple[str, int, int, str]]:
                 1,
                 i,
                 f"message {safe(m.state)}: {safe(m.channel)} {mid}, by {safe(m.step)} "
-                f"(attempt {m.attempt})",
+                f"(attempt {m.attempt})"
+                + (f", delivery {safe(m.delivery)}" if m.delivery not in (None, m.state) else ""),
             )
         )
     for i, t in enumerate(e.transitions):

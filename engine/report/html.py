@@ -308,8 +308,11 @@ def _trouble(rep: Report) -> Iterator[str]:
     head = ["contingency", "risk", "after failure of", "action", "outcome", "started"]
     yield table([*head, "duration", "error"], crows)
     yield "<h2>Approvals</h2>"
-    arows = [[a.step, a.by, a.at, took(a.waited), a.comment] for a in rep.approvals]
-    yield table(["step", "by", "at", "waited", "comment"], arows)
+    arows = [
+        [a.step, a.by, a.on_behalf_of or "—", a.at, took(a.waited), a.comment]
+        for a in rep.approvals
+    ]
+    yield table(["step", "by", "on behalf of", "at", "waited", "comment"], arows)
     yield "<h2>Rollbacks</h2>"
     brows = [
         [

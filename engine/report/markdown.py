@@ -32,6 +32,7 @@ from .timeline import build_timeline
 STEP_TABLE_ROWS = 300
 MERMAID_TASKS = 250
 _SPECIAL = re.compile(r"([\\`*_\[\]#|~!{}])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _GANTT_WORDS = re.compile(
     r"^(title|section|dateformat|axisformat|tickinterval|excludes|includes|todaymarker|"
     r"weekday|inclusiveenddates|topaxis|acctitle|accdescr|click)\b",
@@ -39,15 +40,25 @@ _GANTT_WORDS = re.compile(
 )
 
 
+def visible(text: str) -> str:
+    """Control characters (ESC, a bell, C1 codes) as their Unicode pictures: a terminal or a
+    page shows them, never obeys them. Line breaks and tabs are kept."""
+    return _CONTROL.sub(
+        lambda m: chr(0x2400 + ord(m.group())) if m.group() < " " else "\ufffd", text
+    )
+
+
 def md(value: object) -> str:
-    """Plain text safe in a Markdown paragraph or table cell."""
-    text = str(value if value is not None else "")
+    """Plain text safe in a Markdown paragraph or table cell: no markup, no HTML, no
+    ``@mention`` (a zero-width space after the ``@``: the report is pasted into PRs and chats)."""
+    text = visible(str(value if value is not None else ""))
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _SPECIAL.sub(r"\\\1", text)
+    text = _SPECIAL.sub(r"\\\1", text).replace("@", "@\u200b")
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
 
 
 def fenced(text: str, lang: str = "") -> str:
+    text = visible(text)
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
@@ -341,8 +352,11 @@ def _trouble(rep: Report) -> Iterator[str]:
     yield ""
     yield "## Approvals"
     yield ""
-    arows = [[a.step, a.by, a.at, took(a.waited), a.comment] for a in rep.approvals]
-    yield from table(["step", "by", "at", "waited", "comment"], arows)
+    arows = [
+        [a.step, a.by, a.on_behalf_of or "—", a.at, took(a.waited), a.comment]
+        for a in rep.approvals
+    ]
+    yield from table(["step", "by", "on behalf of", "at", "waited", "comment"], arows)
     yield ""
     yield "## Rollbacks"
     yield ""

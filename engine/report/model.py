@@ -173,10 +173,11 @@ class ContingencyRun:
 @dataclass
 class Approval:
     step: str
-    by: str
+    by: str  # the real identity (the OS user who ran `approve`)
     comment: str
     at: str
     waited: float | None  # from the step's `waiting` to this approval
+    on_behalf_of: str | None = None  # `approve --by NAME`, recorded beside `by`
 
 
 @dataclass

@@ -224,8 +224,10 @@ class Walk:
         if o is not None and o.kind == "waiting":
             waited = max(0.0, self.t(at) - o.t0)
         by, comment = str(rec.get("by") or "?"), str(rec.get("comment") or "")
-        self.approvals.append(Approval(sid, by, comment, at, waited))
-        self.mark(sid, "approval", at, f"approved by {by}" + (f": {comment}" if comment else ""))
+        behalf = str(rec["on_behalf_of"]) if rec.get("on_behalf_of") else None
+        self.approvals.append(Approval(sid, by, comment, at, waited, behalf))
+        who = by + (f" on behalf of {behalf}" if behalf else "")
+        self.mark(sid, "approval", at, f"approved by {who}" + (f": {comment}" if comment else ""))
 
     def _decision(self, rec: dict[str, Any], at: str) -> None:
         sid: str = rec["step"]

@@ -35,7 +35,7 @@ def cohort_of(inst: Instance) -> str | None:
 
 
 def source_dsn(
-    rb: Runbook, cohort: Cohort, variables: Mapping[str, Any], secrets: Mapping[str, str]
+    rb: Runbook, cohort: Cohort, variables: Mapping[str, Any], secrets: Mapping[str, Any]
 ) -> str:
     try:
         return str(render(cohort.dsn, {"vars": variables, "secrets": secrets}))
@@ -87,7 +87,7 @@ def draw_missing(
     store: Store,
     cohorts: Iterable[Cohort],
     variables: Mapping[str, Any],
-    secrets: Mapping[str, str],
+    secrets: Mapping[str, Any],
 ) -> list[fz.Drawn]:
     """Draw (in memory) every cohort not frozen yet: the source read, the sizes checked. A
     DrawError (exit 2) here comes before anything is written."""
@@ -256,7 +256,7 @@ def begin_wave(
     inst: Instance,
     run: str,
     variables: Mapping[str, Any],
-    secrets: Mapping[str, str],
+    secrets: Mapping[str, Any],
 ) -> tuple[int, str | None]:
     """The attempt of ``inst``'s cohort wave, starting it when this run has not (reconcile the
     cohort with its source, reopen compensated members, journal the start: one transaction).

@@ -107,7 +107,7 @@ def build(
     runbook: Runbook,
     state: State,
     variables: Mapping[str, Any],
-    secrets: Mapping[str, str],
+    secrets: Mapping[str, Any],
     run: Mapping[str, Any],
     inst: Instance | None = None,
     failed_step: Mapping[str, Any] | None = None,

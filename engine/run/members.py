@@ -27,6 +27,7 @@ def resolve_members(
     all_unknown: bool,
     as_: str,
     who: str,
+    on_behalf_of: str | None = None,
 ) -> str:
     inst = rb.instances.get(step)
     if inst is None or inst.step.foreach is None or inst.wave is None:
@@ -71,6 +72,7 @@ def resolve_members(
                     "attempt": current.attempt,
                     "resolved": [[k, state] for k in chosen],
                     "by": who,
+                    "on_behalf_of": on_behalf_of if on_behalf_of != who else None,
                 },
                 effect=partial(
                     _journeys,

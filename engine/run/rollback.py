@@ -259,8 +259,10 @@ class Rollback(Runner):
         except ActionFailed as exc:
             self.finish(Result(node, Outcome.FAILED, 1, error=str(exc)))
             return None
+        key = f"{node}#rollback"
+        scope = (key, str(self.wave_attempt(inst)))
         return self.job(
-            node, call, params, ctx, records_key=f"{node}#rollback", members=self.members(inst)
+            node, call, params, ctx, records_key=key, members=self.members(inst), scope=scope
         )
 
     def members(self, inst: Instance) -> Any:

@@ -19,6 +19,7 @@ from ..console.reporters import Reporter
 from ..errors import ActionFailed
 from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
+from ..format.sandbox import secrets_view
 from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, render
 from ..graph.dag import Dag
@@ -72,6 +73,9 @@ class Runner:
         # set at the first interrupt: per-member steps stop handing out members
         self.draining = threading.Event()
         self.hard_stop = False
+        # `secrets` as templates see them: each renders as itself, every form a template makes
+        # of one is reported to the masker (format/sandbox.py)
+        self.secret_view = secrets_view(session.secrets, session.masker.seen)
 
     # -- records ------------------------------------------------------------------------
     @property
@@ -101,6 +105,13 @@ class Runner:
     def status(self, node: str) -> Status:
         return self.s.state.status_of(node)
 
+    def wave_attempt(self, inst: Instance) -> int:
+        """The current attempt of ``inst``'s cohort wave (1 outside cohort waves)."""
+        if inst.phase.cohort is None or inst.wave is None:
+            return 1
+        got = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
+        return got.attempt if got is not None else 1
+
     # -- actions ------------------------------------------------------------------------
     def action(self, call: Call) -> Action:
         return self.registry.get(call.action)
@@ -116,7 +127,7 @@ class Runner:
             self.rb,
             self.s.state,
             self.s.variables,
-            self.s.secrets,
+            self.secret_view,
             {"id": run.id if run else None, "started_at": run.started_at if run else None},
             inst,
             failed_step,
@@ -162,11 +173,23 @@ class Runner:
         records_key: str | None = None,
         members: Callable[[], Any] | None = None,
         action: Action | None = None,
+        scope: tuple[str, str] | None = None,
     ) -> Job:
+        """``scope``: (step, wave attempt or contingency firing) of the call's messages in the
+        outbox (SPEC §11), with the run: default (the records key, "1")."""
         s = self.s
         key = records_key or node
+        out_step, out_attempt = scope or (key, "1")
 
         def make_ctx(attempt: int, cancel: threading.Event) -> ActionContext:
+            wave = members() if members is not None else None
+            outbox = s.store.outbox_for(
+                self.run_id,
+                out_step,
+                out_attempt,
+                cohort=getattr(wave, "cohort", None),
+                ledger_attempt=getattr(wave, "attempt", None),
+            )
             return ActionContext(
                 step_id=key,  # a rollback is `ID#rollback`: its own records and message ids
                 run_id=self.run_id,
@@ -183,7 +206,8 @@ class Runner:
                 resources=self.resources,
                 cancel=cancel,
                 template_context=tctx_,
-                members=members() if members is not None else None,
+                members=wave,
+                outbox=outbox,
             )
 
         def on_retry(n: str, attempt: int, error: str, delay: float) -> None:

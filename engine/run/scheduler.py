@@ -53,6 +53,7 @@ class ApplyOutcome:
     left_in_place: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    unknown_in_rollback: list[str] = field(default_factory=list)  # found rolling_back
     changed: list[str] = field(default_factory=list)
     nothing_to_do: bool = False
     compensated: bool = False  # every step is done, but this run fired or rolled back
@@ -119,7 +120,7 @@ class Apply(Runner):
         if not resume and not todo and not self.options.replace:
             return False
         drawn = rcohorts.draw_missing(
-            self.rb, self.s.store, cohorts, self.s.variables, self.s.secrets
+            self.rb, self.s.store, cohorts, self.s.variables, self.secret_view
         )  # may refuse (exit 2) before anything is written
         if resume:
             assert run is not None
@@ -309,7 +310,8 @@ class Apply(Runner):
         if spec is not None and members is not None:
             attempt_no = ctx["wave"]["attempt"]
             return self.foreach_job(node, inst.step.call, spec, ctx, members, attempt_no)
-        return self.job(node, inst.step.call, params, ctx, members=members)
+        scope = (node, str(self.wave_attempt(inst)))
+        return self.job(node, inst.step.call, params, ctx, members=members, scope=scope)
 
     def wave_members(self, inst: Instance, ctx: dict[str, Any]) -> Callable[[], Any] | None:
         """Start the cohort wave of ``inst`` when it has not started in this run (its attempt
@@ -318,7 +320,7 @@ class Apply(Runner):
             return None
         try:
             attempt, note = rcohorts.begin_wave(
-                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.s.secrets
+                self.rb, self.s.store, inst, self.run_id, self.s.variables, self.secret_view
             )
         except InvalidInput as exc:
             raise ActionFailed(f"wave {inst.wave.id} cannot start: {exc.message}") from None
@@ -465,12 +467,6 @@ class Apply(Runner):
             }
         )
 
-    def wave_attempt(self, inst: Instance) -> int:
-        if inst.phase.cohort is None or inst.wave is None:
-            return 1
-        got = self.s.state.attempts.get((inst.phase.cohort, inst.wave.id))
-        return got.attempt if got is not None else 1
-
     def fire_contingencies(self, inst: Instance, r: Result) -> None:
         failed_step = {
             "id": inst.id,
@@ -506,7 +502,9 @@ class Apply(Runner):
                 firing = f"{cid}@{run.id}/{inst.id}/{attempt}"
                 try:
                     params = self.render_params(c.call, ctx)
-                    result = self.run_inline(self.job(cid, c.call, params, ctx, firing))
+                    scope = (cid, f"{inst.id}/{attempt}")  # the firing
+                    job = self.job(cid, c.call, params, ctx, firing, scope=scope)
+                    result = self.run_inline(job)
                 except ActionFailed as exc:
                     result = Result(cid, Outcome.FAILED, 1, error=str(exc))
                 status = "succeeded" if result.outcome is Outcome.SUCCEEDED else "failed"
@@ -598,6 +596,8 @@ class Apply(Runner):
                 out.waiting.append((n, st.error or ""))
             elif st.status is Status.UNKNOWN:
                 out.unknown.append(n)
+                if st.reason == "rollback":
+                    out.unknown_in_rollback.append(n)
             elif st.status is Status.ROLLED_BACK and st.run == run.id:
                 out.rolled_back.append(n)
             elif st.status is Status.ROLLBACK_FAILED:

@@ -7,6 +7,7 @@ import os
 
 from ..errors import InvalidInput
 from ..format.model import Runbook
+from ..masking import check_length
 
 
 def resolve(runbook: Runbook) -> dict[str, str]:
@@ -26,6 +27,7 @@ def resolve(runbook: Runbook) -> dict[str, str]:
                     values[name] = fh.read().rstrip("\n")
             except OSError as exc:
                 problems.append(f"secret {name!r}: cannot read {ref.file}: {exc.strerror}")
+    problems += [p for n, v in values.items() if (p := check_length(n, v))]
     if problems:
         raise InvalidInput("; ".join(problems))
     return values
@@ -46,4 +48,7 @@ def available(runbook: Runbook) -> dict[str, str]:
                     values[name] = fh.read().rstrip("\n")
             except OSError:
                 continue
+    short = [p for n, v in values.items() if (p := check_length(n, v))]
+    if short:
+        raise InvalidInput("; ".join(short))
     return values

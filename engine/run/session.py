@@ -86,6 +86,27 @@ def _with_secrets(rb: Runbook, subset: dict[str, Any]) -> Runbook:
     return dataclasses.replace(rb, secrets=subset)
 
 
+def _stop_leftovers(store: Store, reporter: Reporter) -> None:
+    """The commands a dead holder left running for steps it had not finished: stopped
+    before anything else happens (``processes.py``)."""
+    from ..processes import leftovers, stop
+    from ..state.status import Status
+
+    busy = [
+        name
+        for sid, st in store.state.steps.items()
+        if st.status in (Status.RUNNING, Status.ROLLING_BACK)
+        for name in (sid, f"{sid}#rollback")
+    ]
+    found = leftovers(store.dir, busy)
+    if not found:
+        return
+    stop(found)
+    shown = "; ".join(f"{p.step} (pid {p.pid}: {p.command[:80]})" for p in found[:10])
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    reporter.notice(f"stopped {len(found)} process(es) the lost run left running: {shown}{more}")
+
+
 def confirm(question: str, yes: bool) -> None:
     """Ask on a terminal; without one, insist on --yes (SPEC §6)."""
     if yes:
@@ -113,6 +134,8 @@ def open_session(
             for note in (lock.notice, store.notice):
                 if note:
                     reporter.notice(note)
+            if lock.notice:
+                _stop_leftovers(store, reporter)
             yield Session(
                 file=prepared.file,
                 runbook=rb,

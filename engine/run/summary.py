@@ -80,10 +80,15 @@ def apply_summary(
                 f"    fail it with: runbook resolve {q} {_quote(node)} --as failed [--comment TEXT]"
             )
             continue
-        lines.append(
-            f"    approve with: runbook approve {q} {_quote(node)} --by NAME [--comment TEXT]"
-        )
+        lines.append(f"    approve with: runbook approve {q} {_quote(node)} [--comment TEXT]")
     for node in out.unknown:
+        if node in out.unknown_in_rollback:
+            lines.append(
+                f"  {node} is unknown (it was rolling back when the run stopped): check it, "
+                f"then runbook resolve {q} {_quote(node)} --as rolled_back|rollback_failed|"
+                "succeeded (succeeded: its rollback did not happen)"
+            )
+            continue
         lines.append(
             f"  {node} is unknown (it was running when the run stopped): check it, then "
             f"runbook resolve {q} {_quote(node)} --as succeeded|failed|pending"

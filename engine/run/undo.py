@@ -120,8 +120,14 @@ def run_rollback(
             f"  {n} is unknown: runbook resolve {session.file} {n} --as "
             "rolled_back|rollback_failed|succeeded"
         )
-    if code is not Exit.OK:
+    if code is not Exit.OK and (failed or unknown or runner.interrupted_at is not None):
         lines.append(f"  resume with: runbook rollback {session.file} ...")
+    elif in_place:
+        # nothing a second rollback could do: a step with no rollback stays as it is
+        lines.append(
+            "  nothing more to roll back: undo those steps by hand, or give them a `rollback` "
+            "and run `runbook rollback` again"
+        )
     session.reporter.summary(
         "\n".join(lines),
         {

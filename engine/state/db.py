@@ -2,8 +2,8 @@
 
 SQLite in WAL mode with ``synchronous=FULL``: a transaction is durable when its COMMIT returns,
 and a crash at any instant leaves the last committed transaction whole (no torn records to
-tell apart from damage). The journal, and later the ledger and the outbox, are tables of this
-one database, so that a step's success and what it did to its customers commit together.
+tell apart from damage). The journal, the ledger and the outbox are tables of this one
+database, so that a step's success and what it did to its customers commit together.
 
 The SQL is kept portable (``?`` parameters, ``ON CONFLICT``, no SQLite-only types) behind
 ``Database``, the port the PostgreSQL backend implements too. The schema is versioned in the
@@ -57,9 +57,9 @@ class Database:
         with self.lock:
             return self.con.execute(sql, params)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
         with self.lock:
-            self.con.executemany(sql, rows)
+            return self.con.executemany(sql, rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.lock:

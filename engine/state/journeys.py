@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import InvalidInput
 from . import db as dbm
 from . import ledger
+from .outbox import has_outbox
 from .store import state_path
 
 CHUNK = 400  # keys per `IN (...)` list (SQLite's parameter limit is far above)
@@ -95,7 +96,8 @@ class Message:
     step: str
     attempt: int
     at: str
-    state: str
+    state: str  # the ledger's: sent (told: queued in the outbox, or sent), unreachable
+    delivery: str | None = None  # its row in the outbox: queued, sending, sent, uncertain...
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +107,7 @@ class Message:
             "attempt": self.attempt,
             "at": self.at,
             "state": self.state,
+            "delivery": self.delivery,
         }
 
 
@@ -292,7 +295,7 @@ def _attach(by_key: dict[tuple[str, Any], Entity], rows: Sequence[Sequence[Any]]
         if e is None:
             continue
         if m:
-            e.messages.append(Message(row[1], row[2], row[3], row[4], row[5], row[6]))
+            e.messages.append(Message(row[1], row[2], row[3], row[4], row[5], row[6], row[7]))
         else:
             e.transitions.append(Transition(row[1], row[2], row[3], row[4], row[5], row[6]))
 
@@ -301,10 +304,20 @@ _T = "key, state, step, run, attempt, reason, at"
 _M = "key, channel, message_id, step, attempt, at, state"
 
 
+def _messages(db: dbm.Database) -> tuple[str, str]:
+    """(columns, join) of the ledger's messages with their delivery state in the outbox (a
+    state written before the outbox existed has none)."""
+    cols = ", ".join(f"m.{c.strip()}" for c in _M.split(","))
+    if not has_outbox(db):
+        return cols + ", NULL", ""
+    return cols + ", o.state", " LEFT JOIN outbox o ON o.id = m.outbox"
+
+
 def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
     """Fill in every transition and message of these entities (by key, in chunks)."""
     by_key = _bucket(entities)
     keys = [e.key for e in entities]
+    cols, delivery = _messages(db)
     for i in range(0, len(keys), CHUNK):
         part = keys[i : i + CHUNK]
         inn = f"cohort = ? AND key IN ({_marks(len(part))})"
@@ -313,9 +326,13 @@ def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
             db.query(f"SELECT {_T} FROM transition WHERE {inn} ORDER BY seq", (cohort, *part)),
             False,
         )
+        inn = f"m.cohort = ? AND m.key IN ({_marks(len(part))})"
         _attach(
             by_key,
-            db.query(f"SELECT {_M} FROM message WHERE {inn} ORDER BY seq", (cohort, *part)),
+            db.query(
+                f"SELECT {cols} FROM message m{delivery} WHERE {inn} ORDER BY m.seq",
+                (cohort, *part),
+            ),
             True,
         )
 
@@ -331,11 +348,17 @@ def history_where(
     instead of one query per chunk of keys (a filter may match a whole wave)."""
     by_key = _bucket(entities)
     where, args = _filter(cohort, wave, states, "e")
-    for m, cols, table in ((False, _T, "transition"), (True, _M, "message")):
-        sel = ", ".join(f"x.{c.strip()}" for c in cols.split(","))
-        rows = db.query(
-            f"SELECT {sel} FROM entity e JOIN {table} x ON x.cohort = e.cohort AND x.key = e.key"
-            f" WHERE {where} ORDER BY x.seq",
-            args,
-        )
-        _attach(by_key, rows, m)
+    sel = ", ".join(f"x.{c.strip()}" for c in _T.split(","))
+    rows = db.query(
+        f"SELECT {sel} FROM entity e JOIN transition x ON x.cohort = e.cohort AND x.key = e.key"
+        f" WHERE {where} ORDER BY x.seq",
+        args,
+    )
+    _attach(by_key, rows, False)
+    cols, delivery = _messages(db)
+    rows = db.query(
+        f"SELECT {cols} FROM entity e JOIN message m ON m.cohort = e.cohort AND m.key = e.key"
+        f"{delivery} WHERE {where} ORDER BY m.seq",
+        args,
+    )
+    _attach(by_key, rows, True)

@@ -150,6 +150,19 @@ def untold_of(db: Database, cohort: str, wave: str, attempt: int) -> Short | Non
         " AND s.key = m.key AND s.step = m.step AND s.attempt = m.attempt AND s.state = 'sent')"
     )
     keys = [k for (k,) in db.query(sql, (cohort, attempt, cohort, wave))]
+    if db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"):
+        # the outbox keeps each message's delivery state (a send cut by a crash: uncertain)
+        seen = set(keys)
+        keys += [
+            k
+            for (k,) in db.query(
+                "SELECT DISTINCT o.entity FROM outbox o WHERE o.cohort = ? AND o.attempt = ?"
+                " AND o.state = 'uncertain' AND o.entity IN (SELECT key FROM entity"
+                " WHERE cohort = ? AND wave = ?)",
+                (cohort, str(attempt), cohort, wave),
+            )
+            if k not in seen
+        ]
     if not keys:
         return None
     return Short(wave, "told (uncertain sends)", len(keys), keys[:LISTED])

@@ -3,7 +3,7 @@ older database forward, one version at a time, each in one transaction."""
 
 from __future__ import annotations
 
-VERSION = 2
+VERSION = 3
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -33,5 +33,21 @@ STEPS: dict[int, tuple[str, ...]] = {
         # a message is recorded once per member, step, attempt and state, however often a
         # resumed step reports it
         "CREATE UNIQUE INDEX message_once ON message (cohort, key, step, attempt, state)",
+    ),
+    # the outbox (outbox.py): one row per message of a notify step, in every channel. The key
+    # (run, step instance, wave attempt or contingency firing, recipient) makes "once" a
+    # constraint; the relay moves an `outbox` row queued -> sending -> sent (or uncertain,
+    # failed). `entity` has no declared type, like the ledger's `key` (the one SQLite-ism,
+    # kept to this column: PostgreSQL gets the type of the cohort's key).
+    3: (
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, run TEXT NOT NULL, step TEXT NOT NULL,"
+        " attempt TEXT NOT NULL, recipient TEXT NOT NULL, cohort TEXT, entity,"
+        " channel TEXT NOT NULL, state TEXT NOT NULL, reason TEXT, message_id TEXT NOT NULL,"
+        " sender TEXT NOT NULL, address TEXT NOT NULL, name TEXT NOT NULL, locale TEXT,"
+        " subject TEXT NOT NULL, body TEXT NOT NULL, headers TEXT NOT NULL,"
+        " queued_at TEXT NOT NULL, updated_at TEXT NOT NULL, claimed_by TEXT,"
+        " UNIQUE (run, step, attempt, recipient))",
+        # a ledger message points at its outbox row: the journey shows its delivery state
+        "ALTER TABLE message ADD COLUMN outbox INTEGER",
     ),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -135,7 +136,9 @@ class State:
         return st.status if st else Status.PENDING
 
     def apply(self, rec: dict[str, Any]) -> None:
-        """Fold one journal record in (the journal is the only source of truth)."""
+        """Fold one journal record in (the journal is the only source of truth); a record
+        whose fields are not what the engine writes is refused (``check_record``)."""
+        check_record(rec)
         kind = rec.get("t")
         if isinstance(rec.get("at"), str):
             self.last_at = rec["at"]
@@ -157,6 +160,10 @@ class State:
                     st.attempts = 0
             else:
                 st.finished_at = rec.get("at", st.finished_at)
+            if st.status in (Status.SUCCEEDED, Status.ROLLED_BACK):
+                # an error of an earlier transition (a crash, a failed rollback) is over
+                st.error = None
+                st.rollback_error = None
             if "error" in rec:
                 if st.status in (Status.ROLLBACK_FAILED,):
                     st.rollback_error = rec["error"]
@@ -230,3 +237,103 @@ class State:
             self.attempts[key] = WaveAttempt(int(rec["attempt"]), str(rec["run"]), rec["status"])
         elif kind == "cohort" and rec.get("event") in ("frozen", "redrawn"):
             self.frozen[str(rec["cohort"])] = dict(rec.get("summary") or {})
+
+
+# -- what a record's fields must be ----------------------------------------------------------
+
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
+_TEXT = (str,)
+_TEXT_OR_NONE = (str, type(None))
+_FIELDS: dict[str, dict[str, Any]] = {
+    # kind -> field -> the types it may have ("int" is an integer, never a boolean)
+    "step": {
+        "id": "id",
+        "status": "status",
+        "attempt": "count",
+        "run": _TEXT_OR_NONE,
+        "digest": _TEXT_OR_NONE,
+        "error": _TEXT_OR_NONE,
+        "reason": _TEXT_OR_NONE,
+        "phase": _TEXT_OR_NONE,
+        "note": _TEXT_OR_NONE,
+        "outputs": (dict,),
+        "rollback_outputs": (dict,),
+        "reset_attempts": (bool,),
+        "duration": "number",
+    },
+    "run": {
+        "run": "id",
+        "status": "run_status",
+        "digest": _TEXT_OR_NONE,
+        "vars": (dict, type(None)),
+        "user": _TEXT_OR_NONE,
+        "file": _TEXT_OR_NONE,
+        "pid": "count",
+    },
+    "retry": {"id": "id", "attempt": "count", "error": _TEXT_OR_NONE, "delay": "number"},
+    "record": {"step": "id", "items": "items"},
+    "members": {
+        "step": "id",
+        "attempt": "count",
+        "started": (list,),
+        "done": (list,),
+        "unknown": (list,),
+        "failed": (list,),
+        "resolved": (list, type(None)),
+    },
+    "decision": {"run": "id", "policy": "id", "status": _TEXT},
+    "wave": {"cohort": "id", "wave": "id", "attempt": "count", "run": "id", "status": _TEXT},
+    "contingency": {"id": "id", "step": _TEXT_OR_NONE, "attempt": "count", "status": _TEXT},
+    "cohort": {"cohort": "id", "event": _TEXT, "summary": (dict, type(None))},
+    "event": {"id": _TEXT_OR_NONE, "kind": _TEXT, "data": (dict,)},
+    "approval": {"step": "id", "run": _TEXT_OR_NONE, "by": _TEXT_OR_NONE},
+    "gate": {"step": "id", "run": _TEXT_OR_NONE, "by": _TEXT_OR_NONE},
+}
+_REQUIRED = {
+    "step": ("id", "status"),
+    "run": ("run", "status", "at"),
+    "retry": ("id", "attempt"),
+    "record": ("step", "items"),
+    "members": ("step", "attempt"),
+    "decision": ("run", "policy", "status"),
+    "wave": ("cohort", "wave", "attempt", "run", "status"),
+}
+
+
+def check_record(rec: Any) -> None:
+    """Raise ValueError, naming the field, for a record the engine would not have written."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"a record is a JSON object, not {type(rec).__name__}")
+    kind = rec.get("t")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    fields = _FIELDS[kind]
+    for name in _REQUIRED.get(kind, ()):
+        if name not in rec:
+            raise ValueError(f"a {kind} record needs `{name}`")
+    if "at" in rec and not (isinstance(rec["at"], str) and _TIME.fullmatch(rec["at"])):
+        raise ValueError(f"{kind} record: `at` must be an ISO 8601 time, not {rec['at']!r}")
+    for name, want in fields.items():
+        if name not in rec:
+            continue
+        value = rec[name]
+        if not _fits(value, want):
+            raise ValueError(f"{kind} record: `{name}` cannot be {value!r}")
+
+
+def _fits(value: Any, want: Any) -> bool:
+    if want == "id":
+        return isinstance(value, str) and bool(value)
+    if want == "count":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if want == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    if want == "status":
+        return isinstance(value, str) and value in Status.__members__.values()
+    if want == "run_status":
+        return isinstance(value, str) and value in RunStatus.__members__.values()
+    if want == "items":
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        )
+    return isinstance(value, want)

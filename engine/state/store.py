@@ -23,6 +23,7 @@ from ..files import fsync_dir
 from ..masking import Masker
 from . import db as dbm
 from . import journal, legacy
+from .outbox import StepOutbox
 from .status import State
 
 # Fault injection for the crash tests (never set in use): RUNBOOK_FAULT=effects:N kills this
@@ -177,7 +178,7 @@ class Store:
         marks on its members commit with its success). Returns the masked record as it will
         be written."""
         with self._lock:
-            clean: dict[str, Any] = self.masker.mask_value(rec)
+            clean: dict[str, Any] = self.masker.mask_record(rec)
             clean.setdefault("at", now())
             self.state.apply(clean)
             self._staged.append(clean)
@@ -227,7 +228,7 @@ class Store:
                     if effect is not None:
                         effect(self.db)
                     for rec in records:
-                        c: dict[str, Any] = self.masker.mask_value(rec)
+                        c: dict[str, Any] = self.masker.mask_record(rec)
                         c.setdefault("at", now())
                         clean.append(c)
                     journal.append(self.db, clean)
@@ -244,15 +245,38 @@ class Store:
             return clean
 
     def _fail(self, exc: sqlite3.Error) -> None:
+        raise StateWriteError(self.write_failed(exc)) from None
+
+    def write_failed(self, exc: sqlite3.Error) -> str:
+        """A write that failed: every later write is refused; returns what to tell."""
         self.failed = (
             f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
             "and the state stays as it was at the last checkpoint. Free the space or "
             "fix the disk, then run `runbook apply` again to resume"
         )
-        raise StateWriteError(self.failed) from None
+        return self.failed
 
     def records_for(self, step: str) -> StepRecords:
         return StepRecords(self, step)
+
+    def outbox_for(
+        self,
+        run: str,
+        step: str,
+        attempt: str,
+        cohort: str | None = None,
+        ledger_attempt: int | None = None,
+    ) -> StepOutbox:
+        """``ActionContext.outbox``: the messages of (run, step, attempt or firing)."""
+        return StepOutbox(
+            self.db,
+            run,
+            step,
+            attempt,
+            cohort=cohort,
+            ledger_attempt=ledger_attempt,
+            failed=self.write_failed,
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -49,6 +49,8 @@ def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | 
             "started": None,
             "lost_since": state.last_at,
         }
+    # a lock left by a process that is gone: it died mid-command, whatever the run's status
+    # says (a rollback killed in flight leaves the run `paused` and a step `rolling_back`)
     lost = alive is False
     return {
         "host": holder.host,
@@ -56,7 +58,7 @@ def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | 
         "user": holder.user,
         "started": holder.started_at,
         "alive": alive,
-        "lost_since": (state.last_at if state else None) if lost and running else None,
+        "lost_since": ((state.last_at if state else None) or holder.started_at) if lost else None,
     }
 
 
@@ -124,6 +126,9 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
             cohorts = cohort_outcomes(rb, state, db)
     compensated = bool(run and (run.fired or run.rollbacks))
     holder = _holder(state_dir, rb.name, state) if run is not None else None
+    if holder is not None and holder.get("lost_since"):
+        rolling = any(s["status"] == Status.ROLLING_BACK.value for s in steps)
+        holder["resume_with"] = "rollback" if rolling else "apply"
     return {
         "runbook": rb.name,
         "digest": rb.digest,

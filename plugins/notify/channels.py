@@ -1,36 +1,33 @@
-"""How ``notify`` delivers one message: outbox files, SMTP, webhook.
+"""How ``notify`` delivers one message: SMTP or webhook (the ``outbox`` channel is a table of
+the state, ``outbox.py``), and the RFC 5322 bytes of a message for SMTP, the relay and exports.
 
 A channel's ``deliver`` returns when the message is delivered, raises ``NotSent`` when it
 surely was not (the server said no: the recipient may be tried again), ``MaybeSent`` when it
 may have been (the connection dropped after the message went out: the recipient is
 ``uncertain``), or ``ChannelDown`` when the channel cannot be used at all (the step fails).
-``batch`` is how many messages share one pair of records; ``delivered(token)`` tells, for a
-channel that can, whether a message whose send was recorded but not confirmed did arrive.
 """
 
 from __future__ import annotations
 
 import binascii
 import contextlib
-import os
+import json
 import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol
 
-from runbook_engine.actions import Masker
-from runbook_engine.files import open_private, private_dir
+from runbook_engine.actions import Masker, OutboxRow
 from runbook_engine.plugins.http import RequestError, indented, send
 from runbook_engine.plugins.notify.recipients import Message
 
-OUTBOX_BATCH = 500  # outbox files written between two records (one fsync each side)
 DEFAULT_FROM = "runbook@localhost"
-_PORTS = {"none": 25, "starttls": 587, "tls": 465}
+_PORTS = {"none": 25, "starttls": 587, "tls": 465, "auto": 25}
 
 
 class NotSent(Exception):
@@ -54,55 +51,81 @@ class ChannelDown(Exception):
 
 
 class Channel(Protocol):
-    batch: int
-
     def open(self) -> None: ...
 
-    def deliver(self, message: Message) -> None: ...
-
-    def delivered(self, token: str) -> bool | None: ...
-
-    def flush(self) -> None: ...
+    def deliver(self, message: Message, row: OutboxRow) -> None: ...
 
     def close(self) -> None: ...
 
 
-def email_bytes(message: Message, sender: str, headers: Mapping[str, str]) -> bytes:
+@lru_cache(maxsize=256)
+def extra_headers(text: str) -> tuple[tuple[str, str], ...]:
+    """A row's own headers (a JSON object) as (name, value) pairs, in their order."""
+    got = json.loads(text) if text else {}
+    return tuple((str(k), str(v)) for k, v in got.items())
+
+
+def check_headers(row: OutboxRow) -> None:
+    """A header value with a line break (CR or LF: a header injection) is refused: ``NotSent``,
+    permanent (SPEC §11: the member or recipient is failed with that reason)."""
+    values = row.name + row.address + row.subject + (row.locale or "")
+    if "\r" in values or "\n" in values or _breaks(row.sender, row.headers):
+        for name, value in (
+            ("From", row.sender),
+            ("To", row.name),
+            ("To", row.address),
+            ("Subject", row.subject),
+            ("Content-Language", row.locale or ""),
+            *extra_headers(row.headers),
+        ):
+            if "\r" in value or "\n" in value:
+                raise NotSent(
+                    f"the {name} header would contain a line break (CR or LF): refused",
+                    permanent=True,
+                )
+
+
+@lru_cache(maxsize=64)
+def _breaks(sender: str, headers: str) -> bool:
+    """Whether the headers a step gives all its messages hold a line break (once per step)."""
+    return any("\r" in v or "\n" in v for v in (sender, *(v for _, v in extra_headers(headers))))
+
+
+@lru_cache(maxsize=64)
+def _date(at: str | None) -> str:
+    """The Date header: of the time the message was queued (so that every export of it and its
+    delivery carry the same bytes), or now."""
+    if not at:
+        return formatdate(localtime=True)
+    stamp = datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    return formatdate(stamp, localtime=True)
+
+
+def email_bytes(row: OutboxRow, at: str | None = None) -> bytes:
     """The message as RFC 5322 bytes: ASCII headers (RFC 2047 words where needed), a UTF-8
     quoted-printable body, CRLF line ends.  Written by hand: ``email.message.EmailMessage``
-    costs about a millisecond a message, more than the fsync it sits next to.  A header value
-    with a line break (CR or LF: a header injection) is refused: ``NotSent``, permanent."""
-    r = message.recipient
-    for name, value in (
-        ("From", sender),
-        ("To", r.name),
-        ("To", r.address),
-        ("Subject", message.subject),
-        ("Content-Language", message.locale or ""),
-        *headers.items(),
-    ):
-        if "\r" in value or "\n" in value:
-            raise NotSent(
-                f"the {name} header would contain a line break (CR or LF): refused",
-                permanent=True,
-            )
+    costs about a millisecond a message, twenty times the rest of a queued message.  ``at``:
+    the time it was queued (the Date header).  Raises ``NotSent`` as ``check_headers``."""
+    check_headers(row)
+    headers = extra_headers(row.headers)
+    to = formataddr((row.name, row.address), charset="utf-8") if row.name else row.address
     lines = [
-        f"From: {address_header(sender)}",
-        f"To: {formataddr((r.name, r.address), charset='utf-8') if r.name else r.address}",
-        f"Subject: {_header(message.subject, 'Subject')}",
-        f"Date: {formatdate(localtime=True)}",
-        f"Message-ID: {message.message_id}",
+        f"From: {address_header(row.sender)}",
+        f"To: {to}",
+        f"Subject: {_header(row.subject, 'Subject')}",
+        f"Date: {_date(at)}",
+        f"Message-ID: {row.message_id}",
     ]
-    if message.locale:
-        lines.append(f"Content-Language: {_header(message.locale, 'Content-Language')}")
+    if row.locale:
+        lines.append(f"Content-Language: {_header(row.locale, 'Content-Language')}")
     lines.append("Auto-Submitted: auto-generated")
-    lines += [f"{name}: {_header(value, name)}" for name, value in headers.items()]
+    lines += [f"{name}: {_header(value, name)}" for name, value in headers]
     lines += [
         "MIME-Version: 1.0",
         'Content-Type: text/plain; charset="utf-8"',
         "Content-Transfer-Encoding: quoted-printable",
     ]
-    text = "\n".join(message.body.splitlines()) + "\n"
+    text = "\n".join(row.body.splitlines()) + "\n"
     body = binascii.b2a_qp(text.encode("utf-8"), istext=True).replace(b"\n", b"\r\n")
     return "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + body
 
@@ -126,68 +149,18 @@ def address_header(value: str) -> str:
     return formataddr((name, address), charset="utf-8") if name else address
 
 
-class Outbox:
-    """One ``<Message-ID token>.eml`` per message: temp file, fsync, rename; the folder is
-    fsynced once per batch, before the batch is recorded as sent.  Files are 0600 and the
-    folders the outbox creates 0700 (SPEC §9)."""
-
-    batch = OUTBOX_BATCH
-
-    def __init__(self, folder: Path, sender: str, headers: Mapping[str, str]) -> None:
-        self.folder, self.sender, self.headers = folder, sender, headers
-
-    def path(self, token: str) -> Path:
-        return self.folder / f"{token}.eml"
-
-    def open(self) -> None:
-        try:
-            private_dir(self.folder)
-        except OSError as exc:
-            raise ChannelDown(f"cannot create the outbox {self.folder}: {exc.strerror}") from None
-
-    def deliver(self, message: Message) -> None:
-        final = self.path(message.token)
-        temp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        data = email_bytes(message, self.sender, self.headers)
-        try:
-            fd = open_private(temp, exclusive=False)  # 0600: messages carry customer data
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-        except OSError as exc:
-            raise ChannelDown(f"cannot write {final}: {exc.strerror}") from None
-
-    def delivered(self, token: str) -> bool | None:
-        return self.path(token).exists()
-
-    def flush(self) -> None:
-        try:
-            fd = os.open(self.folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise ChannelDown(f"cannot sync the outbox {self.folder}: {exc.strerror}") from None
-
-    def close(self) -> None:
-        pass
-
-
 class Smtp:
-    """One SMTP connection for every message (reopened once if it drops between messages)."""
+    """One SMTP connection for every message (reopened once if it drops between messages).
 
-    batch = 1
+    ``security``: ``none``, ``starttls`` (required), ``tls`` (from the first byte) or ``auto``
+    (STARTTLS when the server offers it: the relay's ``smtp://``); a password is never sent
+    without TLS."""
 
     def __init__(
         self,
         config: Mapping[str, Any],
-        sender: str,
-        headers: Mapping[str, str],
         remaining: Callable[[], float],
+        ca_hint: str = "give the CA in smtp.ca_file",
     ) -> None:
         self.host = str(config["host"])
         self.user = config.get("username")
@@ -196,8 +169,7 @@ class Smtp:
         self.security = str(config.get("security") or default)
         self.port = int(config.get("port") or _PORTS[self.security])
         self.ca_file = config.get("ca_file")
-        self.sender, self.headers, self.remaining = sender, headers, remaining
-        self.envelope_from = parseaddr(sender)[1] or sender
+        self.remaining, self.ca_hint = remaining, ca_hint
         self.conn: smtplib.SMTP | None = None
         self.where = f"SMTP server {self.host}:{self.port}"
         if self.password and self.security == "none":
@@ -224,11 +196,21 @@ class Smtp:
             else:
                 conn = smtplib.SMTP(self.host, self.port, timeout=self._timeout())
             conn.ehlo()
-            if self.security == "starttls":
+            offered = conn.has_extn("starttls")
+            if self.security == "starttls" or (self.security == "auto" and offered):
                 conn.starttls(context=tls)
                 conn.ehlo()
+            elif self.security == "auto" and self.password:
+                raise ChannelDown(
+                    f"{self.where} does not offer STARTTLS: refusing to send a password "
+                    "without TLS",
+                    retryable=False,
+                )
             if self.user:
                 conn.login(str(self.user), str(self.password or ""))
+        except ChannelDown:
+            _quit(conn)
+            raise
         except smtplib.SMTPAuthenticationError as exc:
             _quit(conn)
             raise ChannelDown(
@@ -242,7 +224,7 @@ class Smtp:
             _quit(conn)
             raise ChannelDown(
                 f"{self.where}: TLS certificate not trusted ({exc.verify_message}); "
-                "give the CA in smtp.ca_file",
+                + self.ca_hint,
                 retryable=False,
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
@@ -250,10 +232,12 @@ class Smtp:
             raise ChannelDown(f"cannot reach {self.where}: {_reason(exc)}") from None
         self.conn = conn
 
-    def deliver(self, message: Message) -> None:
-        address = message.recipient.address
-        data = email_bytes(message, self.sender, self.headers)
-        conn = self._envelope(address)
+    def deliver(self, message: Message, row: OutboxRow) -> None:
+        self.send(row.sender, row.address, email_bytes(row))
+
+    def send(self, sender: str, address: str, data: bytes) -> None:
+        """One message, ``data`` as it is, from ``sender`` (its address) to ``address``."""
+        conn = self._envelope(parseaddr(sender)[1] or sender, address)
         try:
             conn.data(data)
         except smtplib.SMTPDataError as exc:
@@ -262,7 +246,7 @@ class Smtp:
             self.close()
             raise MaybeSent(f"connection lost while sending: {_reason(exc)}") from None
 
-    def _envelope(self, address: str) -> smtplib.SMTP:
+    def _envelope(self, envelope_from: str, address: str) -> smtplib.SMTP:
         """MAIL FROM and RCPT TO; a connection found dead here is reopened once (nothing of
         this message has been sent yet)."""
         for attempt in (1, 2):
@@ -272,7 +256,7 @@ class Smtp:
             try:
                 if conn.sock is not None:  # the step's deadline comes closer with every message
                     conn.sock.settimeout(self._timeout())
-                code, text = conn.mail(self.envelope_from)
+                code, text = conn.mail(envelope_from)
                 if code != 250:
                     _rset(conn)
                     raise NotSent(f"sender refused: {code} {_text(text)}", permanent=code >= 500)
@@ -289,12 +273,6 @@ class Smtp:
                     ) from None
         raise AssertionError("unreachable")
 
-    def delivered(self, token: str) -> bool | None:
-        return None
-
-    def flush(self) -> None:
-        pass
-
     def close(self) -> None:
         conn, self.conn = self.conn, None
         _quit(conn)
@@ -302,8 +280,6 @@ class Smtp:
 
 class Webhook:
     """A JSON POST per message, with the Message-ID as ``Idempotency-Key``."""
-
-    batch = 1
 
     def __init__(
         self,
@@ -322,9 +298,7 @@ class Webhook:
     def open(self) -> None:
         pass
 
-    def deliver(self, message: Message) -> None:
-        import json
-
+    def deliver(self, message: Message, row: OutboxRow) -> None:
         payload: dict[str, Any] = {
             "text": message.body,
             "subject": message.subject,
@@ -360,12 +334,6 @@ class Webhook:
                 + (f": {excerpt}" if excerpt else ""),
                 permanent=400 <= reply.status < 500 and reply.status not in (408, 429),
             )
-
-    def delivered(self, token: str) -> bool | None:
-        return None
-
-    def flush(self) -> None:
-        pass
 
     def close(self) -> None:
         pass

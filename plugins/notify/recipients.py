@@ -12,11 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from runbook_engine.errors import ActionFailed
-from runbook_engine.format.templates import TemplateError, render_string
+from runbook_engine.format.templates import Repeated, TemplateError
 
 MAX_RECIPIENTS = 1_000_000  # rows read from a recipients_query
 SHOWN = 10  # names listed in a message
@@ -24,29 +24,40 @@ WEBHOOK_KEY = "webhook"  # the one record of a webhook with no recipients
 _ADDRESS = re.compile(r"^[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+$")
 
 
-@dataclass(frozen=True)
 class Recipient:
-    address: str
-    name: str = ""
-    locale: str | None = None
-    vars: Mapping[str, Any] = field(default_factory=dict)
-    entity: Any = None  # the cohort member's key (``to: {cohort}``)
-    attempt: int | None = None  # the wave attempt: a member is told once per attempt
+    """One recipient of a step (a plain class with slots: thousands are made per second)."""
 
-    @property
-    def key(self) -> str:
-        """The record key: one per recipient and step (for a cohort member: per member, step
-        and wave attempt), whatever the channel."""
-        if self.attempt is not None:
-            return f"member:{self.attempt}:{self.entity!r}"
-        return f"to:{self.address.strip().lower()}" if self.address else WEBHOOK_KEY
+    __slots__ = ("address", "attempt", "entity", "key", "locale", "name", "vars")
+
+    def __init__(
+        self,
+        address: str,
+        name: str = "",
+        locale: str | None = None,
+        vars: Mapping[str, Any] | None = None,
+        entity: Any = None,  # the cohort member's key (``to: {cohort}``)
+        attempt: int | None = None,  # the wave attempt: a member is told once per attempt
+    ) -> None:
+        self.address, self.name, self.locale = address, name, locale
+        self.vars: Mapping[str, Any] = vars if vars is not None else {}
+        self.entity, self.attempt = entity, attempt
+        # the record key: one per recipient and step (for a cohort member: per member, step
+        # and wave attempt), whatever the channel; the outbox's `recipient`
+        if attempt is not None:
+            self.key = f"member:{attempt}:{entity!r}"
+        else:
+            self.key = f"to:{address.strip().lower()}" if address else WEBHOOK_KEY
+
+    def __repr__(self) -> str:
+        return f"Recipient({self.address!r}, key={self.key!r})"
 
     def as_context(self) -> dict[str, Any]:
         return {**self.vars, "address": self.address, "name": self.name, "locale": self.locale}
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
+    """One rendered message (a tuple: thousands are made per second)."""
+
     recipient: Recipient
     locale: str | None  # the template's locale (None: `subject`/`message` were used)
     subject: str
@@ -63,9 +74,11 @@ class Message:
         return token(self.message_id)
 
 
-def message_id(runbook: str, step_id: str, key: str) -> str:
-    """Stable for (runbook, step, recipient): a receiver can de-duplicate on it."""
-    digest = hashlib.sha256(f"{runbook}\0{step_id}\0{key}".encode()).hexdigest()[:40]
+def message_id(runbook: str, run: str, step: str, attempt: str, key: str) -> str:
+    """Stable for the message's outbox key (run, step, wave attempt or firing, recipient): a
+    receiver can de-duplicate on it, and no two messages share one."""
+    text = f"{runbook}\0{run}\0{step}\0{attempt}\0{key}"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:40]
     return f"<{digest}@{runbook}.runbook>"
 
 
@@ -114,8 +127,12 @@ def from_members(
     return out, unreachable, refused
 
 
-def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
-    """The step's recipients, de-duplicated (first wins); checked for the channel."""
+def from_params(
+    params: Mapping[str, Any], channel: str
+) -> tuple[list[Recipient], list[tuple[Recipient, str]]]:
+    """The step's recipients, de-duplicated (first wins), and those refused, each with why: an
+    address that is not one (a line break in it would smuggle a header) fails that recipient
+    alone, and the others are sent (SPEC §11)."""
     if params.get("recipients_query") and params.get("to"):
         raise ActionFailed("notify: give `to` or `recipients_query`, not both", retryable=False)
     if params.get("recipients_query"):
@@ -125,7 +142,7 @@ def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
     elif params.get("to"):
         found = [_from_item(item, i) for i, item in enumerate(params["to"])]
     elif channel == "webhook":
-        return [Recipient("")]  # one message to the webhook itself
+        return [Recipient("")], []  # one message to the webhook itself
     else:
         raise ActionFailed(
             f"notify: channel {channel} needs recipients: give `to` or `recipients_query`",
@@ -134,19 +151,27 @@ def from_params(params: Mapping[str, Any], channel: str) -> list[Recipient]:
     unique: dict[str, Recipient] = {}
     for r in found:
         unique.setdefault(r.key, r)
-    if channel != "webhook":
-        bad = [
-            r.address
-            for r in unique.values()
-            if not (r.address.isascii() and _ADDRESS.match(r.address))
-        ]
-        if bad:
-            raise ActionFailed(
-                f"notify: {len(bad)} invalid email address(es): "
-                + shown((repr(b) for b in bad), len(bad)),
-                retryable=False,
-            )
-    return list(unique.values())
+    if channel == "webhook":
+        return list(unique.values()), []
+    good: list[Recipient] = []
+    refused: list[tuple[Recipient, str]] = []
+    for r in unique.values():
+        if "\r" in r.address or "\n" in r.address:
+            refused.append((r, "a line break in the address"))
+        elif not (r.address.isascii() and _ADDRESS.match(r.address)):
+            refused.append((r, "not an e-mail address"))
+        else:
+            good.append(r)
+    return good, refused
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """An address or a name as a message can show it: control characters escaped (``\\r``,
+    ``\\n``), never written raw into a line, and cut."""
+    out = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 def _from_item(item: Any, index: int) -> Recipient:
@@ -226,10 +251,16 @@ def pick_locale(
 
 
 class Renderer:
-    """Renders one message per recipient from ``templates`` or ``subject``/``message``."""
+    """Renders one message per recipient from ``templates`` or ``subject``/``message``; the
+    templates of each locale are prepared once (``Repeated``), not per recipient.
+    ``scope``: the outbox key of the step's messages (run, step, attempt or firing)."""
 
     def __init__(
-        self, params: Mapping[str, Any], context: Mapping[str, Any], runbook: str, step_id: str
+        self,
+        params: Mapping[str, Any],
+        context: Mapping[str, Any],
+        runbook: str,
+        scope: tuple[str, str, str],
     ) -> None:
         templates = params.get("templates") or {}
         self.templates: Mapping[str, Mapping[str, str]] = templates
@@ -237,11 +268,16 @@ class Renderer:
         self.message: str | None = params.get("message")
         self.default = str(params.get("default_locale") or "en")
         self.context = dict(context)
-        self.runbook, self.step_id = runbook, step_id
+        self.runbook, self.scope = runbook, scope
+        self.step_id = scope[1]
+        self._by_locale: dict[str | None, tuple[str | None, _Pair]] = {}
         if not self.templates and self.message is None:
             raise ActionFailed("notify: give `templates` or `message`", retryable=False)
 
-    def render(self, r: Recipient) -> Message:
+    def _pair(self, r: Recipient) -> tuple[str | None, _Pair]:
+        got = self._by_locale.get(r.locale)
+        if got is not None:
+            return got
         locale: str | None = None
         subject_src, body_src = self.subject, self.message or ""
         if self.templates:
@@ -255,24 +291,56 @@ class Renderer:
                 )
             chosen = self.templates[locale]
             subject_src, body_src = chosen.get("subject", self.subject), chosen["body"]
-        ctx = {**self.context, "recipient": r.as_context()}
         where = f"templates.{locale}" if locale else ""
-        subject = self._one(subject_src, ctx, f"{where}.subject" if where else "subject", r)
-        body = self._one(body_src, ctx, f"{where}.body" if where else "message", r)
+        pair = _Pair(
+            self._prepare(subject_src, f"{where}.subject" if where else "subject"),
+            self._prepare(body_src, f"{where}.body" if where else "message"),
+        )
+        self._by_locale[r.locale] = (locale, pair)
+        return locale, pair
+
+    def _prepare(self, source: str | None, where: str) -> tuple[Repeated, str] | None:
+        if source is None:
+            return None
+        try:
+            return Repeated(source, self.context), where
+        except TemplateError as exc:
+            raise ActionFailed(f"notify: {where}: {exc.message}", retryable=False) from None
+
+    def render(self, r: Recipient) -> Message:
+        locale, pair = self._pair(r)
+        values = pair.values(r.as_context())
+        subject = self._one(pair.subject, values, r)
+        body = self._one(pair.body, values, r) or ""
         if subject is None:
             subject = f"{self.runbook}: {self.step_id}"
         return Message(r, locale, subject.strip(), body, self.message_id(r))
 
     def message_id(self, r: Recipient) -> str:
-        return message_id(self.runbook, self.step_id, r.key)
+        run, step, attempt = self.scope
+        return message_id(self.runbook, run, step, attempt, r.key)
 
-    def _one(self, source: str | None, ctx: Mapping[str, Any], where: str, r: Recipient) -> Any:
-        if source is None:
+    def _one(self, prepared: tuple[Repeated, str] | None, values: Any, r: Recipient) -> str | None:
+        if prepared is None:
             return None
+        template, where = prepared
         try:
-            return str(render_string(source, ctx))
+            return template.render_values(values)
         except TemplateError as exc:
             who = r.address or "the webhook"
             raise ActionFailed(
                 f"notify: {where} for {who}: {exc.message}", retryable=False
             ) from None
+
+
+@dataclass(frozen=True)
+class _Pair:
+    subject: tuple[Repeated, str] | None
+    body: tuple[Repeated, str] | None
+
+    def values(self, recipient: Mapping[str, Any]) -> dict[str, Any]:
+        """One recipient's names for both templates, built once (they share their context)."""
+        for prepared in (self.subject, self.body):
+            if prepared is not None:
+                return prepared[0].values("recipient", recipient)
+        return {"recipient": recipient}

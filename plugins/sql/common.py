@@ -322,20 +322,14 @@ def _sqlite_members(conn: Connection, members: Any) -> None:
     statements only."""
     raw = conn.raw
     attached = {row[1] for row in raw.execute("PRAGMA database_list")}
-    if LEDGER not in attached:
-        uri = "file:" + str(members.ledger_path) + "?mode=ro"
-        raw.execute(f"ATTACH DATABASE ? AS {LEDGER}", (uri,))
-    sql, args = members.select_sql(LEDGER)
-    locked = bool(raw.execute("PRAGMA query_only").fetchone()[0])
-    if locked:
-        raw.execute("PRAGMA query_only = OFF")
-    try:
+    with conn.engine_statements():
+        if LEDGER not in attached:
+            uri = "file:" + str(members.ledger_path) + "?mode=ro"
+            raw.execute(f"ATTACH DATABASE ? AS {LEDGER}", (uri,))
+        sql, args = members.select_sql(LEDGER)
         raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {KEYS} (rb_key PRIMARY KEY) WITHOUT ROWID")
         raw.execute(f"DELETE FROM temp.{KEYS}")
         raw.execute(f"INSERT OR IGNORE INTO temp.{KEYS} (rb_key) {_inline(sql, args)}")
-    finally:
-        if locked:
-            raw.execute("PRAGMA query_only = ON")
 
 
 def _load_members(conn: Connection, keys: Sequence[Any], pg_type: str) -> None:

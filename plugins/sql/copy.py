@@ -130,8 +130,6 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             condition = member_filter(src, members, column)
             where = with_members(where, condition)
             shown = (f"{shown} and " if shown else "") + f"the members of wave {members.wave}"
-            if src.kind == dst.kind == "sqlite":
-                member_filter(dst, members, column)  # the target reads the source attached
         job = _Job(src, dst, table, target_table, where, cols, key_cols, tcols, batch, watch)
         job.shown = shown
         total = count_rows(src, table, where, "source")

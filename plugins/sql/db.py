@@ -6,9 +6,18 @@ use).  Every message names the database by ``redact_dsn(dsn)``: a password never
 Driver errors become ``ActionFailed`` naming the statement's first line (masked before it is
 cut) and the database's own message; its ``DETAIL:`` lines quote row values (data, not the
 runbook's words), so they go to the failure's details, apart from the message.  ``connect(...,
-read_only=True)`` opens a connection that cannot write: SQLite ``PRAGMA query_only``,
-PostgreSQL read-only transactions for the whole session (``sql.query``, ``check``, recipient
-queries: SPEC §9).  Statements take bound parameters: a list for the driver's positional
+read_only=True)`` opens a connection that cannot write (``sql.query``, ``check``, recipient
+queries, ``sql.verify``, cohort sources: SPEC §9), whatever the SQL text says:
+
+- PostgreSQL: read-only transactions for the whole session, and one statement per call: every
+  statement goes through the extended protocol (a server-side prepared statement, which cannot
+  hold two statements), and a ``COPY`` is first parsed the same way, so ``COMMIT; BEGIN READ
+  WRITE; DELETE …`` fails before anything runs, as does ``SET SESSION CHARACTERISTICS … READ
+  WRITE; COMMIT; …``.  A single ``SET transaction_read_only = off`` fails in a read-only
+  transaction; a ``DO`` block or procedure cannot ``COMMIT`` inside the transaction block.
+- SQLite: ``PRAGMA query_only``, which the query text cannot lift: an authorizer refuses
+  ``PRAGMA query_only = …``, ``ATTACH``/``DETACH`` (and so ``VACUUM INTO``); the engine lifts
+  both for its own statements only (``Connection.engine_statements``).  Statements take bound parameters: a list for the driver's positional
 style (``?`` on SQLite, ``%s`` on PostgreSQL) or a mapping for its named style (``:name`` on
 SQLite, ``%(name)s`` on PostgreSQL).
 
@@ -206,13 +215,36 @@ class Connection:
     ``transaction()``); PostgreSQL ones open a transaction on the first statement.
     """
 
-    def __init__(self, raw: Any, kind: Kind, dsn: str, masker: Masker | None = None) -> None:
+    def __init__(
+        self,
+        raw: Any,
+        kind: Kind,
+        dsn: str,
+        masker: Masker | None = None,
+        read_only: bool = False,
+    ) -> None:
         self.raw = raw
         self.kind: Kind = kind
         self.dsn = dsn
         self.label = redact_dsn(dsn)
         self.param = "?" if kind == "sqlite" else "%s"
         self.masker = masker
+        self.read_only = read_only
+
+    @contextmanager
+    def engine_statements(self) -> Iterator[Connection]:
+        """The engine's own statements on a read-only SQLite connection (attaching the ledger
+        or the other side, a temp table of members): the guard is lifted for them only."""
+        if self.kind != "sqlite" or not self.read_only:
+            yield self
+            return
+        self.raw.set_authorizer(None)
+        self.raw.execute("PRAGMA query_only = OFF")
+        try:
+            yield self
+        finally:
+            self.raw.execute("PRAGMA query_only = ON")
+            self.raw.set_authorizer(_read_only_authorizer)
 
     def __enter__(self) -> Connection:
         return self
@@ -325,19 +357,70 @@ def connect(
             )
             if read_only:
                 raw.execute("PRAGMA query_only = ON")
+                raw.set_authorizer(_read_only_authorizer)
         except sqlite3.Error as exc:
             raise sql_failed(exc, "", dsn, context="cannot open") from None
-        return Connection(raw, "sqlite", dsn, masker)
+        return Connection(raw, "sqlite", dsn, masker, read_only)
     psycopg = psycopg_module()
     try:
-        raw = psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
-        if read_only:  # every transaction of the session, also one begun by the query itself
+        if read_only:
+            # one statement per call: every execute is prepared (extended protocol), every
+            # COPY parsed first; and every transaction of the session read-only
+            raw = psycopg.connect(
+                dsn,
+                connect_timeout=CONNECT_TIMEOUT,
+                prepare_threshold=0,
+                cursor_factory=_single_statement_cursor(psycopg),
+            )
             raw.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             raw.commit()
             raw.read_only = True
+        else:
+            raw = psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
         raise sql_failed(exc, "", dsn, context="cannot connect") from None
-    return Connection(raw, "postgresql", dsn, masker)
+    return Connection(raw, "postgresql", dsn, masker, read_only)
+
+
+def _read_only_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
+    """SQLite: what the text of a read can never do on a read-only connection."""
+    if action == sqlite3.SQLITE_PRAGMA and str(arg1).lower() == "query_only" and arg2 is not None:
+        return sqlite3.SQLITE_DENY
+    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+_CURSOR: Any = None
+
+
+def _single_statement_cursor(psycopg: Any) -> Any:
+    """A psycopg cursor whose ``copy`` first has the server parse the statement alone (a
+    prepared statement cannot hold two), so that a COPY's text cannot smuggle a ``COMMIT``."""
+    global _CURSOR
+    if _CURSOR is not None:
+        return _CURSOR
+
+    class SingleStatementCursor(psycopg.Cursor):  # type: ignore[misc]
+        @contextmanager
+        def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
+            _parse_alone(psycopg, self.connection, statement, params)
+            with super().copy(statement, params, **kwargs) as out:
+                yield out
+
+    _CURSOR = SingleStatementCursor
+    return _CURSOR
+
+
+def _parse_alone(psycopg: Any, conn: Any, statement: Any, params: Any) -> None:
+    if params:
+        text = psycopg.ClientCursor(conn).mogrify(statement, params)
+    else:
+        text = statement if isinstance(statement, str) else statement.as_string(conn)
+    result = conn.pgconn.prepare(b"", text.encode())
+    if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        message = (result.error_message or b"").decode(errors="replace").strip()
+        raise psycopg.ProgrammingError(message or "the statement cannot be prepared")
 
 
 def jsonable(value: Any) -> Any:

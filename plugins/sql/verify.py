@@ -324,7 +324,8 @@ def _in_sqlite(
 ) -> None:
     dst_path = os.path.realpath(sqlite_path(dst.dsn))
     if dst_path != os.path.realpath(sqlite_path(src.dsn)):
-        src.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (dst_path,))
+        with src.engine_statements():  # a read-only connection refuses ATTACH in query text
+            src.raw.execute(f"ATTACH DATABASE ? AS {ATTACHED}", (dst_path,))
         target_table = f"{ATTACHED}.{target_table}"
     nk = len(key_cols)
     kidx = [list(cols).index(k) for k in key_cols]

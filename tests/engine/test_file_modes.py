@@ -58,13 +58,17 @@ def test_state_outbox_and_report_files_are_private(runbook: Any, open_umask: Non
     )
     assert runbook("apply", "r.yaml", "--yes").code == 0
     assert runbook("report", "r.yaml", "--output", "report.md").code == 0
+    assert runbook("outbox", "r.yaml", "--export", "exported/mail").code == 0
     state = Path(".runbook")
     folders = [state, *(p for p in state.rglob("*") if p.is_dir())]
     files = [p for p in state.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"state.db"}
-    assert any(p.suffix == ".eml" for p in files)  # the default outbox is in the state
-    for folder in [*folders, Path("mail"), Path("mail/out")]:
+    assert not any(p.suffix == ".eml" for p in files)  # the outbox is a table of state.db
+    exported = sorted(Path("exported").rglob("*.eml"))
+    assert [p.parent.name for p in exported] == ["tell", "tell-here"]
+    out = [Path("mail"), Path("mail/out"), Path("exported"), *{p.parent for p in exported}]
+    for folder in [*folders, *out, Path("exported/mail")]:
         assert _mode(folder) == 0o700, folder
-    for file in [*files, *Path("mail/out").glob("*.eml"), Path("report.md")]:
+    for file in [*files, *Path("mail/out").glob("*.eml"), *exported, Path("report.md")]:
         assert _mode(file) == 0o600, file
     assert len(list(Path("mail/out").glob("*.eml"))) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -17,6 +18,8 @@ from tests.engine.helpers import RUNBOOK, sh, status_json, write
 from tests.engine.report_run import HOSTILE, applied
 
 STATE = Path(".runbook/acme-migration/state.db")
+
+ME = pwd.getpwuid(os.geteuid()).pw_name  # the identity `approve` records
 
 
 def report_json(runbook: Any, *args: str) -> dict[str, Any]:
@@ -67,7 +70,8 @@ def test_markdown_answers_what_happened_where_it_hurt_and_what_customers_got(run
         in (md)
     )
     assert "| tell-support | churn | health\\[all\\] | notify | succeeded |" in md
-    assert "| go-no-go | alice |" in md
+    # the real identity (the OS user), and the `--by` name beside it, never instead
+    assert f"| go-no-go | {ME} | alice |" in md
     assert "| copy\\[all\\] | rolled\\_back |" in md and "rowcount=100" in md
     assert "| announce | step | succeeded | 3 | 0 | 0 |" in md
     assert (
@@ -106,7 +110,8 @@ def test_json_has_every_figure(runbook) -> None:
         "succeeded",
     )
     (a,) = doc["approvals"]
-    assert a["by"] == "alice" and a["comment"] == f"go {HOSTILE}" and a["waited"] > 0
+    assert a["by"] == ME and a["on_behalf_of"] == "alice" and a["waited"] > 0
+    assert a["comment"] == f"go {HOSTILE}"
     assert {r["step"]: r["status"] for r in doc["rollbacks"]} == {
         "verify[all]": "rolled_back",
         "copy[all]": "rolled_back",
@@ -217,14 +222,19 @@ def test_damaged_journal_is_exit_2_and_left_untouched(runbook) -> None:
 
     applied(runbook)
     con = sqlite3.connect(STATE, isolation_level=None)
+    (seq,) = con.execute(
+        'SELECT min(seq) FROM journal WHERE rec LIKE \'%"id":"go-no-go","status":"running"%\''
+    ).fetchone()
     con.execute(
-        "UPDATE journal SET rec = replace(rec, '\"running\"', '\"runninX\"') WHERE seq = 11"
+        "UPDATE journal SET rec = replace(rec, '\"running\"', '\"runninX\"') WHERE seq = ?",
+        (seq,),
     )
     con.close()
     before = STATE.read_bytes()
     r = runbook("report", "m.yaml", "--format", "html", "--output", "r.html")
     assert r.code == 2
-    assert "journal record 11 is not a valid state record" in r.err and "Traceback" not in r.output
+    assert f"journal record {seq} is not a valid state record" in r.err
+    assert "Traceback" not in r.output
     assert not Path("r.html").exists() and STATE.read_bytes() == before
 
 

@@ -130,5 +130,6 @@ def test_late_vanished_and_hostile_keys_are_reported_escaped(runbook) -> None:
     html = runbook("report", "m.yaml", "--format", "html").out
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;|`@ops" in html
     md = runbook("report", "m.yaml").out
-    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;\\|\\`@ops" in md
+    # no HTML, no markup, and no mention: a zero-width space after the `@`
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;\\|\\`@\u200bops" in md
     assert f"| vanished | 1 | {gone} |" in md and "| late | 1 | zz-late |" in md

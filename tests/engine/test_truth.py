@@ -4,6 +4,7 @@ hole it closes."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -46,8 +47,12 @@ def test_a_contingency_message_is_sent_once_per_firing_not_once_per_state(runboo
     ]
     assert len(pages) == 2 and pages[0]["run"] != pages[1]["run"]
     assert [p["outputs"]["sent"] for p in pages] == [1, 1]  # not skipped_already_sent
-    files = sorted(Path(".runbook/t/outbox").rglob("*.eml"))
-    assert len(files) == 2  # two messages, two Message-IDs
+    con = sqlite3.connect(".runbook/t/state.db")
+    rows = con.execute("SELECT run, step, attempt, message_id, state FROM outbox").fetchall()
+    con.close()
+    assert len(rows) == 2 and len({r[3] for r in rows}) == 2  # two messages, two Message-IDs
+    assert [(r[1], r[2], r[4]) for r in rows] == [("page-dba", "verify/1", "queued")] * 2
+    assert [r[0] for r in rows] == [p["run"] for p in pages]  # one per firing
 
 
 def test_a_state_url_with_an_unsupported_scheme_is_exit_2_and_makes_no_folder(runbook) -> None:

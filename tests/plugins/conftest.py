@@ -1,8 +1,9 @@
 """Helpers for calling actions directly: a real ActionContext for one step.
 
-``records`` is a dict here, so that a test can set up and inspect an action's records directly
-(e.g. a recipient left ``sending``); the durable journal-backed records (``Store.records_for``)
-are exercised through ``runbook apply``, crashes included, in ``test_notify_apply.py``.
+``records`` is a dict here, so that a test can set up and inspect an action's records directly;
+the durable journal-backed records (``Store.records_for``) are exercised through ``runbook
+apply``, crashes included, in ``test_notify_apply.py``. ``outbox`` is the real thing: the
+outbox table of a state database in the test's folder (``make_ctx.states()`` reads it back).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pytest
 
 from runbook_engine.actions import ActionContext, Resources
 from runbook_engine.format.loader import load_text
+from runbook_engine.masking import Masker
+from runbook_engine.state.store import Store
 
 _MINIMAL = """\
 apiVersion: runbook/v1
@@ -63,11 +66,28 @@ class CtxFactory:
     lines: list[str] = field(default_factory=list)
     records: DictRecords = field(default_factory=DictRecords)
     resources: Resources = field(default_factory=Resources)
+    _store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """The state database whose outbox table the contexts write to."""
+        if self._store is None:
+            self._store = Store(self.tmp / "state-db", "action-test", Masker())
+        return self._store
+
+    def states(self, step: str = "s", run: str = "run-test") -> dict[str, str]:
+        """recipient -> state of the step's messages in the outbox table."""
+        return self.store.outbox_for(run, step, "1").states()
+
+    def sql(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.store.db.transaction():
+            return self.store.db.query(sql, params)
 
     def __call__(
         self, *, runbook_text: str = _MINIMAL, timeout: float = 60.0, step_id: str = "s", **kw: Any
     ) -> ActionContext:
         rb = load_text(runbook_text, "test.yaml").runbook
+        outbox = kw.pop("outbox", None) or self.store.outbox_for("run-test", step_id, "1")
 
         def emit(k: str, d: Mapping[str, Any]) -> None:
             return self.events.append((k, d))
@@ -84,6 +104,7 @@ class CtxFactory:
             emit=emit,
             progress=self.lines.append,
             resources=self.resources,
+            outbox=outbox,
             **kw,
         )
 
@@ -94,3 +115,5 @@ def make_ctx(tmp_path: Path) -> Any:
     (tmp_path / "state").mkdir()
     yield factory
     factory.resources.close()
+    if factory._store is not None:
+        factory._store.close()

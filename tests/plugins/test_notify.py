@@ -1,13 +1,15 @@
-"""``notify`` against a real SMTP server (aiosmtpd), a real HTTP server and outbox files on disk.
+"""``notify`` against a real SMTP server (aiosmtpd), a real HTTP server, the outbox table of a
+real state database, and the ``.eml`` files of an ``outbox:`` folder.
 
-The records are the step's durable records (``make_ctx.records``): running the action again
-with the same records is what a resumed or repeated run does.
+Each message is a row of the outbox table (``make_ctx.states()``): running the action again
+with the same table is what a resumed or repeated run does.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import os
 import sqlite3
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -16,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from runbook_engine.actions import OutboxRow
 from runbook_engine.errors import ActionFailed
 from runbook_engine.plugins.notify.action import NotifyAction
 from runbook_engine.plugins.notify.recipients import message_id
-from tests.plugins.conftest import DictRecords
 from tests.servers.http import HttpServer, free_port
 from tests.servers.smtp import SmtpServer
 
@@ -62,6 +64,19 @@ EXPECTED = {  # address -> (subject, body) after locale fallback
 CONTEXT = {"vars": {"date": "2026-12-01"}}
 
 
+def mid(key: str, step: str = "s") -> str:
+    """The Message-ID of recipient ``key`` in make_ctx's run, step and attempt."""
+    return message_id(RUNBOOK, "run-test", step, "1", key)
+
+
+def seed(make_ctx: Any, states: dict[str, str]) -> None:
+    """Rows of step ``s`` in the outbox as a crash may have left them: recipient -> state."""
+    port = make_ctx.store.outbox_for("run-test", "s", "1")
+    for key, state in states.items():
+        row = OutboxRow(key, "email", mid(key), "x@y.z", key[3:], "", None, "s", "b", "{}")
+        port.write([row], state=state, at="2026-12-01T00:00:00.000Z")
+
+
 def run(params: dict[str, Any], make_ctx: Any, **kw: Any) -> Any:
     kw.setdefault("template_context", CONTEXT)
     return NotifyAction().run(params, make_ctx(**kw))
@@ -89,9 +104,11 @@ def smtp_params(server: SmtpServer, **extra: Any) -> dict[str, Any]:
 # outbox ---------------------------------------------------------------------------------------
 
 
-def test_outbox_writes_one_eml_per_recipient_in_its_locale(make_ctx: Any, tmp_path: Path) -> None:
-    out = run({"to": PEOPLE, "templates": TEMPLATES, "from": "ops@example.org"}, make_ctx)
-    folder = tmp_path / "state" / "outbox" / "s"
+def test_outbox_queues_one_message_per_recipient_in_its_locale(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    params = {"to": PEOPLE, "templates": TEMPLATES, "from": "ops@example.org"}
+    out = run(params, make_ctx)
     assert out == {
         "channel": "outbox",
         "sent": 5,
@@ -100,8 +117,24 @@ def test_outbox_writes_one_eml_per_recipient_in_its_locale(make_ctx: Any, tmp_pa
         "uncertain_recipients": [],
         "failed": 0,
         "failed_recipients": [],
-        "outbox": str(folder),
     }
+    assert make_ctx.states() == {f"to:{a}": "queued" for a in EXPECTED}
+    rows = make_ctx.sql(
+        "SELECT address, subject, body, message_id, locale, sender, channel FROM outbox"
+    )
+    by_to = {r[0]: r for r in rows}
+    for address, (subject, text) in EXPECTED.items():
+        assert by_to[address][1:4] == (subject, text, mid(f"to:{address}"))
+        assert by_to[address][5:] == ("ops@example.org", "outbox")
+    assert by_to["ana@example.com.br"][4] == "pt-BR" and by_to["pierre@example.fr"][4] == "en"
+    assert not list(tmp_path.rglob("*.eml"))  # no folder given: the table is the outbox
+
+
+def test_an_outbox_folder_gets_each_batch_as_eml_files(make_ctx: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "mail" / "out"
+    params = {"to": PEOPLE, "templates": TEMPLATES, "from": "ops@example.org"}
+    out = run({**params, "outbox": str(folder)}, make_ctx)
+    assert (out["sent"], out["outbox"]) == (5, str(folder))
     files = sorted(folder.iterdir())
     assert len(files) == 5 and all(f.suffix == ".eml" for f in files)  # no temp file left
     by_to = {parse(f)["To"].addresses[0].addr_spec: (f, parse(f)) for f in files}
@@ -109,17 +142,17 @@ def test_outbox_writes_one_eml_per_recipient_in_its_locale(make_ctx: Any, tmp_pa
     for address, (path, msg) in by_to.items():
         assert (msg["Subject"], body(msg)) == EXPECTED[address]
         assert msg["From"] == "ops@example.org"
-        mid = message_id(RUNBOOK, "s", f"to:{address}")
-        assert msg["Message-ID"] == mid
-        assert path.name == mid[1:].split("@")[0] + ".eml"
+        assert msg["Message-ID"] == mid(f"to:{address}")
+        assert path.name == mid(f"to:{address}")[1:].split("@")[0] + ".eml"
+        assert msg["X-Runbook-Step"] == "s" and msg["Date"]
     assert by_to["ana@example.com.br"][1]["Content-Language"] == "pt-BR"
     assert by_to["joao@example.pt"][1]["Content-Language"] == "pt"
     assert by_to["pierre@example.fr"][1]["Content-Language"] == "en"
     assert str(by_to["ana@example.com.br"][1]["To"]) == "Ana <ana@example.com.br>"
-    assert make_ctx.records.data == {f"to:{a}": "sent" for a in EXPECTED}
+    assert make_ctx.states() == {f"to:{a}": "queued" for a in EXPECTED}
 
 
-def test_outbox_never_writes_twice_with_the_same_records(make_ctx: Any, tmp_path: Path) -> None:
+def test_outbox_never_queues_twice_with_the_same_table(make_ctx: Any, tmp_path: Path) -> None:
     params = {"to": PEOPLE, "templates": TEMPLATES, "outbox": str(tmp_path / "mail")}
     run(params, make_ctx)
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "mail").iterdir()}
@@ -127,22 +160,57 @@ def test_outbox_never_writes_twice_with_the_same_records(make_ctx: Any, tmp_path
     assert (out["sent"], out["skipped_already_sent"]) == (0, 5)
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "mail").iterdir()}
     assert after == before
+    assert make_ctx.sql("SELECT count(*) FROM outbox") == [(5,)]
 
 
-def test_outbox_crash_is_settled_by_the_files_on_disk(make_ctx: Any, tmp_path: Path) -> None:
-    """A crash inside a batch leaves every recipient `sending`: the file decides."""
+def test_a_file_lost_after_its_batch_committed_is_written_again(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    """A crash between a batch's commit and its files: the table decides, the file is
+    written again from it on the next run, and nothing is queued twice."""
     folder = tmp_path / "mail"
     params = {"to": PEOPLE, "templates": TEMPLATES, "outbox": str(folder)}
     run(params, make_ctx)
-    make_ctx.records.data = {key: "sending" for key in make_ctx.records.data}
-    lost = folder / (message_id(RUNBOOK, "s", "to:maria@example.mx")[1:].split("@")[0] + ".eml")
+    lost = folder / (mid("to:maria@example.mx")[1:].split("@")[0] + ".eml")
+    want = lost.read_bytes()
     lost.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     out = run(params, make_ctx)
-    assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (1, 4, 0)
-    assert lost.exists() and parse(lost)["Subject"] == "Migración de su cuenta"
+    assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (0, 5, 0)
+    assert lost.read_bytes() == want  # the same bytes: dated when it was queued
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p != lost} == kept
-    assert set(make_ctx.records.data.values()) == {"sent"}
+    assert set(make_ctx.states().values()) == {"queued"}
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_on_the_next_run(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "mail"
+    params = {"to": PEOPLE, "templates": TEMPLATES, "outbox": str(folder)}
+    run(params, make_ctx)
+    lost = folder / (mid("to:bob@example.com")[1:].split("@")[0] + ".eml")
+    lost.unlink()
+    dead = folder / f".{lost.name}.999999999.tmp"  # killed between its write and its rename
+    alive = folder / f".other.eml.{os.getppid()}.tmp"  # another writer, still running
+    dead.write_bytes(b"half a mess")
+    alive.write_bytes(b"being written")
+    run(params, make_ctx)
+    assert lost.exists() and not dead.exists() and alive.exists()
+
+
+def test_a_header_with_a_line_break_fails_that_recipient_only(
+    make_ctx: Any, tmp_path: Path
+) -> None:
+    people = [*PEOPLE[:2], {"address": "eve@example.org", "name": "Eve\r\nBcc: x@evil.example"}]
+    with pytest.raises(ActionFailed) as exc:
+        run({"to": people, "templates": TEMPLATES, "outbox": str(tmp_path / "m")}, make_ctx)
+    assert exc.value.message == (
+        "notify: 1 of 3 recipient(s) refused: eve@example.org (the To header would contain a "
+        "line break (CR or LF): refused)"
+    )
+    assert exc.value.retryable is False
+    assert make_ctx.states() == {"to:ana@example.com.br": "queued", "to:joao@example.pt": "queued"}
+    assert len(list((tmp_path / "m").iterdir())) == 2
 
 
 def test_recipients_from_a_query_with_extra_columns(make_ctx: Any, tmp_path: Path) -> None:
@@ -172,7 +240,7 @@ def test_recipients_from_a_query_with_extra_columns(make_ctx: Any, tmp_path: Pat
     assert bodies == ["Ana: plano gold", "customer: free"]
 
 
-def test_missing_template_and_bad_addresses_fail_before_sending(
+def test_missing_template_fails_before_sending_and_a_bad_address_fails_alone(
     make_ctx: Any, tmp_path: Path
 ) -> None:
     only_es = {"es": TEMPLATES["es"]}
@@ -182,9 +250,16 @@ def test_missing_template_and_bad_addresses_fail_before_sending(
         "notify: no template for bob@example.com (tried en; templates: es); "
         "set `default_locale` to one of the templates"
     )
-    with pytest.raises(ActionFailed, match=r"2 invalid email address\(es\): 'nobody', 'a b@c'"):
+    assert not (tmp_path / "m").exists() and make_ctx.states() == {}
+    # addresses that are not ones fail alone, with their reason; the good one is queued
+    with pytest.raises(ActionFailed) as bad:
         run({"to": ["ok@x.org", "nobody", "a b@c"], "message": "hi"}, make_ctx)
-    assert not (tmp_path / "m").exists() and make_ctx.records.data == {}
+    assert bad.value.message == (
+        "notify: 2 of 3 recipient(s) refused: nobody (not an e-mail address), "
+        "a b@c (not an e-mail address)"
+    )
+    assert bad.value.outputs["sent"] == 1 and bad.value.outputs["failed"] == 2
+    assert make_ctx.states() == {"to:ok@x.org": "queued"}
 
 
 # SMTP -------------------------------------------------------------------------------------------
@@ -198,13 +273,12 @@ def test_smtp_sends_each_locale_over_one_connection(smtp_server: StartSmtp, make
     for address, (subject, text) in EXPECTED.items():
         (msg,) = server.to(address)
         assert (msg["Subject"], body(msg)) == (subject, text)
-        assert msg["Message-ID"] == message_id(RUNBOOK, "s", f"to:{address}")
+        assert msg["Message-ID"] == mid(f"to:{address}")
     assert server.messages[0].mail_from == "ops@example.org"
+    assert make_ctx.states() == {f"to:{a}": "sent" for a in EXPECTED}
 
 
-def test_smtp_never_sends_twice_with_the_same_records(
-    smtp_server: StartSmtp, make_ctx: Any
-) -> None:
+def test_smtp_never_sends_twice_with_the_same_table(smtp_server: StartSmtp, make_ctx: Any) -> None:
     server = smtp_server()
     params = smtp_params(server, to=PEOPLE, templates=TEMPLATES)
     run(params, make_ctx)
@@ -217,20 +291,25 @@ def test_crash_between_send_and_record_is_uncertain_and_not_resent(
     smtp_server: StartSmtp, make_ctx: Any
 ) -> None:
     server = smtp_server()
-    make_ctx.records.put({"to:bob@example.com": "sending", "to:ana@example.com.br": "sent"})
+    seed(make_ctx, {"to:bob@example.com": "sending", "to:ana@example.com.br": "sent"})
     params = smtp_params(server, to=PEOPLE, templates=TEMPLATES)
     out = run(params, make_ctx)
     assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (3, 1, 1)
     assert out["uncertain_recipients"] == ["bob@example.com"]
     assert server.to("bob@example.com") == [] and server.to("ana@example.com.br") == []
     assert ("notify.uncertain", {"count": 1, "recipients": ["bob@example.com"]}) in make_ctx.events
-    assert make_ctx.records.get("to:bob@example.com") == "sending"
+    assert make_ctx.states()["to:bob@example.com"] == "uncertain"
+    assert make_ctx.sql("SELECT reason FROM outbox WHERE recipient = 'to:bob@example.com'") == [
+        ("the send was cut by a crash or a stop",)
+    ]
+    again = run(params, make_ctx)
+    assert (again["sent"], again["uncertain"]) == (0, 1) and server.to("bob@example.com") == []
 
     out = run({**params, "resend_uncertain": True}, make_ctx)
     assert (out["sent"], out["skipped_already_sent"], out["uncertain"]) == (1, 4, 0)
     (msg,) = server.to("bob@example.com")
-    assert msg["Message-ID"] == message_id(RUNBOOK, "s", "to:bob@example.com")
-    assert make_ctx.records.get("to:bob@example.com") == "sent"
+    assert msg["Message-ID"] == mid("to:bob@example.com")
+    assert make_ctx.states()["to:bob@example.com"] == "sent"
 
 
 def test_connection_dropped_mid_message_leaves_that_recipient_uncertain(
@@ -243,7 +322,7 @@ def test_connection_dropped_mid_message_leaves_that_recipient_uncertain(
     assert out["uncertain_recipients"] == ["maria@example.mx"]
     assert server.to("maria@example.mx") == [] and len(server.messages) == 4
     assert server.connections == 2  # reconnected for the recipients after her
-    assert make_ctx.records.get("to:maria@example.mx") == "sending"
+    assert make_ctx.states()["to:maria@example.mx"] == "uncertain"
     server.drop_for.clear()
     again = run(params, make_ctx)
     assert (again["sent"], again["skipped_already_sent"], again["uncertain"]) == (0, 4, 1)
@@ -266,7 +345,10 @@ def test_a_rejected_recipient_fails_the_step_after_the_others(
     assert (err.outputs["sent"], err.outputs["failed"]) == (4, 1)
     assert err.outputs["failed_recipients"] == ["joao@example.pt"]
     assert len(server.messages) == 4 and server.to("joao@example.pt") == []
-    assert make_ctx.records.get("to:joao@example.pt") == "failed"
+    assert make_ctx.states()["to:joao@example.pt"] == "failed"
+    assert make_ctx.sql("SELECT reason FROM outbox WHERE address = 'joao@example.pt'") == [
+        ("550 5.1.1 <joao@example.pt>: mailbox unavailable",)
+    ]
     server.reject.clear()  # the mailbox is fixed: the next run sends to joão only
     out = run(params, make_ctx)
     assert (out["sent"], out["skipped_already_sent"]) == (1, 4)
@@ -290,12 +372,13 @@ def test_starttls_and_auth_keep_the_password_out_of_everything(
     out = run(params, make_ctx)
     assert out["sent"] == 5 and server.logins == ["ops"]
     seen = [m.data.decode() for m in server.messages]
-    seen += [repr(out), repr(make_ctx.records.data), repr(make_ctx.events), repr(make_ctx.lines)]
+    seen += [repr(out), repr(make_ctx.events), repr(make_ctx.lines)]
+    seen += [repr(make_ctx.sql("SELECT * FROM outbox"))]
     assert all(password not in text for text in seen)
 
     with pytest.raises(ActionFailed) as exc:
         wrong = {**params, "smtp": {**smtp, "password": "wrong-" + password}}
-        run(wrong, make_ctx, records=DictRecords())
+        run(wrong, make_ctx, step_id="s2")
     assert exc.value.message.startswith(
         f"notify: SMTP server 127.0.0.1:{server.port}: authentication as ops refused: 535"
     )
@@ -308,7 +391,7 @@ def test_an_untrusted_certificate_is_refused(smtp_server: StartSmtp, make_ctx: A
     smtp = {"host": server.host, "port": server.port, "username": "ops", "password": "pw"}
     with pytest.raises(ActionFailed, match=r"TLS certificate not trusted.*smtp\.ca_file"):
         run({"channel": "email", "smtp": smtp, "to": ["a@x.org"], "message": "m"}, make_ctx)
-    assert server.messages == [] and make_ctx.records.data == {}
+    assert server.messages == [] and make_ctx.states() == {}
 
 
 def test_implicit_tls(smtp_server: StartSmtp, make_ctx: Any) -> None:
@@ -333,7 +416,7 @@ def test_an_unreachable_smtp_server(make_ctx: Any) -> None:
     assert exc.value.message == (
         f"notify: cannot reach SMTP server 127.0.0.1:{port}: connection refused"
     )
-    assert make_ctx.records.data == {}  # nothing was begun
+    assert make_ctx.states() == {}  # nothing was begun
 
 
 # webhook ----------------------------------------------------------------------------------------
@@ -356,9 +439,9 @@ def test_webhook_posts_json_per_recipient_once(http_server: HttpServer, make_ctx
     assert ana.json["text"] == EXPECTED["ana@example.com.br"][1]
     assert ana.json["subject"] == "Migração da sua conta" and ana.json["locale"] == "pt-BR"
     assert ana.json["runbook"] == RUNBOOK and ana.json["step"] == "s"
-    mid = message_id(RUNBOOK, "s", "to:ana@example.com.br")
-    assert ana.json["message_id"] == mid
-    assert ana.headers["Idempotency-Key"] == mid[1:].split("@")[0]
+    ana_id = mid("to:ana@example.com.br")
+    assert ana.json["message_id"] == ana_id
+    assert ana.headers["Idempotency-Key"] == ana_id[1:].split("@")[0]
     assert ana.headers["Authorization"] == "Bearer t0k"
     assert run(params, make_ctx)["skipped_already_sent"] == 3
     assert len(http_server.requests_to("/hook")) == 3
@@ -374,7 +457,7 @@ def test_webhook_without_recipients_posts_one_message(
     }
     ctx_vars = {"failed_step": {"id": "copy[pilot]"}}
     out = run(params, make_ctx, template_context=ctx_vars)
-    assert out["sent"] == 1 and make_ctx.records.data == {"webhook": "sent"}
+    assert out["sent"] == 1 and make_ctx.states() == {"webhook": "sent"}
     (post,) = http_server.requests_to("/page")
     assert post.json["text"] == "data-loss risk fired on copy[pilot]"
     assert "recipient" not in post.json
@@ -386,9 +469,9 @@ def test_webhook_errors_refused_and_uncertain(http_server: HttpServer, make_ctx:
     params = {"channel": "webhook", "url": f"{http_server.url}/hook", "message": "m"}
     with pytest.raises(ActionFailed, match=r"refused: webhook \(webhook returned 500"):
         run(params, make_ctx)
-    assert make_ctx.records.data == {"webhook": "failed"}
+    assert make_ctx.states() == {"webhook": "failed"}
     assert run(params, make_ctx)["sent"] == 1  # tried again: the 500 was not a delivery
-    dropped = run({**params, "url": f"{http_server.url}/drop"}, make_ctx, records=DictRecords())
+    dropped = run({**params, "url": f"{http_server.url}/drop"}, make_ctx, step_id="s2")
     assert (dropped["sent"], dropped["uncertain"]) == (0, 1)
 
 
@@ -396,7 +479,7 @@ def test_webhook_refused_connection_fails_the_step(make_ctx: Any) -> None:
     url = f"http://127.0.0.1:{free_port()}/hook"
     with pytest.raises(ActionFailed, match=r"notify: webhook .*/hook: connection refused"):
         run({"channel": "webhook", "url": url, "message": "m"}, make_ctx)
-    assert make_ctx.records.data == {"webhook": "failed"}
+    assert make_ctx.states() == {"webhook": "failed"}
 
 
 def test_validate_locates_missing_keys_per_channel(runbook: Any, tmp_path: Path) -> None:
@@ -429,6 +512,7 @@ def test_headers_and_body_round_trip_through_a_mail_parser(make_ctx: Any, tmp_pa
     }
     run(params, make_ctx)
     (path,) = (tmp_path / "m").iterdir()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
     raw = path.read_bytes()
     assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 78
     msg = parse(path)

@@ -114,12 +114,17 @@ def test_apply_gates_then_notifies_once_with_the_password_kept_secret(
     assert (gate["inconclusive"], gate["outcome"]) == (0, "passed")
     assert step(doc, "tell")["outputs"]["sent"] == 3
 
+    r = runbook("apply", "rb.yaml", "--yes", "--var", metrics)
+    assert r.code == 0 and len(server.messages) == 3  # nothing to do: nobody told twice
+    # --replace after the run finished starts a new run: a message is once per (run, step,
+    # attempt, recipient), so the step sends again, each message with a Message-ID of its own
     r = runbook("apply", "rb.yaml", "--yes", "--var", metrics, "--replace", "tell")
     assert r.code == 0, r.output
     doc = json.loads(runbook("status", "rb.yaml", "--format", "json").out)
     outputs = step(doc, "tell")["outputs"]
-    assert (outputs["sent"], outputs["skipped_already_sent"]) == (0, 3)
-    assert len(server.messages) == 3  # the records survived the run: nobody got it twice
+    assert (outputs["sent"], outputs["skipped_already_sent"]) == (3, 0)
+    assert len(server.messages) == 6
+    assert len({m.message["Message-ID"] for m in server.messages}) == 6
 
     measured = [
         r for r in journal(".runbook", "tell-customers") if r.get("kind") == "check.measured"
@@ -135,7 +140,8 @@ def test_apply_gates_then_notifies_once_with_the_password_kept_secret(
 def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
     smtp_server: Any, tmp_path: Path
 ) -> None:
-    server: SmtpServer = smtp_server(hold_for={"maria@example.mx"})
+    # sent in the order of their keys (to:ana…, to:bob…, to:maria…): bob is the second
+    server: SmtpServer = smtp_server(hold_for={"bob@example.com"})
     work = Path.cwd()
     write_runbook(work / "rb.yaml", {"host": "127.0.0.1", "port": server.port})
     env = {**os.environ, "TEST_SMTP_PASSWORD": "unused"}
@@ -144,12 +150,12 @@ def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
         cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        assert server.holding.wait(60), "the send to maria never began"
+        assert server.holding.wait(60), "the send to bob never began"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     server.release.set()
-    assert [m.rcpt_tos for m in server.messages] == [["ana@example.com.br"], ["maria@example.mx"]]
+    assert [m.rcpt_tos for m in server.messages] == [["ana@example.com.br"], ["bob@example.com"]]
 
     again = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -162,6 +168,64 @@ def test_sigkill_during_a_send_leaves_that_recipient_uncertain_and_nobody_twice(
     )
     outputs = step(json.loads(status.stdout), "tell")["outputs"]
     assert (outputs["sent"], outputs["skipped_already_sent"], outputs["uncertain"]) == (1, 1, 1)
-    assert outputs["uncertain_recipients"] == ["maria@example.mx"]
+    assert outputs["uncertain_recipients"] == ["bob@example.com"]
     received = sorted(m.rcpt_tos[0] for m in server.messages)
     assert received == ["ana@example.com.br", "bob@example.com", "maria@example.mx"]
+
+
+def test_one_bad_customer_row_fails_alone_and_progress_tells_the_truth(runbook: Any) -> None:
+    """The audit of issue 10, item 9: a `recipients_query` row `evil@example.com\\r\\nBcc: …`
+    failed the whole step before anything was sent, and the progress line said `5/5 sent`
+    while 2 were refused."""
+    import sqlite3
+
+    with sqlite3.connect("crm.db") as db:
+        db.execute("CREATE TABLE c (address TEXT, name TEXT)")
+        db.executemany(
+            "INSERT INTO c VALUES (?, ?)",
+            [
+                ("ana@example.com", "Ana"),
+                ("evil@example.com\r\nBcc: all@example.com", "Eve"),
+                ("bob@example.com", "Bob"),
+                ("carol@example.com", "Carol\r\nBcc: all@example.com"),
+                ("dan@example.com", "Dan"),
+            ],
+        )
+    Path("n.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "runbook/v1",
+                "kind": "Runbook",
+                "metadata": {"name": "ntest"},
+                "phases": [
+                    {
+                        "id": "p",
+                        "steps": [
+                            {
+                                "id": "tell",
+                                "action": "notify",
+                                "with": {
+                                    "channel": "outbox",
+                                    "outbox": "out",
+                                    "dsn": "sqlite:///crm.db",
+                                    "recipients_query": "SELECT address, name FROM c",
+                                    "message": "Hello {{ recipient.name }}",
+                                },
+                                "rollback": "none",
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    r = runbook("apply", "n.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert len(list(Path("out").iterdir())) == 3  # the three good ones were sent
+    assert "notify: 3 of 5 queued (2 refused)" in r.out and "5/5" not in r.out
+    step = json.loads(runbook("status", "n.yaml", "--format", "json").out)["steps"][0]
+    assert step["status"] == "failed" and step["outputs"]["sent"] == 3
+    error = step["error"]
+    assert error.startswith("notify: 2 of 5 recipient(s) refused: ")
+    assert "evil@example.com\\r\\nBcc: all@example.com (a line break in the address)" in error
+    assert "carol@example.com (" in error and "\r" not in error and "\n" not in error

@@ -1,0 +1,181 @@
+"""``runbook outbox FILE [--export DIR] [--relay URL]``"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..console.terminal import Console
+from ..errors import Exit, InvalidInput
+from ..masking import mask_url_passwords
+from ..plugins.notify.channels import ChannelDown, Smtp
+from ..plugins.notify.export import ExportError, export_all
+from ..plugins.notify.relay import BadUrl, relay, smtp_config
+from ..report import outbox as view
+from ..state import db as dbm
+from ..state import delivery
+from ..state.db import FILE
+from ..state.journeys import reader
+from ..state.store import state_path
+from .common import load_or_report
+from .options import state_dir
+
+
+@click.command(name="outbox")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--export",
+    "export_dir",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="Write every message of the outbox channel as DIR/STEP/<Message-ID>.eml (files 0600, "
+    "folders 0700): what an `outbox:` folder gets.",
+)
+@click.option(
+    "--relay",
+    "relay_url",
+    metavar="URL",
+    help="Deliver the queued messages over SMTP: smtp://[user[:password]@]host[:port] "
+    "(STARTTLS when the server offers it) or smtps://... (TLS from the start). The password "
+    "may come from RUNBOOK_SMTP_PASSWORD instead; it is never printed.",
+)
+@click.option(
+    "--resend-uncertain",
+    is_flag=True,
+    help="With --relay: send again the messages left uncertain by a relay stopped mid-send "
+    "(the server may then get them twice).",
+)
+@click.option(
+    "--ca-file",
+    metavar="PEM",
+    type=click.Path(dir_okay=False),
+    help="With --relay: the CA (or self-signed certificate) of the server's TLS certificate; "
+    "default: the system's CAs.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: for a terminal; json: one object (counts, export, relay).",
+)
+@click.pass_context
+def command(
+    ctx: click.Context,
+    file: str,
+    export_dir: str | None,
+    relay_url: str | None,
+    resend_uncertain: bool,
+    ca_file: str | None,
+    fmt: str,
+) -> int:
+    """The messages of a runbook's outbox: counts by channel and state; export; relay.
+
+    `notify` with `channel: outbox` queues its messages in the state's outbox
+    table; email and webhook messages are recorded there as they are sent.
+    States: queued, sending, sent, uncertain (a relay stopped mid-send),
+    failed (refused by the server, with the reason).
+
+    --relay delivers the queued messages, one at a time, each with its stable
+    Message-ID: claimed (`sending`), sent, marked `sent`. It can be stopped
+    (Ctrl-C) and started again at any time without sending a Message-ID
+    twice; a message cut mid-send is `uncertain` and is sent again only with
+    --resend-uncertain. Exit 1 when messages are left unsent, uncertain or
+    failed; 130 when interrupted.
+
+    Reads and writes the state without taking the run's lock: safe beside a
+    running `apply` (which queues, while the relay delivers; a step with
+    `wait_delivered: true` waits for the relay).
+
+    \b
+    Examples:
+      runbook outbox migrate.yaml
+      runbook outbox migrate.yaml --export mail/
+      RUNBOOK_SMTP_PASSWORD=... runbook outbox migrate.yaml --relay smtp://ops@mail.example.com:587
+    """
+    if not relay_url and (resend_uncertain or ca_file):
+        raise InvalidInput("--resend-uncertain and --ca-file go with --relay URL")
+    console = Console()
+    rb = load_or_report(file, console).runbook
+    smtp = _smtp(relay_url, ca_file) if relay_url else None
+    path = state_path(state_dir(ctx), rb.name) / FILE
+    export: dict[str, Any] | None = None
+    relayed: dict[str, Any] | None = None
+    code = Exit.OK
+    if not path.exists():
+        counts: list[tuple[str, str, int]] = []
+    else:
+        if export_dir:
+            export = _export(path, rb.name, Path(export_dir))
+            if fmt == "text":
+                console.out(f"wrote {export['files']:,} message(s) to {export_dir}")
+        if smtp is not None:
+            assert relay_url is not None
+            relayed, code = _relay(path, rb.name, smtp, resend_uncertain)
+            if fmt == "text":
+                for line in view.relay_lines(relayed, mask_url_passwords(relay_url)):
+                    console.out(line)
+        with reader(state_dir(ctx), rb.name) as db:
+            counts = delivery.counts(db) if db is not None else []
+    if fmt == "json":
+        console.out(view.as_json(rb.name, counts, export, relayed))
+    else:
+        for line in view.table(counts):
+            console.out(line)
+        left = view.left_line(relayed["left"]) if relayed else None
+        if left:
+            console.err(left)
+    return int(code)
+
+
+def _smtp(url: str, ca_file: str | None) -> Smtp:
+    from ..masking import mask_url_passwords
+
+    shown = mask_url_passwords(url)
+    try:
+        config = smtp_config(url, ca_file)
+        return Smtp(config, lambda: 120.0, ca_hint="give it with --ca-file")
+    except (BadUrl, ChannelDown) as exc:
+        why = exc.reason if isinstance(exc, ChannelDown) else str(exc)
+        raise InvalidInput(f"--relay {shown}: {why}") from None
+
+
+def _export(path: Path, name: str, folder: Path) -> dict[str, Any]:
+    db = dbm.open_reader(path, name)
+    try:
+        files = export_all(delivery.messages(db), folder)
+    except ExportError as exc:
+        raise InvalidInput(f"--export {folder}: {exc.reason}") from None
+    finally:
+        db.close()
+    return {"dir": str(folder), "files": files}
+
+
+def _relay(path: Path, name: str, smtp: Smtp, resend: bool) -> tuple[dict[str, Any], Exit]:
+    """Relay until the queue is empty, the server stops us, or Ctrl-C; 130 when interrupted,
+    1 when messages are left unsent, uncertain or failed."""
+    cancel = threading.Event()
+
+    def stop(_signum: int, _frame: object) -> None:
+        cancel.set()
+
+    db = delivery.writable(path, name)
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        queue = delivery.RelayQueue(db)
+        done = relay(queue, smtp, resend_uncertain=resend, cancel=cancel)
+        left = queue.left()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        db.close()
+    doc = {**asdict(done), "left": left}
+    if done.stopped == "interrupted":
+        return doc, Exit.INTERRUPTED
+    return doc, Exit.FAILED if any(left.values()) else Exit.OK

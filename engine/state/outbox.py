@@ -1,0 +1,180 @@
+"""The outbox: one row per message of a ``notify`` step, in the state database (SPEC §10-§11).
+
+Table ``outbox`` (schema version 3). A row's key is (run, step instance, wave attempt or
+contingency firing, recipient): ``UNIQUE``, so that a message is queued once by constraint
+(``ON CONFLICT DO NOTHING``), whatever a crash and a resume do. ``channel: outbox`` rows are
+``queued`` in batches, one transaction each, and delivered later by the relay
+(``delivery.py``): ``queued`` -> ``sending`` -> ``sent``, or ``uncertain`` (the relay stopped
+mid-send), or ``failed`` (the server refused it), with the reason. The ``email`` and
+``webhook`` channels send at once and keep their per-recipient record here too: ``sending``
+before the send, ``sent`` or ``failed`` after it; a row found ``sending`` by a later run was cut
+by a crash and becomes ``uncertain``.
+
+A message to a cohort member is recorded in the ledger (``message``, pointing at its outbox
+row) in the same transaction that tells it: queued (outbox) or sent (email, webhook).
+
+``StepOutbox`` is ``ActionContext.outbox``: the rows of one step, written by the step's own
+thread under the state's lock. The SQL is portable (``?`` parameters, ``ON CONFLICT``).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..actions import OutboxRow
+from ..errors import ActionFailed
+from .db import Database
+
+STATES = ("queued", "sending", "sent", "uncertain", "failed")
+CHANNELS = ("outbox", "email", "webhook")
+
+# Fault injection for the crash tests (never set in use): RUNBOOK_FAULT=outbox:N kills this
+# process with SIGKILL inside the Nth outbox write, after its statements ran and before
+# COMMIT; outbox-committed:N right after that COMMIT.
+_FAULT = os.environ.get("RUNBOOK_FAULT", "")
+_writes = 0
+
+
+def _fault(point: str) -> None:
+    kind, _, n = _FAULT.partition(":")
+    if kind == point and n.isdigit() and _writes == int(n):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_ROW = (
+    "recipient, channel, message_id, sender, address, name, locale, subject, body, headers, entity"
+)
+_INSERT = (
+    "INSERT INTO outbox (run, step, attempt, cohort, state, queued_at, updated_at, " + _ROW + ")"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (run, step, attempt, recipient) "
+)
+# a message sent again (a failed or uncertain one, on request) takes its new state and text
+_REPLACE = (
+    "DO UPDATE SET state = excluded.state, reason = NULL, subject = excluded.subject,"
+    " body = excluded.body, updated_at = excluded.updated_at, claimed_by = NULL"
+)
+_KEY = "run = ? AND step = ? AND attempt = ?"
+# the ledger's record of a member told: one row per (member, step, wave attempt, state)
+_TOLD = (
+    "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at, outbox)"
+    " SELECT cohort, entity, step, ?, channel, message_id, 'sent', ?, id FROM outbox"
+    f" WHERE {_KEY} AND entity IS NOT NULL AND cohort IS NOT NULL"
+)
+
+
+def has_outbox(db: Database) -> bool:
+    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"))
+
+
+def row_of(values: Sequence[Any]) -> OutboxRow:
+    """An ``OutboxRow`` from the columns of ``_ROW``, in that order."""
+    return OutboxRow(*values)
+
+
+class StepOutbox:
+    """The messages of one step in the outbox table: ``ActionContext.outbox``."""
+
+    def __init__(
+        self,
+        db: Database,
+        run: str,
+        step: str,
+        attempt: str,
+        *,
+        cohort: str | None = None,
+        ledger_attempt: int | None = None,
+        failed: Callable[[sqlite3.Error], str] | None = None,
+    ) -> None:
+        self.db = db
+        self.run, self.step, self.attempt = run, step, attempt
+        self.key = (run, step, attempt)
+        self.cohort = cohort  # members' messages are recorded in this cohort's ledger
+        self.ledger_attempt = ledger_attempt
+        self._failed = failed
+
+    def states(self) -> dict[str, str]:
+        return dict(self.db.query(f"SELECT recipient, state FROM outbox WHERE {_KEY}", self.key))
+
+    def rows(self) -> list[tuple[OutboxRow, str, str, str | None]]:
+        got = self.db.query(
+            f"SELECT {_ROW}, state, queued_at, reason FROM outbox WHERE {_KEY} ORDER BY id",
+            self.key,
+        )
+        return [(row_of(r[:11]), r[11], r[12], r[13]) for r in got]
+
+    def counts(self) -> dict[str, int]:
+        got = self.db.query(
+            f"SELECT state, count(*) FROM outbox WHERE {_KEY} GROUP BY state", self.key
+        )
+        return {s: int(n) for s, n in got}
+
+    def write(
+        self,
+        add: Sequence[OutboxRow] = (),
+        *,
+        state: str = "queued",
+        at: str,
+        replace: bool = False,
+        changes: Mapping[str, tuple[str, str | None]] | None = None,
+    ) -> int:
+        global _writes
+        db, key = self.db, self.key
+        added = 0
+        try:
+            with db.transaction():
+                before = 0
+                if add and self.cohort is not None and state == "queued":
+                    before = int(db.query("SELECT coalesce(max(id), 0) FROM outbox")[0][0])
+                if add:
+                    head = (*key, self.cohort, state, at, at)
+                    cur = db.executemany(  # a row is a tuple in the order of _ROW
+                        _INSERT + (_REPLACE if replace else "DO NOTHING"),
+                        [(*head, *r) for r in add],
+                    )
+                    added = max(0, cur.rowcount)
+                if changes:
+                    db.executemany(
+                        "UPDATE outbox SET state = ?, reason = ?, updated_at = ?"
+                        f" WHERE {_KEY} AND recipient = ?",
+                        [(s, why, at, *key, who) for who, (s, why) in changes.items()],
+                    )
+                if self.cohort is not None:
+                    self._tell(add, state, changes, before, at)
+                if _FAULT:
+                    _writes += 1
+                    _fault("outbox")
+        except sqlite3.Error as exc:
+            message = self._failed(exc) if self._failed else f"{db.path}: {exc}"
+            raise ActionFailed(message, retryable=False) from None
+        if _FAULT:
+            _fault("outbox-committed")
+        return added
+
+    def _tell(
+        self,
+        add: Sequence[OutboxRow],
+        state: str,
+        changes: Mapping[str, tuple[str, str | None]] | None,
+        before: int,
+        at: str,
+    ) -> None:
+        """The ledger's record of the members told by this write: queued now, or sent."""
+        told = self.ledger_attempt
+        if add and state == "queued":
+            self.db.execute(
+                _TOLD + " AND id > ? ON CONFLICT DO NOTHING", (told, at, *self.key, before)
+            )
+        sent = [who for who, (s, _) in (changes or {}).items() if s == "sent"]
+        if add and state == "sent":
+            sent += [r.recipient for r in add]
+        if sent:
+            self.db.executemany(
+                _TOLD + " AND recipient = ? ON CONFLICT DO NOTHING",
+                [(told, at, *self.key, who) for who in sent],
+            )
