@@ -232,10 +232,13 @@ def _prepare(conn: Connection) -> None:
         conn.raw.create_function("rb_canon", 2, sqlite_function, deterministic=True)
         conn.raw.execute("BEGIN")
         return
-    conn.raw.execute(
-        "SET jit = off; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"
-        " SET extra_float_digits = 1"
-    )
+    for setting in (  # one statement per call: a read-only connection prepares each
+        "SET jit = off",
+        "SET DateStyle = 'ISO, YMD'",
+        "SET IntervalStyle = 'postgres'",
+        "SET extra_float_digits = 1",
+    ):
+        conn.raw.execute(setting)
     conn.raw.commit()
     conn.raw.isolation_level = psycopg_module().IsolationLevel.REPEATABLE_READ
 
