@@ -162,6 +162,74 @@ def test_postgresql_pairs_of_different_types(
         postgres_server.drop_database(other)
 
 
+# the same changes as PostgreSQL values (a second PostgreSQL database, every type the same)
+PG_CHANGED: dict[str, Any] = {
+    "i8": 43, "i4": 8, "num": decimal.Decimal("1.51"), "numt": decimal.Decimal("100.01"),
+    "flt": 0.31, "bl": False, "blt": True, "ts": dt.datetime(2024, 1, 1, 10, 0, 1),
+    "tz": dt.datetime(2024, 1, 1, 3, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    "tz2": dt.datetime(2024, 6, 1, 12, 0, 0, 251000, tzinfo=dt.UTC), "d": dt.date(2024, 3, 1),
+    "u": uuid.UUID(int=1), "j": '{"a": 2, "b": [true, 1.5]}', "by": b"\x00\x02", "t": " ",
+    "v": "e",
+}  # fmt: skip
+
+
+def test_every_postgresql_type_against_itself(
+    pg_dsn: str, make_ctx: Any, postgres_server: Any
+) -> None:
+    """PostgreSQL ↔ PostgreSQL, each type against the same type: the values' own hashes; equal
+    values in other spellings (numeric trailing zeros, another zone, jsonb key order) equal."""
+    other = postgres_server.create_database()
+    dst = postgres_server.dsn(other)
+    try:
+        same = {n: v for n, _t, _d, v, _l in PAIRS}
+        # the target holds the same values spelt otherwise, and row 3: '' where row 2 has NULL
+        spelt = {**same, "num": decimal.Decimal("1.5000"), "numt": decimal.Decimal("1E+2"),
+                 "tz": dt.datetime(2024, 1, 1, 9, tzinfo=dt.timezone(dt.timedelta(hours=9))),
+                 "j": '{"b":[true,1.50],"a":1}'}  # fmt: skip
+        nulls = {n: None for n, *_r in PAIRS}
+        src_rows = {1: same, 2: nulls, 3: nulls}
+        dst_rows = {1: spelt, 2: nulls, 3: {**nulls, "t": ""}}
+        for i, (name, *_r) in enumerate(PAIRS):
+            src_rows[100 + i] = same
+            dst_rows[100 + i] = {**same, name: PG_CHANGED[name]}
+        _pg_table(pg_dsn, src_rows)
+        _pg_table(dst, dst_rows)
+        ok = verify(make_ctx, source=pg_dsn, target=dst, table="pairs", key="id", where="id < 3")
+        assert ok["mismatches"] == 0 and ok["rows_checked"] == 2
+        with pytest.raises(ActionFailed) as err:
+            verify(make_ctx, source=pg_dsn, target=dst, table="pairs", key="id", max_report=50)
+        out = err.value.outputs
+        assert out["rows_checked"] == 3 + len(PAIRS)
+        assert out["different"] == 1 + len(PAIRS) and out["missing"] == out["extra"] == 0
+        keys = [d["key"] for d in out["first_differences"]]
+        assert keys == [3] + [100 + i for i in range(len(PAIRS))]  # NULL against '' differs
+        for i, (name, *_r) in enumerate(PAIRS):  # each type alone, found alone
+            with pytest.raises(
+                ActionFailed, match=rf"1 of 2 rows differ.*different: id={100 + i}$"
+            ):
+                verify(make_ctx, source=pg_dsn, target=dst, table="pairs", key="id",
+                       columns=[name], where=f"id = 1 OR id = {100 + i}")  # fmt: skip
+    finally:
+        postgres_server.drop_database(other)
+
+
+def test_unparsable_legacy_value_says_why_when_sqlite_is_the_target(
+    pg_dsn: str, make_ctx: Any, tmp_path: Path
+) -> None:
+    lite = _sqlite_table(tmp_path / "legacy.db", {1: {"tz": "2024-01-01 25:00:00+02:00"},
+                                                  2: {"i4": "7.5"}, 3: {"tz": "2024-01-01Z"}})  # fmt: skip
+    _pg_table(pg_dsn, {1: {"tz": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}, 2: {"i4": 7},
+                       3: {"tz": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}})  # fmt: skip
+    with pytest.raises(ActionFailed) as err:
+        verify(make_ctx, source=pg_dsn, target=lite, table="pairs", key="id")
+    reasons = {d["key"]: d.get("reason") for d in err.value.outputs["first_differences"]}
+    assert reasons == {
+        1: "tz on the target: a text value does not parse as a timestamp",
+        2: "i4 on the target: a text value does not parse as an integer",
+        3: "tz on the target: a text value does not parse as a timestamp",
+    }
+
+
 # -- bisection on tables large enough to split ----------------------------------------------------
 
 N = 30_000
