@@ -8,6 +8,11 @@ straight into the table; if one of its keys is there already (a re-run, or a wav
 before), that batch is rolled back and sent again into a temp table (``ON COMMIT DELETE
 ROWS``) then upserted (``INSERT … SELECT … ON CONFLICT DO UPDATE``), and so is every later
 batch: re-running is safe.
+
+A batch is kept in memory to be sent again only when the target held rows when the copy began
+(into an empty target, the first copy, the rows pass through as in a bare pipe). A row that
+another writer puts into an empty target during the copy with a key being copied fails the
+step at that batch ("re-running the step is safe": the re-run upserts).
 """
 
 from __future__ import annotations
@@ -30,14 +35,20 @@ class Into:
         self.names = ", ".join(c.q for c in job.tcols)
         self.upsert = job._upsert(f"SELECT {self.names} FROM {STAGE}")
         self.staged = False  # a key was there already: upsert from here on
-        self.buffer: list[Any] = []  # the batch's rows (or blocks), to send again if staged
         self.copy: Any = None
         self.cursor: Any = None
         self.dst.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ON COMMIT DELETE ROWS AS "
             f"SELECT {self.names} FROM {job.target_table} WITH NO DATA"
         )
+        held = self.dst.execute(f"SELECT 1 FROM {job.target_table} LIMIT 1").fetchone()
         self.dst.commit()
+        # the batch's rows (SQLite) or COPY data (PostgreSQL), to send again if a key is met;
+        # None: not kept (the target was empty, or every batch is staged now)
+        self.buffer: Any = self._fresh() if held else None
+
+    def _fresh(self) -> Any:
+        return bytearray() if self.job.src.kind == "postgresql" else []
 
     def _open(self, table: str) -> Any:
         self.cursor = self.dst.cursor()
@@ -62,15 +73,21 @@ class Into:
                 self.dst.execute(self.upsert)
             self.dst.commit()
         except psycopg.errors.UniqueViolation:
+            if self.buffer is None:  # written into an empty target meanwhile: not kept
+                raise
             self.dst.rollback()
             self.staged = True
             into = self._open(STAGE)
-            for item in self.buffer:
-                getattr(into, write)(item)
+            if write == "write":
+                into.write(self.buffer)
+            else:
+                for row in self.buffer:
+                    into.write_row(row)
             self._close()
             self.dst.execute(self.upsert)
             self.dst.commit()
-        self.buffer = []
+        if self.buffer is not None:
+            self.buffer = None if self.staged else self._fresh()
         self.job.copied += rows
         self.job.progress(self.job.copied)
 
@@ -95,9 +112,10 @@ def stream_into_pg(job: Any) -> None:
             ):
                 pipe = into.begin()
                 n = 0
-                for block in out:
+                for block in out:  # one row per block (libpq's unit)
                     pipe.write(block)
-                    into.buffer.append(bytes(block))  # one row per block (libpq's unit)
+                    if into.buffer is not None:
+                        into.buffer += block
                     n += 1
                     if n == batch:
                         into.end(n, "write")
@@ -111,7 +129,8 @@ def stream_into_pg(job: Any) -> None:
             while chunk := cur.fetchmany(min(FETCH, batch - n)):
                 for row in chunk:
                     pipe.write_row(row)
-                into.buffer += chunk
+                if into.buffer is not None:
+                    into.buffer += chunk
                 n += len(chunk)
                 if n >= batch:
                     into.end(n, "write_row")
