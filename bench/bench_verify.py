@@ -13,8 +13,10 @@
   1 with "12 of"; reladiff prints 12 distinct keys.
 - SQLite <-> PostgreSQL: a legacy SQLite table (``created_at TEXT`` of ISO timestamps,
   ``balance REAL``) against the PostgreSQL one (``timestamptz``, ``numeric(12,2)``); the rate is
-  N / (T(N) − T(0)), T(0) the same process on empty tables. reladiff has no SQLite driver
-  (``sqlite://`` is not among its databases), so it is not run there.
+  N / (T(N) − T(0)), T(0) the same process on empty tables. Beside each run, the SQLite side
+  alone in this process: reading the columns, their canonical texts, the table's digest
+  (``sqlite_floors``). reladiff has no SQLite driver (``sqlite://`` is not among its
+  databases), so it is not run there.
 
 The load average is printed with each series; results also go to bench/out/verify.json.
 """
@@ -125,6 +127,39 @@ def reladiff(a: str, b: str) -> tuple[float, int, str]:
     return seconds, len(keys), proc.stdout
 
 
+def sqlite_floors(path: str) -> dict[str, float]:
+    """Where the SQLite side's time goes, in this process: reading the columns (a sum of their
+    lengths), the canonical texts in SQL (the same, over ``canon.sqlite_text``), and the whole
+    table's digest as ``rangediff`` asks for a range (canonical texts, per-column
+    ``group_concat``, MD5 in Python)."""
+    from runbook_engine.plugins.sql import rangediff
+    from runbook_engine.plugins.sql.canon import sqlite_function, sqlite_text
+    from runbook_engine.plugins.sql.common import describe_table
+    from runbook_engine.plugins.sql.db import connect
+
+    ctypes = {"id": "int", "created_at": "timestamp", "balance": "numeric"}
+    out = {}
+    with connect(path, must_exist=True, read_only=True) as conn:
+        conn.raw.create_function("rb_canon", 2, sqlite_function, deterministic=True)
+        table = describe_table(conn, "customers")
+        assert table is not None
+        cols = list(table.columns)
+        types = [ctypes.get(c.name, "text") for c in cols]
+        plain = " + ".join(f"coalesce(length({c.q}), 0)" for c in cols)
+        canon = " + ".join(
+            f"coalesce(length({sqlite_text(c.q, t)}), 0)" for c, t in zip(cols, types, strict=True)
+        )
+        for name, sql in (("read", plain), ("canonical texts", canon)):
+            t0 = time.perf_counter()
+            conn.raw.execute(f"SELECT sum({sql}) FROM customers").fetchone()
+            out[name] = time.perf_counter() - t0
+        side = rangediff.Side(conn, "customers", None, cols, cols[:1], types, "source", "text")
+        t0 = time.perf_counter()
+        rangediff._digests(side, [(None, None)])
+        out["digest"] = time.perf_counter() - t0
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -183,6 +218,7 @@ def main() -> None:
             lite = {n: legacy_db(tmp / f"legacy{n}.db", n) for n in (0, ns.rows)}
             pg = {0: pg_db(server, 0), ns.rows: same}
             times: dict[int, list[float]] = {0: [], ns.rows: []}
+            floors: list[dict[str, float]] = []
             for i in range(ns.repeat):
                 for n in (ns.rows, 0) if i % 2 == 0 else (0, ns.rows):
                     path = runbook_file(tmp, f"lite{n}", lite[n], pg[n])
@@ -190,13 +226,16 @@ def main() -> None:
                     if code != 0:
                         raise SystemExit(f"SQLite<->PostgreSQL: exit {code}: {line}")
                     times[n].append(t)
+                floors.append(sqlite_floors(lite[ns.rows]))
             t_n, t_0 = statistics.median(times[ns.rows]), statistics.median(times[0])
             rate = ns.rows / (t_n - t_0)
+            floor = {k: statistics.median(f[k] for f in floors) for k in floors[0]}
             results["sqlite-pg"] = {"runs": times, "seconds": t_n, "t0": t_0, "rate": rate,
-                                    "load": load()}  # fmt: skip
+                                    "load": load(), "sqlite_side": floor}  # fmt: skip
             print(
                 f"SQLite<->PostgreSQL: {t_n:.2f} s (T0 {t_0:.2f} s): {rate / 1e6:.3f} M rows/s; "
-                f"runs {times}; load {load()}",
+                f"runs {times}; load {load()}\n  the SQLite side alone, 1M rows in one thread "
+                f"(medians): " + ", ".join(f"{k} {v:.2f} s" for k, v in floor.items()),
                 flush=True,
             )
     finally:
