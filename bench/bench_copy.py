@@ -51,6 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", choices=["pg", "sqlite"], help="one direction (the source)")
     ns = parser.parse_args()
     from tests.servers.postgres import cluster
 
@@ -87,6 +88,8 @@ def main() -> None:
                 },
             }
             for direction, pair in kinds.items():
+                if ns.only and direction != ns.only:
+                    continue
                 runs: dict[str, list[float]] = {"pipe": [], "copy": []}
                 t0: dict[str, list[float]] = {"pipe": [], "copy": []}
                 for i in range(ns.repeat):
@@ -124,7 +127,7 @@ def main() -> None:
     results["load_after"] = load()
     out = HERE / "out"
     out.mkdir(exist_ok=True)
-    (out / "copy.json").write_text(json.dumps(results, indent=1))
+    (out / f"copy{'-' + ns.only if ns.only else ''}.json").write_text(json.dumps(results, indent=1))
     print("JSON " + json.dumps(results))
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from .db import psycopg_module
 
 STAGE = "rb_copy_stage"
-FETCH = 2_000  # rows per fetchmany from SQLite
+FETCH = 10_000  # rows per fetchmany from SQLite (as the bare loop)
 
 
 class Into:
