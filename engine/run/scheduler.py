@@ -103,6 +103,13 @@ class Apply(Runner):
                     f"--replace {rid}: no such step (instance ids: copy[pilot], ...)"
                 )
         resume = run is not None and not run.finished
+        # `--replace` after a run that succeeded stays inside that run (SPEC §11): its id and
+        # its waves' attempts do not change, so idempotency keys and outbox keys stay the same
+        reopen = (
+            run is not None
+            and bool(self.options.replace)
+            and run.status is RunStatus.SUCCEEDED
+        )
         cohorts = rcohorts.used_cohorts(self.rb, self.scope)
         rcohorts.check_frozen(self.rb, self.s.store, cohorts)
         todo = [
@@ -122,7 +129,7 @@ class Apply(Runner):
         drawn = rcohorts.draw_missing(
             self.rb, self.s.store, cohorts, self.s.variables, self.secret_view
         )  # may refuse (exit 2) before anything is written
-        if resume:
+        if resume or reopen:
             assert run is not None
             self.emit(
                 {
@@ -150,7 +157,7 @@ class Apply(Runner):
         self.flush()
         rcohorts.freeze_drawn(self.s.store, drawn, self.run_id, self.s.reporter.notice)
         if not self.s.state.pending_decisions():
-            self._fixups(new_run=not resume)
+            self._fixups(new_run=not (resume or reopen))
         self.flush()
         return True
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.engine.helpers import RUNBOOK, status_json
+from tests.engine.helpers import RUNBOOK, journal, status_json
 
 N = 400
 
@@ -220,3 +220,23 @@ def test_a_foreach_rollback_runs_once_per_member_done_with_its_own_key(runbook, 
     rollback_keys = [k for k in provider.calls if "#rollback" in k]
     assert len(rollback_keys) == 100
     assert _ledger("SELECT state, count(*) FROM entity GROUP BY state") == [("compensated", 100)]
+
+
+def test_replace_after_a_finished_run_stays_inside_it(runbook, provider) -> None:
+    """SPEC §11: `--replace` keeps RUN and ATTEMPT; a re-run of the step calls only members not
+    yet done in that attempt (here: none), with the same idempotency keys."""
+    _base(rows=40)
+    _runbook(provider.url)
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    run_id = status_json(runbook, "r.yaml")["run"]["id"]
+    calls = dict(provider.calls)
+    r = runbook("apply", "r.yaml", "--yes", "--replace", "move[pilot]")
+    assert r.code == 0, r.output
+    assert f"run {run_id} resumed" in r.out
+    doc = status_json(runbook, "r.yaml")
+    assert doc["run"]["id"] == run_id and doc["run"]["status"] == "succeeded"
+    assert provider.calls == calls  # no member called again, no new key
+    assert _ledger("SELECT DISTINCT attempt FROM transition WHERE state = 'moved'") == [(1,)]
+    runs = {rec["run"] for rec in journal(".runbook", "fe") if rec["t"] == "run"}
+    assert runs == {run_id}
+
