@@ -106,9 +106,7 @@ class Apply(Runner):
         # `--replace` after a run that succeeded stays inside that run (SPEC §11): its id and
         # its waves' attempts do not change, so idempotency keys and outbox keys stay the same
         reopen = (
-            run is not None
-            and bool(self.options.replace)
-            and run.status is RunStatus.SUCCEEDED
+            run is not None and bool(self.options.replace) and run.status is RunStatus.SUCCEEDED
         )
         cohorts = rcohorts.used_cohorts(self.rb, self.scope)
         rcohorts.check_frozen(self.rb, self.s.store, cohorts)
