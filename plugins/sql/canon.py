@@ -372,7 +372,8 @@ def sqlite_text(x: str, ctype: str) -> str:
     if ctype in (NUMERIC, FLOAT):
         real = (
             f"CASE WHEN abs({x}) >= 0.0001 AND abs({x}) < 1e14 "
-            f"THEN rtrim(rtrim(CAST({x} AS TEXT), '0'), '.') WHEN {x} = 0 THEN '0' ELSE {slow} END"
+            f"THEN CASE WHEN {x} = CAST({x} AS INTEGER) THEN CAST(CAST({x} AS INTEGER) AS TEXT) "
+            f"ELSE CAST({x} AS TEXT) END WHEN {x} = 0 THEN '0' ELSE {slow} END"
         )
         integer = (
             f"CAST({x} AS TEXT)"
