@@ -101,7 +101,7 @@ class Into:
 
 def stream_into_pg(job: Any) -> None:
     into = Into(job)
-    batch = job.batch
+    batch = job.batch if into.buffer is None else job.held_batch
     names = ", ".join(c.q for c in job.cols)
     select = f"SELECT {names} FROM {job.read_from} WHERE {job.where_text()}"
     try:

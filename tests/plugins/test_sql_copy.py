@@ -223,6 +223,11 @@ def test_copy_into_pg_over_part_of_the_rows_upserts_from_the_first_met_key(
     assert run_sql(dst, "SELECT count(*), count(DISTINCT id) FROM customers") == [(1000, 1000)]
     assert run_sql(dst, "SELECT count(*) FROM customers WHERE name = 'stale'") == [(0,)]
     assert verify(make_ctx, source=src, target=dst, table="customers", key="id")["mismatches"] == 0
+    # the default batch into a target holding rows (every key there: one batch, upserted)
+    run_sql(dst, "UPDATE customers SET name = 'stale' WHERE id % 10 = 0")
+    default = {k: v for k, v in params.items() if k != "batch_size"}
+    assert copy(make_ctx, **default) == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*) FROM customers WHERE name = 'stale'") == [(0,)]
 
 
 @pytest.mark.parametrize("pair", ["sqlite-pg", "pg-pg"], indirect=True)
