@@ -183,19 +183,30 @@ def keys_after(key_cols: Sequence[Column], param: str, *, inclusive: bool = Fals
     return f"({names}) {op} ({marks})"
 
 
+def check_where(conn: Connection, table: str, where: str | None, side: str) -> None:
+    """A bad ``where`` (or table) fails here, clearly named, without reading a row."""
+    count_rows(conn, table, where, side, probe=True)
+    conn.rollback()
+
+
 def scope(table: str, where: str | None) -> str:
     """How messages name the rows a step works on."""
     return f"table {table}" + (f" where {where!r}" if where else "")
 
 
-def count_rows(conn: Connection, table: str, where: str | None, side: str) -> int:
-    """Rows of ``table`` matching ``where``; a bad ``where`` fails here, clearly named."""
+def count_rows(
+    conn: Connection, table: str, where: str | None, side: str, *, probe: bool = False
+) -> int:
+    """Rows of ``table`` matching ``where``; a bad ``where`` fails here, clearly named.
+    ``probe``: only check that ``where`` is valid there (no scan; 0)."""
     sql = f"SELECT count(*) FROM {table} WHERE {where_sql(where)}"
+    if probe:
+        sql = f"SELECT 0 FROM {table} WHERE {where_sql(where)} LIMIT 0"
     try:
         cur = conn.raw.cursor()
         cur.execute(sql)
-        (n,) = cur.fetchone()
-        return int(n)
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
     except ActionFailed:
         raise
     except Exception as exc:

@@ -2,38 +2,47 @@
 
 Rows are matched by key.  A key only on the source is *missing* on the target, one only on the
 target is *extra*, one on both with any column unequal is *different*.  The step fails naming
-the first ``max_report`` of them, in key order.
+the first ``max_report`` of them, in key order (with ``cohort:``, every differing member is
+marked ``failed``).
 
 - SQLite and SQLite: the source ``ATTACH``es the target and SQLite compares every column
   itself (``IS``, so NULL and '' differ) with two joins on the key.  ``where`` is evaluated
   against the source (SPEC §9): on the source's connection, a table a subquery names is the
   source's, for the target's rows too, so both sides are filtered by the same predicate.
-- Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``.
-- Any other pair: both sides are streamed ordered by key (PostgreSQL through a server-side
-  cursor, text keys in ``COLLATE "C"`` order, which is Python's and SQLite's) and merge-joined
-  in constant memory.  Rows equal as the drivers give them are equal; otherwise both rows are
-  normalised per column type (integers as decimals, numerics without trailing zeros,
-  timestamps as ISO 8601 UTC, NULL apart from '') and compared.
+- Any other pair (``rangediff``): each database normalises its values per column pair
+  (``canon``: integers as decimals, numerics without trailing zeros, timestamps in ISO 8601 UTC,
+  NULL apart from '') and hashes them per key range; only ranges that differ are bisected, down
+  to the keys.  Keys whose order the two databases may not agree on (``verify_stream``) are
+  streamed in key order from both sides and merged instead.
+- Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``; a
+  value that does not parse as its column pair's type says so (the value itself is data: it
+  is not shown).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from runbook_engine.actions import ActionContext
 from runbook_engine.errors import ActionFailed
 
+from .canon import ctype_of, sqlite_function
 from .common import (
+    BOOL,
+    DATE,
+    INT,
+    NUMERIC,
     TEXT,
+    TIMESTAMP,
+    TIMESTAMPTZ,
     Column,
     Progress,
     Watch,
+    check_where,
     cohort_members,
     count_rows,
     key_names,
@@ -55,15 +64,15 @@ from .db import (
     is_driver_error,
     is_transient,
     jsonable,
+    psycopg_module,
     scrub,
     sqlite_path,
 )
-from .normalize import normaliser
 from .owners import owners_of
+from .rangediff import Compare, Found, Side
+from .verify_stream import StreamSide, merge
 
 DEFAULT_MAX_REPORT = 10
-FETCH = 10_000
-AHEAD = 2  # chunks read ahead per side
 ATTACHED = "rb_dst"  # the target, attached to the source's connection
 KEY_SHOWN = 80  # characters of one key value in a message
 KINDS = {"missing": "missing on target", "extra": "extra on target", "different": "different"}
@@ -78,6 +87,7 @@ class Diffs:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     first: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
     every: list[tuple[tuple[Any, ...], str]] | None = None  # all of them, for a cohort's marks
+    reasons: dict[tuple[Any, ...], str] = field(default_factory=dict)  # why, when known
 
     def add(self, key: tuple[Any, ...], kind: str) -> None:
         self.counts[kind] += 1
@@ -116,26 +126,20 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             src_where = with_members(where, src_condition)
             dst_where = with_members(where, dst_condition)
             diffs.every = []
-        n_src = count_rows(src, table, src_where, "source")
-        if not src.kind == dst.kind == "sqlite":  # a SQLite pair filters both on the source
-            count_rows(dst, target_table, dst_where, "target")
-        progress = Progress(ctx.progress, "verified", n_src)
+        if src.kind == dst.kind == "sqlite":
+            progress = Progress(
+                ctx.progress, "verified", count_rows(src, table, src_where, "source")
+            )
+        else:
+            check_where(src, table, src_where, "source")
+            check_where(dst, target_table, dst_where, "target")
+            progress = Progress(ctx.progress, "verified", 0)
         try:
             if src.kind == dst.kind == "sqlite":
                 _in_sqlite(src, dst, table, target_table, src_where, cols, key_cols, tcols, diffs)
             else:
-                sides = [
-                    _Side(src, table, src_where, cols, key_cols, "source"),
-                    _Side(
-                        dst,
-                        target_table,
-                        dst_where,
-                        tcols,
-                        _keys_of(tcols, cols, key_cols),
-                        "target",
-                    ),
-                ]
-                _merge(sides[0], sides[1], diffs, watch, progress)
+                pair = (src, table, src_where, cols, key_cols, dst, target_table, dst_where, tcols)
+                progress = _across(pair, diffs, watch, ctx.progress)
         except ActionFailed as exc:
             raise watch.explain(exc, f"after checking {diffs.checked:,} rows") from None
         except Exception as exc:
@@ -185,6 +189,76 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
     return outputs
 
 
+PG_KEYS = (INT, TEXT, NUMERIC, DATE, TIMESTAMP, TIMESTAMPTZ, BOOL)  # ordered alike by Python
+
+
+def _across(pair: tuple[Any, ...], diffs: Diffs, watch: Watch, report: Any) -> Progress:
+    """Any pair but SQLite and SQLite: hashed key ranges (or, for keys the two databases may
+    order differently, both sides streamed and merged); the progress line's counter."""
+    src, table, src_where, cols, key_cols, dst, target_table, dst_where, tcols = pair
+    tkeys = _keys_of(tcols, cols, key_cols)
+    ctypes = [ctype_of(a, src.kind, b, dst.kind) for a, b in zip(cols, tcols, strict=True)]
+    for conn in (src, dst):
+        _prepare(conn)
+    try:
+        if not _rangeable(src, key_cols, dst, tkeys):
+            progress = Progress(report, "verified", count_rows(src, table, src_where, "source"))
+            a = StreamSide(src, table, src_where, cols, key_cols, "source", ctypes)
+            b = StreamSide(dst, target_table, dst_where, tcols, tkeys, "target", ctypes)
+            merge(a, b, diffs, watch, progress)
+            return progress
+        mode = "hash" if src.kind == dst.kind == "postgresql" else "text"
+        found = Found(keep_all=diffs.every is not None, limit=diffs.max_report)
+        Compare(
+            Side(src, table, src_where, list(cols), list(key_cols), ctypes, "source", mode),
+            Side(dst, target_table, dst_where, list(tcols), tkeys, ctypes, "target", mode),
+            found,
+            lambda: watch.check(f"after checking {found.checked:,} rows", {}),
+        ).run()
+    finally:
+        for conn in (src, dst):
+            conn.rollback()
+    found.trim()
+    diffs.counts, diffs.checked, diffs.reasons = found.counts, found.checked, found.reasons
+    diffs.first = found.keys[: diffs.max_report]
+    if diffs.every is not None:
+        diffs.every = list(found.keys)
+    return Progress(report, "verified", found.checked - found.counts["extra"])
+
+
+def _prepare(conn: Connection) -> None:
+    """One snapshot for every query of the comparison, values printed alike."""
+    if conn.kind == "sqlite":
+        conn.raw.create_function("rb_canon", 2, sqlite_function, deterministic=True)
+        conn.raw.execute("BEGIN")
+        return
+    for setting in (  # one statement per call: a read-only connection prepares each
+        "SET jit = off",
+        "SET DateStyle = 'ISO, YMD'",
+        "SET IntervalStyle = 'postgres'",
+        "SET extra_float_digits = 1",
+    ):
+        conn.raw.execute(setting)
+    conn.raw.commit()
+    conn.raw.isolation_level = psycopg_module().IsolationLevel.REPEATABLE_READ
+
+
+def _rangeable(
+    src: Connection, skeys: Sequence[Column], dst: Connection, dkeys: Sequence[Column]
+) -> bool:
+    """Keys both databases order as Python does: integers, or text in byte order; across
+    PostgreSQL also numbers, dates, timestamps, booleans and uuids of one type."""
+    for a, b in zip(skeys, dkeys, strict=True):
+        if a.category != b.category:
+            return False
+        if src.kind == dst.kind == "postgresql":
+            if a.category not in PG_KEYS and not (a.decl == b.decl == "uuid"):
+                return False
+        elif a.category not in (INT, TEXT):
+            return False
+    return True
+
+
 def _target_name(src: Connection, dst: Connection, table: str) -> str:
     """The target table as the source's connection names it (a SQLite pair attaches it)."""
     if os.path.realpath(sqlite_path(src.dsn)) == os.path.realpath(sqlite_path(dst.dsn)):
@@ -202,11 +276,15 @@ def _outputs(diffs: Diffs, key_cols: Sequence[Column]) -> dict[str, Any]:
     def key_json(key: tuple[Any, ...]) -> Any:
         return jsonable(key[0]) if len(key) == 1 else [jsonable(k) for k in key]
 
+    def entry(key: tuple[Any, ...], kind: str) -> dict[str, Any]:
+        why = diffs.reasons.get(key)
+        return {"key": key_json(key), "kind": kind, **({"reason": why} if why else {})}
+
     return {
         "rows_checked": diffs.checked,
         "mismatches": diffs.mismatches,
         **diffs.counts,
-        "first_differences": [{"key": key_json(k), "kind": kind} for k, kind in diffs.first],
+        "first_differences": [entry(k, kind) for k, kind in diffs.first],
     }
 
 
@@ -218,7 +296,8 @@ def _message(table: str, where: str | None, diffs: Diffs, key_cols: Sequence[Col
     counts = "; ".join(f"{KINDS[k]}: {n:,}" for k, n in diffs.counts.items() if n)
     groups: dict[str, list[str]] = {}
     for key, kind in diffs.first:
-        groups.setdefault(KINDS[kind], []).append(key_text(key))
+        why = diffs.reasons.get(key)
+        groups.setdefault(KINDS[kind], []).append(key_text(key) + (f" ({why})" if why else ""))
     first = "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in groups.items())
     return (
         f"{scope(table, where)}: {diffs.mismatches:,} of {diffs.checked:,} rows differ "
@@ -309,154 +388,3 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
         return (3, bytes(v))
 
     return tuple(rank(v) for v in key)
-
-
-# -- any other pair: stream both sides ordered by key and merge ---------------------------------
-
-
-@dataclass
-class _Failed:
-    exc: BaseException
-
-
-class _Side:
-    """One side's rows, keys first, ordered by key, fetched in bounded chunks."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        table: str,
-        where: str | None,
-        cols: Sequence[Column],
-        key_cols: Sequence[Column],
-        name: str,
-        *,
-        as_text: bool = False,
-    ) -> None:
-        self.conn, self.name = conn, name
-        self.nk = len(key_cols)
-        rest = [c for c in cols if c not in key_cols]
-        self.cols = [*key_cols, *rest]
-        self.norms = [normaliser(c.category) for c in self.cols]
-        pg = conn.kind == "postgresql"
-        order = ", ".join(
-            f'{c.q} COLLATE "C"' if pg and c.category == TEXT else c.q for c in key_cols
-        )
-        # PostgreSQL on both sides: values as text (cheaper to read than parsed numerics and
-        # timestamps); equal text is an equal value, unequal text is normalised and compared.
-        names = ", ".join(
-            [c.q for c in key_cols] + [f"{c.q}::text" if as_text else c.q for c in rest]
-        )
-        self.sql = f"SELECT {names} FROM {table} WHERE {where_sql(where)} ORDER BY {order}"
-
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        """The rows, read ahead by a thread of their own so both sides' databases work at
-        once; at most ``AHEAD`` chunks wait in memory."""
-        chunks: queue.Queue[Any] = queue.Queue(maxsize=AHEAD)
-        stop = threading.Event()
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    chunks.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            try:
-                if self.conn.kind == "postgresql":
-                    cur = self.conn.raw.cursor(name=f"rb_verify_{self.name}")
-                    cur.itersize = FETCH
-                    cur.execute(self.sql)
-                else:
-                    cur = self.conn.raw.execute(self.sql)
-                try:
-                    while chunk := cur.fetchmany(FETCH):
-                        if not put(chunk):
-                            return
-                finally:
-                    cur.close()
-                put(None)
-            except BaseException as exc:  # noqa: BLE001  (handed to the merging thread)
-                put(_Failed(exc))
-
-        reader = threading.Thread(target=produce, name=f"sql-verify-{self.name}", daemon=True)
-        reader.start()
-        try:
-            while True:
-                item = chunks.get()
-                if item is None:
-                    return
-                if isinstance(item, _Failed):
-                    raise item.exc
-                yield from item
-        finally:
-            stop.set()
-            reader.join()
-
-
-def _same(src: _Side, dst: _Side, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Rows unequal as read: equal when every unequal column is equal once normalised."""
-    for x, y, fx, fy in zip(a, b, src.norms, dst.norms, strict=True):
-        if x != y and fx(x) != fy(y):
-            return False
-    return True
-
-
-def _ordered(side: _Side) -> Iterator[tuple[Any, ...]]:
-    """The side's rows, failing if a key does not follow the one before it."""
-    last: tuple[Any, ...] | None = None
-    nk = side.nk
-    for row in side.rows():
-        key = row[:nk]
-        try:
-            bad = last is not None and key <= last
-        except TypeError:
-            bad = True
-        if bad:
-            raise ActionFailed(
-                f"{side.name} rows do not come in key order at key {key!r} (after {last!r}): "
-                "the key must be unique and of one type",
-                retryable=False,
-            )
-        last = key
-        yield row
-
-
-def _merge(src: _Side, dst: _Side, diffs: Diffs, watch: Watch, progress: Progress) -> None:
-    nk = src.nk
-    a_rows, b_rows = _ordered(src), _ordered(dst)
-    a, b = next(a_rows, None), next(b_rows, None)
-    while a is not None or b is not None:
-        if diffs.checked % FETCH == 0:
-            watch.check(f"after checking {diffs.checked:,} rows", {})
-            progress(diffs.checked)
-        diffs.checked += 1
-        if b is None:
-            assert a is not None
-            diffs.add(a[:nk], "missing")
-            a = next(a_rows, None)
-            continue
-        if a is None:
-            diffs.add(b[:nk], "extra")
-            b = next(b_rows, None)
-            continue
-        ka, kb = a[:nk], b[:nk]
-        try:
-            if ka < kb:
-                diffs.add(ka, "missing")
-                a = next(a_rows, None)
-            elif kb < ka:
-                diffs.add(kb, "extra")
-                b = next(b_rows, None)
-            else:
-                if a != b and not _same(src, dst, a, b):
-                    diffs.add(ka, "different")
-                a, b = next(a_rows, None), next(b_rows, None)
-        except TypeError:
-            raise ActionFailed(
-                f"keys of different types cannot be matched: source {ka!r}, target {kb!r}",
-                retryable=False,
-            ) from None

@@ -161,3 +161,9 @@ def test_cohort_sql_postgresql_to_postgresql_read_only_sides(runbook, pg_pair: l
     _check(runbook, source, target)
     assert _count(source, "SELECT count(*) FROM orders") == 3 * OWNERS  # the source untouched
     assert _count(source, "SELECT count(*) FROM pg_tables WHERE tablename = 'rb_members'") == 0
+
+
+def test_cohort_sql_postgresql_to_sqlite(runbook, pg_dsn: str) -> None:
+    """Issue 13: the hashed key ranges (SQLite on the target side) find the changed order of
+    a member of the second wave and mark that member alone."""
+    _check(runbook, _pg(pg_dsn, True), _sqlite("new.db", False))

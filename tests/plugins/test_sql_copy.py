@@ -208,6 +208,60 @@ def test_postgres_down_mid_copy_then_rerun_completes(
     assert out["rows_checked"] == total and out["mismatches"] == 0
 
 
+@pytest.mark.parametrize("pair", ["sqlite-pg", "pg-pg"], indirect=True)
+def test_copy_into_pg_over_part_of_the_rows_upserts_from_the_first_met_key(
+    pair: tuple[str, str], make_ctx: Any
+) -> None:
+    """A target holding some rows (a wave copied before, a crash): batches go straight in until
+    one meets a key already there; that one and the later ones are upserted."""
+    src, dst = pair
+    make_customers(src, range(1, 1001))
+    make_customers(dst, [*range(301, 351), 990])
+    run_sql(dst, "UPDATE customers SET name = 'stale'")
+    params = {"source": src, "target": dst, "table": "customers", "key": "id", "batch_size": 200}
+    assert copy(make_ctx, **params) == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*), count(DISTINCT id) FROM customers") == [(1000, 1000)]
+    assert run_sql(dst, "SELECT count(*) FROM customers WHERE name = 'stale'") == [(0,)]
+    assert verify(make_ctx, source=src, target=dst, table="customers", key="id")["mismatches"] == 0
+    # the default batch into a target holding rows (every key there: one batch, upserted)
+    run_sql(dst, "UPDATE customers SET name = 'stale' WHERE id % 10 = 0")
+    default = {k: v for k, v in params.items() if k != "batch_size"}
+    assert copy(make_ctx, **default) == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*) FROM customers WHERE name = 'stale'") == [(0,)]
+
+
+@pytest.mark.parametrize("pair", ["sqlite-pg", "pg-pg"], indirect=True)
+def test_copy_into_empty_pg_meeting_a_row_written_meanwhile_fails_and_rerun_upserts(
+    pair: tuple[str, str], make_ctx: Any
+) -> None:
+    """Into an empty target the rows pass straight through (nothing kept to send again): a row
+    another writer adds meanwhile with a key being copied fails that batch, whole; the re-run
+    upserts."""
+    src, dst = pair
+    make_customers(src, range(1, 1001))
+    create_empty(dst)
+    ctx = make_ctx()
+    seen: list[str] = []
+
+    def progress(line: str) -> None:  # after the first batch committed: another writer
+        seen.append(line)
+        if len(seen) == 1:
+            run_sql(dst, "INSERT INTO customers (id, name) VALUES (400, 'intruder')")
+
+    ctx.progress = progress
+    params = {"source": src, "target": dst, "table": "customers", "key": "id", "batch_size": 250}
+    with pytest.raises(ActionFailed) as err:
+        SqlCopyAction().run(params, ctx)
+    assert "failed after copying 250 rows (re-running the step is safe)" in err.value.message
+    assert "duplicate key" in err.value.message
+    assert err.value.outputs == {"rows_copied": 250}
+    # the first batch and the intruder; not a row of the failed batch
+    assert run_sql(dst, "SELECT count(*), max(id) FROM customers WHERE id <> 400") == [(250, 250)]
+    assert copy(make_ctx, **params) == {"rows_copied": 1000}
+    assert run_sql(dst, "SELECT count(*), count(DISTINCT id) FROM customers") == [(1000, 1000)]
+    assert verify(make_ctx, source=src, target=dst, table="customers", key="id")["mismatches"] == 0
+
+
 @pytest.mark.parametrize("pair", DIRECTIONS, indirect=True)
 @pytest.mark.parametrize("batch", [10_000, 100])
 def test_apply_prints_each_copy_and_verify_line_once(
