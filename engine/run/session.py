@@ -4,7 +4,7 @@ refused (exit 2) before the lock is taken and before anything is written."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -68,10 +68,15 @@ def prepare(
     var_files: Iterable[str] = (),
     *,
     resolve_secrets: bool = True,
+    pinned: Callable[[Runbook], dict[str, Any] | None] | None = None,
 ) -> Prepared:
+    """``pinned`` gives the vars of the run in progress: the values under --var-file and
+    --var (SPEC §11: a resume without --var uses the run's vars)."""
     loaded = load(file)
     rb = loaded.runbook
-    values = variables.resolve(rb, assignments, var_files)
+    values = variables.resolve(
+        rb, assignments, var_files, pinned=pinned(rb) if pinned is not None else None
+    )
     secret_values: dict[str, str] = {}
     if resolve_secrets:
         needed = used_secrets(rb)
