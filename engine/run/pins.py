@@ -101,13 +101,13 @@ def compare(
     """What differs between the run's pin and this runbook with these variables."""
     out = Changes(run.digest, rb.digest)
     now = masker.mask_value(variables)
-    before = run.vars or {}
+    before = run.vars if run.vars is not None else now  # none recorded: nothing to compare
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name, _UNSET), now.get(name, _UNSET)
         if old != new:
             out.vars.append((name, old, new))
-    if not out.any:
-        return out
+    if not out.any or (run.digest is None and run.pins is None and not out.vars):
+        return out  # no digest was recorded (a run of an earlier version): nothing to compare
     changed_vars = {n for n, _o, _n in out.vars}
     pins = run.pins
     for iid, inst in rb.instances.items():

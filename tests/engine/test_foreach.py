@@ -239,4 +239,3 @@ def test_replace_after_a_finished_run_stays_inside_it(runbook, provider) -> None
     assert _ledger("SELECT DISTINCT attempt FROM transition WHERE state = 'moved'") == [(1,)]
     runs = {rec["run"] for rec in journal(".runbook", "fe") if rec["t"] == "run"}
     assert runs == {run_id}
-
