@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..format.model import Instance, Runbook
-from ..format.templates import TemplateError, parse
+from ..format.templates import parse
 from ..masking import Masker
 from ..state.status import DONE, RunState, State, Status
 from ..state.store import now
@@ -70,7 +70,7 @@ def var_refs(inst: Instance, names: set[str]) -> set[str]:
         source = text if "{{" in text or "{%" in text else "{{ " + text + " }}"
         try:
             parsed = parse(source)
-        except (TemplateError, Exception):  # noqa: BLE001 - unparsable: assume it may use any
+        except Exception:  # noqa: BLE001 - unparsable: assume it may use any var
             return set(names)
         used = [r.parts[0] for r in parsed.refs if r.root == "vars" and r.parts]
         if "vars" in parsed.names and not used:

@@ -217,3 +217,29 @@ def test_the_summary_never_shows_a_secret_value(runbook, monkeypatch) -> None:  
     r = runbook("apply", "r.yaml", "--yes", "--var", "note=s3cr3t-pin-value", "--accept-changes")
     assert r.code == 3 and "s3cr3t-pin-value" not in r.output
     assert b"s3cr3t-pin-value" not in STATE.read_bytes()
+
+
+def test_a_rollback_without_var_uses_the_runs_vars(runbook) -> None:
+    write(
+        "r.yaml",
+        vars={"region": {"type": "string"}},
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh(
+                        "a",
+                        "echo a-{{ vars.region }} >> ledger.txt",
+                        rollback={
+                            "action": "shell",
+                            "with": {"command": "echo undo-{{ vars.region }} >> ledger.txt"},
+                        },
+                    )
+                ],
+            }
+        ],
+    )
+    assert runbook("apply", "r.yaml", "--yes", "--var", "region=eu").code == 0
+    r = runbook("rollback", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert ledger_lines() == ["a-eu", "undo-eu"]
