@@ -94,7 +94,8 @@ def command(
         assignments,
         var_files,
         require_all=False,
-        pinned=run_vars(state_dir(ctx), loaded.runbook.name),  # a run in progress: its vars
+        # no var given: those of the run in progress, as `apply` takes them
+        pinned=None if assignments or var_files else run_vars(state_dir(ctx), loaded.runbook.name),
     )
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:

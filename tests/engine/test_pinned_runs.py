@@ -211,10 +211,11 @@ def test_the_summary_never_shows_a_secret_value(runbook, monkeypatch) -> None:  
         secrets={"tok": {"env": "PIN_TOKEN"}},
     )
     _paused(runbook)
-    r = runbook("apply", "r.yaml", "--yes", "--var", "note=s3cr3t-pin-value")
+    changed = ("--var", "region=eu", "--var", "note=s3cr3t-pin-value")
+    r = runbook("apply", "r.yaml", "--yes", *changed)
     assert r.code == 2 and 'var note: "x" -> "***"' in r.err
     assert "s3cr3t-pin-value" not in r.output
-    r = runbook("apply", "r.yaml", "--yes", "--var", "note=s3cr3t-pin-value", "--accept-changes")
+    r = runbook("apply", "r.yaml", "--yes", *changed, "--accept-changes")
     assert r.code == 3 and "s3cr3t-pin-value" not in r.output
     assert b"s3cr3t-pin-value" not in STATE.read_bytes()
 
@@ -243,3 +244,16 @@ def test_a_rollback_without_var_uses_the_runs_vars(runbook) -> None:
     r = runbook("rollback", "r.yaml", "--yes")
     assert r.code == 0, r.output
     assert ledger_lines() == ["a-eu", "undo-eu"]
+
+
+def test_vars_given_on_a_resume_are_the_whole_set(runbook) -> None:
+    """A --var on a resume does not keep the run's other vars: given vars are all the vars
+    (the runbook's defaults for the rest), and any difference is a change to accept."""
+    _runbook()
+    _paused(runbook, "--var", "region=eu", "--var", "batch=7")
+    before = _rows()
+    r = runbook("apply", "r.yaml", "--yes", "--var", "region=eu")
+    assert (
+        r.code == 2 and "var batch: 7 -> 5" in r.err and "step c: uses changed vars: batch" in r.err
+    )
+    assert "var region" not in r.err and _rows() == before
