@@ -81,10 +81,18 @@ def command(
     failure, a crash, Ctrl-C or an approval: succeeded steps never run again, failed ones
     get fresh attempts.
 
+    A run is pinned to the runbook and the vars it started with: without --var or
+    --var-file, a resume uses the run's vars. When the runbook or the vars changed and
+    steps not yet done are affected (their definition, or a var they use), apply prints
+    the changes and exits 2, writing nothing, until --accept-changes (journaled with who
+    and both digests; approvals given before the change are voided). Succeeded steps that
+    changed are only flagged; --replace ID runs one again.
+
     \b
     Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
-    a contingency fired or a rollback ran; 2 invalid runbook or variables; 3 paused for
-    an approval or an operator's decision; 4 locked by another run; 130 interrupted.
+    a contingency fired or a rollback ran; 2 invalid runbook or variables, or changes
+    to a pinned run not accepted; 3 paused for an approval or an operator's decision;
+    4 locked by another run; 130 interrupted.
 
     \b
     Examples:
