@@ -712,9 +712,6 @@ class Apply(Runner):
 
 
 def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name is not a reason to fail
-        return "unknown"
+    """Who starts the run: the OS user from the user database, as ``approve`` records it
+    (``allow_self: false`` compares the two), never ``$USER``/``$LOGNAME``."""
+    return pins.identity()

@@ -148,6 +148,15 @@ def test_a_removed_hash_after_the_chain_started_breaks_it(runbook) -> None:
     assert "chain BROKEN at record 4" in out
 
 
+def test_a_changed_kind_column_is_found_though_the_record_is_intact(runbook) -> None:
+    _applied(runbook)
+    _sql("UPDATE journal SET kind = 'record' WHERE seq = 2")
+    code, doc, out = _audit(runbook)
+    assert code == 1
+    assert doc["broken"]["seq"] == 2 and doc["broken"]["reason"] == "columns"  # type: ignore[index]
+    assert "record 2: its at/kind columns disagree with its content" in out
+
+
 def test_a_cut_tail_is_found_by_the_kept_head(runbook) -> None:
     _applied(runbook)
     code, doc, _ = _audit(runbook)

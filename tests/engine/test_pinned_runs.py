@@ -257,3 +257,14 @@ def test_vars_given_on_a_resume_are_the_whole_set(runbook) -> None:
         r.code == 2 and "var batch: 7 -> 5" in r.err and "step c: uses changed vars: batch" in r.err
     )
     assert "var region" not in r.err and _rows() == before
+
+
+def test_the_runs_starter_is_the_os_user_not_user_from_the_environment(tmp_path: Path) -> None:
+    """`allow_self: false` compares the approver with the starter: both are the real
+    identity, so `USER=someone-else runbook apply` cannot make the starter an approver."""
+    _runbook()
+    env = {**os.environ, "USER": "someone-else", "LOGNAME": "someone-else"}
+    r = run_process("apply", "r.yaml", "--yes", "--var", "region=eu", env=env)
+    assert r.returncode == 3, r.stdout + r.stderr
+    (start,) = [rec for rec in journal(".runbook", "t") if rec["t"] == "run" and "user" in rec]
+    assert start["user"] == ME != "someone-else"
