@@ -295,6 +295,14 @@ class Gate:
             )
             if isinstance(got, metrics.Reading):
                 return None, None, f"{who}: {got.reason}"
+            if got.not_numbers:
+                shown = metrics.as_number(got.example, "a row", ctx.masker).reason
+                return (
+                    None,
+                    got.n,
+                    f"{who}: {got.not_numbers} row(s) gave a value that is not a number "
+                    f"({shown or repr(got.example)})",
+                )
             if got.n == 0:
                 return None, 0, f"no member of {who} has a value in the query on {redact_dsn(on)}"
             reading = metrics.as_number(got.raw, f"the {metric} of {who}", ctx.masker)

@@ -31,6 +31,8 @@ KEYS = "rb_keys"  # the bound parameter holding the members' keys, when params a
 class Sample:
     raw: Any  # the metric as the database gave it (None: no member had a value)
     n: int  # members with a value
+    not_numbers: int = 0  # rows whose value is not a number (text, blob): inconclusive
+    example: Any = None  # one of them, for the reason
 
 
 def wrapped(query: str, kind: str, metric: str, placeholder: str) -> str:
@@ -40,9 +42,18 @@ def wrapped(query: str, kind: str, metric: str, placeholder: str) -> str:
     if kind == "sqlite":
         k, members = "CAST(k AS TEXT)", f"(SELECT value FROM json_each({placeholder}))"
         nonzero = "sum(CASE WHEN v <> 0 THEN 1 ELSE 0 END)"
+        # sum() and avg() read text as 0 ('abc', '', 'NaN'): such rows are counted, set-wise,
+        # and make the measurement inconclusive (numeric text such as '1.5' is a number)
+        bad = (
+            "(typeof(v) = 'blob' OR (typeof(v) = 'text' AND (trim(v) = ''"
+            " OR trim(v) GLOB '*[^0-9.eE+-]*' OR trim(v) NOT GLOB '*[0-9]*')))"
+        )
+        not_numbers = f"sum(CASE WHEN {bad} THEN 1 ELSE 0 END)"
+        example = f"min(CASE WHEN {bad} THEN v END)"
     else:
         k, members = "k::text", f"(SELECT unnest(CAST({placeholder} AS text[])))"
         nonzero = "count(*) FILTER (WHERE v <> 0)"
+        not_numbers, example = "0", "NULL::text"  # PostgreSQL refuses to sum text
     value = {
         "mean": "avg(v)",
         "sum": "sum(v)",
@@ -51,9 +62,9 @@ def wrapped(query: str, kind: str, metric: str, placeholder: str) -> str:
     }[metric]
     return (
         f"WITH rb_gate(k, v) AS ({body}\n),\n"
-        f"rb_member(k, v) AS (SELECT {k}, sum(v) FROM rb_gate"
-        f" WHERE v IS NOT NULL AND {k} IN {members} GROUP BY {k})\n"
-        f"SELECT count(*), {value} FROM rb_member"
+        f"rb_member(k, v, bad, example) AS (SELECT {k}, sum(v), {not_numbers}, {example}"
+        f" FROM rb_gate WHERE v IS NOT NULL AND {k} IN {members} GROUP BY {k})\n"
+        f"SELECT count(*), {value}, sum(bad), min(example) FROM rb_member"
     )
 
 
@@ -97,4 +108,5 @@ def measure(
         finally:
             conn.rollback()
     n = int(row[0]) if row and row[0] is not None else 0
-    return Sample(row[1] if row and n else None, n)
+    bad = int(row[2]) if row and row[2] is not None else 0
+    return Sample(row[1] if row and n else None, n, bad, row[3] if row and bad else None)

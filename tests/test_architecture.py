@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"engine": "runbook_engine", "plugins": "runbook_engine.plugins"}
 SOURCES_SCHEMAS = ("schemas", "runbook_engine.schemas")
 
-BASE = {"errors", "masking", "files", "processes", "actions", "schemas", "__init__"}
+BASE = {"errors", "masking", "files", "actions", "schemas", "processes", "__init__"}
 # a layer -> the layers it may import (besides itself and the base modules)
 ALLOWED: dict[str, set[str]] = {
     "base": set(),

@@ -106,12 +106,18 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
     out.plan = plan
     if no_key:
         out.excluded["no-key"] = no_key
+    # the ledger's rows wave by wave (in source order within each): a wave's rows then share
+    # their pages, and marking a wave rewrites a fifth of the table, not every page of it
+    # (200,000 marks of 1,000,000: 0.6-0.8 s instead of 1.4-2.7 s, measured)
+    by_wave: dict[str, list[tuple[Any, str | None, str, str | None, str | None, int, str]]] = {
+        w: [] for w, _n in plan.sizes
+    }
     rows = out.rows
     seed = cohort.seed
     for key, (reason, st, attrs) in seen.items():
         got = assigned.get(key)
         if got is not None:
-            rows.append((key, got[0], "pending", None, st, got[1], attrs))
+            by_wave[got[0]].append((key, got[0], "pending", None, st, got[1], attrs))
             continue
         why = "duplicate-key" if key in duplicates else str(reason)
         # every copy of a duplicate key is excluded and counted (SPEC §7); the ledger keeps one
@@ -119,6 +125,10 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
         copies = 1 + duplicates.get(key, 0)
         out.excluded[why] = out.excluded.get(why, 0) + copies
         rows.append((key, None, "excluded", why, st, draw.rank(seed, key), attrs))
+    excluded, out.rows = rows, []
+    for members in by_wave.values():
+        out.rows.extend(members)
+    out.rows.extend(excluded)
     return out
 
 
@@ -232,10 +242,12 @@ def reconcile(
             (at, cohort.name),
         )
     if refresh_wave is not None:
+        # only the rows whose attributes changed are written (a wave of 200,000 unchanged
+        # members rewrote all their pages at every wave start)
         db.execute(
-            "UPDATE entity SET attrs = (SELECT s.attrs FROM temp.source_keys s"
-            " WHERE s.key = entity.key) WHERE cohort = ? AND wave = ? AND EXISTS"
-            " (SELECT 1 FROM temp.source_keys s WHERE s.key = entity.key)",
+            "UPDATE entity SET attrs = s.attrs FROM temp.source_keys s"
+            " WHERE entity.cohort = ? AND entity.wave = ? AND s.key = entity.key"
+            " AND entity.attrs IS NOT s.attrs",
             (cohort.name, refresh_wave),
         )
     db.execute("DELETE FROM temp.source_keys")

@@ -128,6 +128,9 @@ def command(
         gates = frozenset(
             n for n, i in prepared.runbook.instances.items() if i.step.action == "check"
         )
-        text, data = apply_summary(outcome, file, gates)
+        foreach = frozenset(
+            n for n, i in prepared.runbook.instances.items() if i.step.foreach is not None
+        )
+        text, data = apply_summary(outcome, file, gates, foreach)
         session.reporter.summary(text, data)
     return int(outcome.exit if not outcome.nothing_to_do else Exit.OK)

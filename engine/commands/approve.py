@@ -65,6 +65,13 @@ def command(
     )
     rb = prepared.runbook
     inst = rb.instances.get(step)
+    if inst is not None and inst.step.foreach is not None:
+        from ..run.members import member_advice
+
+        raise InvalidInput(
+            f"{step} is a foreach step: approve does not decide it; a member call cut by a "
+            f"crash is decided by resolve: {member_advice(file, step)}"
+        )
     if inst is None or inst.step.action not in ("approval", "check"):
         approvals = [n for n, i in rb.instances.items() if i.step.action == "approval"]
         checks = [n for n, i in rb.instances.items() if i.step.action == "check"]

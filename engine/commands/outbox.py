@@ -99,6 +99,9 @@ def command(
       runbook outbox migrate.yaml --export mail/
       RUNBOOK_SMTP_PASSWORD=... runbook outbox migrate.yaml --relay smtp://ops@mail.example.com:587
     """
+    for option, given in (("--export", export_dir), ("--relay", relay_url), ("--ca-file", ca_file)):
+        if given is not None and not given.strip():
+            raise InvalidInput(f"{option} is empty: give it a value, or leave it out")
     if not relay_url and (resend_uncertain or ca_file):
         raise InvalidInput("--resend-uncertain and --ca-file go with --relay URL")
     console = Console()
@@ -138,6 +141,19 @@ def _smtp(url: str, ca_file: str | None) -> Smtp:
     from ..masking import mask_url_passwords
 
     shown = mask_url_passwords(url)
+    if ca_file is not None:
+        # loaded now, before a message is claimed: a bad file is bad usage, never a message
+        # claimed and left `uncertain` though it was never sent
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvalidInput(
+                f"--ca-file {ca_file}: cannot be read as PEM CA certificates ({why}); nothing "
+                "was relayed"
+            ) from None
     try:
         config = smtp_config(url, ca_file)
         return Smtp(config, lambda: 120.0, ca_hint="give it with --ca-file")

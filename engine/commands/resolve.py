@@ -103,6 +103,15 @@ def command(
         return 0
     decide.check_text("--by", by)
     decide.check_text("--comment", comment, 2000)
+    if rb.instances[step].step.foreach is not None:
+        from ..run.members import member_advice
+
+        # a foreach step's records decide it, member by member (never `approve`)
+        raise InvalidInput(
+            f"{step} is a foreach step: its members decide it, not --as alone; "
+            f"{member_advice(file, step)}; then `runbook apply {file}` (or `runbook rollback "
+            f"{file} ...` when it was rolling back) goes on"
+        )
     decide.require_state(state_dir(ctx), rb, file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())

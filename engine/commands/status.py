@@ -9,6 +9,7 @@ import click
 
 from ..console.terminal import Console
 from ..format.durations import format_duration
+from ..format.printable import one_line
 from ..state import outcome
 from .options import state_dir
 
@@ -102,8 +103,12 @@ def _text(console: Console, doc: dict[str, Any], file: str) -> None:
         if gate and gate.get("head"):
             line += f"  {gate['head']}:"  # its measurements follow, one a line
         elif s.get("error"):
-            line += f"  {s['error']}"
+            line += f"  {one_line(s['error'])}"
         console.out(line)
+        if s.get("unknown_members"):
+            from ..run.members import member_advice
+
+            console.out(f"      {member_advice(file, s['id'])}")
         if gate:
             _gate(console, s["id"], gate, file)
 

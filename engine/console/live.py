@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..format.durations import format_duration
+from ..format.printable import printable
 from ..masking import Masker
 from .lines import describe
 
@@ -61,7 +62,7 @@ class LiveReporter:
                 table.add_row(
                     Text("▶ " + node, style="cyan"),
                     format_duration(now - since),
-                    Text(self.masker.mask(line), style="dim"),
+                    Text(printable(self.masker.mask(line)), style="dim"),
                 )
             more = len(self.running) - 12
             parts: list[Any] = [head, table]
@@ -78,7 +79,7 @@ class LiveReporter:
                 self._track(rec)
             text = describe(rec)
             if text:
-                self.console.print(self.masker.mask(text), markup=False, highlight=False)
+                self.console.print(printable(self.masker.mask(text)), markup=False, highlight=False)
 
     def _track(self, rec: dict[str, Any]) -> None:
         node, status = rec["id"], rec["status"]
@@ -103,11 +104,11 @@ class LiveReporter:
                 self.running[node] = (self.running[node][0], line)
 
     def notice(self, text: str) -> None:
-        self.console.print(self.masker.mask(text), markup=False, highlight=False)
+        self.console.print(printable(self.masker.mask(text)), markup=False, highlight=False)
 
     def summary(self, text: str, data: dict[str, Any]) -> None:
         self.live.stop()
-        self.console.print(self.masker.mask(text), markup=False, highlight=False)
+        self.console.print(printable(self.masker.mask(text)), markup=False, highlight=False)
 
     def close(self) -> None:
         self.live.stop()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol, TextIO
 
+from ..format.printable import printable
 from ..masking import Masker
 from .lines import describe
 
@@ -41,7 +42,7 @@ class PlainReporter:
     def _write(self, text: str) -> None:
         with self._lock:
             stamp = time.strftime("%H:%M:%S")
-            for line in self.masker.mask(text).splitlines():
+            for line in printable(self.masker.mask(text)).split("\n"):
                 self.out.write(f"{stamp} {line}\n")
             self.out.flush()
 
@@ -59,7 +60,7 @@ class PlainReporter:
 
     def summary(self, text: str, data: dict[str, Any]) -> None:
         with self._lock:
-            self.out.write(self.masker.mask(text).rstrip("\n") + "\n")
+            self.out.write(printable(self.masker.mask(text)).rstrip("\n") + "\n")
             self.out.flush()
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ import os
 import sys
 from typing import TextIO
 
+from ..format.printable import printable
+
 _CODES = {
     "red": "31",
     "green": "32",
@@ -39,13 +41,14 @@ class Console:
         if not (self.err_colour if err else self.colour) or not styles:
             return text
         codes = ";".join(_CODES[s] for s in styles)
-        return f"\x1b[{codes}m{text}\x1b[0m"
+        return f"\x1b[{codes}m{printable(text)}\x1b[0m"
 
     def out(self, text: str = "") -> None:
-        self.stdout.write(text + "\n")
+        """A line (or lines) of output, control characters from data escaped."""
+        self.stdout.write(printable(text, self.colour) + "\n")
 
     def err(self, text: str = "") -> None:
-        self.stderr.write(text + "\n")
+        self.stderr.write(printable(text, self.err_colour) + "\n")
         self.stderr.flush()
 
     def interactive(self) -> bool:

@@ -214,6 +214,7 @@ def resolve_url(rendered: str) -> str:
 def _in_url(value: str, before: str, after: str) -> str:
     place = _place(before)
     if place == "path":
+        _no_dot_segment(value, before, after)
         return url_quote(value, safe="")
     if place == "start" or value[:1] in ("/", "?", "#", ""):
         return value  # the base of the URL, or a value that begins its path
@@ -229,6 +230,26 @@ def _in_url(value: str, before: str, after: str) -> str:
         f"a value in the host of a URL must be a host name (letters, digits, '.', '-', an "
         f"optional ':PORT'), not {shown}: it would send the request elsewhere"
     )
+
+
+def _no_dot_segment(value: str, before: str, after: str) -> None:
+    """A value that makes a path segment of dots only (``.``, ``..``) would walk out of the
+    path (``/accounts/../card`` is ``/card``), encoded or not: servers decode ``%2E``. It
+    is refused, like a value that is not a host name in the host."""
+    scheme = before.find("://")
+    if any(c in before[scheme + 3 if scheme >= 0 else 0 :] for c in "?#"):
+        return  # in the query or the fragment: dots are plain text there
+    head = before.rsplit("/", 1)[-1]
+    tail = after
+    for c in "/?#":
+        tail = tail.split(c, 1)[0]
+    segment = head + value + tail
+    if value and segment.strip(".") == "":
+        shown = json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=True)
+        raise TemplatePlaceError(
+            f"a value in the path of a URL makes the segment {json.dumps(segment)}: dots only "
+            f"would walk out of the path (value {shown})"
+        )
 
 
 def _place(before: str) -> str:

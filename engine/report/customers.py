@@ -19,19 +19,18 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..format.model import Cohort, Runbook
+from ..format.printable import one_line
 from ..masking import Masker
 from ..state import journeys as jy
 from ..state.ledger import STATES
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NUMBER = re.compile(r"[+-][\d\s().-]*")
 NO_WAVE = "(no wave)"
 
 
 def safe(value: Any) -> str:
     """One line of text, control characters shown as escapes (no terminal injection)."""
-    text = "" if value is None else str(value)
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return one_line(value)
 
 
 def pick_cohort(rb: Runbook, name: str | None) -> Cohort:
@@ -256,9 +255,8 @@ def _events(e: jy.Entity, frozen_at: str) -> list[tuple[str, int, int, str]]:
                 m.at,
                 1,
                 i,
-                f"message {safe(m.state)}: {safe(m.channel)} {mid}, by {safe(m.step)} "
-                f"(attempt {m.attempt})"
-                + (f", delivery {safe(m.delivery)}" if m.delivery not in (None, m.state) else ""),
+                f"message {safe(m.shown)}: {safe(m.channel)} {mid}, by {safe(m.step)} "
+                f"(attempt {m.attempt})",
             )
         )
     for i, t in enumerate(e.transitions):

@@ -328,7 +328,12 @@ def compensate(
         if inst is not None and inst.phase.cohort and inst.wave is not None:
             waves.setdefault((inst.phase.cohort, inst.wave.id), []).append(node)
     for (cohort, wave), nodes in sorted(waves.items()):
-        if not any(store.state.status_of(n) is Status.ROLLED_BACK for n in nodes):
+        current = store.state.attempts.get((cohort, wave))
+        attempt_no = current.attempt if current is not None else 0
+        if not any(
+            store.state.status_of(n) is Status.ROLLED_BACK or _undone_calls(store, n, attempt_no)
+            for n in nodes
+        ):
             continue  # nothing of this wave was undone
         touching = [
             i.id
@@ -346,15 +351,42 @@ def compensate(
             # failed part way, not undone: what it changed for its members may still be there
             or (store.state.status_of(n) is Status.FAILED and _changes(rb.instances[n]))
         ]
-        current = store.state.attempts.get((cohort, wave))
         if current is None or current.status == "compensated":
             continue
         if left:
+            keys = _undone_members(rb, store, left, current.attempt)
+            if keys:
+                at = now()
+                store.commit(
+                    {
+                        "t": "event",
+                        "id": left[0],
+                        "kind": "ledger.compensated",
+                        "data": {"cohort": cohort, "wave": wave, "count": len(keys)},
+                    },
+                    effect=partial(
+                        _compensate_keys,
+                        cohort=cohort,
+                        wave=wave,
+                        keys=keys,
+                        run=run,
+                        attempt=current.attempt,
+                        at=at,
+                    ),
+                )
             counts = ", ".join(
                 f"{n} {st}"
                 for w, st, n in ledger.counts(store.db, cohort)
                 if w == wave and st in ledger.MEMBER_STATES
             )
+            if keys:
+                notice(
+                    f"cohort {cohort}, wave {wave}: {len(keys)} member(s) compensated (every "
+                    f"step that touched them was undone for them); the others stay as they are, "
+                    f"since {', '.join(left)} was not undone for them ({counts}): `runbook "
+                    f"customers --wave {wave}` lists them"
+                )
+                continue
             notice(
                 f"cohort {cohort}, wave {wave}: not compensated, since {', '.join(left)} "
                 f"touched its members and {'was' if len(left) == 1 else 'were'} left in place; "
@@ -375,6 +407,50 @@ def compensate(
             },
             effect=partial(_compensate, cohort=cohort, wave=wave, run=run, attempt=attempt, at=at),
         )
+
+
+def _undone_calls(store: Store, node: str, attempt: int) -> bool:
+    """``node``'s per-member rollback undid some members in ``attempt``."""
+    calls = store.state.member_calls.get((f"{node}#rollback", attempt), {})
+    return any(v == "done" for v in calls.values())
+
+
+def _undone_members(rb: Runbook, store: Store, left: list[str], attempt: int) -> list[Any]:
+    """The members for which every step left in place was undone all the same, member by
+    member (SPEC §11: compensated only if every step that touched it was undone). None when
+    a step left in place is not undone per member: it touched every member."""
+    undone: list[set[Any]] = []
+    touched: list[set[Any]] = []
+    for n in left:
+        inst = rb.instances[n]
+        if inst.step.foreach is None or inst.step.rollback is None:
+            return []
+        back = store.state.member_calls.get((f"{n}#rollback", attempt), {})
+        fwd = store.state.member_calls.get((n, attempt), {})
+        undone.append({k for k, v in back.items() if v == "done"})
+        touched.append({k for k, v in fwd.items() if v != "failed"})
+    keys = set().union(*undone)
+    return sorted(
+        (
+            k
+            for k in keys
+            if all(k in u or k not in t for u, t in zip(undone, touched, strict=True))
+        ),
+        key=str,
+    )
+
+
+def _compensate_keys(
+    db: Database,
+    *,
+    cohort: str,
+    wave: str,
+    keys: list[Any],
+    run: str,
+    attempt: int,
+    at: str,
+) -> None:
+    ledger.compensate_keys(db, cohort, wave, keys, "(rollback)", run, attempt, at)
 
 
 def outcomes(rb: Runbook, store: Store) -> list[CohortOutcome]:

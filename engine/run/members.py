@@ -14,9 +14,21 @@ from ..masking import Masker
 from ..state import ledger
 from ..state.db import Database
 from ..state.lock import Lock
+from ..state.members import unknown_calls
 from ..state.store import Store, now, state_path
 
 _AS = {"succeeded": "done", "failed": "failed", "pending": "pending"}
+
+
+def member_advice(file: str, step: str) -> str:
+    """The command that decides members cut by a crash (never `approve`)."""
+    import shlex
+
+    q, node = shlex.quote(file), shlex.quote(step)
+    return (
+        f"decide each with: runbook resolve {q} {node} --member KEY --as "
+        f"succeeded|failed|pending (or --all-unknown --as ...)"
+    )
 
 
 def resolve_members(
@@ -37,7 +49,15 @@ def resolve_members(
             f"{', '.join(foreach) or 'none'})"
         )
     if as_ not in _AS:
-        raise InvalidInput("a member is resolved as succeeded, failed or pending")
+        raise InvalidInput(
+            f"a member is resolved as succeeded, failed or pending (not {as_}): the call took "
+            "effect, did not, or is to be made again"
+        )
+    if all_unknown and keys:
+        raise InvalidInput(
+            f"{step}: --member/--members-from and --all-unknown exclude each other: name the "
+            "members, or take every unknown one; nothing was resolved"
+        )
     cohort = inst.step.foreach.cohort
     with Lock(state_path(state_dir, rb.name)):
         store = Store(state_dir, rb.name, Masker())
@@ -45,8 +65,9 @@ def resolve_members(
             current = store.state.attempts.get((cohort, inst.wave.id))
             if current is None:
                 raise InvalidInput(f"{step}: its wave has not started: no member to resolve")
-            calls = store.state.member_calls.get((step, current.attempt), {})
-            unknown = {str(k): k for k, v in calls.items() if v == "unknown"}
+            records, listed = unknown_calls(store.state, rb, step)
+            undoing = records != step  # the calls of its per-member rollback
+            unknown = {str(k): k for k in listed}
             if all_unknown:
                 chosen = list(unknown.values())
             else:
@@ -68,13 +89,16 @@ def resolve_members(
             store.commit(
                 {
                     "t": "members",
-                    "step": step,
+                    "step": records,
                     "attempt": current.attempt,
                     "resolved": [[k, state] for k in chosen],
                     "by": who,
                     "on_behalf_of": on_behalf_of if on_behalf_of != who else None,
                 },
-                effect=partial(
+                # a rollback's member: its journey moves when the wave is compensated
+                effect=None
+                if undoing
+                else partial(
                     _journeys,
                     cohort=cohort,
                     keys=chosen,
@@ -86,6 +110,11 @@ def resolve_members(
             )
         finally:
             store.close()
+    if undoing:
+        return (
+            f"{step}: {len(chosen)} member(s) of its rollback resolved as {as_} by {who}; run "
+            f"`runbook rollback {rb.file} ...` to go on"
+        )
     return (
         f"{step}: {len(chosen)} member(s) resolved as {as_} by {who}; run `runbook apply "
         f"{rb.file}` to go on"

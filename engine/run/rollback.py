@@ -58,6 +58,23 @@ def partial_effects(inst: Instance) -> bool:
     return inst.step.rollback is not None and cohort_of(inst) is not None
 
 
+def per_member_undo(inst: Instance) -> bool:
+    """A ``foreach`` step with a rollback: undone once per member, each call recorded, so a
+    crash mid-way is resumed member by member (the records decide, as for the step itself)."""
+    return inst.step.foreach is not None and inst.step.rollback is not None
+
+
+def rollback_left_unknown(state: Any, inst: Instance) -> bool:
+    """``inst`` is `unknown` from a rollback whose members decide (cut by a crash)."""
+    st = state.steps.get(inst.id)
+    return (
+        st is not None
+        and st.status is Status.UNKNOWN
+        and st.reason == "rollback"
+        and per_member_undo(inst)
+    )
+
+
 def rollback_groups(dag: Dag, scope: set[str]) -> list[list[str]]:
     """Rollback order in parallel groups, the latest dependents first: group k holds the steps
     of ``scope`` with k steps of ``scope`` after them on their longest path (networkx order,
@@ -99,6 +116,7 @@ class Rollback(Runner):
             for n in grown
             if self.status(n) in live
             or (self.status(n) is Status.FAILED and partial_effects(self.rb.instances[n]))
+            or rollback_left_unknown(self.s.state, self.rb.instances[n])
         }
 
     def undo(self, inst: Instance) -> Undo:
@@ -120,7 +138,18 @@ class Rollback(Runner):
             if self.status(n) is Status.ROLLING_BACK:
                 inst = self.rb.instances[n]
                 rb_call = inst.step.rollback
-                if rb_call is not None and self.idempotent(rb_call):
+                if per_member_undo(inst):
+                    # its member records decide: members undone are not called again, the
+                    # ones cut by the crash are called again when idempotent, else `unknown`
+                    self.emit(
+                        {
+                            "t": "step",
+                            "id": n,
+                            "status": "succeeded",
+                            "reason": "rollback resumed after a crash, member by member",
+                        }
+                    )
+                elif rb_call is not None and self.idempotent(rb_call):
                     self.emit(
                         {
                             "t": "step",
@@ -140,6 +169,17 @@ class Rollback(Runner):
                             "is not idempotent",
                         }
                     )
+            elif rollback_left_unknown(self.s.state, self.rb.instances[n]):
+                # members left unknown by an earlier rollback: those resolved since are done
+                # (or called again), those still unknown keep it waiting
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": n,
+                        "status": "succeeded",
+                        "reason": "rollback resumed: its members decide",
+                    }
+                )
             elif self.status(n) is Status.ROLLBACK_FAILED:
                 self.emit(
                     {"t": "step", "id": n, "status": "succeeded", "reason": "rollback retried"}
@@ -195,7 +235,11 @@ class Rollback(Runner):
     def compensate(self) -> None:
         """After the rollback: the members of each wave whose every member-touching step is
         undone are `compensated` (called once, by whoever ran this rollback)."""
-        undone = [n for n in self.scope if self.status(n) is Status.ROLLED_BACK]
+        undone = [
+            n
+            for n in self.scope
+            if self.status(n) is Status.ROLLED_BACK or per_member_undo(self.rb.instances[n])
+        ]
         if undone:
             rcohorts.compensate(self.rb, self.s.store, undone, self.run_id, self.s.reporter.notice)
 
@@ -281,6 +325,20 @@ class Rollback(Runner):
         )
 
     def finish(self, r: Result) -> None:
+        failed_members = (r.outputs or {}).get("failed_members") or []
+        failed_count = int((r.outputs or {}).get("failed") or 0)
+        per_member = per_member_undo(self.rb.instances[r.node])
+        if r.outcome is Outcome.SUCCEEDED and per_member and failed_count:
+            # a per-member rollback whose members failed within max_failed: those members
+            # are not undone, so the step is not rolled back (it is resumed for them)
+            shown = ", ".join(f"{k}: {e}" for k, e in failed_members[:5])
+            r = Result(
+                r.node,
+                Outcome.FAILED,
+                r.attempts,
+                error=f"{failed_count} member(s) not undone; first: {shown}",
+                outputs=r.outputs,
+            )
         if r.outcome is Outcome.SUCCEEDED:
             self.emit(
                 {
@@ -292,6 +350,19 @@ class Rollback(Runner):
                     "duration": r.duration,
                 },
                 rcohorts.revert_effect(self.rb, self.s.store, r.node),
+            )
+        elif r.outcome is Outcome.WAITING:
+            # a per-member rollback with members cut by a crash: the operator decides each
+            # (`resolve --member`), then `rollback` resumes it (exit 3 meanwhile)
+            self.emit(
+                {
+                    "t": "step",
+                    "id": r.node,
+                    "status": "unknown",
+                    "reason": "rollback",
+                    "error": r.error,
+                    "rollback_outputs": r.outputs,
+                }
             )
         elif r.outcome is Outcome.CANCELLED:
             inst = self.rb.instances[r.node]

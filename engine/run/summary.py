@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..errors import Exit
+from ..format.printable import one_line
 from .scheduler import ApplyOutcome
 
 _HEAD = {
@@ -34,9 +35,13 @@ def counts_text(counts: dict[str, int]) -> str:
 
 
 def apply_summary(
-    out: ApplyOutcome, file: str, gates: frozenset[str] = frozenset()
+    out: ApplyOutcome,
+    file: str,
+    gates: frozenset[str] = frozenset(),
+    foreach: frozenset[str] = frozenset(),
 ) -> tuple[str, dict[str, Any]]:
-    """``gates``: the gate (`check`) instances, whose waiting a person decides."""
+    """``gates``: the gate (`check`) instances, whose waiting a person decides; ``foreach``:
+    the per-member steps, whose waiting members are decided by `resolve --member`."""
     q = _quote(file)
     if out.nothing_to_do:
         lines = [f"nothing to do: every step of {file} is done"]
@@ -57,7 +62,7 @@ def apply_summary(
         lines.append(f"  {c.line}")
         lines.extend(f"  not clean: {s.text(c.cohort)}" for s in c.short)
     for node, error in out.failed:
-        lines.append(f"  failed: {node}: {error}")
+        lines.append(f"  failed: {node}: {one_line(error)}")
     if out.fired:
         lines.append(f"  contingencies fired in this run: {', '.join(out.fired)}")
     if out.rolled_back:
@@ -73,12 +78,17 @@ def apply_summary(
             "left as they are)"
         )
     for node, why in out.waiting:
-        lines.append(f"  {node} waits: {why}")
+        lines.append(f"  {node} waits: {one_line(why)}")
         if node in gates:
             lines.append(f"    pass it with: runbook approve {q} {_quote(node)} [--comment TEXT]")
             lines.append(
                 f"    fail it with: runbook resolve {q} {_quote(node)} --as failed [--comment TEXT]"
             )
+            continue
+        if node in foreach:
+            from .members import member_advice
+
+            lines.append(f"    {member_advice(file, node)}")
             continue
         lines.append(f"    approve with: runbook approve {q} {_quote(node)} [--comment TEXT]")
     for node in out.unknown:

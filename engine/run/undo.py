@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from ..console.terminal import Console
 from ..errors import Exit
+from ..format.printable import one_line
 from ..graph.scope import select
 from ..state.status import RunStatus, Status
 from ..state.store import read_state
-from .rollback import Rollback, rollback_groups, undo_for
+from .members import member_advice
+from .rollback import (
+    Rollback,
+    per_member_undo,
+    rollback_groups,
+    rollback_left_unknown,
+    undo_for,
+)
 from .runner import Session
 from .session import Prepared
 from .summary import counts_text
@@ -29,7 +37,11 @@ def targets_for(
     live = {Status.SUCCEEDED, Status.ROLLING_BACK, Status.ROLLBACK_FAILED}
     base = _scope(prepared, step, phase, wave)
     grown = base | prepared.dag.descendants(base)
-    return {n for n in grown if state.status_of(n) in live}
+    return {
+        n
+        for n in grown
+        if state.status_of(n) in live or rollback_left_unknown(state, prepared.runbook.instances[n])
+    }
 
 
 def plan_text(
@@ -112,10 +124,14 @@ def run_rollback(
     for n in failed:
         st = state.steps[n]
         blocked = sorted(session.dag.ancestors([n]) & targets - set(undone))
-        lines.append(f"  rollback FAILED: {n}: {st.rollback_error}")
+        lines.append(f"  rollback FAILED: {n}: {one_line(st.rollback_error)}")
         if blocked:
             lines.append(f"    left as they are (not rolled back past it): {', '.join(blocked)}")
     for n in unknown:
+        if per_member_undo(rb.instances[n]):
+            lines.append(f"  {n} is unknown: {one_line(state.steps[n].error)}")
+            lines.append(f"    {member_advice(session.file, n)}; then runbook rollback again")
+            continue
         lines.append(
             f"  {n} is unknown: runbook resolve {session.file} {n} --as "
             "rolled_back|rollback_failed|succeeded"

@@ -99,6 +99,12 @@ class Message:
     state: str  # the ledger's: sent (told: queued in the outbox, or sent), unreachable
     delivery: str | None = None  # its row in the outbox: queued, sending, sent, uncertain...
 
+    @property
+    def shown(self) -> str:
+        """What happened to it, as a journey shows it: its delivery state when it went
+        through the outbox (queued until the relay sent it), else the ledger's."""
+        return self.delivery or self.state
+
     def as_json(self) -> dict[str, Any]:
         return {
             "channel": self.channel,
@@ -106,8 +112,10 @@ class Message:
             "step": self.step,
             "attempt": self.attempt,
             "at": self.at,
-            "state": self.state,
+            "state": self.shown,
             "delivery": self.delivery,
+            # the ledger's record: `sent` = handed over (to the outbox, or to the server)
+            "recorded": self.state,
         }
 
 

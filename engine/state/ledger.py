@@ -181,6 +181,25 @@ def compensate(
     return _move(db, m, "compensated", f"state IN ({_placeholders(len(states))})", states, at, None)
 
 
+def compensate_keys(
+    db: Database,
+    cohort: str,
+    wave: str,
+    keys: Iterable[Any],
+    step: str,
+    run: str,
+    attempt: int,
+    at: str,
+) -> int:
+    """The members ``keys`` of the wave are ``compensated``: every step that touched them was
+    undone for them (a per-member rollback that undid only some of its members)."""
+    m = Mark(cohort, wave, "compensated", step, run, attempt)
+    states = tuple(s for s in MEMBER_STATES if s != "compensated")
+    _keys_table(db, keys)
+    where = f"state IN ({_placeholders(len(states))}) AND key IN (SELECT key FROM temp.mark_keys)"
+    return _move(db, m, "compensated", where, states, at, None)
+
+
 def resolve_member(
     db: Database, cohort: str, key: Any, state: str, step: str, run: str, attempt: int, at: str
 ) -> None:

@@ -21,6 +21,7 @@ from .db import Database
 from .status import DONE, State, Status
 
 LISTED = 10  # first keys named
+DONE_TARGET = "done"  # a finished wave whose steps mark nothing: no member may be failed
 
 
 @dataclass
@@ -106,7 +107,9 @@ def state_counts(db: Database, cohort: str) -> tuple[dict[str, int], dict[str, i
 
 
 def targets(rb: Runbook, state: State, cohort: str) -> dict[str, str]:
-    """wave -> the highest state the succeeded steps of its finished phases mark."""
+    """wave -> the highest state the succeeded steps of its finished phases mark; a finished
+    wave whose steps mark nothing -> ``done`` (its members must not be failed: SPEC §7, a
+    member failed within ``max_failed`` leaves the run not clean)."""
     out: dict[str, str] = {}
     for phase in rb.phases:
         if phase.cohort != cohort:
@@ -121,16 +124,24 @@ def targets(rb: Runbook, state: State, cohort: str) -> dict[str, str]:
                     break
                 if status is Status.SUCCEEDED and step.marks in ledger.ORDER:
                     marked.append(step.marks)
-            if not finished or not marked:
+            if not finished:
+                continue
+            if not marked:
+                out.setdefault(wave.id, DONE_TARGET)
                 continue
             best = max(marked, key=ledger.ORDER.index)
-            if wave.id not in out or ledger.ORDER.index(best) > ledger.ORDER.index(out[wave.id]):
+            if out.get(wave.id, DONE_TARGET) == DONE_TARGET or ledger.ORDER.index(
+                best
+            ) > ledger.ORDER.index(out[wave.id]):
                 out[wave.id] = best
     return out
 
 
 def short_of(db: Database, cohort: str, wave: str, target: str) -> Short | None:
-    below = (*ledger.ORDER[: ledger.ORDER.index(target)], "failed", "compensated", "unknown")
+    if target == DONE_TARGET:  # nothing marked: only members that failed or were cut count
+        below: tuple[str, ...] = ("failed", "unknown")
+    else:
+        below = (*ledger.ORDER[: ledger.ORDER.index(target)], "failed", "compensated", "unknown")
     where = f"cohort = ? AND wave = ? AND state IN ({', '.join('?' * len(below))})"
     args = (cohort, wave, *below)
     n = int(db.query(f"SELECT count(*) FROM entity WHERE {where}", args)[0][0])

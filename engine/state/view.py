@@ -9,6 +9,7 @@ from typing import Any
 from ..format import gates
 from ..format.loader import Loaded
 from .journeys import reader
+from .members import unknown_calls, unknown_text
 from .outcome import cohort_outcomes
 from .status import RunStatus, State, Status
 from .store import read_state
@@ -93,7 +94,7 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
     rb = loaded.runbook
     state, notice = load_state(loaded, state_dir)
     run = state.run if state else None
-    steps = []
+    steps: list[dict[str, Any]] = []
     for node, inst in rb.instances.items():
         st = state.steps.get(node) if state else None
         status = st.status if st else Status.PENDING
@@ -117,6 +118,12 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
                 "action": inst.step.action,
             }
         )
+        if state is not None and inst.step.foreach is not None:
+            _, unknown = unknown_calls(state, rb, node)
+            if unknown and status in (Status.WAITING, Status.UNKNOWN):
+                # the members still undecided now, not the list of when it stopped
+                steps[-1]["unknown_members"] = unknown
+                steps[-1]["error"] = unknown_text(state, rb, node)
         if status is Status.WAITING and inst.step.action == "check" and state and run:
             steps[-1]["gate"] = _waiting_gate(state, node, run.id)
     extra = sorted(set(state.steps) - set(rb.instances)) if state else []

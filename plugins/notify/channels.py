@@ -12,6 +12,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import json
+import re
 import smtplib
 import socket
 import ssl
@@ -65,9 +66,19 @@ def extra_headers(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in got.items())
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # C0 controls and DEL (tab included)
+_NOT_A_BREAK = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")  # CR and LF: said apart
+
+
 def check_headers(row: OutboxRow) -> None:
     """A header value with a line break (CR or LF: a header injection) is refused: ``NotSent``,
-    permanent (SPEC §11: the member or recipient is failed with that reason)."""
+    permanent (SPEC §11: the member or recipient is failed with that reason); so is an
+    address with any other control character. Other values keep theirs, RFC 2047-encoded."""
+    if _NOT_A_BREAK.search(row.address):
+        raise NotSent(
+            "the To address contains a control character (no valid address does): refused",
+            permanent=True,
+        )
     values = row.name + row.address + row.subject + (row.locale or "")
     if "\r" in values or "\n" in values or _breaks(row.sender, row.headers):
         for name, value in (
@@ -108,7 +119,7 @@ def email_bytes(row: OutboxRow, at: str | None = None) -> bytes:
     the time it was queued (the Date header).  Raises ``NotSent`` as ``check_headers``."""
     check_headers(row)
     headers = extra_headers(row.headers)
-    to = formataddr((row.name, row.address), charset="utf-8") if row.name else row.address
+    to = _named(row.name, row.address) if row.name else row.address
     lines = [
         f"From: {address_header(row.sender)}",
         f"To: {to}",
@@ -135,7 +146,7 @@ def _header(value: str, name: str) -> str:
     """One header value, unfolded from any line break, encoded when not plain ASCII, folded
     to 78 characters a line with the header's name."""
     value = " ".join(value.split())
-    if value.isascii() and "=?" not in value:
+    if value.isascii() and "=?" not in value and not _CONTROL.search(value):
         if len(name) + 2 + len(value) <= 78:
             return value
         return Header(value, header_name=name).encode(linesep="\r\n")
@@ -146,7 +157,16 @@ def _header(value: str, name: str) -> str:
 def address_header(value: str) -> str:
     """``Name <addr>`` or ``addr`` with the name encoded when needed."""
     name, address = parseaddr(" ".join(value.split()))
-    return formataddr((name, address), charset="utf-8") if name else address
+    return _named(name, address) if name else address
+
+
+def _named(name: str, address: str) -> str:
+    """``Name <addr>``: the name quoted, or an RFC 2047 word when it is not plain ASCII or
+    holds a control character (never raw in a header: a terminal or a parser would act on
+    it)."""
+    if _CONTROL.search(name):
+        return f"{Header(name, 'utf-8').encode()} <{address}>"
+    return formataddr((name, address), charset="utf-8")
 
 
 class Smtp:

@@ -397,6 +397,35 @@ def present_members(conn: Connection, table: str, column: str, condition: str) -
     return found
 
 
+def absent_members(conn: Connection, table: str, column: str) -> list[Any]:
+    """The wave's members (loaded on ``conn`` by ``member_filter``) with no row in ``table``:
+    set-wise, driven by the members' keys through the table's index on ``column`` (a wave of
+    200,000 in a table of 1,000,000 reads 200,000 index entries, not the table)."""
+    col = quote_ident(column)
+    cur = conn.raw.cursor()
+    if conn.kind == "sqlite":
+        # `t.col = k.rb_key` lets the index serve; `k.rb_key = +t.col` keeps member_filter's
+        # exact comparison (no affinity: the integer 1 is not the text '1')
+        cur.execute(
+            f"SELECT k.rb_key FROM temp.{KEYS} k WHERE NOT EXISTS (SELECT 1 FROM {table} t"
+            f" WHERE t.{col} = k.rb_key AND k.rb_key = +t.{col})"
+        )
+    else:
+        cur.execute(  # the key's type as member_filter made it: bigint, or text
+            f"SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            f" WHERE attrelid = 'pg_temp.{MEMBERS}'::regclass AND attname = 'key'"
+        )
+        row = cur.fetchone()
+        cast = "" if row and row[0] == "bigint" else "::text"
+        cur.execute(
+            f"SELECT m.key FROM {MEMBERS} m WHERE NOT EXISTS (SELECT 1 FROM {table} t"
+            f" WHERE t.{col}{cast} = m.key)"
+        )
+    found = [row[0] for row in cur.fetchall()]
+    conn.rollback()
+    return found
+
+
 def with_members(where: str | None, condition: str | None) -> str | None:
     if condition is None:
         return where

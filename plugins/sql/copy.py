@@ -45,6 +45,7 @@ from .common import (
     Column,
     Progress,
     Watch,
+    absent_members,
     cohort_members,
     count_rows,
     describe_table,
@@ -53,7 +54,6 @@ from .common import (
     matching,
     member_filter,
     pick_columns,
-    present_members,
     require_table,
     scope,
     utc_sessions,
@@ -147,7 +147,10 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         job.progress(job.copied, final=True)
         if members is not None and [c.name for c in key_cols] == [column]:
             # the member's own row: a member whose row is not in the source was not moved
-            members.only(present_members(src, table, column, condition))
+            absent = absent_members(src, table, column)
+            if absent:  # else every member was copied: marked set-wise, no key list
+                gone, everyone = set(absent), members.keys()
+                members.only(k for k in everyone if k not in gone)
         return {"rows_copied": job.copied}
 
 

@@ -46,6 +46,7 @@ def test_a_member_whose_row_left_the_source_is_neither_moved_nor_verified(runboo
     assert "verify[all]" in r.out and "rolling back" in r.out
     states = [s for s, _, _ in cr.journey(key)]
     assert "verified" not in states and "failed" in states  # never claimed verified
+    assert "moved" not in states  # its row was not there to copy
     (why,) = cr.ledger(
         "cohorts", f"SELECT reason FROM transition WHERE key = {key} AND state = 'failed'"
     )[0]

@@ -162,6 +162,29 @@ def test_late_and_vanished_entities_are_found_marked_and_admitted(runbook) -> No
     assert r.code == 2 and "entity 51 is pending, not excluded" in r.err
 
 
+def test_a_wave_start_refreshes_changed_attributes_only(runbook) -> None:
+    """A wave's start reads the source again: a member whose attributes changed since the draw
+    gets the new ones (its messages use them); unchanged rows are left as they are."""
+    import json
+
+    cr.legacy()
+    cr.target()
+    cr.write()
+    assert runbook("cohort", "freeze", "m.yaml").code == 0
+    ((key,), (other,)) = cr.ledger(
+        "cohorts", "SELECT key FROM entity WHERE wave = 'pilot' ORDER BY key LIMIT 2"
+    )
+    before = dict(cr.ledger("cohorts", "SELECT key, attrs FROM entity"))
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("UPDATE customers SET email = 'moved@example.org' WHERE id = ?", (key,))
+    r = runbook("apply", "m.yaml", "--yes")
+    assert r.code == 0, r.output
+    after = dict(cr.ledger("cohorts", "SELECT key, attrs FROM entity"))
+    assert json.loads(after[key])["email"] == "moved@example.org"
+    assert after[other] == before[other]
+    assert {k for k in after if after[k] != before.get(k)} == {key}
+
+
 def test_an_edit_to_a_frozen_draw_needs_redraw(runbook) -> None:
     cr.legacy()
     cr.target()

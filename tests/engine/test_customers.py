@@ -85,14 +85,14 @@ def test_a_journey_interleaves_the_draw_transitions_and_messages(runbook, applie
     events = [ln.split("  ", 2)[2] for ln in lines[2:]]
     assert [e.split(" (")[0].split(":")[0] for e in events] == [
         "drawn into wave early",
-        "message sent",
+        "message queued",  # in the outbox until a relay sends it
         "-> notified",
         "-> moved",
         "-> notified",  # the copy undone: moved no longer
-        "message sent",
+        "message queued",  # in the outbox until a relay sends it
         "-> compensated",
         "-> pending",
-        "message sent",
+        "message queued",  # in the outbox until a relay sends it
         "-> notified",
         "-> moved",
         "-> verified",
@@ -132,11 +132,12 @@ def test_a_member_that_failed_verify_shows_why_and_how_it_was_moved_again(runboo
     assert e["transitions"][2]["reason"] == "sql.verify: different in customers"
     assert all(set(t) >= {"state", "step", "run", "attempt", "at"} for t in e["transitions"])
     msgs = [(m["step"], m["attempt"], m["channel"], m["state"]) for m in e["messages"]]
-    assert msgs == [
-        ("announce[early]", 1, "outbox", "sent"),
-        ("announce[early]#rollback", 1, "outbox", "sent"),
-        ("announce[early]", 2, "outbox", "sent"),
+    assert msgs == [  # their delivery state: queued, no relay ran (Issue 13 audit)
+        ("announce[early]", 1, "outbox", "queued"),
+        ("announce[early]#rollback", 1, "outbox", "queued"),
+        ("announce[early]", 2, "outbox", "queued"),
     ]
+    assert {m["recorded"] for m in e["messages"]} == {"sent"}  # the ledger's: handed over
     assert all(m["message_id"].startswith("<") for m in e["messages"])
 
 

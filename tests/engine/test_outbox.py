@@ -306,17 +306,21 @@ def test_a_journey_shows_each_message_with_its_delivery_state(
     assert runbook("apply", "m.yaml", "--yes").code == 0
     r = runbook("customers", "m.yaml", "7")
     assert r.code == 0, r.err
-    (line,) = [ln for ln in r.out.splitlines() if "message sent" in ln]
-    assert line.endswith("by announce[all] (attempt 1), delivery queued")
+    # queued until the relay sends it (Issue 13 audit: never shown `sent` before that)
+    assert "message sent" not in r.out
+    (line,) = [ln for ln in r.out.splitlines() if "message queued" in ln]
+    assert line.endswith("by announce[all] (attempt 1)")
     doc = json.loads(runbook("customers", "m.yaml", "7", "--format", "json").out)
     (msg,) = doc["entities"][0]["messages"]
-    assert (msg["channel"], msg["state"], msg["delivery"]) == ("outbox", "sent", "queued")
+    assert (msg["channel"], msg["state"], msg["delivery"]) == ("outbox", "queued", "queued")
+    assert msg["recorded"] == "sent"  # the ledger's: handed to the outbox (marks: notified)
     assert runbook("outbox", "m.yaml", "--relay", f"smtp://127.0.0.1:{server.port}").code == 0
     doc = json.loads(runbook("customers", "m.yaml", "7", "--format", "json").out)
     (msg,) = doc["entities"][0]["messages"]
     assert msg["delivery"] == "sent" and ids(server)[msg["message_id"]] == 1
+    assert msg["state"] == "sent"
     (line,) = [ln for ln in runbook("customers", "m.yaml", "7").out.splitlines() if "message" in ln]
-    assert "delivery" not in line  # delivered: the ledger's `sent` says it all
+    assert "message sent: outbox" in line
 
 
 @pytest.mark.slow

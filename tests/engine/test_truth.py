@@ -38,7 +38,17 @@ def test_a_contingency_message_is_sent_once_per_firing_not_once_per_state(runboo
     Path("fixed").touch()
     assert runbook("apply", "r.yaml", "--yes").code == 1  # finished after compensation
     Path("fixed").unlink()
-    r = runbook("apply", "r.yaml", "--yes", "--replace", "verify")  # a new run fails again
+    # --replace stays inside the run (SPEC §11): the same firing, not paged twice
+    r = runbook("apply", "r.yaml", "--yes", "--replace", "verify")
+    assert r.code == 1, r.output
+    fired = [rec for rec in journal(".runbook", "t") if rec["t"] == "contingency"]
+    assert len([rec for rec in fired if rec["status"] == "succeeded"]) == 1
+    # a full rollback ends the run; a new run that fails again is a new firing: paged again
+    Path("fixed").touch()
+    assert runbook("apply", "r.yaml", "--yes").code == 1  # finished after compensation
+    assert runbook("rollback", "r.yaml", "--yes").code == 0
+    Path("fixed").unlink()
+    r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 1, r.output
     pages = [
         rec

@@ -116,15 +116,16 @@ def test_apply_gates_then_notifies_once_with_the_password_kept_secret(
 
     r = runbook("apply", "rb.yaml", "--yes", "--var", metrics)
     assert r.code == 0 and len(server.messages) == 3  # nothing to do: nobody told twice
-    # --replace after the run finished starts a new run: a message is once per (run, step,
-    # attempt, recipient), so the step sends again, each message with a Message-ID of its own
+    # --replace stays inside the run (SPEC §11): a message is once per (run, step, attempt,
+    # recipient), so the step runs again and sends nothing twice
+    run_id = doc["run"]["id"]
     r = runbook("apply", "rb.yaml", "--yes", "--var", metrics, "--replace", "tell")
     assert r.code == 0, r.output
     doc = json.loads(runbook("status", "rb.yaml", "--format", "json").out)
+    assert doc["run"]["id"] == run_id
     outputs = step(doc, "tell")["outputs"]
-    assert (outputs["sent"], outputs["skipped_already_sent"]) == (3, 0)
-    assert len(server.messages) == 6
-    assert len({m.message["Message-ID"] for m in server.messages}) == 6
+    assert (outputs["sent"], outputs["skipped_already_sent"]) == (0, 3)
+    assert len(server.messages) == 3
 
     measured = [
         r for r in journal(".runbook", "tell-customers") if r.get("kind") == "check.measured"
