@@ -27,13 +27,18 @@ ACAI = runbooks/examples/acai-distributor-gradual-migration.yaml
 SUBS = runbooks/examples/subscription-platform-switch.yaml
 DEMO_VARS = --var auto_approve=true --var notice_lead_time=1s --var gate_interval=0s
 RUNBOOK = $(BIN)/runbook --state-dir demo/.runbook
+# the subscription demo's payment provider (runbooks/examples/fake_provider.py): a real HTTP
+# server on a free 127.0.0.1 port, up only while the command in quotes runs ($$PROVIDER_URL)
+WITH_PROVIDER = $(BIN)/python runbooks/examples/fake_provider.py --run
 # the first customer (in key order) of a wave, from the ledger: $(call first-of,FILE,WAVE)
 first-of = $$($(RUNBOOK) customers $(1) --wave $(2) --format csv | awk -F, 'NR == 2 {print $$1}')
 
 # The main job: 20,000 retailer customers move from a legacy SQLite ERP to the new platform in
 # three waves drawn once into a ledger (pilot, early, all), told in their language first,
-# copied, verified, gated; the customers with no contact are excluded and reported. It ends
-# with the ledger's counts and one pilot customer's journey.
+# copied, verified, gated (repeat orders of the wave against the customers not moved yet); the
+# customers with no contact are excluded and reported. It ends with the ledger's counts and one
+# pilot customer's journey; then 1,000 subscribers of the subscription example, whose payment
+# methods move one API call each to a local fake provider, churn gated against the holdout.
 demo: install
 	rm -rf demo
 	$(BIN)/python runbooks/examples/demo_data.py acai --out demo
@@ -44,7 +49,10 @@ demo: install
 	$(RUNBOOK) customers $(ACAI)
 	@key=$(call first-of,$(ACAI),pilot); test -n "$$key" || exit 1; \
 	echo "$$ runbook customers $(ACAI) $$key"; $(RUNBOOK) customers $(ACAI) $$key
-	@echo "report: demo/report.html   state: demo/.runbook/   try: make demo-fault"
+	$(BIN)/python runbooks/examples/demo_data.py subscription --out demo --customers 1000
+	$(WITH_PROVIDER) '$(RUNBOOK) apply --yes $(SUBS) $(DEMO_VARS) --var notice_lead_time=0s --var provider_url=$$PROVIDER_URL'
+	$(RUNBOOK) customers $(SUBS)
+	@echo "report: demo/report.html   state: demo/.runbook/   try: make demo-fault, make demo-subscription"
 
 # The same with a corrupted customer in wave `early`: verify fails and marks it failed, the
 # data-loss contingencies fire, wave `early` is rolled back (its customers compensated and told
@@ -65,11 +73,15 @@ demo-fault: install
 
 # 5,000 subscribers change payment platform; those whose payment method the new platform does
 # not take (and those with no contact) are excluded with their reason, every payment method not
-# moved is listed with its owner's reason, and a lost one would make the run not clean.
+# moved is listed with its owner's reason, and a lost one would make the run not clean. Each
+# subscriber's payment method goes into the new provider's vault by one API call (foreach, with
+# an Idempotency-Key) to a local fake provider that fails a few customers once and rate-limits
+# with 429 + Retry-After; each wave's churn is gated against the holdout's.
 demo-subscription: install
 	rm -rf demo
 	$(BIN)/python runbooks/examples/demo_data.py subscription --out demo
-	$(RUNBOOK) apply --yes $(SUBS) $(DEMO_VARS)
+	$(WITH_PROVIDER) '$(RUNBOOK) apply --yes $(SUBS) $(DEMO_VARS) --var provider_url=$$PROVIDER_URL'
+	$(RUNBOOK) report $(SUBS) --format html --output demo/subscription-report.html
 	$(RUNBOOK) customers $(SUBS)
 	$(BIN)/python runbooks/examples/demo_summary.py subscription demo
 

@@ -23,6 +23,7 @@ BENCHES = [
     "report",
     "masking",
     "customers",
+    "foreach",
 ]
 
 

@@ -248,6 +248,9 @@ class ActionContext:
     # RUN/STEP/ATTEMPT/KEY (http sends it as `Idempotency-Key`)
     member: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    # the caller stops waiting for this call once ``cancel`` is set and leaves it behind (a
+    # foreach member runs in a daemon thread): the action may block without watching cancel
+    abandonable: bool = False
     # this step's messages in the state's outbox table (notify); None outside the engine
     outbox: Outbox | None = None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import json as jsonlib
+import queue
 import socket
 import threading
 import time
@@ -32,6 +33,9 @@ MAX_BODY = 8 * 1024 * 1024  # bytes read from a reply; past it the body is cut (
 BODY_OUTPUT = 64 * 1024  # characters of the body kept in the outputs
 EXCERPT = 1000  # characters of the body shown under a failure
 USER_AGENT = f"runbook/{__version__}"
+MIN_RETRY_AFTER = 1.0  # seconds: the least wait after a 429/503 with Retry-After
+RATE_LIMITED = 20  # rate-limited answers waited out for one call, at most
+RETRY_4XX = frozenset({408, 409, 425, 429})  # client errors that may pass when sent again
 # never sent on to another origin after a redirect (besides headers that hold a secret)
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -105,6 +109,53 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return new
 
 
+class _Helpers:
+    """Daemon threads that make requests for callers that can be cancelled: a caller waits
+    for its request, or leaves it to die at its own timeout (a daemon thread never holds up
+    the process's exit). Threads are reused (starting one costs more than a short request
+    to a server nearby) and end after ``IDLE`` seconds without work."""
+
+    IDLE = 30.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            spare = self._idle > 0
+            if spare:
+                self._idle -= 1
+        self._work.put(work)
+        if not spare:
+            threading.Thread(target=self._serve, name="runbook-http", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                work = self._work.get(timeout=self.IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # nobody counts on this thread: it may end
+                        self._idle -= 1
+                        return
+                continue
+            work()
+            with self._lock:
+                self._idle += 1
+
+
+_helpers = _Helpers()
+
+
+def opener_for(secret: Collection[str]) -> urllib.request.OpenerDirector:
+    """An opener with urllib's handlers (environment proxies read now), whose redirects
+    drop the credentials and the ``secret`` headers on the way to another origin. Building
+    one costs about 0.3 ms: a step that sends many requests keeps it (``HttpAction``)."""
+    return urllib.request.build_opener(_Redirects(secret))
+
+
 def send(
     method: str,
     url: str,
@@ -114,33 +165,32 @@ def send(
     data: bytes | None = None,
     cancel: threading.Event | None = None,
     secret: Collection[str] = (),
+    opener: urllib.request.OpenerDirector | None = None,
 ) -> Response:
     """One request; any status is a ``Response``; no reply raises ``RequestError``.
     ``secret``: names of headers that hold a secret, dropped (like ``Authorization``) on a
-    redirect to another origin."""
+    redirect to another origin; ``opener``: one from ``opener_for(secret)``, reused."""
     if timeout <= 0:
         raise RequestError("no time left for the request", maybe_received=False)
     for name, value in (headers or {}).items():
-        if any(c in f"{name}{value}" for c in "\r\n"):
-            raise RequestError(
-                f"header {name!r}: a line break (CR or LF) in a header is refused",
-                maybe_received=False,
-                refused=True,
-            )
+        problem = header_problem(name, value)
+        if problem:
+            raise RequestError(f"header {name!r}: {problem}", maybe_received=False, refused=True)
+    use = opener if opener is not None else opener_for(secret)
     if cancel is None:
-        return _send(method, url, timeout, dict(headers or {}), data, secret)
+        return _send(method, url, timeout, dict(headers or {}), data, use)
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["response"] = _send(method, url, timeout, dict(headers or {}), data, secret)
+            box["response"] = _send(method, url, timeout, dict(headers or {}), data, use)
         except BaseException as exc:  # noqa: BLE001 (re-raised in the caller's thread)
             box["error"] = exc
         finally:
             done.set()
 
-    threading.Thread(target=work, name="runbook-http", daemon=True).start()
+    _helpers.submit(work)
     while not done.wait(0.05):
         if cancel.is_set():
             raise RequestError("interrupted", maybe_received=True)
@@ -150,18 +200,47 @@ def send(
     return response
 
 
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent as it is, or None. A line break would smuggle a header;
+    other control characters reach a log or a terminal raw; HTTP/1.1 sends headers in
+    ISO-8859-1, so a character beyond it cannot be sent (``| urlencode`` it)."""
+    text = f"{name}{value}"
+    if "\r" in text or "\n" in text:
+        return "a line break (CR or LF) in a header is refused"
+    bad = next((c for c in text if (ord(c) < 32 and c != "\t") or ord(c) == 127), None)
+    if bad is not None:
+        return f"a control character ({bad!r}) in a header is refused"
+    wide = next((c for c in text if ord(c) > 255), None)
+    if wide is not None:
+        return (
+            f"the character {wide!r} cannot be sent in an HTTP header (ISO-8859-1 only): "
+            "encode the value, e.g. `| urlencode`"
+        )
+    return None
+
+
+def idempotency_header(key: str) -> str:
+    """The ``Idempotency-Key`` header for the engine's key ``RUN/STEP/ATTEMPT/KEY``: printable
+    ASCII as it is, anything else percent-encoded (UTF-8), so that a member whose key is
+    ``k☃`` or holds a control character is sent like any other, always with the same key."""
+    if all(32 < ord(c) < 127 for c in key):
+        return key
+    from urllib.parse import quote
+
+    return quote(key, safe="".join(chr(i) for i in range(33, 127) if chr(i) != "%"))
+
+
 def _send(
     method: str,
     url: str,
     timeout: float,
     headers: dict[str, str],
     data: bytes | None,
-    secret: Collection[str] = (),
+    opener: urllib.request.OpenerDirector,
 ) -> Response:
     headers.setdefault("User-Agent", USER_AGENT)
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     deadline = time.monotonic() + timeout
-    opener = urllib.request.build_opener(_Redirects(secret))
     try:
         reply: Any = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -280,10 +359,15 @@ class HttpAction(BuiltinAction):
         elif "body" in params:
             data = str(params["body"]).encode()
         if ctx.idempotency_key and not any(k.lower() == "idempotency-key" for k in headers):
-            headers["Idempotency-Key"] = ctx.idempotency_key
+            headers["Idempotency-Key"] = idempotency_header(ctx.idempotency_key)
         codes, wanted = expected_statuses(params.get("expect_status"))
         mask = ctx.masker.mask
         what = f"{method} {url}"
+        secret = secret_headers(headers, mask)
+        # one opener per run and set of secret headers: a foreach sends thousands of requests
+        names = ",".join(sorted(secret))
+        opener = ctx.resources.get(f"http.opener:{names}", lambda: opener_for(secret))
+        limited = 0
         while True:
             try:
                 reply = send(
@@ -292,8 +376,10 @@ class HttpAction(BuiltinAction):
                     timeout=ctx.remaining(),
                     headers=headers,
                     data=data,
-                    cancel=ctx.cancel,
-                    secret=secret_headers(headers, mask),
+                    # a call the engine may leave behind is sent from this thread
+                    cancel=None if ctx.abandonable else ctx.cancel,
+                    secret=secret,
+                    opener=opener,
                 )
             except RequestError as exc:
                 raise ActionFailed(
@@ -302,8 +388,12 @@ class HttpAction(BuiltinAction):
             wait = retry_after(reply) if reply.status in (429, 503) else None
             if wait is None or status_ok(reply.status, codes):
                 break
-            # rate limited: wait as the server asks, within the step's remaining time
-            if wait > ctx.remaining() or not ctx.sleep(wait):
+            # rate limited: wait as the server asks (at least MIN_RETRY_AFTER: a `0` or a
+            # date gone by does not make a loop of requests), within the step's remaining
+            # time, at most RATE_LIMITED times for one call; then the step's retries decide
+            limited += 1
+            wait = max(wait, MIN_RETRY_AFTER)
+            if limited > RATE_LIMITED or wait > ctx.remaining() or not ctx.sleep(wait):
                 break
         outputs = {
             "status": reply.status,
@@ -316,5 +406,8 @@ class HttpAction(BuiltinAction):
                 mask(f"{what} returned {reply.status} {reply.reason}, expected {wanted}"),
                 details=indented(reply.text(EXCERPT, ctx.masker)),
                 outputs=outputs,
+                # a client error is the same answer next time (a declined card: 422); a
+                # timeout, a conflict still settling, a rate limit and 5xx may pass later
+                retryable=reply.status not in range(400, 500) or reply.status in RETRY_4XX,
             )
         return outputs

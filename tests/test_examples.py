@@ -14,6 +14,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,8 +31,8 @@ SUBSCRIPTION = EXAMPLES / "subscription-platform-switch.yaml"
 SCRIPT = EXAMPLES / "demo_data.py"
 
 
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("demo_data", SCRIPT)
+def _module(script: Path = SCRIPT) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -38,6 +40,25 @@ def _module() -> ModuleType:
 
 
 demo_data = _module()
+fake = _module(EXAMPLES / "fake_provider.py")
+
+
+@pytest.fixture
+def fake_provider() -> Any:
+    """The subscription demo's fake payment provider (``runbooks/examples/fake_provider.py``,
+    its defaults: a few customers fail once with 503, 429 + Retry-After past 400 calls/s),
+    serving in a thread: ``(vault, url)``."""
+    import threading
+
+    vault = fake.Vault(0, set(), 400.0, 100, 97)
+    server = fake.Server(("127.0.0.1", 0), fake.handler(vault))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield vault, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def generate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -299,6 +320,15 @@ def test_acai_demo_moves_every_customer_it_can_reach(runbook) -> None:
     assert demo_data.main(["acai", "--out", "demo", "--customers", "300"]) == 0
     r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
     assert r.code == 0, r.output
+    # the repeat-orders gate: each wave's moved customers against those not moved yet, read
+    # on each side's own database; not run on the last wave (nobody left to compare with)
+    for wave in ("pilot", "early"):
+        assert re.search(
+            rf"repeat-orders-gate\[{wave}\]: check 1/3: #1 [\d.]+ vs pending [\d.]+ "
+            r"\(n \d+, n_baseline \d+\): passed",
+            r.out,
+        ), r.out
+    assert "repeat-orders-gate[all]: check" not in r.out
     assert "cohort customers: drew 298 eligible of 300 (pilot 20, early 59, all 219); " \
         "excluded: 2 no-contact" in r.out  # fmt: skip
     assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out
@@ -488,3 +518,36 @@ def test_demo_summary_finds_what_the_ledger_and_the_databases_disagree_on(runboo
         [sys.executable, str(SUMMARY), "acai", "nowhere"], capture_output=True, text=True
     )
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_the_fake_provider_serves_only_while_its_command_runs(tmp_path: Path) -> None:
+    """`fake_provider.py --run COMMAND` (how the Makefile's demos start and stop it): the URL
+    in $PROVIDER_URL, the command's exit status, one summary line, the port closed after."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import os, sys, urllib.error, urllib.request\n"
+        "url = os.environ['PROVIDER_URL']\n"
+        "open(sys.argv[1], 'w').write(url)\n"
+        "req = urllib.request.Request(url + '/v1/customers/97/payment-method', data=b'{}',\n"
+        "                             headers={'Idempotency-Key': 'k97'}, method='POST')\n"
+        "try:\n"
+        "    urllib.request.urlopen(req)\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    print('first', exc.code)\n"
+        "print('again', urllib.request.urlopen(req).status)\n"
+        "sys.exit(3)\n"
+    )
+    seen = tmp_path / "url.txt"
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "fake_provider.py"), "--run",
+         f"{sys.executable} {probe} {seen}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "first 503" in r.stdout and "again 201" in r.stdout  # 97 fails once, then moves
+    assert "1 payment methods in the vault (0 moved twice)" in r.stdout
+    assert "1 customers failed once (503) and retried" in r.stdout
+    url = seen.read_text()
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
+    with pytest.raises(urllib.error.URLError):  # stopped: nothing listens there any more
+        urllib.request.urlopen(url + "/stats", timeout=5)

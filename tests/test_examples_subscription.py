@@ -4,6 +4,7 @@ subscriber and the run, a wave rolled back and run again."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tests.test_examples import (
     SUBSCRIPTION,
     count,
     demo_data,
+    fake_provider,
     journey,
     ledger,
     ledger_counts,
@@ -27,18 +29,44 @@ NEW = Path("demo/subscription-new.db")
 SUPPORTED = "type IN ('card', 'pix', 'paypal', 'boleto')"
 
 
+__all__ = ["fake_provider"]  # the fixture, imported
+
+
+def _vars(url: str) -> tuple[str, ...]:
+    return (*DEMO_VARS, "--var", f"provider_url={url}")
+
+
 def _in(keys: list[int]) -> str:
     return f"IN ({', '.join(map(str, keys))})"
 
 
-def test_subscription_demo_holds_back_what_it_cannot_move_with_the_reason(runbook) -> None:
+def test_subscription_demo_holds_back_what_it_cannot_move_with_the_reason(
+    runbook, fake_provider
+) -> None:
+    vault, url = fake_provider
     assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS)
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
     assert r.code == 0, r.output
     assert (
         "1,000 subscribers: 979 verified, 21 excluded (16 unsupported-payment-method, "
         "5 no-contact), 0 failed, 0 pending" in r.out
     )
+    # each verified subscriber's payment method went into the provider's vault by one API call
+    # with its own Idempotency-Key (RUN/STEP/ATTEMPT/KEY): a 503 or a 429 was called again
+    # with the same key, a 429 no sooner than its Retry-After
+    seen = vault.stats()
+    verified = {k for (k,) in ledger(NAME, "SELECT key FROM entity WHERE state = 'verified'")}
+    assert {int(k) for k in seen["moved"]} == verified and len(verified) == 979
+    assert set(seen["moves"].values()) == {1} and seen["unkeyed"] == 0
+    assert len(seen["calls"]) == 979 and seen["early_retries"] == 0
+    assert all(re.fullmatch(r"\S+/vault-payment-methods\[\w+\]/1/\d+", k) for k in seen["calls"])
+    assert seen["failed_once"] and all(int(k) % 97 == 0 for k in seen["failed_once"])
+    assert "vault-payment-methods[half]: foreach: 469 done, 0 failed, 0 left" in r.out
+    # the churn gate compares each wave with the holdout, and is not run on the holdout itself
+    assert re.search(
+        r"churn-gate\[canary\]: check 1/3: #1 0 vs holdout 0 \(n 20, n_baseline 19\): passed", r.out
+    )
+    assert "churn-gate[holdout]" not in r.out or "churn-gate[holdout] skipped" in r.out
     assert ledger_counts(NAME) == {
         ("canary", "verified"): 20,
         ("half", "verified"): 469,
@@ -103,10 +131,13 @@ def test_subscription_demo_holds_back_what_it_cannot_move_with_the_reason(runboo
         "(no-contact): agrees with the databases" in said  # fmt: skip
 
 
-def test_a_payment_method_left_behind_fails_its_subscriber_and_the_run(runbook) -> None:
+def test_a_payment_method_left_behind_fails_its_subscriber_and_the_run(
+    runbook, fake_provider
+) -> None:
     """A canary subscriber takes a payment method the new platform does not take after the
     draw: the copy leaves it behind, verify names the subscriber `failed`, the wave is rolled
     back and the run is not clean (exit 1)."""
+    vault, url = fake_provider
     assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
     r = runbook("cohort", "freeze", str(SUBSCRIPTION))
     assert r.code == 0, r.output
@@ -117,7 +148,7 @@ def test_a_payment_method_left_behind_fails_its_subscriber_and_the_run(runbook) 
             "VALUES (9999, ?, 'legacy_wallet', 'tok_new', 0)",
             (victim,),
         )
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS)
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
     assert r.code == 1, r.output
     assert (
         "verify-payment-methods[canary]: table payment_methods: 1 of " in r.out
@@ -132,6 +163,7 @@ def test_a_payment_method_left_behind_fails_its_subscriber_and_the_run(runbook) 
     assert ledger_counts(NAME)[("canary", "compensated")] == 20
     assert count(NEW, "payment_methods") == count(NEW, "subscribers") == 0
     assert count(LEGACY, "billing_holds") == 0
+    assert vault.stats()["requests"] == 0  # verify failed first: nothing went to the vault
     postponed = [
         m
         for m in outbox("subscription-outbox/email")
@@ -143,9 +175,10 @@ def test_a_payment_method_left_behind_fails_its_subscriber_and_the_run(runbook) 
     assert summary(kind="subscription").returncode == 0  # nothing half-moved is left behind
 
 
-def test_subscription_fault_in_half_wave_and_the_re_run(runbook) -> None:
+def test_subscription_fault_in_half_wave_and_the_re_run(runbook, fake_provider) -> None:
+    vault, url = fake_provider
     assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS, "--var", "inject_fault=half")
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url), "--var", "inject_fault=half")
     assert r.code == 1, r.output
     assert "verify-payment-methods[half] failed" in r.output
     assert "contingencies fired in this run: page-payments-oncall, pause-and-notify" in r.output
@@ -165,9 +198,9 @@ def test_subscription_fault_in_half_wave_and_the_re_run(runbook) -> None:
 
     # the fault is off again: the run is pinned to inject_fault=half (SPEC §8), so the
     # change is refused until accepted
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS)
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
     assert r.code == 2 and 'var inject_fault: "half" -> ' in r.err, r.output
-    r = runbook("apply", "--yes", str(SUBSCRIPTION), *DEMO_VARS, "--accept-changes")
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url), "--accept-changes")
     # the run finished, but it needed compensation on the way: never a plain success (SPEC §4)
     assert r.code == 1, r.output
     assert "succeeded after compensation (exit 1)" in r.out
@@ -178,6 +211,7 @@ def test_subscription_fault_in_half_wave_and_the_re_run(runbook) -> None:
     assert count(NEW, "payment_methods") == count(
         LEGACY, f"payment_methods WHERE subscriber_id {_in(verified)}"
     )
+    assert {int(k) for k in vault.stats()["moved"]} == set(verified)
     assert [w for (w,) in rows(LEGACY, "SELECT DISTINCT wave FROM billing_holds ORDER BY 1")] == [
         "canary",
         "half",
@@ -185,3 +219,33 @@ def test_subscription_fault_in_half_wave_and_the_re_run(runbook) -> None:
         "rest",
     ]
     assert summary(kind="subscription").returncode == 0
+
+
+def test_a_provider_that_declines_a_canary_subscriber_rolls_the_wave_back_member_by_member(
+    runbook, fake_provider
+) -> None:
+    """The provider declines subscribers whose key is a multiple of 40 (422, every time): the
+    canary's `max_failed: 1%` (0 of 20) is exceeded, the declined one is named with the
+    provider's answer, and the wave is rolled back: each payment method vaulted is taken out
+    again (one DELETE per member done), nothing stays in the vault, the canary is compensated."""
+    vault, url = fake_provider
+    vault.decline_every = 40
+    assert demo_data.main(["subscription", "--out", "demo", "--customers", "1000"]) == 0
+    r = runbook("cohort", "freeze", str(SUBSCRIPTION))
+    assert r.code == 0, r.output
+    canary = members(NAME, "canary")
+    declined = [k for k in canary if k % 40 == 0]
+    assert declined  # the draw (seeded) puts at least one in the canary
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
+    assert r.code == 1, r.output
+    assert (
+        f"vault-payment-methods[canary] failed: {len(declined)} of 20 members failed "
+        f"(max_failed 1% = 0); first: {declined[0]}: POST {url}/v1/customers/{declined[0]}"
+        "/payment-method returned 422 card token expired, expected 200 or 201" in r.out
+    )
+    seen = vault.stats()
+    assert seen["moved"] == [] and seen["unkeyed"] == 0
+    assert {int(k) for k in seen["removed"]} == set(canary) - set(declined)
+    assert set(seen["removed"].values()) == {1}
+    assert ledger_counts(NAME)[("canary", "compensated")] == 20
+    assert count(NEW, "subscribers") == 0 and count(LEGACY, "billing_holds") == 0

@@ -21,7 +21,7 @@ from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
 from ..format.sandbox import secrets_view
 from ..format.schema import check as schema_check
-from ..format.templates import TemplateError, evaluate, iter_strings, render
+from ..format.templates import TemplateError, evaluate, iter_strings, parse, render
 from ..graph.dag import Dag
 from ..masking import Masker
 from ..state.db import Database
@@ -133,8 +133,16 @@ class Runner:
             failed_step,
         )
 
-    def render_params(self, call: Call, ctx: Mapping[str, Any]) -> dict[str, Any]:
-        """The rendered ``with``; raises ActionFailed naming the key that failed."""
+    def render_params(
+        self,
+        call: Call,
+        ctx: Mapping[str, Any],
+        only: frozenset[str] | None = None,
+        rendered: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The rendered ``with``; raises ActionFailed naming the key that failed. With
+        ``only``, just those keys are rendered and the others taken from ``rendered`` (a
+        foreach step's keys that do not name ``member``, rendered once for all members)."""
         action = self.action(call)
         late = late_keys(action)
         out: dict[str, Any] = {}
@@ -143,12 +151,10 @@ class Runner:
             if key in late:
                 out[key] = value
                 continue
-            try:
-                out[key] = render(value, ctx, template_mode(action, key))
-            except TemplateError as exc:
-                raise ActionFailed(
-                    f"template error in with.{key}: {exc}", retryable=False
-                ) from None
+            if only is not None and rendered is not None and key not in only:
+                out[key] = rendered[key]
+            else:
+                out[key] = _render_key(action, key, value, ctx)
             templated = templated or next(iter_strings(value), None) is not None
         if templated:
             problems = schema_check(out, action.schema, self.rb.source, (*call.path, "with"))
@@ -156,6 +162,47 @@ class Runner:
                 text = "; ".join(f"{p.path}: {p.message}" for p in problems)
                 raise ActionFailed(f"after rendering, {text}", retryable=False)
         return out
+
+    def member_renderer(
+        self, call: Call, step_ctx: Mapping[str, Any]
+    ) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+        """``render(context with member)`` for a foreach step: the ``with`` keys whose
+        templates name ``member`` are rendered per member (and the whole ``with`` checked
+        against the action's schema); the others once, for the first member, and kept:
+        their templates see the same context for every member."""
+        action = self.action(call)
+        late = late_keys(action)
+        varying = frozenset(
+            key
+            for key, value in call.params.items()
+            if key not in late and any(_names_member(s) for _, s in iter_strings(value))
+        )
+        rest = [key for key in call.params if key not in late and key not in varying]
+        lock = threading.Lock()
+        fixed: dict[str, Any] = {}  # "params" (the keys not naming member) or "error"
+
+        def render_fixed() -> dict[str, Any]:
+            with lock:
+                if not fixed:
+                    try:
+                        if varying:
+                            fixed["params"] = {
+                                k: _render_key(action, k, call.params[k], step_ctx) for k in rest
+                            }
+                        else:  # nothing depends on the member: all of it, checked, once
+                            fixed["params"] = self.render_params(call, step_ctx)
+                    except ActionFailed as exc:
+                        fixed["error"] = exc
+            if "error" in fixed:
+                raise fixed["error"]
+            params: dict[str, Any] = fixed["params"]
+            return params
+
+        def render_member(ctx: Mapping[str, Any]) -> Mapping[str, Any]:
+            params = render_fixed()
+            return self.render_params(call, ctx, varying, params) if varying else params
+
+        return render_member
 
     def when_says_skip(self, when: str | bool | None, ctx: Mapping[str, Any]) -> bool:
         if when is None:
@@ -229,11 +276,8 @@ class Runner:
         only: Callable[[], set[Any]] | None = None,
     ) -> Job:
         """A job that runs ``call`` once per member (``run/foreach.py``): its ``with`` is
-        rendered per member, its retries apply to each member's call."""
+        rendered per member (``member_renderer``), its retries apply to each member's call."""
         key = records_key or node
-
-        def render(member: Mapping[str, Any]) -> Mapping[str, Any]:
-            return self.render_params(call, {**tctx_, "member": member})
 
         def record(rec: dict[str, Any]) -> None:
             self.commit_now({"t": "members", "step": key, "attempt": attempt, **rec})
@@ -246,7 +290,7 @@ class Runner:
             spec,
             call.retries,
             self.idempotent(call),
-            render,
+            self.member_renderer(call, tctx_),
             record,
             calls,
             self.draining,
@@ -335,3 +379,19 @@ class Runner:
             job.cancel.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.resources.close()
+
+
+def _render_key(action: Action, key: str, value: Any, ctx: Mapping[str, Any]) -> Any:
+    try:
+        return render(value, ctx, template_mode(action, key))
+    except TemplateError as exc:
+        raise ActionFailed(f"template error in with.{key}: {exc}", retryable=False) from None
+
+
+def _names_member(source: str) -> bool:
+    """A template that refers to ``member`` (or cannot be parsed: rendered per member, where
+    its error is reported)."""
+    try:
+        return "member" in parse(source).names
+    except Exception:  # noqa: BLE001 - a syntax error shows when it is rendered
+        return True

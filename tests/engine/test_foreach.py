@@ -239,3 +239,96 @@ def test_replace_after_a_finished_run_stays_inside_it(runbook, provider) -> None
     assert _ledger("SELECT DISTINCT attempt FROM transition WHERE state = 'moved'") == [(1,)]
     runs = {rec["run"] for rec in journal(".runbook", "fe") if rec["t"] == "run"}
     assert runs == {run_id}
+
+
+def test_a_second_interrupt_leaves_the_calls_in_flight_and_calls_nobody_else(provider) -> None:
+    """Ctrl-C twice in the middle of a foreach whose calls take 10 s: the apply exits at once
+    (exit 130) without waiting for the calls in flight, calls no other member, and leaves
+    those members `started`; the next apply sends them again with their own key."""
+    _base(rows=40)
+    provider.delay = 10.0
+    _runbook(provider.url, foreach={"cohort": "subs", "concurrency": 2})
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_calls(provider, 2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert time.monotonic() - start < 8.0  # the calls in flight (10 s) were not waited for
+    in_flight = dict(provider.calls)
+    assert len(in_flight) == 2 and sum(provider.customers.values()) == 2  # nobody else
+    provider.delay = 0.0
+    r = subprocess.run(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert provider.moved == set(range(1, 41)) and provider.unkeyed == 0
+    assert all(provider.calls[k] == 2 for k in in_flight)  # sent again with the same key
+    assert len(provider.calls) == 40
+    assert _ledger("SELECT state, count(*) FROM entity GROUP BY state") == [("moved", 40)]
+
+
+def test_a_declined_member_4xx_is_not_retried_and_fails_alone(runbook, provider) -> None:
+    """A client error (422: a card declined) is the same answer next time: not sent again by
+    the step's retries; the member fails with the status, the others move."""
+    _base(rows=20)
+    provider.declined = {5}
+    _runbook(
+        provider.url,
+        foreach={"cohort": "subs", "concurrency": 4, "max_failed": 5},
+        retries={"attempts": 3, "delay": "0s"},
+    )
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output  # the run is not clean: one member failed
+    assert provider.customers[5] == 1  # not retried
+    assert _ledger("SELECT state, reason FROM entity WHERE key = 5") == [
+        ("failed", f"POST {provider.url}/migrate returned 422 Unprocessable Entity, expected 2xx")
+    ]
+    assert _ledger("SELECT count(*) FROM entity WHERE state = 'moved'") == [(19,)]
+
+
+def test_retry_after_zero_does_not_make_a_loop_of_requests(runbook, provider) -> None:
+    """Audit: `429` + `Retry-After: 0` made 1,014 requests in 3 s. The least wait is 1 s."""
+    _base(rows=1)
+    provider.always_limited = {1}
+    provider.retry_after = 0
+    _runbook(provider.url, timeout="3s")
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert 1 <= provider.customers[1] <= 4
+    assert _ledger("SELECT state FROM entity") == [("failed",)]
+
+
+def test_keys_and_header_values_beyond_latin_1(runbook, provider) -> None:
+    """Audit: a member key `k☃` failed with an internal error (its Idempotency-Key could not
+    be encoded); a header value beyond ISO-8859-1 or with a control character fails that member
+    with the reason, never an internal error."""
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE customers (id TEXT PRIMARY KEY, email TEXT, name TEXT)")
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, ?)",
+            [("k☃", "a@x.org", "Ana"), ("k2", "b@x.org", "Łukasz"), ("k3", "c@x.org", "E\x1bve")],
+        )
+    _runbook(provider.url, foreach={"cohort": "subs", "concurrency": 2, "max_failed": 5})
+    doc = yaml.safe_load(Path("r.yaml").read_text())
+    doc["phases"][0]["steps"][0]["with"]["headers"] = {"X-Name": "{{ member.name }}"}
+    doc["cohorts"]["subs"]["source"]["query"] = "SELECT id, email, name FROM customers"
+    doc["cohorts"]["subs"]["attributes"] = ["email", "name"]
+    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 1, r.output
+    assert "internal error" not in r.output
+    reasons = dict(_ledger("SELECT key, reason FROM entity WHERE state = 'failed'"))
+    assert set(reasons) == {"k2", "k3"}
+    assert "cannot be sent in an HTTP header" in reasons["k2"]
+    assert "a control character" in reasons["k3"]
+    (sent,) = [h["Idempotency-Key"] for h in provider.headers]
+    assert sent.endswith("/k%E2%98%83") and sent.isascii()
+    assert _ledger("SELECT state FROM entity WHERE key = 'k☃'") == [("moved",)]

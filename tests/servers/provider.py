@@ -22,6 +22,9 @@ class Provider:
     fail: set[Any] = field(default_factory=set)  # customers answered 500
     limited: set[Any] = field(default_factory=set)  # customers answered 429 the first time
     retry_after: int = 1
+    declined: set[Any] = field(default_factory=set)  # customers answered 422 (permanent)
+    always_limited: set[Any] = field(default_factory=set)  # answered 429 every time
+    headers: list[dict[str, str]] = field(default_factory=list)  # every request's headers
     delay: float = 0.0
     calls: Counter[str] = field(default_factory=Counter)  # per Idempotency-Key
     customers: Counter[Any] = field(default_factory=Counter)  # per customer in the body
@@ -48,8 +51,10 @@ class Provider:
             first = self.customers[customer] == 1
         if self.delay:
             time.sleep(self.delay)
-        if customer in self.limited and first:
+        if customer in self.always_limited or (customer in self.limited and first):
             return 429, {"Retry-After": str(self.retry_after)}
+        if customer in self.declined:
+            return 422, {}
         if customer in self.fail:
             return 500, {}
         with self.lock:
@@ -72,6 +77,8 @@ def _handler(p: Provider) -> type[BaseHTTPRequestHandler]:
                 doc = json.loads(raw or b"{}")
             except ValueError:
                 doc = {}
+            with p.lock:
+                p.headers.append(dict(self.headers.items()))
             status, headers = p.handle(method, self.headers.get("Idempotency-Key"), doc)
             body = json.dumps({"ok": status == 200}).encode()
             self.send_response(status)
@@ -94,10 +101,14 @@ def _handler(p: Provider) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the listen backlog (socketserver's 5 resets bursts of connections)
+
+
 @pytest.fixture
 def provider() -> Iterator[Provider]:
     p = Provider()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(p))
+    server = _Server(("127.0.0.1", 0), _handler(p))
     server.daemon_threads = True
     p.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
