@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
     "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
     "outbox": ("outbox", "Messages by channel and state; export them, relay them over SMTP."),
+    "audit": ("audit", "Recompute the journal's hash chain; print its head (exit 1: broken)."),
     "report": ("report", "After a run: timeline, failures, gates, waves, risks (md, html, json)."),
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),

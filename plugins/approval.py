@@ -31,10 +31,13 @@ class ApprovalAction(BuiltinAction):
 
     def run(self, params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
         raw = ctx.records.get(approval_key(ctx.run_id))
-        if raw is None:
-            message = params.get("message") or "approval required"
-            raise Waiting(str(message))
-        decision = json.loads(raw)
+        decision = json.loads(raw) if raw is not None else None
+        if decision is None or decision.get("void"):
+            # none yet, or one voided by a change of the runbook or vars (SPEC §8)
+            message = str(params.get("message") or "approval required")
+            if decision is not None:
+                message += f" (approval void: {decision['void']})"
+            raise Waiting(message)
         return {
             "approved_by": decision.get("by"),
             "on_behalf_of": decision.get("on_behalf_of"),

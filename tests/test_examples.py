@@ -468,8 +468,13 @@ def test_acai_fault_in_early_wave_rolls_back_that_wave_and_the_re_run_tells_them
     assert status["copy-customers[all]"] == "pending"
     assert summary().returncode == 0  # compensated members have nothing on the new platform
 
-    # fixed: the next apply runs wave early again (attempt 2), tells them again and moves them
+    # fixed: the fault is off again. The run is pinned to inject_fault=early (SPEC §8): the
+    # apply without it is refused, writing nothing, until the change is accepted
     r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS)
+    assert r.code == 2 and 'var inject_fault: "early" -> ' in r.err, r.output
+    assert ledger_counts(ACAI_NAME)[("early", "compensated")] == 59
+    # the next apply runs wave early again (attempt 2), tells them again and moves them
+    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS, "--accept-changes")
     assert r.code == 1, r.output
     assert "succeeded after compensation (exit 1)" in r.out
     assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out

@@ -159,8 +159,10 @@ def test_acai_postgresql_to_postgresql_with_a_wave_rolled_back(runbook, pg: Any)
         "failed",
         "compensated",
     ]
-    # fixed: the same command without the fault finishes the migration (attempt 2 of early)
-    r = runbook("apply", "--yes", str(ACAI), *DEMO_VARS, *targets, "--var", f"legacy_db={legacy}")
+    # fixed: the same command without the fault, the change accepted (the run is pinned to
+    # its vars, SPEC §8), finishes the migration (attempt 2 of early)
+    again = ("apply", "--yes", str(ACAI), *DEMO_VARS, *targets, "--var", f"legacy_db={legacy}")
+    r = runbook(*again, "--accept-changes")
     assert r.code == 1 and "succeeded after compensation" in r.out, r.output
     assert "300 customers: 298 verified, 2 excluded (no-contact), 0 failed, 0 pending" in r.out
     seen = journey(runbook, ACAI, broken)

@@ -196,7 +196,11 @@ def test_subscription_fault_in_half_wave_and_the_re_run(runbook, fake_provider) 
     assert count(NEW, "plans") == 6
     assert rows(NEW, "SELECT DISTINCT campaign FROM notices") == [("payment-switch-canary",)]
 
+    # the fault is off again: the run is pinned to inject_fault=half (SPEC §8), so the
+    # change is refused until accepted
     r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url))
+    assert r.code == 2 and 'var inject_fault: "half" -> ' in r.err, r.output
+    r = runbook("apply", "--yes", str(SUBSCRIPTION), *_vars(url), "--accept-changes")
     # the run finished, but it needed compensation on the way: never a plain success (SPEC §4)
     assert r.code == 1, r.output
     assert "succeeded after compensation (exit 1)" in r.out

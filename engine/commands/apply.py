@@ -33,6 +33,12 @@ from .options import state_dir, var_options
     help="Run this succeeded step instance again (e.g. after changing it). Repeatable.",
 )
 @click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Go on with a run whose runbook or vars changed since it started (journaled with "
+    "who and both digests; approvals given before the change are voided).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Render every template and show what would run; run and write nothing.",
@@ -62,6 +68,7 @@ def command(
     max_parallel: int,
     only: tuple[str, ...],
     replace: tuple[str, ...],
+    accept_changes: bool,
     dry_run: bool,
     yes: bool,
     grace: float,
@@ -74,28 +81,44 @@ def command(
     failure, a crash, Ctrl-C or an approval: succeeded steps never run again, failed ones
     get fresh attempts.
 
+    A run is pinned to the runbook and the vars it started with: without --var or
+    --var-file, a resume uses the run's vars. When the runbook or the vars changed and
+    steps not yet done are affected (their definition, or a var they use), apply prints
+    the changes and exits 2, writing nothing, until --accept-changes (journaled with who
+    and both digests; approvals given before the change are voided). Succeeded steps that
+    changed are only flagged; --replace ID runs one again.
+
     \b
     Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
-    a contingency fired or a rollback ran; 2 invalid runbook or variables; 3 paused for
-    an approval or an operator's decision; 4 locked by another run; 130 interrupted.
+    a contingency fired or a rollback ran; 2 invalid runbook or variables, or changes
+    to a pinned run not accepted; 3 paused for an approval or an operator's decision;
+    4 locked by another run; 130 interrupted.
 
     \b
     Examples:
       runbook apply migrate.yaml --var region=eu --yes
       runbook apply migrate.yaml --only rollout.pilot --yes
       runbook apply migrate.yaml --dry-run
+      runbook apply migrate.yaml --accept-changes --yes   # after reviewing the changes
     """
     from ..run.scheduler import Apply, ApplyOptions
     from ..run.session import confirm, open_session, prepare
     from ..run.summary import apply_summary
+    from ..state.pinned import run_vars
 
-    prepared = prepare(file, assignments, var_files, resolve_secrets=not dry_run)
+    prepared = prepare(
+        file,
+        assignments,
+        var_files,
+        resolve_secrets=not dry_run,
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace)),
+    )
     if dry_run:
         from ..run.dryrun import dry_run as show
 
         return show(prepared, state_dir(ctx), only)
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
-    options = ApplyOptions(max_parallel, only, replace, grace)
+    options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
     with open_session(prepared, state_dir(ctx), fmt) as session:
         engine = Apply(session, options)
         try:

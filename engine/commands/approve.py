@@ -53,8 +53,16 @@ def command(
     """
     from ..format.templates import render
     from ..run.session import prepare
+    from ..state.pinned import run_vars
 
-    prepared = prepare(file, assignments, var_files, resolve_secrets=False)
+    # without --var, the vars of the run in progress (SPEC §11)
+    prepared = prepare(
+        file,
+        assignments,
+        var_files,
+        resolve_secrets=False,
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name),
+    )
     rb = prepared.runbook
     inst = rb.instances.get(step)
     if inst is not None and inst.step.foreach is not None:
@@ -129,8 +137,8 @@ def command(
                     "has reached it and paused"
                 )
             earlier = store.state.records.get(step, {}).get(approval_key(run.id))
-            if earlier is not None:
-                done = json.loads(earlier)
+            done = json.loads(earlier) if earlier is not None else None
+            if done is not None and not done.get("void"):  # a voided one is approved anew
                 raise InvalidInput(
                     f"{step} was already approved by {done.get('by')} at {done.get('at')}: run "
                     f"`runbook apply {file}` to go on"
@@ -141,7 +149,14 @@ def command(
                     f"({run.digest}): approve the same runbook (or apply the edit first)"
                 )
             on_behalf = by if by and by != who else None
-            decision = {"by": who, "on_behalf_of": on_behalf, "comment": comment, "at": now()}
+            # bound to the runbook the run is pinned to (a change voids it: run/pins.py)
+            decision = {
+                "by": who,
+                "on_behalf_of": on_behalf,
+                "comment": comment,
+                "at": now(),
+                "digest": run.digest,
+            }
             store.commit(
                 {
                     "t": "record",

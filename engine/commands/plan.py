@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..console.terminal import Console
@@ -11,6 +13,11 @@ from ..plan.cohorts import PlanCohort
 from ..plan.render import RENDERERS
 from .common import load_or_report
 from .options import var_options
+
+if TYPE_CHECKING:
+    from ..format.model import Runbook
+    from ..masking import Masker
+    from ..state.status import State
 
 
 @click.command(name="plan")
@@ -80,7 +87,16 @@ def command(
 
     console = Console()
     loaded = load_or_report(file, console)
-    values = variables.resolve(loaded.runbook, assignments, var_files, require_all=False)
+    from ..state.pinned import run_vars
+
+    values = variables.resolve(
+        loaded.runbook,
+        assignments,
+        var_files,
+        require_all=False,
+        # no var given: those of the run in progress, as `apply` takes them
+        pinned=None if assignments or var_files else run_vars(state_dir(ctx), loaded.runbook.name),
+    )
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
@@ -91,6 +107,8 @@ def command(
 
     secrets = available(rb)
     masker = Masker(secrets)
+    if got is not None:
+        _pinned_note(console, got[0], rb, values, masker, file)
     cohorts: tuple[PlanCohort, ...] = ()
     if rb.cohorts:
         from ..plan.cohorts import plan_cohorts
@@ -100,3 +118,24 @@ def command(
     # a password in a URL or a keyword DSN of a variable is masked, as `show` masks it
     console.out(masker.mask(RENDERERS[fmt](plan)))
     return 0
+
+
+def _pinned_note(
+    console: Console, state: State, rb: Runbook, values: dict[str, Any], masker: Masker, file: str
+) -> None:
+    """A run in progress pinned to another runbook or other vars: say what the next apply
+    will refuse (SPEC §8 "Pinned runs"), on stderr."""
+    from ..run import pins
+
+    run = state.run
+    if run is None or run.finished:
+        return
+    changes = pins.compare(run, state, rb, values, masker)
+    if changes.affected:
+        shown = ", ".join(f"{iid} ({why})" for iid, why in changes.affected[:10])
+        more = f" and {len(changes.affected) - 10} more" if len(changes.affected) > 10 else ""
+        console.err(
+            f"note: run {run.id} started with another runbook or other vars; these steps not "
+            f"yet done are affected: {shown}{more}. `runbook apply {file}` exits 2 until "
+            "--accept-changes"
+        )

@@ -71,7 +71,16 @@ def command(
 
     if sum(x is not None for x in (step, phase, wave)) > 1:
         raise InvalidInput("give at most one of --step, --phase, --wave")
-    prepared = prepare(file, assignments, var_files, resolve_secrets=not plan_only)
+    from ..state.pinned import run_vars
+
+    # without --var, the vars of the run whose steps are undone (SPEC §11: a run stores them)
+    prepared = prepare(
+        file,
+        assignments,
+        var_files,
+        resolve_secrets=not plan_only,
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=True),
+    )
     if plan_only:
         return plan_text(prepared, state_dir(ctx), step, phase, wave)
     targets = targets_for(prepared, state_dir(ctx), step, phase, wave)

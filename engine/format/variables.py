@@ -77,10 +77,18 @@ def resolve(
     var_files: Iterable[str] = (),
     *,
     require_all: bool = True,
+    pinned: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables' values; with ``require_all=False`` (``plan``) a variable with no default
-    and no value is left out instead of refused, while bad values given are still exit 2."""
+    and no value is left out instead of refused, while bad values given are still exit 2.
+    ``pinned``: the values a run in progress started with, over the defaults (the callers
+    pass them only when no --var and no --var-file is given); a name no longer declared, or
+    a value of another type now, is left out: the run's change check reports it."""
     values: dict[str, Any] = {n: d.default for n, d in runbook.vars.items() if d.has_default}
+    for name, value in (pinned or {}).items():
+        decl = runbook.vars.get(name)
+        if decl is not None and _check_type(decl, value) is None:
+            values[name] = value
     problems: list[str] = []
     for path in var_files:
         problems.extend(_apply_file(runbook, path, values))

@@ -26,6 +26,7 @@ from ..graph.countdown import Countdown
 from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
 from . import cohorts as rcohorts
+from . import pins
 from .executor import Job, Outcome, Result
 from .rollback import Rollback, partial_effects
 from .runner import DEFAULT_GRACE, Runner, Session
@@ -39,6 +40,7 @@ class ApplyOptions:
     only: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
     grace: float = DEFAULT_GRACE
+    accept_changes: bool = False
 
 
 @dataclass
@@ -124,11 +126,20 @@ class Apply(Runner):
         ]
         if not resume and not todo and not self.options.replace:
             return False
+        # a run applies what it started with (SPEC §8 "Pinned runs"): refused (exit 2) here,
+        # before anything is written, when a change affects steps not yet done
+        accepted = (
+            pins.repin(self.s, run, self.options.accept_changes)
+            if (resume or reopen) and run is not None
+            else []
+        )
         drawn = rcohorts.draw_missing(
             self.rb, self.s.store, cohorts, self.s.variables, self.secret_view
         )  # may refuse (exit 2) before anything is written
         if resume or reopen:
             assert run is not None
+            for rec in accepted:
+                self.emit(rec)
             self.emit(
                 {
                     "t": "run",
@@ -150,6 +161,7 @@ class Apply(Runner):
                     "vars": self.s.variables,
                     "pid": os.getpid(),
                     "user": _user(),
+                    "pins": pins.pins_of(self.rb),
                 }
             )
         self.flush()
@@ -700,9 +712,6 @@ class Apply(Runner):
 
 
 def _user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name is not a reason to fail
-        return "unknown"
+    """Who starts the run: the OS user from the user database, as ``approve`` records it
+    (``allow_self: false`` compares the two), never ``$USER``/``$LOGNAME``."""
+    return pins.identity()

@@ -4,7 +4,7 @@ refused (exit 2) before the lock is taken and before anything is written."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -68,10 +68,22 @@ def prepare(
     var_files: Iterable[str] = (),
     *,
     resolve_secrets: bool = True,
+    pinned: Callable[[Runbook], dict[str, Any] | None] | None = None,
 ) -> Prepared:
+    """``pinned`` gives the vars of the run in progress, used when no --var and no --var-file
+    is given (SPEC §11: a resume without --var uses the run's vars); given ones are the
+    whole set, over the runbook's defaults, as for a new run (a difference from the run's is
+    then the run's change check's to report)."""
     loaded = load(file)
     rb = loaded.runbook
-    values = variables.resolve(rb, assignments, var_files)
+    assignments, var_files = tuple(assignments), tuple(var_files)
+    given = bool(assignments or var_files)  # vars given are all the vars: defaults for the rest
+    values = variables.resolve(
+        rb,
+        assignments,
+        var_files,
+        pinned=pinned(rb) if pinned is not None and not given else None,
+    )
     secret_values: dict[str, str] = {}
     if resolve_secrets:
         needed = used_secrets(rb)

@@ -4,10 +4,21 @@ one transaction: one fsync); ``read`` returns them in commit order.
 
 A record that is not valid JSON, or not a mapping with a kind, is damage: a ``StateError``
 naming its sequence number (exit 2), and nothing is written.
+
+The audit chain (SPEC §8, ``chain.py`` checks it): every record carries its sequence number
+``seq`` and ``hash = sha256(PREV + "\n" + SEQ + "\n" + TEXT)`` in lowercase hex, where PREV
+is the previous record's hash (64 zeros for the first record of the chain), SEQ the decimal
+sequence number and TEXT the record's JSON exactly as stored (UTF-8). The stored text is the
+canonical form: it is written once by ``encode`` (compact separators, non-ASCII kept, keys in
+the order the engine wrote them) and never re-serialised, so a verifier hashes the bytes it
+reads; a backend must keep them byte for byte (text, never a JSON type that reorders keys).
+The previous hash is read inside the writer's transaction, so a record appended by another
+process (``approve``, ``resolve``) links in the same chain.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -20,12 +31,29 @@ def encode(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+GENESIS = "0" * 64  # the previous hash of a chain's first record
+
+
+def link(prev: str, seq: int, text: str) -> str:
+    """The chain hash of record ``seq`` whose stored JSON is ``text``."""
+    return hashlib.sha256(f"{prev}\n{seq}\n{text}".encode()).hexdigest()
+
+
 def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
-    """Insert ``records`` (already masked and stamped); the caller holds a transaction."""
-    db.executemany(
-        "INSERT INTO journal (at, kind, rec) VALUES (?, ?, ?)",
-        [(str(r.get("at", "")), str(r.get("t", "")), encode(r)) for r in records],
-    )
+    """Insert ``records`` (already masked and stamped), chained to the last record; the caller
+    holds a transaction (one indexed read of the last record per transaction, one sha256 per
+    record: the checkpoint's cost does not grow with the journal)."""
+    if not records:
+        return
+    last = db.query("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+    seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
+    rows = []
+    for r in records:
+        seq += 1
+        text = encode(r)
+        prev = link(prev, seq, text)
+        rows.append((seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+    db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def read(db: Database, after: int = 0) -> list[tuple[int, dict[str, Any]]]:

@@ -3,7 +3,7 @@ older database forward, one version at a time, each in one transaction."""
 
 from __future__ import annotations
 
-VERSION = 3
+VERSION = 4
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -50,4 +50,8 @@ STEPS: dict[int, tuple[str, ...]] = {
         # a ledger message points at its outbox row: the journey shows its delivery state
         "ALTER TABLE message ADD COLUMN outbox INTEGER",
     ),
+    # the audit chain (journal.py): each record's hash over the previous record's hash, its
+    # sequence number and its text as stored. Records written before this version keep a NULL
+    # hash: the chain starts at the first record written after the migration (SPEC §11)
+    4: ("ALTER TABLE journal ADD COLUMN hash TEXT",),
 }

@@ -76,6 +76,9 @@ class RunState:
     firings: set[tuple[str, str, int]] = field(default_factory=set)
     rollbacks: int = 0  # steps rolled back in this run
     user: str | None = None  # who started it (the OS user of its first apply)
+    # step instance -> its definition digest as pinned (run/pins.py); None: an earlier version
+    pins: dict[str, str] | None = None
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # its `accept` records
 
     @property
     def finished(self) -> bool:
@@ -190,6 +193,7 @@ class State:
                         digest=rec.get("digest"),
                         vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
                         user=rec.get("user") if isinstance(rec.get("user"), str) else None,
+                        pins=rec.get("pins") if isinstance(rec.get("pins"), dict) else None,
                     )
                 )
             else:
@@ -197,6 +201,17 @@ class State:
                 if "digest" in rec:
                     current.digest = rec["digest"]
                 current.finished_at = rec["at"] if status in FINISHED_RUNS else None
+        elif kind == "accept":
+            # the run goes on with another runbook or other vars (run/pins.py)
+            current = self.run
+            if current is None or current.id != rec["run"]:
+                raise ValueError(f"an accept record of run {rec['run']!r}, not the current run")
+            current.digest = rec["to"]
+            if isinstance(rec.get("vars"), dict):
+                current.vars = rec["vars"]
+            if isinstance(rec.get("pins"), dict):
+                current.pins = rec["pins"]
+            current.accepted.append(rec)
         elif kind == "contingency" and rec.get("status") == "running":
             current = self.run
             if current is not None:
@@ -269,6 +284,19 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "user": _TEXT_OR_NONE,
         "file": _TEXT_OR_NONE,
         "pid": "count",
+        "pins": (dict, type(None)),
+    },
+    "accept": {
+        "run": "id",
+        "by": _TEXT_OR_NONE,
+        "from": _TEXT_OR_NONE,
+        "to": "id",
+        "vars": (dict, type(None)),
+        "changed_vars": (list,),
+        "steps": (list,),
+        "pins": (dict,),
+        "voided": (list,),
+        "explicit": (bool,),
     },
     "retry": {"id": "id", "attempt": "count", "error": _TEXT_OR_NONE, "delay": "number"},
     "record": {"step": "id", "items": "items"},
@@ -292,6 +320,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
 _REQUIRED = {
     "step": ("id", "status"),
     "run": ("run", "status", "at"),
+    "accept": ("run", "to"),
     "retry": ("id", "attempt"),
     "record": ("step", "items"),
     "members": ("step", "attempt"),

@@ -45,9 +45,10 @@ def _crash_and_resume(cwd: Path, fault: str) -> tuple[str, int]:
     # wave early fails verify (the corrupt step) and is rolled back: exit 1 when not killed
     assert first.returncode in (-9, 1), first.stdout + first.stderr
     for _ in range(6):
+        # the run is pinned to corrupt=early (SPEC §11): the fault is turned off, and accepted
         r = subprocess.run(
-            [RUNBOOK, "apply", "m.yaml", "--yes"], cwd=cwd, capture_output=True, text=True,
-            timeout=120, check=False,
+            [RUNBOOK, "apply", "m.yaml", "--yes", "--var", "corrupt=", "--accept-changes"],
+            cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         if r.returncode == 0:
             break

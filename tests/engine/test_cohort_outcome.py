@@ -80,7 +80,8 @@ def test_a_compensated_run_is_not_clean(runbook) -> None:
     first = status_json(runbook, "m.yaml")["run"]
     assert first["status"] == "failed" and first["clean"] is False and first["compensated"] is True
     assert first["cohorts"]["customers"]["states"]["compensated"] == 17
-    r = runbook("apply", "m.yaml", "--yes")
+    # the run is pinned to corrupt=early (SPEC §11): the fault is turned off, and accepted
+    r = runbook("apply", "m.yaml", "--yes", "--var", "corrupt=", "--accept-changes")
     assert r.code == 1 and "succeeded after compensation (exit 1)" in r.out
     assert "  60 customers: 57 verified, 3 excluded (no-contact), 0 failed, 0 pending" in r.out
     run = status_json(runbook, "m.yaml")["run"]

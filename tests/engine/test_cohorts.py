@@ -120,7 +120,8 @@ def test_a_journey_across_a_wave_rollback_and_the_re_run(runbook) -> None:
     early = sorted(k for k, w in cr.waves().items() if w == "early")
     broken = early[-1]  # the corrupt step changes the two highest ids of the target
     assert [s for s, _, _ in cr.journey(broken)] == ["notified", "moved", "failed", "compensated"]
-    r = runbook("apply", "m.yaml", "--yes")
+    # the run is pinned to corrupt=early (SPEC §11): the fault is turned off, and accepted
+    r = runbook("apply", "m.yaml", "--yes", "--var", "corrupt=", "--accept-changes")
     assert r.code == 1, r.output  # the run was compensated: exit 1 once, then nothing to do
     assert cr.counts()[("early", "verified")] == 117
     steps = cr.journey(broken)

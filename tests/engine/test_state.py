@@ -95,7 +95,7 @@ def test_state_of_a_newer_program_is_exit_2(runbook) -> None:
     _applied(runbook)
     _sql("UPDATE meta SET value = '99' WHERE key = 'version'")
     r = runbook("apply", "r.yaml", "--yes")
-    assert r.code == 2 and "schema 99, this program knows 3" in r.err
+    assert r.code == 2 and "schema 99, this program knows 4" in r.err
 
 
 def test_foreign_file_is_not_a_state(runbook) -> None:

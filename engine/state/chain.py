@@ -1,0 +1,130 @@
+"""The audit chain of a state's journal, recomputed (``runbook audit``, SPEC §8).
+
+Each record's hash is ``journal.link(previous hash, seq, stored text)``; the first record of
+the chain links to ``journal.GENESIS``. Records written before the chain existed (schema < 4)
+have no hash and come first: the chain starts after them, and they are reported as not
+covered (SPEC §11: exit 0). The first record that breaks the chain is named by its sequence
+number, with what is wrong:
+
+- ``missing``: a sequence number is absent (a deleted record; the chain goes from N to M);
+- ``hash``: a record's hash is not the hash of its text over its predecessor's (a changed
+  record, a record moved to another place, or one whose predecessor was changed);
+- ``unchained``: a record without a hash after the chain started (its hash was removed);
+- ``columns``: the `at`/`kind` columns disagree with the record's own fields.
+
+What a chain alone cannot show is a cut tail (the last records deleted) or a whole tail
+rewritten with fresh hashes: that is what the head hash printed by ``audit`` is for, kept
+elsewhere and given back with ``--head``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .db import Database
+from .journal import GENESIS, link
+
+
+@dataclass
+class Broken:
+    seq: int
+    reason: str  # missing | hash | unchained | columns
+    detail: str
+
+
+@dataclass
+class Audit:
+    records: int = 0
+    first: int | None = None  # the first sequence number
+    last: int | None = None  # the head's sequence number
+    unchained: int = 0  # records before the chain (written before it existed)
+    chain_from: int | None = None  # the first chained record
+    head: str | None = None  # the last good hash
+    broken: Broken | None = None
+    seen: set[str] = field(default_factory=set)  # hashes met, for --head (only when asked)
+
+    @property
+    def holds(self) -> bool:
+        return self.broken is None
+
+
+def has_chain(db: Database) -> bool:
+    return any(row[1] == "hash" for row in db.query("PRAGMA table_info(journal)"))
+
+
+def _columns_agree(at: str, kind: str, text: str) -> bool:
+    try:
+        rec: Any = json.loads(text)
+    except (TypeError, ValueError):
+        return True  # not JSON: the hash decides (a changed text breaks it)
+    if not isinstance(rec, dict):
+        return True
+    return at == str(rec.get("at", "")) and kind == str(rec.get("t", ""))
+
+
+def audit(db: Database, keep_hashes: bool = False) -> Audit:
+    """Walk the journal in sequence order; stop at the first break."""
+    out = Audit()
+    chained = has_chain(db)
+    sql = (
+        "SELECT seq, at, kind, rec, hash FROM journal ORDER BY seq"
+        if chained
+        else "SELECT seq, at, kind, rec, NULL FROM journal ORDER BY seq"
+    )
+    prev: str | None = None  # None: the chain has not started
+    expected = 1
+    cursor = db.execute(sql)
+    while True:
+        rows = cursor.fetchmany(2000)
+        if not rows:
+            break
+        for seq, at, kind, text, stored in rows:
+            seq = int(seq)
+            out.records += 1
+            if out.first is None:
+                out.first = seq
+            if seq != expected:
+                gone = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+                out.broken = Broken(
+                    expected,
+                    "missing",
+                    f"record {gone} is missing: the journal goes from {expected - 1} to {seq}",
+                )
+                return out
+            expected = seq + 1
+            if not _columns_agree(str(at), str(kind), str(text)):
+                out.broken = Broken(
+                    seq, "columns", f"record {seq}: its at/kind columns disagree with its content"
+                )
+                return out
+            if stored is None:
+                if prev is not None:
+                    out.broken = Broken(
+                        seq,
+                        "unchained",
+                        f"record {seq} has no hash, but the chain started at {out.chain_from}",
+                    )
+                    return out
+                out.unchained += 1
+                out.last = seq
+                continue
+            if prev is None:
+                prev = GENESIS
+                out.chain_from = seq
+            want = link(prev, seq, str(text))
+            if want != stored:
+                out.broken = Broken(
+                    seq,
+                    "hash",
+                    f"record {seq} does not match its hash: it was changed, moved, or the "
+                    "record before it was",
+                )
+                return out
+            prev = want
+            out.head = want
+            out.last = seq
+            if keep_hashes:
+                out.seen.add(want)
+    return out
