@@ -23,7 +23,7 @@ from .gates import (
     waiting_rows,
 )
 from .model import Report
-from .sections import RISK_HEAD, risk_rows, took
+from .sections import FUNNEL_HEAD, RISK_HEAD, funnel_rows, risk_rows, took
 from .summary import counts_text
 from .svg import e, gantt_svg, gate_svg, legend_html
 from .timeline import build_timeline
@@ -233,30 +233,7 @@ def _cohorts(rep: Report) -> Iterator[str]:
         )
         for line in c.short:
             yield f'<p class="notice"><b>Not clean:</b> {e(line)}</p>'
-        head = ["wave", "attempts", "members", "notified", "moved", "verified", "failed"]
-        head += ["compensated", "pending", "vanished", "failed in run", "compensated in run"]
-        rows = [
-            [
-                f.wave,
-                f.attempts,
-                *(
-                    _n(x)
-                    for x in (
-                        f.members,
-                        f.notified,
-                        f.moved,
-                        f.verified,
-                        f.failed,
-                        f.compensated,
-                        f.pending,
-                        f.vanished,
-                        f.failed_in_run,
-                        f.compensated_in_run,
-                    )
-                ),
-            ]
-            for f in c.funnel
-        ]
+        head, rows = FUNNEL_HEAD, funnel_rows(c.funnel, _n)
         yield table(head, rows, numeric=tuple(range(1, 12)))
         yield "<p>Excluded (never moved), by reason:</p>"
         yield table(

@@ -25,7 +25,7 @@ from .gates import (
     waiting_rows,
 )
 from .model import Report, StepRow
-from .sections import RISK_HEAD, risk_rows, took
+from .sections import FUNNEL_HEAD, RISK_HEAD, funnel_rows, risk_rows, took
 from .summary import counts_text
 from .timeline import build_timeline
 
@@ -266,30 +266,7 @@ def _cohorts(rep: Report) -> Iterator[str]:
             yield ""
             yield f"**Not clean:** {md(line)}"
         yield ""
-        head = ["wave", "attempts", "members", "notified", "moved", "verified", "failed"]
-        head += ["compensated", "pending", "vanished", "failed in run", "compensated in run"]
-        rows = [
-            [
-                f.wave,
-                f.attempts,
-                *(
-                    n(x)
-                    for x in (
-                        f.members,
-                        f.notified,
-                        f.moved,
-                        f.verified,
-                        f.failed,
-                        f.compensated,
-                        f.pending,
-                        f.vanished,
-                        f.failed_in_run,
-                        f.compensated_in_run,
-                    )
-                ),
-            ]
-            for f in c.funnel
-        ]
+        head, rows = FUNNEL_HEAD, funnel_rows(c.funnel, n)
         yield from table(head, rows)
         yield ""
         yield "Excluded (never moved), by reason:"

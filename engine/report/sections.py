@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..format.durations import format_duration
@@ -12,6 +13,7 @@ from ..format.model import Runbook, instance_id
 from .model import (
     CohortReport,
     Copy,
+    Funnel,
     Gate,
     Measurement,
     Notification,
@@ -329,4 +331,46 @@ def risk_rows(rep: Report, materialised: object) -> list[list[object]]:
             r.mitigation,
         ]
         for r in rep.risks
+    ]
+
+
+FUNNEL_HEAD = [
+    "wave",
+    "attempts",
+    "members",
+    "notified",
+    "moved",
+    "verified",
+    "failed",
+    "compensated",
+    "pending",
+    "vanished",
+    "failed in run",
+    "compensated in run",
+]
+
+
+def funnel_rows(funnel: Iterable[Funnel], number: Callable[[int], str]) -> list[list[object]]:
+    """A cohort's per-wave funnel (FUNNEL_HEAD), each count written by ``number``."""
+    return [
+        [
+            f.wave,
+            f.attempts,
+            *(
+                number(x)
+                for x in (
+                    f.members,
+                    f.notified,
+                    f.moved,
+                    f.verified,
+                    f.failed,
+                    f.compensated,
+                    f.pending,
+                    f.vanished,
+                    f.failed_in_run,
+                    f.compensated_in_run,
+                )
+            ),
+        ]
+        for f in funnel
     ]
