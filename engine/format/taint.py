@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .sandbox import COUNTING_FILTERS, SECRET_FILTERS
+from .sandbox import COUNTING_FILTERS, SECRET_FILTERS, WHOLE_SECRETS
 
 
 def is_outside(root: str, parts: list[str]) -> bool:
@@ -174,6 +174,10 @@ def secret_problems(ast: Any) -> list[tuple[int, str]]:
             out.append(key)
 
     allowed = ", ".join(sorted(SECRET_FILTERS))
+    under = {id(n.node) for n in ast.find_all((nodes.Getattr, nodes.Getitem))}
+    for node in ast.find_all(nodes.Name):
+        if node.name == "secrets" and node.ctx == "load" and id(node) not in under:
+            add(node, WHOLE_SECRETS)
     for node in ast.find_all(nodes.Node):
         if isinstance(node, nodes.Filter):
             if node.name in SECRET_FILTERS or node.name in COUNTING_FILTERS:
