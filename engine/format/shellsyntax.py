@@ -11,7 +11,7 @@ its ``{{``; at run time, for what only the rendered command shows: a step failur
 - inside a here-document (``<<EOF`` … ``EOF``) or as its delimiter: its lines are not words
   (``$(…)`` expands, a line equal to the delimiter ends it early);
 - inside backquotes: the first backquote in the value ends the substitution;
-- after ``eval``, and as the script of ``sh -c`` (``bash``, ``dash``…): re-read as code,
+- after ``eval`` or ``trap``, and as the script of ``sh -c`` (``bash``, ``dash``…): re-read as code,
   wherever the interpreter's name stands in the simple command (``env sh -c``, ``timeout 5
   sh -c``, ``find … -exec sh -c``, ``sudo … sh -c``, ``sh -c --``), and the code of
   ``python -c``, ``perl -e``, ``ruby -e``, ``node -e``, ``php -r``, awk's and sed's program,
@@ -46,8 +46,8 @@ MESSAGES = {
     "printf '%s\\n' {{ … }} > FILE",
     "<<delimiter": "as a here-document's delimiter: write the delimiter in the command",
     "`": "inside backquotes `…`: the first backquote in the value would end them; use $( … )",
-    "eval": "after `eval`, which reads its arguments as shell code again: pass the value as "
-    "an argument of a command instead",
+    "eval": "after `eval` (or as `trap`'s action), which reads its arguments as shell code "
+    "again: pass the value as an argument of a command instead",
     "sh -c": "in the script of `sh -c`, which is shell code: pass the value as an argument "
     "instead: sh -c '… \"$1\"' sh {{ … }}",
     "code": "in the code an interpreter runs (`python -c`, `perl -e`, `ruby -e`, `node -e`, "
@@ -196,7 +196,7 @@ class _Command:
         if self.start:
             name = w.rsplit("/", 1)[-1]
             self.name = name
-            if name == "eval":
+            if name in ("eval", "trap"):  # `trap CODE SIGNAL`: code run later
                 self.eval = True
             self.start = name in _KEEP_START or bool(_ASSIGNMENT.match(w))
             if kind is not None:

@@ -15,7 +15,7 @@ read_only=True)`` opens a connection for reads (``sql.query``, ``check``, recipi
   WRITE; DELETE …`` fails before anything runs, as does ``SET SESSION CHARACTERISTICS … READ
   WRITE; COMMIT; …``.  A single ``SET transaction_read_only = off`` fails in a read-only
   transaction; a procedure cannot ``COMMIT`` inside the transaction block.  ``COPY`` other
-  than ``COPY … TO STDOUT`` and ``DO`` blocks are refused before they reach the server
+  than ``COPY … TO STDOUT``/``FROM STDIN`` and ``DO`` blocks are refused before they reach the server
   (``readonly.copy_refused``): a read-only transaction does not stop ``COPY … TO PROGRAM``.
   Nor does it stop server functions that write no table — ``pg_terminate_backend``,
   ``pg_reload_conf``, ``lo_export``, ``pg_cancel_backend``, ``CHECKPOINT``, a user function

@@ -1,4 +1,6 @@
-"""Which ``COPY`` a read-only PostgreSQL connection lets through: ``COPY … TO STDOUT`` only.
+"""Which ``COPY`` a read-only PostgreSQL connection lets through: ``COPY … TO STDOUT`` and
+``COPY … FROM STDIN`` (the client's own stream; a read-only transaction writes only temp
+tables), never a file or a program.
 
 A read-only transaction does not stop ``COPY … TO '/file'`` or ``COPY … TO PROGRAM 'cmd'``
 (they write no table), and for a superuser or a member of ``pg_write_server_files`` /
@@ -60,8 +62,8 @@ def _skeleton(sql: str) -> str:
 
 def copy_refused(sql: str) -> str | None:
     """Why the statement ``sql`` may not run on a read-only connection, if it is a ``COPY``
-    other than ``COPY (query) TO STDOUT`` / ``COPY table [(columns)] TO STDOUT``, or a ``DO``
-    block."""
+    other than ``COPY (query) TO STDOUT`` / ``COPY table [(columns)] TO STDOUT | FROM
+    STDIN``, or a ``DO`` block."""
     text = _skeleton(sql).strip()
     if re.match(r"do\b", text, re.I):
         return "a read cannot run a `DO` block (its EXECUTE could COPY to a program); use a SELECT"
@@ -86,9 +88,9 @@ def copy_refused(sql: str) -> str | None:
         cols = re.match(r"\s*\([^()]*\)", rest)
         if cols:
             rest = rest[cols.end() :]
-    if re.match(r"\s*to\s+stdout\b", rest, re.I):
-        return None
+    if re.match(r"\s*(?:to\s+stdout|from\s+stdin)\b", rest, re.I):
+        return None  # the client's own stream (FROM STDIN: the engine's temp tables)
     return (
-        "a read can only `COPY … TO STDOUT`: COPY to a file, to a program or from anywhere is "
-        "refused on a read-only connection"
+        "a read can only `COPY … TO STDOUT` (or `FROM STDIN`): COPY to or from a file or a "
+        "program is refused on a read-only connection"
     )

@@ -41,6 +41,7 @@ TOUCH = "printf %s 'touch PWNED'"
         ("php -r X", "in the code an interpreter runs"),
         ("awk X </dev/null", "in the code an interpreter runs"),
         ("env -S X", "in the code an interpreter runs"),
+        ("trap X EXIT; true", "after `eval`"),
         ("printf '%s\\n' X | sh", "reads its code from stdin"),
         ("printf '%s\\n' X | bash -s 2>/dev/null", "reads its code from stdin"),
         ("bash <<< X", "reads its code from stdin"),
