@@ -178,6 +178,14 @@ def secret_problems(ast: Any) -> list[tuple[int, str]]:
     for node in ast.find_all(nodes.Name):
         if node.name == "secrets" and node.ctx == "load" and id(node) not in under:
             add(node, WHOLE_SECRETS)
+    for call in ast.find_all(nodes.Call):  # `secrets.values()`, `secrets.items()`...
+        callee = call.node
+        if (
+            isinstance(callee, nodes.Getattr)
+            and isinstance(callee.node, nodes.Name)
+            and callee.node.name == "secrets"
+        ):
+            add(call, WHOLE_SECRETS)
     for node in ast.find_all(nodes.Node):
         if isinstance(node, nodes.Filter):
             if node.name in SECRET_FILTERS or node.name in COUNTING_FILTERS:

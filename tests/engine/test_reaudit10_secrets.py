@@ -19,6 +19,8 @@ USES = [
     "{% set n = namespace(s=secrets) %}echo {{ n.s.values() | join | reverse }}",
     "{% for s in [secrets] %}echo {{ s | join | reverse }}{% endfor %}",
     "echo {{ secrets | list | join }}",
+    "echo {{ secrets.values() | join | reverse }}",
+    "echo {{ secrets.items() | list | join | reverse }}",
 ]
 # a secret inside a mapping's view (`d.values()`): refused where the sandbox sees it
 RUN_TIME_ONLY = ["{% set d = {'k': secrets.tok} %}echo {{ d.values() | join | reverse }}"]
