@@ -95,10 +95,19 @@ def forms(secret: str) -> set[str]:
     out = set(bases)
     for base in bases:
         out |= {f(base) for f in _TRANSFORMS}
+    # `%2f` as well as `%2F` (RFC 3986 allows both); JSON with `\/` (PHP's json_encode)
+    # and `\u00E9` as well as `\u00e9`, in every combination
+    out |= {_PERCENT.sub(lambda m: m.group().lower(), f) for f in out}
+    out |= {f.replace("/", "\\/") for f in out if "/" in f}
+    out |= {_UNICODE.sub(lambda m: m.group()[:2] + m.group()[2:].upper(), f) for f in out}
     out.add(base64.b64encode(secret.encode()).decode())
     out |= set(_base64_inside(secret))
     # a form shorter than the secret (lower-casing ß...) still hides it; trivial ones do not
     return {f for f in out if len(f) >= min(len(secret), 3)}
+
+
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+_UNICODE = re.compile(r"\\u[0-9a-f]{4}")
 
 
 def _json_inner(s: str, *, ascii: bool = True, html_safe: bool = False) -> str:

@@ -51,7 +51,6 @@ def command(
       runbook approve migrate.yaml training-ack --by maria --comment "team trained on 11/20"
       runbook approve migrate.yaml 'churn-gate[pilot]' --comment "low volume week: churn ok"
     """
-    from ..format.templates import render
     from ..run.session import prepare
     from ..state.pinned import run_vars
 
@@ -84,7 +83,6 @@ def command(
 
         decide.check_text("--by", by)
         decide.check_text("--comment", comment, 2000)
-        given = bool(assignments or var_files)
         decide.require_state(state_dir(ctx), rb, file)
         with Lock(state_path(state_dir(ctx), rb.name)):
             store = Store(state_dir(ctx), rb.name, prepared.masker)
@@ -97,7 +95,6 @@ def command(
                     "passed",
                     by,
                     comment,
-                    prepared.variables if given else None,
                 )
             finally:
                 store.close()
@@ -108,15 +105,7 @@ def command(
     decide.check_text("--by", by)
     decide.check_text("--comment", comment, 2000)
     who = decide.identity()
-    approvers = inst.step.call.params.get("approvers")
-    if approvers:
-        allowed = [str(a) for a in render(approvers, {"vars": prepared.variables})]
-        if who not in allowed:
-            hint = f" (--by {by} only says on whose behalf)" if by else ""
-            raise InvalidInput(
-                f"{who!r} may not approve {step}: its approvers are {', '.join(allowed)}, and "
-                f"the identity recorded is the OS user who runs `approve`{hint}"
-            )
+    comment, by = decide.masked(rb, comment) or "", decide.masked(rb, by)
     from ..plugins.approval import approval_key
     from ..state.status import Status
 
@@ -148,6 +137,17 @@ def command(
                     f"your copy of {file} differs from the runbook run {run.id} applies "
                     f"({run.digest}): approve the same runbook (or apply the edit first)"
                 )
+            approvers = inst.step.call.params.get("approvers")
+            if approvers:  # with the run's own variables, never this command's --var
+                rendered = decide.rendered(approvers, run.vars or {}, f"{step}: with.approvers")
+                allowed = [str(a) for a in rendered] if isinstance(rendered, list) else []
+                if who not in allowed:
+                    hint = f" (--by {by} only says on whose behalf)" if by else ""
+                    raise InvalidInput(
+                        f"{who!r} may not approve {step}: its approvers are "
+                        f"{', '.join(allowed)}, and the identity recorded is the OS user who "
+                        f"runs `approve`{hint}"
+                    )
             on_behalf = by if by and by != who else None
             # bound to the runbook the run is pinned to (a change voids it: run/pins.py)
             decision = {

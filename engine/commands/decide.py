@@ -66,7 +66,22 @@ def require_state(state_dir: str, rb: Runbook, file: str) -> None:
         )
 
 
-def _rendered(value: Any, variables: Mapping[str, Any], what: str) -> Any:
+def masked(rb: Runbook, text: str | None) -> str | None:
+    """``text`` (a ``--comment``, a ``--by``) with every secret of ``rb`` that can be read
+    here masked, before it is journaled or printed."""
+    if not text:
+        return text
+    from ..masking import Masker
+    from ..run.secrets import available
+
+    try:
+        values = available(rb)
+    except InvalidInput:
+        values = {}
+    return Masker(values).mask(text)
+
+
+def rendered(value: Any, variables: Mapping[str, Any], what: str) -> Any:
     try:
         return render(value, {"vars": variables})
     except TemplateError as exc:
@@ -81,7 +96,6 @@ def record(
     decision: str,
     by: str | None,
     comment: str,
-    variables: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Record ``decision`` (passed or failed) on the waiting gate ``step``; returns the
     decision as written. Call under the runbook's lock."""
@@ -116,15 +130,17 @@ def record(
             "decide on the same runbook (or apply the edit first)"
         )
     who = identity()
+    comment, by = masked(rb, comment) or "", masked(rb, by)
     params = rb.instances[step].step.call.params
-    values = variables if variables is not None else (run.vars or {})
+    # the run's own variables, never values given to approve/resolve (`--var approver=me`)
+    values = run.vars or {}
     approvers = params.get("approvers")
     if approvers:
-        allowed = _rendered(approvers, values, f"{step}: with.approvers")
+        allowed = rendered(approvers, values, f"{step}: with.approvers")
         if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
             shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
             raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
-    allow_self = _rendered(params.get("allow_self", True), values, f"{step}: with.allow_self")
+    allow_self = rendered(params.get("allow_self", True), values, f"{step}: with.allow_self")
     if allow_self is False and run.user is not None and who == run.user:
         raise InvalidInput(
             f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "

@@ -117,6 +117,8 @@ def resolve_shell(rendered: str) -> str:
         if start < 0:
             out.append(rendered[pos:])
             reader.text(rendered[pos:])
+            if reader.finish():
+                raise TemplatePlaceError(f"a value lands {MESSAGES['stdin']}")
             return "".join(out)
         end = rendered.find(_S_CLOSE, start)
         literal = rendered[pos:start]

@@ -26,7 +26,7 @@ import functools
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 MAX_SIZE = 1_000_000  # characters (or items) of one value a template builds
@@ -140,15 +140,74 @@ class Secret:
         return self.derive(str(join_text([other, self])))
 
 
+class SecretsView(Mapping[str, "Secret"]):
+    """``secrets`` as templates see it: ``secrets.NAME`` and ``secrets['NAME']`` give the
+    ``Secret``; nothing else works on it (no iterating, ``.values()``, ``.items()``, length,
+    text, truth or comparison), so an alias (``{% set s = secrets %}``) cannot list the
+    secrets either.  The sandbox also refuses the bare name anywhere but before
+    ``.NAME``/``[…]``."""
+
+    __slots__ = ("_secrets",)
+
+    def __init__(self, secrets: dict[str, Secret]) -> None:
+        self._secrets = secrets
+
+    def __getitem__(self, name: str) -> Secret:
+        if isinstance(name, str) and name in self._secrets:
+            return self._secrets[name]
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __len__(self) -> int:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __contains__(self, name: object) -> bool:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __str__(self) -> str:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __repr__(self) -> str:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __format__(self, spec: str) -> str:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __bool__(self) -> bool:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    def __eq__(self, other: object) -> bool:
+        raise SecretMisuse(WHOLE_SECRETS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+WHOLE_SECRETS = (
+    "`secrets` can only be used as `secrets.NAME` or `secrets['NAME']`: not listed, iterated, "
+    "aliased, passed to a filter, test or function, or chosen by a condition"
+)
+
+
+def _refuse_secrets(value: Any) -> Any:
+    raise SecretMisuse(WHOLE_SECRETS)
+
+
 def holds_secret(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, Secret):
+    if isinstance(value, (Secret, SecretsView)):
         return True
     if depth > 20:
         return False
     if isinstance(value, (list, tuple, set, frozenset)):
         return any(holds_secret(v, depth + 1) for v in value)
+    if isinstance(value, (KeysView, ValuesView, ItemsView)):  # `d.values()`, `d.items()`
+        return any(holds_secret(v, depth + 1) for v in value)
     if isinstance(value, Mapping):
         return any(holds_secret(v, depth + 1) for v in value.values())
+    attrs = getattr(value, "_Namespace__attrs", None)  # `namespace(s=…)`
+    if isinstance(attrs, dict):
+        return any(holds_secret(v, depth + 1) for v in attrs.values())
     return False
 
 
@@ -165,9 +224,9 @@ def unwrap(value: Any) -> Any:
     return value
 
 
-def secrets_view(values: Mapping[str, str], seen: Callable[[str], None] | None) -> dict[str, Any]:
+def secrets_view(values: Mapping[str, str], seen: Callable[[str], None] | None) -> SecretsView:
     """``secrets`` as templates see them."""
-    return {name: Secret(value, seen) for name, value in values.items()}
+    return SecretsView({name: Secret(value, seen) for name, value in values.items()})
 
 
 def join_text(items: Iterable[Any]) -> Any:
@@ -262,6 +321,12 @@ def make_sandbox(finalize: Callable[[Any], Any] | None) -> Any:
             for loop in source.find_all(nodes.For):
                 loop.iter = nodes.Filter(loop.iter, "rb_loop", [], [], None, None)
                 loop.iter.set_lineno(loop.lineno)
+            # `secrets` only as `secrets.NAME` / `secrets['NAME']`: any other use is an error
+            under = {id(n.node) for n in source.find_all((nodes.Getattr, nodes.Getitem))}
+            for name in list(source.find_all(nodes.Name)):
+                if name.name == "secrets" and name.ctx == "load" and id(name) not in under:
+                    refuse = nodes.Filter(nodes.Const(None), "rb_secrets_whole", [], [], None, None)
+                    _replace(source, name, refuse, nodes.Node)
             for concat in list(source.find_all(nodes.Concat)):
                 joined = nodes.Filter(nodes.List(concat.nodes), "rb_join", [], [], None, None)
                 _replace(source, concat, joined, nodes.Node)
@@ -358,13 +423,14 @@ def make_sandbox(finalize: Callable[[Any], Any] | None) -> Any:
     env.globals["range"] = safe_range  # at most 100,000 items
     env.filters["rb_loop"] = _loop
     env.filters["rb_join"] = join_text
+    env.filters["rb_secrets_whole"] = _refuse_secrets
     return env
 
 
 def guard_filters(env: Any) -> None:
     """Every filter of ``env`` under the rules for secrets and sizes (call last, once)."""
     for name, f in list(env.filters.items()):
-        if name in ("rb_loop", "rb_join"):
+        if name in ("rb_loop", "rb_join", "rb_secrets_whole"):
             continue
         env.filters[name] = _guarded(name, f)
 

@@ -2,8 +2,9 @@
 
 - **Outside data** is text the runbook does not write itself: ``steps.*.outputs``,
   ``failed_step.error``/``outputs``, ``recipient``, ``member``.  A name set from it (``{% set v
-  = steps.q.outputs.stdout %}``) or a loop variable over it (``{% for line in … %}``) is outside
-  data too.  ``outside(expr)`` names what an expression reads of it, for the lint of ``| raw``
+  = steps.q.outputs.stdout %}``), a ``with`` name, a namespace attribute (``{% set ns.v = … %}``
+  taints ``ns``), a loop variable over it (``{% for line in … %}``), or a name bound to a root
+  that holds it (``{% set s = steps %}``) is outside data too.  ``outside(expr)`` names what an expression reads of it, for the lint of ``| raw``
   and SQL text and for ``validate``'s refusal of outside data in a URL's host.
 - **Secrets** go through the filters of ``sandbox.SECRET_FILTERS`` only.  ``secret_problems``
   finds, at ``validate``, the uses the sandbox would refuse at run time: another filter, an
@@ -15,15 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .sandbox import COUNTING_FILTERS, SECRET_FILTERS
+from .sandbox import COUNTING_FILTERS, SECRET_FILTERS, WHOLE_SECRETS
 
 
 def is_outside(root: str, parts: list[str]) -> bool:
+    """Whether ``root.parts`` is outside data or may hold some: ``steps``, ``steps.x``,
+    ``steps[k]['outputs']``, ``failed_step`` whole (``{% set s = steps %}`` carries it)."""
     if root in ("recipient", "member"):
         return True
     if root == "failed_step":
-        return not parts or parts[0] in ("error", "outputs")
-    return root == "steps" and len(parts) >= 2 and parts[1] == "outputs"
+        return not parts or parts[0] in ("error", "outputs", "*")
+    return root == "steps" and (len(parts) < 2 or parts[1] in ("outputs", "*"))
 
 
 def _chain(node: Any) -> tuple[Any, list[str], list[Any]]:
@@ -77,18 +80,27 @@ def outside_locals(ast: Any) -> dict[str, str]:
     changed = True
     while changed:
         changed = False
-        for node in ast.find_all((nodes.Assign, nodes.For)):
-            source = node.node if isinstance(node, nodes.Assign) else node.iter
+        bindings: list[tuple[Any, Any]] = []
+        for node in ast.find_all((nodes.Assign, nodes.AssignBlock, nodes.For, nodes.With)):
+            if isinstance(node, nodes.Assign):
+                bindings.append((node.target, node.node))
+            elif isinstance(node, nodes.AssignBlock):
+                bindings.append((node.target, nodes.Output(node.body)))
+            elif isinstance(node, nodes.For):
+                bindings.append((node.target, node.iter))
+            else:  # `{% with y = … %}`
+                bindings.extend(zip(node.targets, node.values, strict=False))
+        for target_node, source in bindings:
             refs = list(outside(source, found))
             if not refs:
                 continue
-            for target in (
-                node.target.find_all(nodes.Name)
-                if not isinstance(node.target, nodes.Name)
-                else [node.target]
-            ):
-                if target.name not in found:
-                    found[target.name] = refs[0]
+            if isinstance(target_node, (nodes.Name, nodes.NSRef)):
+                targets = [target_node.name]  # `{% set ns.v = … %}`: all of `ns`
+            else:
+                targets = [t.name for t in target_node.find_all(nodes.Name)]
+            for name in targets:
+                if name not in found:
+                    found[name] = refs[0]
                     changed = True
     return found
 
@@ -162,6 +174,18 @@ def secret_problems(ast: Any) -> list[tuple[int, str]]:
             out.append(key)
 
     allowed = ", ".join(sorted(SECRET_FILTERS))
+    under = {id(n.node) for n in ast.find_all((nodes.Getattr, nodes.Getitem))}
+    for node in ast.find_all(nodes.Name):
+        if node.name == "secrets" and node.ctx == "load" and id(node) not in under:
+            add(node, WHOLE_SECRETS)
+    for call in ast.find_all(nodes.Call):  # `secrets.values()`, `secrets.items()`...
+        callee = call.node
+        if (
+            isinstance(callee, nodes.Getattr)
+            and isinstance(callee.node, nodes.Name)
+            and callee.node.name == "secrets"
+        ):
+            add(call, WHOLE_SECRETS)
     for node in ast.find_all(nodes.Node):
         if isinstance(node, nodes.Filter):
             if node.name in SECRET_FILTERS or node.name in COUNTING_FILTERS:

@@ -56,13 +56,25 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
     db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as the engine writes it: finite (``1e999`` is not)."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
 def read(db: Database, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
     """(seq, record) of every record after ``after``, in commit order."""
     out: list[tuple[int, dict[str, Any]]] = []
     for seq, text in db.query("SELECT seq, rec FROM journal WHERE seq > ? ORDER BY seq", (after,)):
         try:
-            rec = json.loads(text)
-        except (TypeError, ValueError):
+            rec = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        except (TypeError, ValueError, RecursionError):  # RecursionError: nested past bounds
             rec = None
         if not isinstance(rec, dict) or not isinstance(rec.get("t"), str):
             raise StateError(

@@ -348,6 +348,50 @@ def check_record(rec: Any) -> None:
         value = rec[name]
         if not _fits(value, want):
             raise ValueError(f"{kind} record: `{name}` cannot be {value!r}")
+    _bounded(rec, kind)
+    if kind == "record":
+        for key, text in rec["items"].items():
+            if key.startswith(_OBJECT_ITEMS):
+                _object_item(kind, key, text)
+
+
+MAX_DEPTH = 64  # nesting of a record's values (the engine writes a handful of levels)
+# record items the engine reads back as JSON objects: approvals and gate decisions
+_OBJECT_ITEMS = ("approval:", "gate.")
+
+
+def _bounded(value: Any, kind: str) -> None:
+    """Nesting at most ``MAX_DEPTH`` deep; every number finite."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        cur, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"{kind} record: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(cur, float) and (cur != cur or cur in (float("inf"), float("-inf"))):
+            raise ValueError(f"{kind} record: {cur!r} is not a finite number")
+        if isinstance(cur, dict):
+            stack.extend((v, depth + 1) for v in cur.values())
+        elif isinstance(cur, list):
+            stack.extend((v, depth + 1) for v in cur)
+
+
+def _object_item(kind: str, key: str, text: str) -> None:
+    import json
+
+    try:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise ValueError(f"{kind} record: item `{key}` is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{kind} record: item `{key}` must be a JSON object")
+    _bounded(doc, kind)
+    for name in ("by", "at", "comment", "on_behalf_of", "decision", "run"):
+        if name in doc and not isinstance(doc[name], (str, type(None))):
+            raise ValueError(f"{kind} record: item `{key}`: `{name}` cannot be {doc[name]!r}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _fits(value: Any, want: Any) -> bool:

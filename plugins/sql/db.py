@@ -6,17 +6,24 @@ use).  Every message names the database by ``redact_dsn(dsn)``: a password never
 Driver errors become ``ActionFailed`` naming the statement's first line (masked before it is
 cut) and the database's own message; its ``DETAIL:`` lines quote row values (data, not the
 runbook's words), so they go to the failure's details, apart from the message.  ``connect(...,
-read_only=True)`` opens a connection that cannot write (``sql.query``, ``check``, recipient
-queries, ``sql.verify``, cohort sources: SPEC §9), whatever the SQL text says:
+read_only=True)`` opens a connection for reads (``sql.query``, ``check``, recipient queries,
+``sql.verify``, cohort sources: SPEC §9) on which the SQL text cannot write to tables:
 
 - PostgreSQL: read-only transactions for the whole session, and one statement per call: every
   statement goes through the extended protocol (a server-side prepared statement, which cannot
   hold two statements), and a ``COPY`` is first parsed the same way, so ``COMMIT; BEGIN READ
   WRITE; DELETE …`` fails before anything runs, as does ``SET SESSION CHARACTERISTICS … READ
   WRITE; COMMIT; …``.  A single ``SET transaction_read_only = off`` fails in a read-only
-  transaction; a ``DO`` block or procedure cannot ``COMMIT`` inside the transaction block.
+  transaction; a procedure cannot ``COMMIT`` inside the transaction block.  ``COPY`` other
+  than ``COPY … TO STDOUT``/``FROM STDIN`` and ``DO`` blocks are refused before they reach the server
+  (``readonly.copy_refused``): a read-only transaction does not stop ``COPY … TO PROGRAM``.
+  Nor does it stop server functions that write no table — ``pg_terminate_backend``,
+  ``pg_reload_conf``, ``lo_export``, ``pg_cancel_backend``, ``CHECKPOINT``, a user function
+  that copies to a program: for a superuser these all run.  Reads need a role that is not a
+  superuser and holds only ``SELECT`` (docs/security.md); the engine cannot enforce that.
 - SQLite: ``PRAGMA query_only``, which the query text cannot lift: an authorizer refuses
-  ``PRAGMA query_only = …``, ``ATTACH``/``DETACH`` (and so ``VACUUM INTO``); the engine lifts
+  every PRAGMA but pure reads (``table_info``, ``index_list``, ``PRAGMA journal_mode`` without
+  a value…), ``ATTACH``/``DETACH`` (and so ``VACUUM INTO``), ``REINDEX``, ``ANALYZE``; the engine lifts
   both for its own statements only (``Connection.engine_statements``).  Statements take bound parameters: a list for the driver's positional
 style (``?`` on SQLite, ``%s`` on PostgreSQL) or a mapping for its named style (``:name`` on
 SQLite, ``%(name)s`` on PostgreSQL).
@@ -42,6 +49,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from runbook_engine.actions import Masker
 from runbook_engine.errors import ActionFailed
+from runbook_engine.plugins.sql.readonly import copy_refused
 
 Params = Sequence[Any] | Mapping[str, Any]
 
@@ -382,11 +390,58 @@ def connect(
     return Connection(raw, "postgresql", dsn, masker, read_only)
 
 
+# PRAGMAs a read may run: reads that take an argument (a table, an index)...
+_PRAGMA_READS_WITH_ARG = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+    }
+)
+# ...and settings it may only look at (`PRAGMA journal_mode`, never `= WAL`)
+_PRAGMA_READS = _PRAGMA_READS_WITH_ARG | {
+    "database_list",
+    "collation_list",
+    "function_list",
+    "module_list",
+    "pragma_list",
+    "compile_options",
+    "query_only",
+    "user_version",
+    "schema_version",
+    "application_id",
+    "data_version",
+    "encoding",
+    "foreign_keys",
+    "journal_mode",
+    "page_count",
+    "page_size",
+    "freelist_count",
+}
+
+
 def _read_only_authorizer(action: int, arg1: Any, arg2: Any, _db: Any, _source: Any) -> int:
-    """SQLite: what the text of a read can never do on a read-only connection."""
-    if action == sqlite3.SQLITE_PRAGMA and str(arg1).lower() == "query_only" and arg2 is not None:
+    """SQLite: what the text of a read can never do on a read-only connection: any PRAGMA
+    but the pure reads above (``PRAGMA journal_mode = WAL`` rewrote the file), ``ATTACH``,
+    ``DETACH`` (and so ``VACUUM INTO``), ``REINDEX``, ``ANALYZE``."""
+    if action == sqlite3.SQLITE_PRAGMA:
+        name = str(arg1).lower()
+        if name in _PRAGMA_READS_WITH_ARG or (name in _PRAGMA_READS and arg2 is None):
+            return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
-    if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+    if action in (
+        sqlite3.SQLITE_ATTACH,
+        sqlite3.SQLITE_DETACH,
+        sqlite3.SQLITE_REINDEX,
+        sqlite3.SQLITE_ANALYZE,
+    ):
         return sqlite3.SQLITE_DENY
     return sqlite3.SQLITE_OK
 
@@ -402,14 +457,33 @@ def _single_statement_cursor(psycopg: Any) -> Any:
         return _CURSOR
 
     class SingleStatementCursor(psycopg.Cursor):  # type: ignore[misc]
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            _refuse_copy(psycopg, self.connection, query)
+            return super().execute(query, params, **kwargs)
+
         @contextmanager
         def copy(self, statement: Any, params: Any = None, **kwargs: Any) -> Iterator[Any]:
+            _refuse_copy(psycopg, self.connection, statement)
             _parse_alone(psycopg, self.connection, statement, params)
             with super().copy(statement, params, **kwargs) as out:
                 yield out
 
     _CURSOR = SingleStatementCursor
     return _CURSOR
+
+
+def _refuse_copy(psycopg: Any, conn: Any, statement: Any) -> None:
+    """``COPY … TO '/file'`` or ``TO PROGRAM`` is no write to a table: a read-only transaction
+    lets it run (``readonly.copy_refused``)."""
+    if isinstance(statement, str):
+        text = statement
+    elif isinstance(statement, bytes):
+        text = statement.decode(errors="replace")
+    else:
+        text = statement.as_string(conn)
+    why = copy_refused(text)
+    if why is not None:
+        raise psycopg.ProgrammingError(why)
 
 
 def _parse_alone(psycopg: Any, conn: Any, statement: Any, params: Any) -> None:
