@@ -219,3 +219,25 @@ def test_uuid_key_matches_its_text(postgres_server: Any, make_ctx: Any) -> None:
     finally:
         for n in names:
             postgres_server.drop_database(n)
+
+
+@pytest.mark.parametrize("pair", ["sqlite-postgresql", "postgresql-postgresql"], indirect=True)
+def test_copy_into_pg_without_unique_key_is_refused(pair: tuple[str, str], make_ctx: Any) -> None:
+    from runbook_engine.plugins.sql.actions import SqlCopyAction
+
+    src, dst = pair
+    table(src, "CREATE TABLE t (id bigint PRIMARY KEY, v text)", [(1, "a"), (2, "b")])
+    table(dst, "CREATE TABLE t (id bigint, v text)", [])
+    with pytest.raises(ActionFailed) as info:
+        SqlCopyAction().run({"source": src, "target": dst, "table": "t", "key": "id"}, make_ctx())
+    text = str(info.value)
+    assert 'has no primary key or unique index on exactly ("id")' in text, text
+    assert 'ALTER TABLE t ADD PRIMARY KEY ("id")' in text and info.value.retryable is False
+    assert run_sql(dst, "SELECT count(*) FROM t") == [(0,)]
+    run_sql(dst, "CREATE UNIQUE INDEX ON t (id)")
+    for _ in range(2):  # a re-run upserts: no row twice
+        out = SqlCopyAction().run(
+            {"source": src, "target": dst, "table": "t", "key": "id"}, make_ctx()
+        )
+        assert out["rows_copied"] == 2
+    assert run_sql(dst, "SELECT id, v FROM t ORDER BY id") == [(1, "a"), (2, "b")]
