@@ -349,7 +349,7 @@ def json_same(a: str | None, b: str | None) -> bool:
     if a is None or b is None:
         return a is b
     try:
-        return _json_value(_parse(a)) == _json_value(_parse(b))
+        return bool(_json_value(_parse(a)) == _json_value(_parse(b)))
     except ValueError:
         return False
 

@@ -46,8 +46,9 @@ def key_problems(
             f"SELECT {listed}, count(*) FROM {table} WHERE ({base}) AND {not_null} "
             f"GROUP BY {listed} HAVING count(*) > 1 ORDER BY {listed} LIMIT {SHOWN}",
         )
-        for *key, n in rows:
-            out.append((tuple(key), f"key held by {n} rows on the {name}", int(n) - 1))
+        for row in rows:
+            n = int(row[-1])
+            out.append((tuple(row[:-1]), f"key held by {n} rows on the {name}", n - 1))
     return out, nulls
 
 

@@ -272,7 +272,9 @@ class Compare:
             n = max(1, min(rows, hi - lo))
             width = -(-(hi - lo) // n)
             n = -(-(hi - lo) // width)
-            ranges = [((lo + i * width,), (min(lo + (i + 1) * width, hi),)) for i in range(n)]
+            ranges: list[tuple[Bound, Bound]] = [
+                ((lo + i * width,), (min(lo + (i + 1) * width, hi),)) for i in range(n)
+            ]
             if self.src.mode == "text":  # open ends: ``max + 1`` may not fit a SQLite integer
                 ranges[0] = (None, ranges[0][1])
                 ranges[-1] = (ranges[-1][0], None)
