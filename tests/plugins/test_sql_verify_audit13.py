@@ -133,18 +133,12 @@ def test_sparse_integer_keys_make_few_ranges(pair: tuple[str, str], make_ctx: An
 
 def test_numeric_beyond_28_digits_is_not_rounded(tmp_path: Any, pg_dsn: str, make_ctx: Any) -> None:
     src = f"sqlite:///{tmp_path}/s.db"
-    table(
-        src,
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
-        [(1, "1234567890123456789012345678901")],
-    )
-    table(
-        pg_dsn,
-        "CREATE TABLE t (id bigint PRIMARY KEY, v numeric)",
-        [(1, "1234567890123456789012345678902")],
-    )
+    same, other = "1234567890123456789012345678901.5", "1234567890123456789012345678901.6"
+    table(src, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", [(1, same), (2, same)])
+    table(pg_dsn, "CREATE TABLE t (id bigint PRIMARY KEY, v numeric)", [(1, same), (2, other)])
     exc = fails(make_ctx, source=src, target=pg_dsn, table="t", key="id")
-    assert "different: id=1" in str(exc), exc
+    assert exc.outputs is not None and exc.outputs["different"] == 1, exc
+    assert "different: id=2" in str(exc), exc
 
 
 def test_date_against_text_with_a_time_of_day(tmp_path: Any, pg_dsn: str, make_ctx: Any) -> None:
