@@ -14,6 +14,9 @@ marked ``failed``).
   NULL apart from '') and hashes them per key range; only ranges that differ are bisected, down
   to the keys.  Keys whose order the two databases may not agree on (``verify_stream``) are
   streamed in key order from both sides and merged instead.
+- Before either, ``keycheck`` checks that the key identifies one row on each side: duplicated
+  keys and NULL keys are reported as differences (a digest of duplicates can cancel out; no
+  key range selects a NULL).
 - Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``; a
   value that does not parse as its column pair's type says so (the value itself is data: it
   is not shown).
