@@ -134,7 +134,9 @@ def number(d: decimal.Decimal) -> str:
         return "-Infinity" if d < 0 else "Infinity"
     if d.is_zero():
         return "0"
-    return format(d.normalize(), "f")
+    with decimal.localcontext() as ctx:  # the default 28 digits would round longer values
+        ctx.prec = max(28, len(d.as_tuple().digits))
+        return format(d.normalize(), "f")
 
 
 def float15(f: float) -> str:
@@ -233,16 +235,26 @@ def _timestamp(v: Any) -> str:
 
 
 def _date(v: Any) -> str:
+    """A date; a date and time is that date only at midnight UTC, else it stays a timestamp
+    (and differs from every date)."""
     if isinstance(v, dt.datetime):
-        return v.date().isoformat()
+        return _day(v)
     if isinstance(v, dt.date):
         return v.isoformat()
     if isinstance(v, str):
         text = v.strip()
         if len(text) == 10:
             return dt.date.fromisoformat(text).isoformat()
-        return dt.datetime.fromisoformat(text).date().isoformat()
+        return _day(dt.datetime.fromisoformat(text))
     raise ValueError(v)
+
+
+def _day(d: dt.datetime) -> str:
+    if d.tzinfo is not None:
+        d = d.astimezone(dt.UTC).replace(tzinfo=None)
+    if d.time() != dt.time(0):
+        return timestamp_text(d)
+    return d.date().isoformat()
 
 
 def _uuid(v: Any) -> str:
@@ -329,6 +341,31 @@ def jsonb_text(v: Any) -> str:
         keys = sorted(v, key=lambda k: (len(k.encode()), k.encode()))
         return "{" + ", ".join(f"{_json_string(k)}: {jsonb_text(v[k])}" for k in keys) + "}"
     raise ValueError(v)
+
+
+def json_same(a: str | None, b: str | None) -> bool:
+    """Two canonical JSON texts equal as values: numbers compared without trailing zeros
+    (``1.0`` is ``1``, as ``jsonb`` compares them), never a number equal to a boolean."""
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(_json_value(_parse(a)) == _json_value(_parse(b)))
+    except ValueError:
+        return False
+
+
+def _parse(text: str) -> Any:
+    return json.loads(text, parse_float=decimal.Decimal, parse_int=decimal.Decimal)
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, decimal.Decimal):
+        return ("n", number(v))
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    return (type(v).__name__, v)
 
 
 _JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
@@ -445,7 +482,8 @@ def pg_hash(col: Column, ctype: str, seed: int) -> str:
     elif ctype == NUMERIC:
         h = f"hash_numeric_extended({x}::numeric, {seed})"
     elif ctype == FLOAT:
-        h = f"hashfloat8extended({x}::float8, {seed})"
+        # as ``pg_text``: 15 significant digits, the one rule of every path (docs/contract.md)
+        h = f"hash_numeric_extended({x}::numeric, {seed})"
     elif ctype == BOOL:
         h = f"hashint4extended({x}::int4, {seed})"
     elif ctype == TIMESTAMP:

@@ -127,6 +127,8 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             _create(dst, target_table, cols, key_cols, src.kind)
             existing = require_table(dst, target_table, "target")
         tcols = matching(existing, cols)
+        if dst.kind == "postgresql":
+            _require_unique_key(dst, target_table, [tcols[cols.index(k)] for k in key_cols])
         members = cohort_members(params, ctx)
         shown = where
         if members is not None:
@@ -160,6 +162,34 @@ def copy(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
                 gone, everyone = set(absent), members.keys()
                 members.only(k for k in everyone if k not in gone)
         return {"rows_copied": job.copied}
+
+
+def _require_unique_key(dst: Connection, table: str, keys: Sequence[Column]) -> None:
+    """A PostgreSQL target needs a primary key or unique index on exactly the key columns:
+    rows already there are found by it (a re-run upserts them); without one, a re-run would
+    copy every row again (issue 13 audit)."""
+    sql = (
+        "SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.indrelid "
+        "AND a.attnum = ANY((i.indkey::int2[])[0:i.indnkeyatts - 1])) "
+        "FROM pg_index i WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
+        "AND i.indpred IS NULL AND i.indexprs IS NULL"
+    )
+    cur = dst.raw.cursor()
+    cur.execute(sql, (table,))
+    found = [set(r[0]) for r in cur.fetchall()]
+    cur.close()
+    dst.raw.rollback()
+    wanted = {k.name for k in keys}
+    if wanted in found:
+        return
+    listed = ", ".join(k.q for k in keys)
+    raise ActionFailed(
+        f"target table {table} in {dst.label} has no primary key or unique index on exactly "
+        f"({listed}): rows already there could not be found, so a re-run would copy them "
+        f"again; add one (ALTER TABLE {table} ADD PRIMARY KEY ({listed}), or CREATE UNIQUE "
+        f"INDEX ON {table} ({listed})) or let `create: true` create the table",
+        retryable=False,
+    )
 
 
 def _create(

@@ -30,14 +30,15 @@ from typing import Any, TypeVar
 
 from runbook_engine.errors import ActionFailed
 
-from .canon import BAD, TOKENS, bad_reason, canon, pg_hash, pg_text, sqlite_text
-from .common import INT, TEXT, Column, where_sql
+from .canon import BAD, TOKENS, bad_reason, canon, json_same, pg_hash, pg_text, sqlite_text
+from .common import INT, JSON, TEXT, Column, where_sql
 
 TOP = 4096  # equal ranges of an integer key, hashed in one GROUP BY (hash mode)
 TOP_ROWS = 20000  # rows per range at the top level otherwise
+WIDE = 2**62  # integer keys beyond this are bucketed in numeric
 SPLIT = 32  # sub-ranges of a differing range
 LEAF = {"hash": 4096, "text": 4096}  # rows at or below which a range is read and merged
-MARK = "\x01"  # a bound parameter in the SQL built here
+MARK = "\x00"  # a bound parameter in the SQL built here (no SQL text or identifier holds NUL)
 Key = tuple[Any, ...]
 Bound = Key | None  # None: unbounded
 T = TypeVar("T")
@@ -87,6 +88,8 @@ class Side:
         keys = [self.key_sql(k) for k in self.keys]
         lhs = keys[0] if len(keys) == 1 else "(" + ", ".join(keys) + ")"
         rhs = mark if len(keys) == 1 else "(" + ", ".join([mark] * len(keys)) + ")"
+        if lo is None or hi is None:  # a NULL key is in no range (keycheck reports it)
+            cond += [f"{k.q} IS NOT NULL" for k in self.keys]
         if lo is not None:
             cond.append(f"{lhs} >= {rhs}")
             args += list(lo)
@@ -223,7 +226,10 @@ def _concat(side: Side, expr: str, sep: str) -> str:
 def _int_top(side: Side, lo: int, width: int, n: int) -> dict[int, tuple[int, Any]]:
     """Hash mode, one integer key: the TOP ranges' (rows, digest) in one GROUP BY."""
     k = side.keys[0].q
-    bucket = f"least(greatest(({k} - {lo}) / {width}, 0), {n - 1})"
+    if lo > -WIDE and lo + width * n < WIDE:
+        bucket = f"least(greatest(({k} - {lo}) / {width}, 0), {n - 1})"
+    else:  # keys near bigint's limits: ``k - lo`` would overflow bigint
+        bucket = f"least(greatest(div({k}::numeric - {lo}, {width}), 0), {n - 1})"
     sql = (
         f"SELECT {bucket} AS rb_bucket, count(*), bit_xor({side.row_hash()}) FROM {side.table} "
         f"WHERE {where_sql(side.where)} GROUP BY rb_bucket"
@@ -257,11 +263,21 @@ class Compare:
                 return []
             lo = min(m[0] for m in found)
             hi = max(m[1] for m in found) + 1
+            # ranges by the key's span, but never many more than the rows call for: sparse
+            # keys (0 and 2**63-1) would otherwise make millions of empty ranges
             rows = TOP if self.src.mode == "hash" else max(1, (hi - lo) // TOP_ROWS)
+            if rows > TOP:
+                most = max(both(lambda: _count(self.src), lambda: _count(self.dst)))
+                rows = min(rows, 4 * most // TOP_ROWS + 1)
             n = max(1, min(rows, hi - lo))
             width = -(-(hi - lo) // n)
             n = -(-(hi - lo) // width)
-            ranges = [((lo + i * width,), (min(lo + (i + 1) * width, hi),)) for i in range(n)]
+            ranges: list[tuple[Bound, Bound]] = [
+                ((lo + i * width,), (min(lo + (i + 1) * width, hi),)) for i in range(n)
+            ]
+            if self.src.mode == "text":  # open ends: ``max + 1`` may not fit a SQLite integer
+                ranges[0] = (None, ranges[0][1])
+                ranges[-1] = (ranges[-1][0], None)
             if self.src.mode == "hash":
                 s, d = both(
                     lambda: _int_top(self.src, lo, width, n),
@@ -395,7 +411,7 @@ class Compare:
         unequal = False
         for col, ctype, value, other in zip(lite_side.cols, lite_side.ctypes, raw, pg, strict=True):
             mine = canon(value, ctype)
-            if mine != other:
+            if mine != other and not (ctype == JSON and json_same(mine, other)):
                 unequal = True
                 if mine is not None and mine.startswith(BAD):
                     reasons.append(

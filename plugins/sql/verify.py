@@ -14,6 +14,9 @@ marked ``failed``).
   NULL apart from '') and hashes them per key range; only ranges that differ are bisected, down
   to the keys.  Keys whose order the two databases may not agree on (``verify_stream``) are
   streamed in key order from both sides and merged instead.
+- Before either, ``keycheck`` checks that the key identifies one row on each side: duplicated
+  keys and NULL keys are reported as differences (a digest of duplicates can cancel out; no
+  key range selects a NULL).
 - Failure messages name keys as JSON (``id=5``, ``email="a@b"``), never through ``repr``; a
   value that does not parse as its column pair's type says so (the value itself is data: it
   is not shown).
@@ -68,6 +71,7 @@ from .db import (
     scrub,
     sqlite_path,
 )
+from .keycheck import key_problems
 from .owners import owners_of
 from .rangediff import Compare, Found, Side
 from .verify_stream import StreamSide, merge
@@ -135,11 +139,16 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             check_where(dst, target_table, dst_where, "target")
             progress = Progress(ctx.progress, "verified", 0)
         try:
+            problems = key_problems(src, table, src_where, key_cols, "source")
+            problems_dst = key_problems(
+                dst, target_table, dst_where, _keys_of(tcols, cols, key_cols), "target"
+            )
             if src.kind == dst.kind == "sqlite":
                 _in_sqlite(src, dst, table, target_table, src_where, cols, key_cols, tcols, diffs)
             else:
                 pair = (src, table, src_where, cols, key_cols, dst, target_table, dst_where, tcols)
                 progress = _across(pair, diffs, watch, ctx.progress)
+            _add_problems(diffs, [problems, problems_dst])
         except ActionFailed as exc:
             raise watch.explain(exc, f"after checking {diffs.checked:,} rows") from None
         except Exception as exc:
@@ -187,6 +196,25 @@ def verify(params: Mapping[str, Any], ctx: ActionContext) -> Mapping[str, Any]:
             message += f"; member(s) marked failed ({column}): {shown}{more}"
         raise ActionFailed(message, outputs=outputs, retryable=False)
     return outputs
+
+
+def _add_problems(
+    diffs: Diffs, sides: Sequence[tuple[list[tuple[tuple[Any, ...], str, int]], int]]
+) -> None:
+    """Duplicated and NULL keys (``keycheck``): differences listed first, every row checked."""
+    listed: list[tuple[tuple[Any, ...], str]] = []
+    for problems, nulls in sides:
+        diffs.checked += nulls  # never selected by a key range or a join on the key
+        for key, reason, rows in problems:
+            diffs.counts["different"] += rows
+            listed.append((key, "different"))
+            diffs.reasons[key] = (
+                f"{diffs.reasons[key]}; {reason}" if key in diffs.reasons else reason
+            )
+            if diffs.every is not None and any(v is not None for v in key):
+                diffs.every.append((key, "different"))
+    if listed:
+        diffs.first = (listed + [f for f in diffs.first if f not in listed])[: diffs.max_report]
 
 
 PG_KEYS = (INT, TEXT, NUMERIC, DATE, TIMESTAMP, TIMESTAMPTZ, BOOL)  # ordered alike by Python
@@ -336,11 +364,13 @@ def _in_sqlite(
 
     def side(name: str, columns: Sequence[Column]) -> str:
         body = ", ".join(f"{c.q} AS {a}" for c, a in zip(columns, alias, strict=True))
-        return f"(SELECT {body} FROM {name} WHERE {where_sql(where)})"
+        keyed = " AND ".join(f"{columns[i].q} IS NOT NULL" for i in kidx)  # NULL: keycheck's
+        return f"(SELECT {body} FROM {name} WHERE {where_sql(where)} AND {keyed})"
 
     s, t = side(table, cols), side(target_table, tcols)
-    on = " AND ".join(f"t.c{i} = s.c{i}" for i in kidx)
-    same = " AND ".join(f"s.{a} IS t.{a}" for a in alias)
+    # BINARY: a column declared NOCASE or RTRIM must not make 'A' and 'a ' equal
+    on = " AND ".join(f"t.c{i} = s.c{i} COLLATE BINARY" for i in kidx)
+    same = " AND ".join(f"s.{a} IS t.{a} COLLATE BINARY" for a in alias)
     skeys = ", ".join(f"s.c{i}" for i in kidx)
     tkeys = ", ".join(f"t.c{i}" for i in kidx)
     found: list[tuple[tuple[Any, ...], str]] = []

@@ -10,6 +10,7 @@ per column pair (``canon``) and compared.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,9 +19,9 @@ from typing import Any
 
 from runbook_engine.errors import ActionFailed
 
-from .canon import BAD, canon
-from .common import TEXT, Column, Progress, Watch, where_sql
-from .db import Connection
+from .canon import BAD, canon, json_same
+from .common import JSON, TEXT, Column, Progress, Watch, where_sql
+from .db import Connection, jsonable
 
 FETCH = 10_000
 AHEAD = 2  # chunks read ahead per side
@@ -58,10 +59,15 @@ class StreamSide:
         )
         # PostgreSQL on both sides: values as text (cheaper to read than parsed numerics and
         # timestamps); equal text is an equal value, unequal text is normalised and compared.
+        # a uuid key is matched as its canonical text (its order is that text's order)
         names = ", ".join(
-            [c.q for c in key_cols] + [f"{c.q}::text" if as_text else c.q for c in rest]
+            [f"{c.q}::text" if pg and c.decl == "uuid" else c.q for c in key_cols]
+            + [f"{c.q}::text" if as_text else c.q for c in rest]
         )
-        self.sql = f"SELECT {names} FROM {table} WHERE {where_sql(where)} ORDER BY {order}"
+        keyed = " AND ".join(f"{c.q} IS NOT NULL" for c in key_cols)  # NULL: keycheck's
+        self.sql = (
+            f"SELECT {names} FROM {table} WHERE {where_sql(where)} AND {keyed} ORDER BY {order}"
+        )
 
     def rows(self) -> Iterator[tuple[Any, ...]]:
         """The rows, read ahead by a thread of their own so both sides' databases work at
@@ -111,14 +117,26 @@ class StreamSide:
             reader.join()
 
 
+def _identical(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Equal as read, and of the same Python types (``1 == True`` is not a match)."""
+    return a == b and all(type(x) is type(y) for x, y in zip(a, b, strict=True))
+
+
 def _same(src: StreamSide, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     """Rows unequal as read: equal when every unequal column is equal once canonical."""
     for x, y, ctype in zip(a, b, src.ctypes, strict=True):
-        if x != y:
-            cx = canon(x, ctype)
-            if cx != canon(y, ctype) or (cx is not None and cx.startswith(BAD)):
+        if x != y or type(x) is not type(y):
+            cx, cy = canon(x, ctype), canon(y, ctype)
+            if cx is not None and cx.startswith(BAD):
+                return False
+            if cx != cy and not (ctype == JSON and json_same(cx, cy)):
                 return False
     return True
+
+
+def _key(key: tuple[Any, ...]) -> str:
+    """A key for a message: JSON, never ``repr``."""
+    return json.dumps([jsonable(v) for v in key], ensure_ascii=False)[:200]
 
 
 def _ordered(side: StreamSide) -> Iterator[tuple[Any, ...]]:
@@ -133,7 +151,8 @@ def _ordered(side: StreamSide) -> Iterator[tuple[Any, ...]]:
             bad = True
         if bad:
             raise ActionFailed(
-                f"{side.name} rows do not come in key order at key {key!r} (after {last!r}): "
+                f"{side.name} rows do not come in key order at key {_key(key)} "
+                f"(after {_key(last or ())}): "
                 "the key must be unique and of one type",
                 retryable=False,
             )
@@ -168,11 +187,11 @@ def merge(src: StreamSide, dst: StreamSide, diffs: Any, watch: Watch, progress: 
                 diffs.add(kb, "extra")
                 b = next(b_rows, None)
             else:
-                if a != b and not _same(src, a, b):
+                if not _identical(a, b) and not _same(src, a, b):
                     diffs.add(ka, "different")
                 a, b = next(a_rows, None), next(b_rows, None)
         except TypeError:
             raise ActionFailed(
-                f"keys of different types cannot be matched: source {ka!r}, target {kb!r}",
+                f"keys of different types cannot be matched: source {_key(ka)}, target {_key(kb)}",
                 retryable=False,
             ) from None
