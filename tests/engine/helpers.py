@@ -71,3 +71,26 @@ def statuses(runbook: Any, file: str) -> dict[str, str]:
 
 def run_process(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RUNBOOK, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def write_subs_runbook(name: str, steps: list[dict[str, Any]], waves: list[dict[str, Any]]) -> None:
+    """r.yaml: one phase over cohort `subs` (legacy.db's customers: id, email) with ``steps``."""
+    doc = {
+        "apiVersion": "runbook/v1",
+        "kind": "Runbook",
+        "metadata": {"name": name},
+        "vars": {"legacy_db": "sqlite:///legacy.db"},
+        "cohorts": {
+            "subs": {
+                "source": {
+                    "dsn": "{{ vars.legacy_db }}",
+                    "query": "SELECT id, email FROM customers",
+                },
+                "key": "id",
+                "attributes": ["email"],
+                "waves": waves,
+            }
+        },
+        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": steps}],
+    }
+    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tests.engine.helpers import RUNBOOK, journal, status_json
+from tests.engine.helpers import RUNBOOK, journal, status_json, write_subs_runbook
 
 N = 400
 
@@ -42,25 +42,9 @@ def _runbook(url: str, **step: Any) -> None:
         },
     }
     move.update(step)
-    doc = {
-        "apiVersion": "runbook/v1",
-        "kind": "Runbook",
-        "metadata": {"name": "fe"},
-        "vars": {"legacy_db": "sqlite:///legacy.db"},
-        "cohorts": {
-            "subs": {
-                "source": {
-                    "dsn": "{{ vars.legacy_db }}",
-                    "query": "SELECT id, email FROM customers",
-                },
-                "key": "id",
-                "attributes": ["email"],
-                "waves": [{"id": "pilot", "size": "10%"}, {"id": "all", "size": "rest"}],
-            }
-        },
-        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": [move]}],
-    }
-    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_subs_runbook(
+        "fe", [move], [{"id": "pilot", "size": "10%"}, {"id": "all", "size": "rest"}]
+    )
 
 
 def _ledger(sql: str) -> list[tuple[Any, ...]]:

@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tests.engine.helpers import RUNBOOK, journal, status_json
+from tests.engine.helpers import RUNBOOK, journal, status_json, write_subs_runbook
 
 
 def _base(rows: int) -> None:
@@ -41,25 +39,7 @@ def _runbook(rows: int, **step: Any) -> None:
     }
     move.update(step)
     move = {k: v for k, v in move.items() if v is not None}
-    doc = {
-        "apiVersion": "runbook/v1",
-        "kind": "Runbook",
-        "metadata": {"name": "fa"},
-        "vars": {"legacy_db": "sqlite:///legacy.db"},
-        "cohorts": {
-            "subs": {
-                "source": {
-                    "dsn": "{{ vars.legacy_db }}",
-                    "query": "SELECT id, email FROM customers",
-                },
-                "key": "id",
-                "attributes": ["email"],
-                "waves": [{"id": "all", "size": "rest"}],
-            }
-        },
-        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": [move]}],
-    }
-    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_subs_runbook("fa", [move], [{"id": "all", "size": "rest"}])
 
 
 def _ledger(sql: str) -> list[tuple[Any, ...]]:
@@ -293,25 +273,7 @@ def test_a_member_key_of_dots_never_walks_out_of_a_url_path(runbook, provider) -
             "json": {"customer": "{{ member.key }}"},
         },
     }
-    doc = {
-        "apiVersion": "runbook/v1",
-        "kind": "Runbook",
-        "metadata": {"name": "fa"},
-        "vars": {"legacy_db": "sqlite:///legacy.db"},
-        "cohorts": {
-            "subs": {
-                "source": {
-                    "dsn": "{{ vars.legacy_db }}",
-                    "query": "SELECT id, email FROM customers",
-                },
-                "key": "id",
-                "attributes": ["email"],
-                "waves": [{"id": "all", "size": "rest"}],
-            }
-        },
-        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": [step]}],
-    }
-    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_subs_runbook("fa", [step], [{"id": "all", "size": "rest"}])
     r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 1, r.output  # two members failed (within max_failed): not clean
     assert "2 member(s) not done (first: .., .)" in r.out
