@@ -73,10 +73,14 @@ def _handler(p: Provider) -> type[BaseHTTPRequestHandler]:
         def _any(self, method: str) -> None:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b"{}"
+            if len(raw) < n:  # the client died mid-request: nothing arrived to act on
+                self.close_connection = True
+                return
             try:
                 doc = json.loads(raw or b"{}")
             except ValueError:
-                doc = {}
+                self.send_error(400, "body is not JSON")
+                return
             with p.lock:
                 p.headers.append(dict(self.headers.items()))
             status, headers = p.handle(method, self.headers.get("Idempotency-Key"), doc)
