@@ -111,7 +111,7 @@ def command(
         assignments,
         var_files,
         resolve_secrets=not dry_run,
-        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace)),
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace), strict=True),
     )
     if dry_run:
         from ..run.dryrun import dry_run as show
