@@ -41,7 +41,8 @@ from .options import state_dir, var_options
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Render every template and show what would run; run and write nothing.",
+    help="Render every template and show what would run; run and write nothing. Exit 2 "
+    "when the apply would be refused (changes to a pinned run not accepted).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -116,7 +117,7 @@ def command(
     if dry_run:
         from ..run.dryrun import dry_run as show
 
-        return show(prepared, state_dir(ctx), only)
+        return show(prepared, state_dir(ctx), only, accept_changes)
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
     options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
     with open_session(prepared, state_dir(ctx), fmt) as session:
