@@ -207,6 +207,7 @@ class Changes:
     affected: list[tuple[str, str]] = field(default_factory=list)  # step, why
     done_changed: list[str] = field(default_factory=list)  # succeeded and changed: --replace
     done_other_vars: list[str] = field(default_factory=list)  # succeeded with other vars
+    why: dict[str, str] = field(default_factory=dict)  # every changed step, done or not
 
     @property
     def any(self) -> bool:
@@ -262,6 +263,7 @@ def compare(
             why.append("uses changed vars: " + ", ".join(sorted(used)))
         if not why:
             continue
+        out.why[iid] = "; ".join(why)
         if status in DONE:
             if status is Status.SUCCEEDED and moved is not None and "definition" in moved:
                 out.done_changed.append(iid)
@@ -286,9 +288,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def summary(changes: Changes, run_id: str, file: str) -> str:
-    """What ``apply`` says when it refuses (exit 2): what changed, which steps it affects."""
-    lines = [f"{file} is not what run {run_id} started with, and steps not yet done are affected:"]
+def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> str:
+    """What ``apply`` (or ``rollback``) says when it refuses (exit 2): what changed, which
+    steps it affects."""
+    which = "steps not yet done" if verb == "apply" else "steps it would undo"
+    lines = [f"{file} is not what run {run_id} started with, and {which} are affected:"]
     if changes.old_digest != changes.new_digest:
         lines.append(f"  runbook: {changes.old_digest} -> {changes.new_digest}")
     for name, old, new in changes.vars:
@@ -311,7 +315,7 @@ def summary(changes: Changes, run_id: str, file: str) -> str:
         )
     lines.append(
         f"Nothing was written. Review the changes (`runbook diff`, `runbook plan {file}`), then "
-        f"run `runbook apply {file} --accept-changes` to go on with them (approvals given "
+        f"run `runbook {verb} {file} --accept-changes` to go on with them (approvals given "
         "under the old runbook or vars are voided), or restore the runbook and vars the run "
         "started with"
     )
@@ -373,18 +377,25 @@ def accept_record(
     }
 
 
-def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]:
+def repin(
+    session: Session, run: RunState, accept: bool, undo: set[str] | None = None
+) -> list[dict[str, Any]]:
     """The records that re-pin ``run`` to this runbook and these vars (none when nothing
     changed); raises InvalidInput (exit 2, nothing written) with the changes when steps not
-    yet done are affected and --accept-changes was not given."""
+    yet done are affected and --accept-changes was not given. For ``rollback``, ``undo`` is
+    the steps it would undo: those are the ones a change affects (their rollback, the vars
+    it uses, their place in the order)."""
     rb = session.runbook
     order = session.dag.order
     key = pinned.read_key(session.store.db)
     changes = compare(run, session.store.state, rb, session.variables, session.masker, key, order)
     if not changes.any:
         return []
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
     if changes.affected and not accept:
-        raise InvalidInput(summary(changes, run.id, session.file))
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, session.file, verb))
     hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables)
     who = identity()
     what = []
