@@ -71,10 +71,11 @@ def run_vars(
     masked = sorted(k for k, v in values.items() if MASK in json.dumps(v, default=str))
     if masked and strict:
         names = " ".join(f"--var {k}=…" for k in masked)
+        said = "its value" if len(masked) == 1 else "their values"
         raise InvalidInput(
-            f"run {run} started with var(s) {', '.join(masked)} whose value held a secret and "
-            f"was not stored: give {names} again (with the run's other vars: vars given are the "
-            "whole set). Nothing was written"
+            f"run {run} cannot reuse its var(s) {', '.join(masked)}: give {names} again: "
+            f"{said} held a secret and was not stored (vars given are the whole set: give the "
+            "run's other vars too). Nothing was written"
         )
     return {k: v for k, v in values.items() if k not in masked}
 
