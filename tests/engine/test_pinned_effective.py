@@ -253,3 +253,37 @@ def test_apply_dry_run_with_accept_changes_says_it_would_go_on(runbook) -> None:
     r = runbook("apply", "r.yaml", "--dry-run", "--accept-changes")
     assert r.code == 0 and "with --accept-changes, run" in r.out, r.output
     assert len(journal(".runbook", "t")) == before
+
+
+def test_cohort_admit_and_freeze_take_the_runs_vars_without_var(runbook) -> None:
+    import yaml
+
+    con = sqlite3.connect("other.db")
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT)")
+    con.executemany("INSERT INTO customers VALUES (?, ?)", [(i, f"c{i}@x") for i in range(1, 5)])
+    con.commit()
+    con.close()
+    doc = {
+        "apiVersion": "runbook/v1",
+        "kind": "Runbook",
+        "metadata": {"name": "t"},
+        "vars": {"legacy_db": {"type": "string"}},  # no default: only the run knows it
+        "cohorts": {
+            "subs": {
+                "source": {
+                    "dsn": "{{ vars.legacy_db }}",
+                    "query": "SELECT id, email FROM customers",
+                },
+                "key": "id",
+                "attributes": ["email"],
+                "waves": [{"id": "pilot", "size": 2}, {"id": "rest", "size": "rest"}],
+            }
+        },
+        "phases": [{"id": "p", "waves": {"cohort": "subs"}, "steps": [sh("gate0", "test -f go")]}],
+    }
+    Path("r.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert runbook("apply", "r.yaml", "--yes", "--var", "legacy_db=sqlite:///other.db").code == 1
+    r = runbook("cohort", "freeze", "r.yaml")
+    assert r.code == 0 and "0 late, 0 vanished" in r.output, r.output
+    r = runbook("cohort", "admit", "r.yaml", "--include", "3")
+    assert "has no default" not in r.err, r.output
