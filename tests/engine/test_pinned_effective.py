@@ -162,8 +162,10 @@ def test_rollback_accepts_changes_like_apply_and_journals_them(runbook) -> None:
     _undoable()
     assert runbook("apply", "r.yaml", "--yes", "--var", "region=eu").code == 3
     _undoable("echo EDITED-undo-{{ vars.region }} >> ledger.txt")
+    before = len(journal(".runbook", "t"))
     r = runbook("rollback", "r.yaml", "--yes")
     assert r.code == 2, r.output
+    assert len(journal(".runbook", "t")) == before and ledger_lines() == ["do-eu"]
     assert "steps it would undo are affected" in r.err and "step a: definition changed" in r.err
     assert "runbook rollback r.yaml --accept-changes" in r.err and not _accepts()
     r = runbook("rollback", "r.yaml", "--yes", "--accept-changes")
