@@ -8,7 +8,8 @@ references a variable whose value changed. Any affected step: ``apply`` exits 2 
 summary and writes nothing, until ``apply --accept-changes``. Accepting (explicitly, or by
 itself when nothing not yet succeeded is affected) is an ``accept`` record: who (the OS user),
 both digests, the variables' names that changed, the affected steps, the new pins; the
-approvals given under the old digest and not yet acted on are voided in the same commit.
+approvals and gate decisions given under the old digest and not yet acted on are voided in
+the same commit.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
+from ..format import approvals, gates
 from ..format.model import Instance, Runbook
 from ..format.templates import parse
 from ..masking import Masker
+from ..state.identity import os_user
 from ..state.status import DONE, RunState, State, Status
 from ..state.store import now
 from .runner import Session
@@ -38,15 +41,8 @@ def pins_of(rb: Runbook) -> dict[str, str]:
 
 
 def identity() -> str:
-    """The OS user of this process, from the user database (never ``$USER``, never --by): the
-    identity ``approve`` records (``commands/decide.py``)."""
-    import os
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, OSError):
-        return f"uid {os.geteuid()}"
+    """The OS user of this process (``state/identity.py``): the identity ``approve`` records."""
+    return os_user()
 
 
 def _strings(value: Any) -> list[str]:
@@ -174,32 +170,34 @@ def summary(changes: Changes, run_id: str, file: str) -> str:
     return "\n".join(lines)
 
 
-def approval_key(run_id: str) -> str:
-    """The record key of an approval decision: the same as ``plugins/approval.py``'s."""
-    return f"approval:{run_id}"
-
-
 def voided_approvals(
     state: State, rb: Runbook, run_id: str, reason: str, at: str
 ) -> list[dict[str, Any]]:
-    """``record`` records that void the approvals of this run not yet acted on (their step
-    still waits): the approval action then waits again for a new one."""
+    """``record`` records that void the decisions of this run not yet acted on (their step
+    still waits): each approval of an approval step, and a person's decision on a waiting
+    gate (``approve``, ``resolve --as failed``). The step then waits again for new ones."""
     out = []
-    key = approval_key(run_id)
     for iid, inst in rb.instances.items():
-        if inst.step.action != "approval" or state.status_of(iid) is not Status.WAITING:
+        if inst.step.action not in ("approval", "check"):
             continue
-        raw = state.records.get(iid, {}).get(key)
-        if raw is None:
-            continue
-        try:
-            decision = json.loads(raw)
-        except ValueError:
-            decision = {}
-        if not isinstance(decision, dict) or decision.get("void"):
-            continue
-        void = {"void": reason, "voided_at": at, "was": decision}
-        out.append({"t": "record", "step": iid, "items": {key: json.dumps(void)}})
+        if state.status_of(iid) is not Status.WAITING:
+            continue  # acted on (or never reached): a change does not void it
+        records = state.records.get(iid, {})
+        found: dict[str, dict[str, Any]] = {}
+        if inst.step.action == "approval":
+            found = approvals.of_run(records, run_id)
+        else:
+            waiting = gates.waiting_of(records, run_id)
+            decision = gates.decision_of(records, waiting) if waiting is not None else None
+            if waiting is not None and decision is not None:
+                found = {gates.decision_key(str(waiting["token"])): decision}
+        items = {
+            key: json.dumps({"void": reason, "voided_at": at, "was": doc})
+            for key, doc in found.items()
+            if not doc.get("void")
+        }
+        if items:
+            out.append({"t": "record", "step": iid, "items": items})
     return out
 
 

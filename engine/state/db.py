@@ -182,13 +182,27 @@ def pragmas(db: Database) -> None:
 
 def migrate(db: Database) -> None:
     """Bring a database of an older schema to this program's, one version per transaction."""
-    version = int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
-    while version < SCHEMA_VERSION:
-        version += 1
+    while needs_migration(db):
         with db.transaction():
+            # read again inside the write transaction: a command beside this one (`approve`,
+            # which takes no lock) may have migrated it meanwhile
+            version = _version(db)
+            if version >= SCHEMA_VERSION:
+                break
+            version += 1
             for stmt in schema.STEPS[version]:
                 db.execute(stmt)
             db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(version),))
+
+
+def _version(db: Database) -> int:
+    return int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
+
+
+def needs_migration(db: Database) -> bool:
+    """The database is of an older schema than this program's (opening it for writing would
+    migrate it)."""
+    return _version(db) < SCHEMA_VERSION
 
 
 def create(
