@@ -206,7 +206,7 @@ def needs_migration(db: Database) -> bool:
 
 
 def create(
-    path: Path, name: str, at: str, fill: Callable[[Database], None] | None = None
+    path: Path, name: str, at: str, fill: Callable[[Database], object] | None = None
 ) -> Database:
     """A new state database at ``path`` (its folder must exist), made whole before it gets its
     name: built 0600 under a temporary name (schema and meta in one transaction), closed,

@@ -50,7 +50,7 @@ def decide(
             seen = records[-1][0] if records else 0
             with db.transaction():
                 # what was committed since (an apply goes on beside this command)
-                state = fold_more(state, journal.read(db, after=seen), path)
+                state = fold(name, journal.read(db, after=seen), path, state)
                 wanted, effect = check(state)
                 clean: list[dict[str, Any]] = []
                 for rec in wanted:
@@ -65,19 +65,3 @@ def decide(
     finally:
         db.close()
     return clean
-
-
-def fold_more(state: State, more: list[tuple[int, dict[str, Any]]], where: object) -> State:
-    if not more:
-        return state
-    from ..errors import StateError
-
-    for seq, rec in more:
-        try:
-            state.apply(rec)
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise StateError(
-                f"{where}: journal record {seq} is not a valid state record ({type(exc).__name__}:"
-                f" {exc}); the state was left untouched"
-            ) from None
-    return state
