@@ -24,7 +24,7 @@ from ..format.model import Instance, Runbook
 from ..format.templates import parse
 from ..masking import Masker
 from ..state.identity import os_user
-from ..state.status import DONE, RunState, State, Status
+from ..state.status import DONE, RunState, RunStatus, State, Status
 from ..state.store import now
 from .runner import Session
 
@@ -222,6 +222,33 @@ def accept_record(
         "voided": voided,
         "explicit": explicit,
     }
+
+
+def refuse_early(
+    file: str,
+    rb: Runbook,
+    variables: dict[str, Any],
+    masker: Masker,
+    state_dir: str,
+    accept: bool,
+    replace: tuple[str, ...],
+) -> None:
+    """``repin``'s refusal, before the lock is taken and the state is opened for writing
+    (which migrates an older schema and imports a journal of an earlier version): an apply
+    refused for changes leaves everything on disk as it was. ``repin`` checks again under
+    the lock."""
+    from ..state.store import read_state
+
+    got = read_state(state_dir, rb.name)
+    run = got[0].run if got is not None else None
+    if got is None or run is None or accept:
+        return
+    reopen = bool(replace) and run.status is RunStatus.SUCCEEDED
+    if run.finished and not reopen:
+        return
+    changes = compare(run, got[0], rb, variables, masker)
+    if changes.any and changes.affected:
+        raise InvalidInput(summary(changes, run.id, file))
 
 
 def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]:
