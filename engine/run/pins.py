@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..format import approvals, gates
-from ..format.model import Instance, Runbook
+from ..format.model import Instance, Runbook, digest_of
 from ..format.templates import parse
 from ..masking import Masker
 from ..state.identity import os_user
@@ -40,6 +40,57 @@ def pins_of(rb: Runbook) -> dict[str, str]:
     return {iid: pin(inst) for iid, inst in rb.instances.items()}
 
 
+def surroundings(rb: Runbook, inst: Instance) -> dict[str, Any]:
+    """What a step does not say itself but depends on: the contingencies its failure fires
+    (through its risks, in order, with their definitions), and, for a step in a wave of a
+    cohort, that cohort's source query."""
+    out: dict[str, Any] = {}
+    risks = {r.id: r for r in rb.risks}
+    by_id = rb.contingency_by_id
+    fired = [cid for rid in inst.step.risks if rid in risks for cid in risks[rid].contingencies]
+    if fired:
+        out["contingencies"] = [
+            [cid, by_id[cid].call.as_json() if cid in by_id else None] for cid in fired
+        ]
+    cohort = rb.cohorts.get(inst.phase.cohort) if inst.phase.cohort else None
+    if cohort is not None:
+        out["source"] = {
+            "cohort": cohort.name,
+            "dsn": cohort.dsn,
+            "query": cohort.query,
+            "attributes": list(cohort.attributes),
+        }
+    return out
+
+
+def context_pins(rb: Runbook) -> dict[str, str]:
+    """Each step instance that fires contingencies or works on a cohort -> the pin of those
+    (``surroundings``): an edit to a contingency, to what fires it, or to a cohort's source
+    affects the steps it reaches."""
+    out = {}
+    for iid, inst in rb.instances.items():
+        around = surroundings(rb, inst)
+        if around:
+            out[iid] = digest_of(around).removeprefix("sha256:")[:PIN_LEN]
+    return out
+
+
+def _around_why(rb: Runbook, inst: Instance, before: dict[str, Any] | None) -> str:
+    around = surroundings(rb, inst)
+    if before is None:
+        return "its contingencies or its cohort's source changed"
+    parts = []
+    if "source" in around:
+        parts.append(f"the source of cohort {around['source']['cohort']} changed")
+    if around.get("contingencies"):
+        parts.append(
+            "a contingency it fires changed ("
+            + ", ".join(str(c[0]) for c in around["contingencies"])
+            + ")"
+        )
+    return " or ".join(parts) or "the contingencies it fired changed"
+
+
 def identity() -> str:
     """The OS user of this process (``state/identity.py``): the identity ``approve`` records."""
     return os_user()
@@ -55,11 +106,14 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def var_refs(inst: Instance, names: set[str]) -> set[str]:
-    """The variables among ``names`` the step's definition refers to; all of them when it
+def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
+    """The variables among ``names`` the step's definition refers to (and, given ``rb``, the
+    contingencies it fires and its cohort's source: ``surroundings``); all of them when it
     uses ``vars`` whole or cannot be parsed (a change it might see counts)."""
     found: set[str] = set()
-    definition = inst.step.definition()
+    definition: Any = inst.step.definition()
+    if rb is not None:
+        definition = [definition, surroundings(rb, inst)]
     for text in _strings(definition):
         if "vars" not in text:
             continue
@@ -106,6 +160,7 @@ def compare(
         return out  # no digest was recorded (a run of an earlier version): nothing to compare
     changed_vars = {n for n, _o, _n in out.vars}
     pins = run.pins
+    now_context = context_pins(rb) if run.context is not None else {}
     for iid, inst in rb.instances.items():
         status = state.status_of(iid)
         why = []
@@ -117,7 +172,10 @@ def compare(
             why.append("added")
         elif pins[iid] != pin(inst):
             why.append("definition changed")
-        used = var_refs(inst, changed_vars) if changed_vars else set()
+        context = run.context
+        if context is not None and context.get(iid) != now_context.get(iid):
+            why.append(_around_why(rb, inst, context))
+        used = var_refs(inst, changed_vars, rb) if changed_vars else set()
         if used:
             why.append("uses changed vars: " + ", ".join(sorted(used)))
         if not why:
@@ -219,6 +277,7 @@ def accept_record(
         "changed_vars": [n for n, _o, _n in changes.vars],
         "steps": [iid for iid, _why in changes.affected],
         "pins": pins_of(rb),
+        "context": context_pins(rb),
         "voided": voided,
         "explicit": explicit,
     }

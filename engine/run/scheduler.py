@@ -162,6 +162,7 @@ class Apply(Runner):
                     "pid": os.getpid(),
                     "user": _user(),
                     "pins": pins.pins_of(self.rb),
+                    "context": pins.context_pins(self.rb),
                 }
             )
         self.flush()

@@ -382,7 +382,7 @@ def test_resolve_on_a_waiting_gate_takes_only_failed_and_no_lock(runbook: Any) -
     assert [(g["decision"], g["by"]) for g in gates] == [("failed", ME)]
 
 
-def test_accept_changes_voids_a_gate_decision_not_yet_acted_on(runbook: Any) -> None:
+def test_hole_accept_changes_did_not_void_a_gate_decision_not_yet_acted_on(runbook: Any) -> None:
     step = {
         "id": "gate",
         "action": "check",

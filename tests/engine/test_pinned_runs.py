@@ -319,3 +319,103 @@ def test_hole_a_refused_apply_imported_a_legacy_journal(runbook) -> None:  # typ
     assert not (folder / "state.db").exists()
     assert not (folder / "journal.jsonl.imported").exists()
     assert ledger_lines() == ["a"]
+
+
+def _with_contingency(command: str) -> None:
+    write(
+        "r.yaml",
+        vars={"region": {"type": "string"}, "batch": 5},
+        risks=[
+            {
+                "id": "loss",
+                "description": "rows lost",
+                "likelihood": "low",
+                "impact": "high",
+                "mitigation": "backup",
+                "owner": "dba",
+                "contingencies": ["page"],
+            }
+        ],
+        contingencies=[{"id": "page", "action": "shell", "with": {"command": command}}],
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh("a", "echo a >> ledger.txt"),
+                    {"id": "ok", "action": "approval"},
+                    sh("b", "echo b >> ledger.txt", risks=["loss"]),
+                ],
+            }
+        ],
+    )
+
+
+def test_hole_an_edited_contingency_did_not_affect_the_steps_that_fire_it(runbook) -> None:  # type: ignore[no-untyped-def]
+    _with_contingency("echo paged >> pages.txt")
+    _paused(runbook)
+    _with_contingency("echo PAGED >> pages.txt")
+    before = _rows()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 2, r.output
+    assert "step b: a contingency it fires changed (page)" in r.err
+    assert "step a" not in r.err and "step ok" not in r.err
+    assert _rows() == before
+    r = runbook("apply", "r.yaml", "--yes", "--accept-changes")
+    assert r.code == 3, r.output
+    (acc,) = _accepts()
+    assert acc["steps"] == ["b"] and "b" in acc["context"]
+
+
+def test_hole_a_var_reaching_only_a_cohort_source_did_not_affect_its_wave_steps(runbook) -> None:  # type: ignore[no-untyped-def]
+    from tests.engine.helpers import write_subs_runbook
+
+    for name in ("legacy.db", "copy.db"):
+        con = sqlite3.connect(name)
+        con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT)")
+        con.executemany(
+            "INSERT INTO customers VALUES (?, ?)", [(i, f"c{i}@example.com") for i in (1, 2, 3)]
+        )
+        con.commit()
+        con.close()
+    steps = [
+        {"id": "ok", "action": "approval"},
+        sh("after", "echo after-{{ wave.id }} >> ledger.txt"),
+    ]
+    write_subs_runbook("t", steps, [{"id": "all", "size": "rest"}])
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 3, r.output
+    before = _rows()
+    r = runbook("apply", "r.yaml", "--yes", "--var", "legacy_db=sqlite:///copy.db")
+    assert r.code == 2, r.output
+    assert "step ok[all]: uses changed vars: legacy_db" in r.err
+    assert "step after[all]: uses changed vars: legacy_db" in r.err
+    assert _rows() == before and ledger_lines() == []
+
+
+def test_hole_the_lock_holder_was_the_user_from_the_environment(runbook) -> None:  # type: ignore[no-untyped-def]
+    """The lock's holder came from getpass ($USER/$LOGNAME first): it is the OS user."""
+    import subprocess
+    import time
+
+    from tests.engine.helpers import RUNBOOK
+
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("slow", "sleep 30")]}])
+    env = {**os.environ, "USER": "someone-else", "LOGNAME": "someone-else"}
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lock = Path(".runbook/t/lock")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if lock.exists() and lock.read_bytes().strip():
+                break
+            time.sleep(0.05)
+        holder = json.loads(lock.read_bytes())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert holder["user"] == ME != "someone-else"
