@@ -175,7 +175,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
         mine = [d for d in got.valid if d.get("by") == who]
         if mine:
             raise InvalidInput(
-                f"{who!r} already approved {step} at {mine[0].get('at')}: a second approval "
+                f"{step} was already approved by {who} at {mine[0].get('at')}: a second approval "
                 f"by the same identity does not count ({got.text(rules)})"
             )
         if len(got.valid) >= rules.required:

@@ -71,6 +71,9 @@ def command(
     next apply fails it as a failed measurement would (contingencies, on_failure). To pass
     it: `runbook approve`. A waiting approval step is decided by `runbook approve` only.
 
+    Never takes the run's lock: the decision is checked and written in one transaction
+    beside a running apply, which reads it at its next transition.
+
     \b
     Examples:
       runbook resolve migrate.yaml create-schema --as succeeded

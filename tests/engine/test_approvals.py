@@ -209,7 +209,7 @@ def test_a_second_approval_by_the_same_identity_is_refused(runbook: Any) -> None
     assert runbook("approve", "r.yaml", "ok").code == 0
     before = _rows()
     r = runbook("approve", "r.yaml", "ok", "--by", "a colleague")
-    _refused(r, before, f"'{ME}' already approved ok at", "(1 of 2 approvals (root))")
+    _refused(r, before, f"ok was already approved by {ME} at", "(1 of 2 approvals (root))")
     assert len(_approvals()) == 1
 
 
