@@ -414,3 +414,41 @@ def test_hole_accept_changes_did_not_void_a_gate_decision_not_yet_acted_on(runbo
     ]
     assert len(voids) == 1 and voids[0]["was"]["comment"] == "ok under v1"
     assert ledger_lines() == []
+
+
+def test_bad_approval_keys_are_located_errors_and_apply_writes_nothing(runbook: Any) -> None:
+    Path("r.yaml").write_text(
+        "apiVersion: runbook/v1\n"
+        "kind: Runbook\n"
+        "metadata: {name: t}\n"
+        "phases:\n"
+        "  - id: p\n"
+        "    steps:\n"
+        "      - id: ok\n"
+        "        action: approval\n"
+        "        with: {required: 0, expires: soon, allow_self: maybe}\n"
+        "      - id: two\n"
+        "        action: approval\n"
+        "        with: {required: 3, approvers: [maria, joao]}\n"
+    )
+    r = runbook("validate", "r.yaml")
+    assert r.code == 2
+    assert "r.yaml:9:26: phases[0].steps[0].with.required: 0 is less than the minimum of 1" in (
+        r.err
+    )
+    assert "r.yaml:9:38: phases[0].steps[0].with.expires: invalid duration 'soon'" in r.err
+    assert "r.yaml:9:56: phases[0].steps[0].with.allow_self: expected boolean" in r.err
+    assert (
+        "r.yaml:12:26: phases[0].steps[1].with.required: 3 approvals are required but "
+        "approvers names only 2" in r.err
+    )
+    assert runbook("apply", "r.yaml", "--yes").code == 2
+    assert not Path(".runbook").exists()
+
+
+def test_the_schema_offers_the_approval_keys_to_editors(runbook: Any) -> None:
+    r = runbook("schema", "--action", "approval")
+    assert r.code == 0
+    props = json.loads(r.out)["properties"]
+    for key in ("required", "approvers", "allow_self", "expires", "message"):
+        assert props[key]["description"], key
