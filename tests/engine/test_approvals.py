@@ -452,3 +452,88 @@ def test_the_schema_offers_the_approval_keys_to_editors(runbook: Any) -> None:
     props = json.loads(r.out)["properties"]
     for key in ("required", "approvers", "allow_self", "expires", "message"):
         assert props[key]["description"], key
+
+
+def test_two_approvals_by_one_identity_at_the_same_instant_count_once(runbook: Any) -> None:
+    """The check and the write are one transaction: of two `approve` started together by the
+    same identity, one records and the other is refused (exit 2)."""
+    _runbook({"required": 2})
+    _paused(runbook)
+    procs = [
+        subprocess.Popen(
+            [RUNBOOK, "approve", "r.yaml", "ok", "--comment", f"try {i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    results = [(p.wait(timeout=120), p.communicate()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    (refused,) = [err for code, (_out, err) in results if code == 2]
+    assert f"ok was already approved by {ME} at" in refused
+    assert len(_approvals()) == 1
+    assert _step(runbook, "ok")["approvals"]["approved"] == 1
+
+
+def test_resolve_fails_a_waiting_gate_while_an_apply_runs_and_holds_the_lock(
+    runbook: Any,
+) -> None:
+    gate = {
+        "id": "gate",
+        "action": "check",
+        "with": {"command": "echo notanumber", "condition": "value == 1", "interval": "0s"},
+        "rollback": "none",
+        "on_failure": "continue",
+    }
+    write(
+        "r.yaml",
+        phases=[
+            {
+                "id": "p",
+                "parallel": True,
+                "steps": [
+                    gate,
+                    sh("after-gate", "echo after-gate >> ledger.txt", needs=["gate"]),
+                    sh(
+                        "slow",
+                        "i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); "
+                        "done; echo slow >> ledger.txt",
+                    ),
+                ],
+            }
+        ],
+    )
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if STATE.joinpath("state.db").exists():
+                try:
+                    if _step(runbook, "gate")["status"] == "waiting":
+                        break
+                except (AssertionError, sqlite3.Error, StopIteration):
+                    pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("the gate never waited")
+        assert run_process("apply", "r.yaml", "--yes").returncode == 4  # the lock is held
+        got = run_process("resolve", "r.yaml", "gate", "--as", "failed", "--comment", "no")
+        assert got.returncode == 0, got.stderr
+        Path("go").touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the running apply read the decision: the gate failed (on_failure: continue)
+    assert proc.returncode == 1, out + err
+    st = _step(runbook, "gate")
+    assert st["status"] == "failed" and "failed by the decision of" in st["error"]
+    assert ledger_lines() == ["slow"]
