@@ -292,12 +292,14 @@ def refuse_early(
     accept: bool,
     replace: tuple[str, ...],
 ) -> None:
-    """``repin``'s refusal, before the lock is taken and the state is opened for writing
-    (which migrates an older schema and imports a journal of an earlier version): an apply
-    refused for changes leaves everything on disk as it was. ``repin`` checks again under
-    the lock."""
-    from ..state.store import read_state
+    """``repin``'s refusal, before the lock is taken and the state is opened for writing,
+    when that opening would write (it migrates an older schema, imports a journal of an
+    earlier version): an apply refused for changes leaves everything on disk as it was.
+    ``repin`` checks again under the lock."""
+    from ..state.store import opening_writes, read_state
 
+    if accept or not opening_writes(state_dir, rb.name):
+        return  # repin refuses under the lock, before anything is written (one fold, not two)
     got = read_state(state_dir, rb.name)
     run = got[0].run if got is not None else None
     if got is None or run is None or accept:

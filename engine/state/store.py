@@ -110,6 +110,23 @@ def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str
     return fold(name, records, where), notice
 
 
+def opening_writes(state_dir: str | os.PathLike[str], name: str) -> bool:
+    """Opening the state for writing would change it before anything is decided: a schema of
+    an earlier version is migrated, a ``journal.jsonl`` imported (read only: nothing here
+    writes)."""
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if not path.exists():
+        return (base / legacy.FILE).exists()
+    db = dbm.open_reader(path, name)
+    try:
+        return dbm.needs_migration(db) or (base / legacy.FILE).exists()
+    except sqlite3.DatabaseError as exc:
+        raise dbm.damaged(path, exc) from None
+    finally:
+        db.close()
+
+
 def read_records(
     state_dir: str | os.PathLike[str], name: str
 ) -> tuple[list[dict[str, Any]], str | None] | None:
