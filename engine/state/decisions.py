@@ -56,6 +56,7 @@ def decide(
                 for rec in wanted:
                     c: dict[str, Any] = masker.mask_record(rec)
                     c.setdefault("at", now())
+                    state.apply(c)  # refused here (ValueError) if the fold would refuse it
                     clean.append(c)
                 if effect is not None:
                     effect(db)
