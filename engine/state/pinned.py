@@ -14,6 +14,7 @@ from typing import Any
 
 from ..masking import MASK
 from . import db as dbm
+from . import legacy
 from .status import FINISHED_RUNS, RunStatus
 from .store import state_path
 
@@ -25,15 +26,21 @@ def run_vars(
     succeeded: ``--replace`` stays inside it); None when there is no such run. A value that
     was masked when stored (it held a secret's value) is left out: it cannot be used again."""
     path = state_path(state_dir, name) / dbm.FILE
+    old = path.with_name(legacy.FILE)
     if not path.exists():
-        return None
-    db = dbm.open_reader(path, name)
-    try:
-        rows = db.query("SELECT rec FROM journal WHERE kind IN ('run', 'accept') ORDER BY seq")
-    except sqlite3.DatabaseError as exc:
-        raise dbm.damaged(path, exc) from None
-    finally:
-        db.close()
+        if not old.exists():
+            return None
+        # a state of an earlier version, not imported yet (the next write imports it)
+        records = legacy.read(str(old), expect_name=name).records[1:]
+        rows = [(json.dumps(r),) for r in records if r.get("t") in ("run", "accept")]
+    else:
+        db = dbm.open_reader(path, name)
+        try:
+            rows = db.query("SELECT rec FROM journal WHERE kind IN ('run', 'accept') ORDER BY seq")
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+        finally:
+            db.close()
     run: str | None = None
     status: str | None = None
     values: dict[str, Any] | None = None

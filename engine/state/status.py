@@ -79,6 +79,9 @@ class RunState:
     # step instance -> its definition digest as pinned (run/pins.py); None: an earlier version
     pins: dict[str, str] | None = None
     accepted: list[dict[str, Any]] = field(default_factory=list)  # its `accept` records
+    # step instance -> the pin of the contingencies it fires and its cohort's source
+    # (run/pins.py ``context_pins``); None: a run started before it was recorded
+    context: dict[str, str] | None = None
 
     @property
     def finished(self) -> bool:
@@ -194,6 +197,9 @@ class State:
                         vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
                         user=rec.get("user") if isinstance(rec.get("user"), str) else None,
                         pins=rec.get("pins") if isinstance(rec.get("pins"), dict) else None,
+                        context=rec.get("context")
+                        if isinstance(rec.get("context"), dict)
+                        else None,
                     )
                 )
             else:
@@ -211,6 +217,8 @@ class State:
                 current.vars = rec["vars"]
             if isinstance(rec.get("pins"), dict):
                 current.pins = rec["pins"]
+            if isinstance(rec.get("context"), dict):
+                current.context = rec["context"]
             current.accepted.append(rec)
         elif kind == "contingency" and rec.get("status") == "running":
             current = self.run
@@ -285,6 +293,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "file": _TEXT_OR_NONE,
         "pid": "count",
         "pins": (dict, type(None)),
+        "context": (dict, type(None)),
     },
     "accept": {
         "run": "id",
@@ -295,6 +304,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "changed_vars": (list,),
         "steps": (list,),
         "pins": (dict,),
+        "context": (dict, type(None)),
         "voided": (list,),
         "explicit": (bool,),
     },
