@@ -118,6 +118,18 @@ def command(
         from ..run.dryrun import dry_run as show
 
         return show(prepared, state_dir(ctx), only, accept_changes)
+    from ..run.pins import refuse_early
+
+    # refused for changes (exit 2) before anything on disk is touched
+    refuse_early(
+        file,
+        prepared.runbook,
+        prepared.variables,
+        prepared.masker,
+        state_dir(ctx),
+        accept_changes,
+        replace,
+    )
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
     options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
     with open_session(prepared, state_dir(ctx), fmt) as session:

@@ -101,13 +101,17 @@ def command(
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
-    statuses = plan_statuses(loaded, got[0]) if got is not None else None
     rb = loaded.runbook
     from ..masking import Masker
     from ..run.secrets import available
 
     secrets = available(rb)
     masker = Masker(secrets)
+    statuses = (
+        plan_statuses(loaded, got[0], state_dir(ctx), masker.mask_value(values))
+        if got is not None
+        else None
+    )
     if got is not None:
         from ..state.pinned import state_key
 

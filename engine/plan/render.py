@@ -72,6 +72,8 @@ def render_text(plan: Plan) -> str:
             pad = " " * (4 + len(status))
             if s.description:
                 out.append(f"{pad}{s.description}")
+            if s.status and s.status.note:
+                out.append(f"{pad}{s.status.note}")
             if s.when is not None:
                 out.append(f"{pad}when: {s.when}")
             if s.on_failure != "abort":
@@ -219,7 +221,8 @@ def render_markdown(plan: Plan) -> str:
                 _rollback(s),
             ]
             if with_status:
-                row.insert(2, _status(s))
+                note = f": {s.status.note}" if s.status and s.status.note else ""
+                row.insert(2, _status(s) + note)
             out.append(_row(row))
     out += ["", "## Risk register", ""]
     if not plan.risks:

@@ -155,13 +155,12 @@ def _var_uses(source: str) -> set[str] | None:
     return named
 
 
-def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
-    """The variables among ``names`` the step's effective definition (with ``rb``: its
-    hosts too) refers to; all of them when it uses ``vars`` other than by name (a loop over
-    it, a computed index) or cannot be parsed (a change it might see counts)."""
+def refs_in(value: Any, names: set[str]) -> set[str]:
+    """The variables among ``names`` the templates in ``value`` (a step's effective
+    definition, say) refer to; all of them when one uses ``vars`` other than by name (a loop
+    over it, a computed index) or cannot be parsed (a change it might see counts)."""
     found: set[str] = set()
-    definition = effective(rb, inst) if rb is not None else inst.step.definition()
-    for text in _strings(definition):
+    for text in _strings(value):
         if "vars" not in text:
             continue
         source = text if "{{" in text or "{%" in text else "{{ " + text + " }}"
@@ -173,3 +172,9 @@ def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[
             return set(names)
         found.update(used)
     return found & names
+
+
+def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
+    """The variables among ``names`` the step's effective definition (with ``rb``: its
+    hosts too) refers to (``refs_in``)."""
+    return refs_in(effective(rb, inst) if rb is not None else inst.step.definition(), names)

@@ -10,7 +10,8 @@ variable whose value changed. Any affected step: ``apply`` exits 2 with the
 summary and writes nothing, until ``apply --accept-changes``. Accepting (explicitly, or by
 itself when nothing not yet succeeded is affected) is an ``accept`` record: who (the OS user),
 both digests, the variables' names that changed, the affected steps, the new pins; the
-approvals given under the old digest and not yet acted on are voided in the same commit.
+approvals and gate decisions given under the old digest and not yet acted on are voided in
+the same commit.
 """
 
 from __future__ import annotations
@@ -20,39 +21,97 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
-from ..format.model import Runbook
+from ..format import approvals, gates
+from ..format.model import Instance, Runbook, digest_of
 from ..format.order import Order
 from ..masking import MASK, Masker
 from ..state import pinned
-from ..state.status import DONE, RunState, State, Status
+from ..state.identity import os_user
+from ..state.status import DONE, RunState, RunStatus, State, Status
 from ..state.store import now
-from .effective import pin_change, pins_of, var_refs
+from .effective import PIN_LEN, effective, pin_change, pins_of, refs_in
 from .runner import Session
 
 __all__ = [
     "Changes",
     "accept_record",
-    "approval_key",
     "compare",
+    "context_pins",
     "identity",
     "pins_of",
+    "refuse_early",
     "repin",
     "summary",
+    "surroundings",
     "var_refs",
     "voided_approvals",
 ]
 
 
-def identity() -> str:
-    """The OS user of this process, from the user database (never ``$USER``, never --by): the
-    identity ``approve`` records (``commands/decide.py``)."""
-    import os
-    import pwd
+def surroundings(rb: Runbook, inst: Instance) -> dict[str, Any]:
+    """What a step does not say itself but depends on: the contingencies its failure fires
+    (through its risks, in order, with their definitions), and, for a step in a wave of a
+    cohort, that cohort's source query."""
+    out: dict[str, Any] = {}
+    risks = {r.id: r for r in rb.risks}
+    by_id = rb.contingency_by_id
+    fired = [cid for rid in inst.step.risks if rid in risks for cid in risks[rid].contingencies]
+    if fired:
+        out["contingencies"] = [
+            [cid, by_id[cid].call.as_json() if cid in by_id else None] for cid in fired
+        ]
+    cohort = rb.cohorts.get(inst.phase.cohort) if inst.phase.cohort else None
+    if cohort is not None:
+        out["source"] = {
+            "cohort": cohort.name,
+            "dsn": cohort.dsn,
+            "query": cohort.query,
+            "attributes": list(cohort.attributes),
+        }
+    return out
 
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, OSError):
-        return f"uid {os.geteuid()}"
+
+def context_pins(rb: Runbook) -> dict[str, str]:
+    """Each step instance that fires contingencies or works on a cohort -> the pin of those
+    (``surroundings``): an edit to a contingency, to what fires it, or to a cohort's source
+    affects the steps it reaches."""
+    out = {}
+    for iid, inst in rb.instances.items():
+        around = surroundings(rb, inst)
+        if around:
+            out[iid] = digest_of(around).removeprefix("sha256:")[:PIN_LEN]
+    return out
+
+
+def _around_why(rb: Runbook, inst: Instance, before: dict[str, Any] | None) -> str:
+    around = surroundings(rb, inst)
+    if before is None:
+        return "its contingencies or its cohort's source changed"
+    parts = []
+    if "source" in around:
+        parts.append(f"the source of cohort {around['source']['cohort']} changed")
+    if around.get("contingencies"):
+        parts.append(
+            "a contingency it fires changed ("
+            + ", ".join(str(c[0]) for c in around["contingencies"])
+            + ")"
+        )
+    return " or ".join(parts) or "the contingencies it fired changed"
+
+
+def identity() -> str:
+    """The OS user of this process (``state/identity.py``): the identity ``approve`` records."""
+    return os_user()
+
+
+def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
+    """The variables among ``names`` the step refers to: in its definition, and, given ``rb``,
+    in its effective definition (its hosts: ``effective.py``), the contingencies it fires and
+    its cohort's source (``surroundings``); all of them when it uses ``vars`` other than by
+    name or cannot be parsed (a change it might see counts)."""
+    if rb is None:
+        return refs_in(inst.step.definition(), names)
+    return refs_in([effective(rb, inst), surroundings(rb, inst)], names)
 
 
 @dataclass
@@ -104,6 +163,7 @@ def compare(
     changed_vars = {n for n, _o, _n in out.vars}
     pins = run.pins
     now_pins = pins_of(rb, order) if pins is not None else {}
+    now_context = context_pins(rb) if run.context is not None else {}
     for iid, inst in rb.instances.items():
         status = state.status_of(iid)
         why = []
@@ -116,6 +176,9 @@ def compare(
             why.append("added")
         elif (moved := pin_change(str(pins[iid]), now_pins[iid])) is not None:
             why.append(moved)
+        context = run.context
+        if context is not None and context.get(iid) != now_context.get(iid):
+            why.append(_around_why(rb, inst, context))
         used = var_refs(inst, changed_vars, rb) if changed_vars else set()
         if used:
             why.append("uses changed vars: " + ", ".join(sorted(used)))
@@ -180,32 +243,34 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
     return "\n".join(lines)
 
 
-def approval_key(run_id: str) -> str:
-    """The record key of an approval decision: the same as ``plugins/approval.py``'s."""
-    return f"approval:{run_id}"
-
-
 def voided_approvals(
     state: State, rb: Runbook, run_id: str, reason: str, at: str
 ) -> list[dict[str, Any]]:
-    """``record`` records that void the approvals of this run not yet acted on (their step
-    still waits): the approval action then waits again for a new one."""
+    """``record`` records that void the decisions of this run not yet acted on (their step
+    still waits): each approval of an approval step, and a person's decision on a waiting
+    gate (``approve``, ``resolve --as failed``). The step then waits again for new ones."""
     out = []
-    key = approval_key(run_id)
     for iid, inst in rb.instances.items():
-        if inst.step.action != "approval" or state.status_of(iid) is not Status.WAITING:
+        if inst.step.action not in ("approval", "check"):
             continue
-        raw = state.records.get(iid, {}).get(key)
-        if raw is None:
-            continue
-        try:
-            decision = json.loads(raw)
-        except ValueError:
-            decision = {}
-        if not isinstance(decision, dict) or decision.get("void"):
-            continue
-        void = {"void": reason, "voided_at": at, "was": decision}
-        out.append({"t": "record", "step": iid, "items": {key: json.dumps(void)}})
+        if state.status_of(iid) is not Status.WAITING:
+            continue  # acted on (or never reached): a change does not void it
+        records = state.records.get(iid, {})
+        found: dict[str, dict[str, Any]] = {}
+        if inst.step.action == "approval":
+            found = approvals.of_run(records, run_id)
+        else:
+            waiting = gates.waiting_of(records, run_id)
+            decision = gates.decision_of(records, waiting) if waiting is not None else None
+            if waiting is not None and decision is not None:
+                found = {gates.decision_key(str(waiting["token"])): decision}
+        items = {
+            key: json.dumps({"void": reason, "voided_at": at, "was": doc})
+            for key, doc in found.items()
+            if not doc.get("void")
+        }
+        if items:
+            out.append({"t": "record", "step": iid, "items": items})
     return out
 
 
@@ -229,10 +294,40 @@ def accept_record(
         "changed_vars": [n for n, _o, _n in changes.vars],
         "steps": [iid for iid, _why in changes.affected],
         "pins": pins_of(rb, order),
+        "context": context_pins(rb),
         "voided": voided,
         "explicit": explicit,
         "var_hmacs": hmacs,
     }
+
+
+def refuse_early(
+    file: str,
+    rb: Runbook,
+    variables: dict[str, Any],
+    masker: Masker,
+    state_dir: str,
+    accept: bool,
+    replace: tuple[str, ...],
+) -> None:
+    """``repin``'s refusal, before the lock is taken and the state is opened for writing,
+    when that opening would write (it migrates an older schema, imports a journal of an
+    earlier version): an apply refused for changes leaves everything on disk as it was.
+    ``repin`` checks again under the lock."""
+    from ..state.store import opening_writes, read_state
+
+    if accept or not opening_writes(state_dir, rb.name):
+        return  # repin refuses under the lock, before anything is written (one fold, not two)
+    got = read_state(state_dir, rb.name)
+    run = got[0].run if got is not None else None
+    if got is None or run is None or accept:
+        return
+    reopen = bool(replace) and run.status is RunStatus.SUCCEEDED
+    if run.finished and not reopen:
+        return
+    changes = compare(run, got[0], rb, variables, masker)
+    if changes.any and changes.affected:
+        raise InvalidInput(summary(changes, run.id, file))
 
 
 def repin(

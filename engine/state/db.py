@@ -182,17 +182,31 @@ def pragmas(db: Database) -> None:
 
 def migrate(db: Database) -> None:
     """Bring a database of an older schema to this program's, one version per transaction."""
-    version = int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
-    while version < SCHEMA_VERSION:
-        version += 1
+    while needs_migration(db):
         with db.transaction():
+            # read again inside the write transaction: a command beside this one (`approve`,
+            # which takes no lock) may have migrated it meanwhile
+            version = _version(db)
+            if version >= SCHEMA_VERSION:
+                break
+            version += 1
             for stmt in schema.STEPS[version]:
                 db.execute(stmt)
             db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(version),))
 
 
+def _version(db: Database) -> int:
+    return int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
+
+
+def needs_migration(db: Database) -> bool:
+    """The database is of an older schema than this program's (opening it for writing would
+    migrate it)."""
+    return _version(db) < SCHEMA_VERSION
+
+
 def create(
-    path: Path, name: str, at: str, fill: Callable[[Database], None] | None = None
+    path: Path, name: str, at: str, fill: Callable[[Database], object] | None = None
 ) -> Database:
     """A new state database at ``path`` (its folder must exist), made whole before it gets its
     name: built 0600 under a temporary name (schema and meta in one transaction), closed,

@@ -39,14 +39,16 @@ def link(prev: str, seq: int, text: str) -> str:
     return hashlib.sha256(f"{prev}\n{seq}\n{text}".encode()).hexdigest()
 
 
-def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
+def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
     """Insert ``records`` (already masked and stamped), chained to the last record; the caller
     holds a transaction (one indexed read of the last record per transaction, one sha256 per
-    record: the checkpoint's cost does not grow with the journal)."""
+    record: the checkpoint's cost does not grow with the journal). Returns the sequence
+    number of the first record written (0 when there is none)."""
     if not records:
-        return
+        return 0
     last = db.query("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
     seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
+    first = seq + 1
     rows = []
     for r in records:
         seq += 1
@@ -54,6 +56,7 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
         prev = link(prev, seq, text)
         rows.append((seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
     db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
+    return first
 
 
 def _no_constant(name: str) -> Any:

@@ -9,7 +9,6 @@ another host (the flock cannot tell) is refused until ``runbook unlock FILE --fo
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import os
 import socket
@@ -20,6 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput, LockHeld
 from ..files import private_dir
+from .identity import os_user
 from .store import now
 
 LOCK = "lock"
@@ -38,11 +38,8 @@ class Holder:
 
 
 def _me(command: str) -> Holder:
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001
-        user = str(os.getuid())
-    return Holder(socket.gethostname(), os.getpid(), user, now(), command)
+    # the real identity (identity.py), never $USER/$LOGNAME as getpass would take it
+    return Holder(socket.gethostname(), os.getpid(), os_user(), now(), command)
 
 
 def _read(fd: int) -> Holder | None:

@@ -81,6 +81,9 @@ class RunState:
     accepted: list[dict[str, Any]] = field(default_factory=list)  # its `accept` records
     # var -> keyed digest of its raw value (state/pinned.py); None: not recorded
     var_hmacs: dict[str, str] | None = None
+    # step instance -> the pin of the contingencies it fires and its cohort's source
+    # (run/pins.py ``context_pins``); None: a run started before it was recorded
+    context: dict[str, str] | None = None
 
     @property
     def finished(self) -> bool:
@@ -197,6 +200,9 @@ class State:
                         user=rec.get("user") if isinstance(rec.get("user"), str) else None,
                         pins=rec.get("pins") if isinstance(rec.get("pins"), dict) else None,
                         var_hmacs=_hmacs(rec),
+                        context=rec.get("context")
+                        if isinstance(rec.get("context"), dict)
+                        else None,
                     )
                 )
             else:
@@ -215,6 +221,8 @@ class State:
             if isinstance(rec.get("pins"), dict):
                 current.pins = rec["pins"]
             current.var_hmacs = _hmacs(rec)
+            if isinstance(rec.get("context"), dict):
+                current.context = rec["context"]
             current.accepted.append(rec)
         elif kind == "contingency" and rec.get("status") == "running":
             current = self.run
@@ -290,6 +298,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "pid": "count",
         "pins": (dict, type(None)),
         "var_hmacs": (dict, type(None)),
+        "context": (dict, type(None)),
     },
     "accept": {
         "run": "id",
@@ -300,6 +309,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "changed_vars": (list,),
         "steps": (list,),
         "pins": (dict,),
+        "context": (dict, type(None)),
         "voided": (list,),
         "explicit": (bool,),
         "var_hmacs": (dict, type(None)),

@@ -61,9 +61,15 @@ def state_path(state_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(state_dir) / name
 
 
-def fold(name: str, records: Iterable[tuple[int, dict[str, Any]]], where: object) -> State:
-    """The state the records say; a record the fold cannot take is damage (exit 2)."""
-    state = State(name)
+def fold(
+    name: str,
+    records: Iterable[tuple[int, dict[str, Any]]],
+    where: object,
+    state: State | None = None,
+) -> State:
+    """The state the records say (folded into ``state`` when given); a record the fold cannot
+    take is damage (exit 2)."""
+    state = State(name) if state is None else state
     for seq, rec in records:
         try:
             state.apply(rec)
@@ -104,6 +110,23 @@ def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str
     return fold(name, records, where), notice
 
 
+def opening_writes(state_dir: str | os.PathLike[str], name: str) -> bool:
+    """Opening the state for writing would change it before anything is decided: a schema of
+    an earlier version is migrated, a ``journal.jsonl`` imported (read only: nothing here
+    writes)."""
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if not path.exists():
+        return (base / legacy.FILE).exists()
+    db = dbm.open_reader(path, name)
+    try:
+        return dbm.needs_migration(db) or (base / legacy.FILE).exists()
+    except sqlite3.DatabaseError as exc:
+        raise dbm.damaged(path, exc) from None
+    finally:
+        db.close()
+
+
 def read_records(
     state_dir: str | os.PathLike[str], name: str
 ) -> tuple[list[dict[str, Any]], str | None] | None:
@@ -126,6 +149,7 @@ class Store:
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
         self._effects: list[Callable[[dbm.Database], None]] = []
+        self._own: set[int] = set()  # own records written after another process's
         self.notice: str | None = None
         dbm.private_dir(self.dir)
         path = self.dir / dbm.FILE
@@ -201,7 +225,7 @@ class Store:
                 with self.db.transaction():
                     for effect in effects:
                         effect(self.db)
-                    journal.append(self.db, staged)
+                    first = journal.append(self.db, staged)
                     if effects and _FAULT:
                         _count_effects()
                         _fault("effects")
@@ -209,7 +233,7 @@ class Store:
                 self._fail(exc)
             if effects and _FAULT:
                 _fault("effects-committed")
-            self.seq += len(staged)
+            self._written(first, len(staged))
 
     def commit(
         self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
@@ -231,7 +255,7 @@ class Store:
                         c: dict[str, Any] = self.masker.mask_record(rec)
                         c.setdefault("at", now())
                         clean.append(c)
-                    journal.append(self.db, clean)
+                    first = journal.append(self.db, clean)
                     if effect is not None and _FAULT:
                         _count_effects()
                         _fault("effects")
@@ -241,8 +265,39 @@ class Store:
                 _fault("effects-committed")
             for c in clean:
                 self.state.apply(c)
-            self.seq += len(clean)
+            self._written(first, len(clean))
             return clean
+
+    def _written(self, first: int, count: int) -> None:
+        """Records ``first`` .. ``first + count - 1`` are this store's own (already folded)."""
+        if not count:
+            return
+        if first == self.seq + 1:
+            self.seq = first + count - 1
+        else:  # another process (`approve`, `resolve`) wrote in between: read by `refresh`
+            self._own.update(range(first, first + count))
+
+    def refresh(self) -> set[str]:
+        """Fold in the records another process appended since (the decisions ``approve`` and
+        ``resolve`` write beside a running apply, never under its lock: SPEC §11); returns
+        the steps they are about."""
+        with self._lock:
+            try:
+                more = journal.read(self.db, after=self.seq)
+            except sqlite3.DatabaseError as exc:
+                raise dbm.damaged(self.db.path, exc) from None
+            steps: set[str] = set()
+            for seq, rec in more:
+                if seq in self._own:
+                    continue
+                fold(self.name, [(seq, rec)], self.db.path, self.state)
+                sid = rec.get("step") if rec.get("t") != "step" else rec.get("id")
+                if isinstance(sid, str):
+                    steps.add(sid)
+            if more:
+                self.seq = more[-1][0]
+                self._own = {s for s in self._own if s > self.seq}
+            return steps
 
     def _fail(self, exc: sqlite3.Error) -> None:
         raise StateWriteError(self.write_failed(exc)) from None

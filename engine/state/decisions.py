@@ -1,0 +1,68 @@
+"""A person's decision written beside a running ``apply``, never under its lock (SPEC §11:
+"``approve`` and ``resolve`` never wait for or take the run's lease: they write decision records
+that the running ``apply`` reads").
+
+``decide`` folds the state, then, inside one write transaction (SQLite's ``BEGIN IMMEDIATE``
+serialises it with the apply's own commits), folds what was appended since, asks ``check`` for
+the records to append (``check`` refuses with ``InvalidInput``: the transaction is rolled back
+and nothing is written), and appends them to the same audit chain with ``effect`` (ledger
+rows) in the same transaction. What is checked is what is on disk at the instant of the write:
+two approvals by one identity at once cannot both pass.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import InvalidInput
+from ..masking import Masker
+from . import db as dbm
+from . import journal, legacy
+from .status import State
+from .store import fold, now, state_path
+
+Check = Callable[[State], tuple[Sequence[dict[str, Any]], Callable[[dbm.Database], None] | None]]
+
+
+def decide(
+    state_dir: str | os.PathLike[str], name: str, masker: Masker, check: Check
+) -> list[dict[str, Any]]:
+    """Append the records ``check(state)`` returns (masked, stamped), with their effect, in one
+    transaction checked against the state as it is at that instant; returns them as written."""
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if not path.exists():
+        if (base / legacy.FILE).exists():
+            raise InvalidInput(
+                f"{base / legacy.FILE} is a state of an earlier version: `runbook apply` "
+                "imports it (a decision is recorded once it is); nothing was recorded"
+            )
+        raise InvalidInput(f"no state at {base}: nothing to decide on")
+    db = dbm.open_existing(path, name)
+    try:
+        dbm.setup(db)
+        try:
+            records = journal.read(db)
+            state = fold(name, records, path)
+            seen = records[-1][0] if records else 0
+            with db.transaction():
+                # what was committed since (an apply goes on beside this command)
+                state = fold(name, journal.read(db, after=seen), path, state)
+                wanted, effect = check(state)
+                clean: list[dict[str, Any]] = []
+                for rec in wanted:
+                    c: dict[str, Any] = masker.mask_record(rec)
+                    c.setdefault("at", now())
+                    state.apply(c)  # refused here (ValueError) if the fold would refuse it
+                    clean.append(c)
+                if effect is not None:
+                    effect(db)
+                journal.append(db, clean)
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+    finally:
+        db.close()
+    return clean

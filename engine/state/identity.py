@@ -1,0 +1,32 @@
+"""Who acts on a state, as the state's backend knows it (SPEC §8, §11).
+
+On a state directory the identity is the OS user of the process, from the user database
+(``pwd`` by the real uid): never ``$USER`` or ``$LOGNAME`` (anyone can set those), never
+``getpass`` (which reads them first), never ``--by`` (recorded beside it as ``on_behalf_of``).
+The run's starter, the lock's holder, every approval and every decision use this one function,
+so that ``allow_self: false`` compares like with like.
+
+``self_approval_default`` is the backend's default for ``allow_self``: true on a directory (one
+machine, one OS user: a lone operator is not locked out of their own gates).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+
+def os_user() -> str:
+    """The OS user of this process (its real uid), by name; ``uid N`` for a uid with no entry
+    in the user database."""
+    uid = os.getuid()
+    try:
+        return str(pwd.getpwuid(uid).pw_name)
+    except (KeyError, OSError):
+        return f"uid {uid}"
+
+
+def self_approval_default(state: str | os.PathLike[str]) -> bool:
+    """``allow_self`` when a step does not say (SPEC §11): true on a state directory."""
+    del state  # a directory: every state location this program opens today
+    return True
