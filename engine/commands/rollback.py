@@ -103,6 +103,19 @@ def command(
 
         Console().out("nothing to roll back: no succeeded step in that scope")
         return int(Exit.OK)
+    from ..run.pins import refuse_early
+
+    # refused for changes (exit 2) before anything on disk is touched, as apply's
+    refuse_early(
+        file,
+        prepared.runbook,
+        prepared.variables,
+        prepared.masker,
+        state_dir(ctx),
+        accept_changes,
+        (),
+        undo=targets,
+    )
     confirm(f"roll back {len(targets)} step(s) of {file}?", yes)
     with open_session(prepared, state_dir(ctx), fmt) as session:
         return run_rollback(session, step, phase, wave, max_parallel, grace, accept_changes)

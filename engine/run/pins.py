@@ -309,11 +309,13 @@ def refuse_early(
     state_dir: str,
     accept: bool,
     replace: tuple[str, ...],
+    undo: set[str] | None = None,
 ) -> None:
     """``repin``'s refusal, before the lock is taken and the state is opened for writing,
     when that opening would write (it migrates an older schema, imports a journal of an
-    earlier version): an apply refused for changes leaves everything on disk as it was.
-    ``repin`` checks again under the lock."""
+    earlier version): an apply (or, with ``undo``, the steps it would undo, a rollback)
+    refused for changes leaves everything on disk as it was. ``repin`` checks again under
+    the lock."""
     from ..state.store import opening_writes, read_state
 
     if accept or not opening_writes(state_dir, rb.name):
@@ -322,12 +324,15 @@ def refuse_early(
     run = got[0].run if got is not None else None
     if got is None or run is None or accept:
         return
-    reopen = bool(replace) and run.status is RunStatus.SUCCEEDED
+    reopen = (bool(replace) or undo is not None) and run.status is RunStatus.SUCCEEDED
     if run.finished and not reopen:
         return
     changes = compare(run, got[0], rb, variables, masker)
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
     if changes.any and changes.affected:
-        raise InvalidInput(summary(changes, run.id, file))
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, file, verb))
 
 
 def repin(

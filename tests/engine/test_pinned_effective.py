@@ -289,3 +289,21 @@ def test_cohort_admit_and_freeze_take_the_runs_vars_without_var(runbook) -> None
     assert r.code == 0 and "0 late, 0 vanished" in r.output, r.output
     r = runbook("cohort", "admit", "r.yaml", "--include", "3")
     assert "has no default" not in r.err, r.output
+
+
+def test_a_refused_rollback_leaves_an_older_schema_unmigrated(runbook) -> None:
+    _undoable()
+    assert runbook("apply", "r.yaml", "--yes", "--var", "region=eu").code == 3
+    con = sqlite3.connect(STATE)
+    con.executescript(
+        "ALTER TABLE journal DROP COLUMN hash;UPDATE meta SET value = '3' WHERE key = 'version'"
+    )
+    con.commit()
+    con.close()
+    _undoable("echo EDITED-undo-{{ vars.region }} >> ledger.txt")
+    r = runbook("rollback", "r.yaml", "--yes")
+    assert r.code == 2 and "steps it would undo are affected" in r.err, r.output
+    con = sqlite3.connect(STATE)
+    version = con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+    con.close()
+    assert version == "3" and ledger_lines() == ["do-eu"]
