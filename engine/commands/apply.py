@@ -41,7 +41,8 @@ from .options import state_dir, var_options
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Render every template and show what would run; run and write nothing.",
+    help="Render every template and show what would run; run and write nothing. Exit 2 "
+    "when the apply would be refused (changes to a pinned run not accepted).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -111,12 +112,12 @@ def command(
         assignments,
         var_files,
         resolve_secrets=not dry_run,
-        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace)),
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace), strict=True),
     )
     if dry_run:
         from ..run.dryrun import dry_run as show
 
-        return show(prepared, state_dir(ctx), only)
+        return show(prepared, state_dir(ctx), only, accept_changes)
     from ..run.pins import refuse_early
 
     # refused for changes (exit 2) before anything on disk is touched

@@ -21,7 +21,15 @@ def _where(step: PlanStep) -> str:
 def _status(step: PlanStep) -> str:
     if step.status is None:
         return ""
-    return step.status.status + (" (changed since applied)" if step.status.changed else "")
+    return (
+        step.status.status
+        + (" (changed since applied)" if step.status.changed else "")
+        + (
+            " (done with other vars; runs again only with --replace)"
+            if step.status.other_vars
+            else ""
+        )
+    )
 
 
 def _rollback(step: PlanStep) -> str:

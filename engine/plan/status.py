@@ -42,5 +42,5 @@ def plan_statuses(
         if state_dir is not None and st.status is Status.WAITING:
             standing = approval_standing(state, loaded.runbook, node, state_dir, values)
             note = standing["text"] if standing else None
-        out[node] = StepStatus(shown, changed, note)
+        out[node] = StepStatus(shown, changed, note=note)
     return out

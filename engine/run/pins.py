@@ -1,10 +1,12 @@
 """Pinned runs (SPEC §8, §11): a run applies the runbook and the variables it started with.
 
-The run's first record carries the runbook's digest, its variables (masked) and ``pins``:
-each step instance's definition digest. When a later ``apply`` of the same run finds another
-runbook or other variables, ``compare`` says what changed and which steps not yet succeeded
-it affects: a step whose definition changed (or that was added or removed), or that
-references a variable whose value changed. Any affected step: ``apply`` exits 2 with the
+The run's first record carries the runbook's digest, its variables (masked, and as keyed
+digests: ``state/pinned.py``) and ``pins``: each step instance's digest of its effective
+definition and its place (``effective.py``). When a later ``apply`` (or ``rollback``) of the
+same run finds another runbook or other variables, ``compare`` says what changed and which
+steps not yet succeeded it affects (for ``rollback``: which steps it would undo): a step whose
+effective definition or place changed (or that was added or removed), or that references a
+variable whose value changed. Any affected step: ``apply`` exits 2 with the
 summary and writes nothing, until ``apply --accept-changes``. Accepting (explicitly, or by
 itself when nothing not yet succeeded is affected) is an ``accept`` record: who (the OS user),
 both digests, the variables' names that changed, the affected steps, the new pins; the
@@ -21,23 +23,29 @@ from typing import Any
 from ..errors import InvalidInput
 from ..format import approvals, gates
 from ..format.model import Instance, Runbook, digest_of
-from ..format.templates import parse
-from ..masking import Masker
+from ..format.order import Order
+from ..masking import MASK, Masker
+from ..state import pinned
 from ..state.identity import os_user
 from ..state.status import DONE, RunState, RunStatus, State, Status
 from ..state.store import now
+from .effective import PIN_LEN, effective, pin_change, pins_of, refs_in
 from .runner import Session
 
-PIN_LEN = 16  # hex digits of a step's definition digest kept in a pin: 64 bits, a change check
-
-
-def pin(inst: Instance) -> str:
-    return inst.digest.removeprefix("sha256:")[:PIN_LEN]
-
-
-def pins_of(rb: Runbook) -> dict[str, str]:
-    """Each step instance -> its pinned definition digest."""
-    return {iid: pin(inst) for iid, inst in rb.instances.items()}
+__all__ = [
+    "Changes",
+    "accept_record",
+    "compare",
+    "context_pins",
+    "identity",
+    "pins_of",
+    "refuse_early",
+    "repin",
+    "summary",
+    "surroundings",
+    "var_refs",
+    "voided_approvals",
+]
 
 
 def surroundings(rb: Runbook, inst: Instance) -> dict[str, Any]:
@@ -96,37 +104,14 @@ def identity() -> str:
     return os_user()
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
 def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
-    """The variables among ``names`` the step's definition refers to (and, given ``rb``, the
-    contingencies it fires and its cohort's source: ``surroundings``); all of them when it
-    uses ``vars`` whole or cannot be parsed (a change it might see counts)."""
-    found: set[str] = set()
-    definition: Any = inst.step.definition()
-    if rb is not None:
-        definition = [definition, surroundings(rb, inst)]
-    for text in _strings(definition):
-        if "vars" not in text:
-            continue
-        source = text if "{{" in text or "{%" in text else "{{ " + text + " }}"
-        try:
-            parsed = parse(source)
-        except Exception:  # noqa: BLE001 - unparsable: assume it may use any var
-            return set(names)
-        used = [r.parts[0] for r in parsed.refs if r.root == "vars" and r.parts]
-        if "vars" in parsed.names and not used:
-            return set(names)
-        found.update(used)
-    return found & names
+    """The variables among ``names`` the step refers to: in its definition, and, given ``rb``,
+    in its effective definition (its hosts: ``effective.py``), the contingencies it fires and
+    its cohort's source (``surroundings``); all of them when it uses ``vars`` other than by
+    name or cannot be parsed (a change it might see counts)."""
+    if rb is None:
+        return refs_in(inst.step.definition(), names)
+    return refs_in([effective(rb, inst), surroundings(rb, inst)], names)
 
 
 @dataclass
@@ -136,6 +121,8 @@ class Changes:
     vars: list[tuple[str, Any, Any]] = field(default_factory=list)  # name, before, after
     affected: list[tuple[str, str]] = field(default_factory=list)  # step, why
     done_changed: list[str] = field(default_factory=list)  # succeeded and changed: --replace
+    done_other_vars: list[str] = field(default_factory=list)  # succeeded with other vars
+    why: dict[str, str] = field(default_factory=dict)  # every changed step, done or not
 
     @property
     def any(self) -> bool:
@@ -146,32 +133,49 @@ _UNSET = object()
 
 
 def compare(
-    run: RunState, state: State, rb: Runbook, variables: dict[str, Any], masker: Masker
+    run: RunState,
+    state: State,
+    rb: Runbook,
+    variables: dict[str, Any],
+    masker: Masker,
+    key: bytes | None = None,
+    order: Order | None = None,
 ) -> Changes:
-    """What differs between the run's pin and this runbook with these variables."""
+    """What differs between the run's pin and this runbook with these variables; ``key``,
+    the state's var key, compares the vars by their keyed digests (a value stored masked
+    still shows a change)."""
     out = Changes(run.digest, rb.digest)
     now = masker.mask_value(variables)
     before = run.vars if run.vars is not None else now  # none recorded: nothing to compare
+    hmacs_then = run.var_hmacs if key is not None else None
+    hmacs_now = pinned.var_hmacs(key, variables) if key is not None else {}
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name, _UNSET), now.get(name, _UNSET)
-        if old != new:
+        then = (hmacs_then or {}).get(name)
+        if then is not None and MASK not in then and name in hmacs_now:
+            # (a digest the store masked by chance, holding a secret's text, is not compared)
+            if then != hmacs_now[name]:
+                out.vars.append((name, old, new))
+        elif old != new:
             out.vars.append((name, old, new))
     if not out.any or (run.digest is None and run.pins is None and not out.vars):
         return out  # no digest was recorded (a run of an earlier version): nothing to compare
     changed_vars = {n for n, _o, _n in out.vars}
     pins = run.pins
+    now_pins = pins_of(rb, order) if pins is not None else {}
     now_context = context_pins(rb) if run.context is not None else {}
     for iid, inst in rb.instances.items():
         status = state.status_of(iid)
         why = []
+        moved: str | None = None
         if pins is None:
             st = state.steps.get(iid)
             if rb.digest != run.digest and not (st and st.digest == inst.digest):
                 why.append("the run has no pins (started by an earlier version)")
         elif iid not in pins:
             why.append("added")
-        elif pins[iid] != pin(inst):
-            why.append("definition changed")
+        elif (moved := pin_change(str(pins[iid]), now_pins[iid])) is not None:
+            why.append(moved)
         context = run.context
         if context is not None and context.get(iid) != now_context.get(iid):
             why.append(_around_why(rb, inst, context))
@@ -180,9 +184,12 @@ def compare(
             why.append("uses changed vars: " + ", ".join(sorted(used)))
         if not why:
             continue
+        out.why[iid] = "; ".join(why)
         if status in DONE:
-            if status is Status.SUCCEEDED and "definition changed" in why:
+            if status is Status.SUCCEEDED and moved is not None and "definition" in moved:
                 out.done_changed.append(iid)
+            elif status is Status.SUCCEEDED and used:
+                out.done_other_vars.append(iid)
             continue
         out.affected.append((iid, "; ".join(why)))
     for iid in pins or {}:
@@ -202,9 +209,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def summary(changes: Changes, run_id: str, file: str) -> str:
-    """What ``apply`` says when it refuses (exit 2): what changed, which steps it affects."""
-    lines = [f"{file} is not what run {run_id} started with, and steps not yet done are affected:"]
+def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> str:
+    """What ``apply`` (or ``rollback``) says when it refuses (exit 2): what changed, which
+    steps it affects."""
+    which = "steps not yet done" if verb == "apply" else "steps it would undo"
+    lines = [f"{file} is not what run {run_id} started with, and {which} are affected:"]
     if changes.old_digest != changes.new_digest:
         lines.append(f"  runbook: {changes.old_digest} -> {changes.new_digest}")
     for name, old, new in changes.vars:
@@ -219,9 +228,15 @@ def summary(changes: Changes, run_id: str, file: str) -> str:
             + ", ".join(changes.done_changed[:10])
             + (" ..." if len(changes.done_changed) > 10 else "")
         )
+    if changes.done_other_vars:
+        lines.append(
+            "  done with other vars (runs again only with --replace ID): "
+            + ", ".join(changes.done_other_vars[:10])
+            + (" ..." if len(changes.done_other_vars) > 10 else "")
+        )
     lines.append(
         f"Nothing was written. Review the changes (`runbook diff`, `runbook plan {file}`), then "
-        f"run `runbook apply {file} --accept-changes` to go on with them (approvals given "
+        f"run `runbook {verb} {file} --accept-changes` to go on with them (approvals given "
         "under the old runbook or vars are voided), or restore the runbook and vars the run "
         "started with"
     )
@@ -266,6 +281,8 @@ def accept_record(
     variables: dict[str, Any],
     explicit: bool,
     voided: list[str],
+    hmacs: dict[str, str] | None = None,
+    order: Order | None = None,
 ) -> dict[str, Any]:
     return {
         "t": "accept",
@@ -276,10 +293,11 @@ def accept_record(
         "vars": variables,  # masked by the store like every record
         "changed_vars": [n for n, _o, _n in changes.vars],
         "steps": [iid for iid, _why in changes.affected],
-        "pins": pins_of(rb),
+        "pins": pins_of(rb, order),
         "context": context_pins(rb),
         "voided": voided,
         "explicit": explicit,
+        "var_hmacs": hmacs,
     }
 
 
@@ -291,11 +309,13 @@ def refuse_early(
     state_dir: str,
     accept: bool,
     replace: tuple[str, ...],
+    undo: set[str] | None = None,
 ) -> None:
     """``repin``'s refusal, before the lock is taken and the state is opened for writing,
     when that opening would write (it migrates an older schema, imports a journal of an
-    earlier version): an apply refused for changes leaves everything on disk as it was.
-    ``repin`` checks again under the lock."""
+    earlier version): an apply (or, with ``undo``, the steps it would undo, a rollback)
+    refused for changes leaves everything on disk as it was. ``repin`` checks again under
+    the lock."""
     from ..state.store import opening_writes, read_state
 
     if accept or not opening_writes(state_dir, rb.name):
@@ -304,24 +324,37 @@ def refuse_early(
     run = got[0].run if got is not None else None
     if got is None or run is None or accept:
         return
-    reopen = bool(replace) and run.status is RunStatus.SUCCEEDED
+    reopen = (bool(replace) or undo is not None) and run.status is RunStatus.SUCCEEDED
     if run.finished and not reopen:
         return
     changes = compare(run, got[0], rb, variables, masker)
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
     if changes.any and changes.affected:
-        raise InvalidInput(summary(changes, run.id, file))
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, file, verb))
 
 
-def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]:
+def repin(
+    session: Session, run: RunState, accept: bool, undo: set[str] | None = None
+) -> list[dict[str, Any]]:
     """The records that re-pin ``run`` to this runbook and these vars (none when nothing
     changed); raises InvalidInput (exit 2, nothing written) with the changes when steps not
-    yet done are affected and --accept-changes was not given."""
+    yet done are affected and --accept-changes was not given. For ``rollback``, ``undo`` is
+    the steps it would undo: those are the ones a change affects (their rollback, the vars
+    it uses, their place in the order)."""
     rb = session.runbook
-    changes = compare(run, session.store.state, rb, session.variables, session.masker)
+    order = session.dag.order
+    key = pinned.read_key(session.store.db)
+    changes = compare(run, session.store.state, rb, session.variables, session.masker, key, order)
     if not changes.any:
         return []
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
     if changes.affected and not accept:
-        raise InvalidInput(summary(changes, run.id, session.file))
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, session.file, verb))
+    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables)
     who = identity()
     what = []
     if changes.old_digest != changes.new_digest:
@@ -333,7 +366,7 @@ def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]
         session.store.state, rb, run.id, f"changed since given ({said}), accepted by {who}", now()
     )
     voided = [str(v["step"]) for v in voids]
-    rec = accept_record(changes, run.id, rb, session.variables, accept, voided)
+    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order)
     how = f"accepted by {who}" if changes.affected else "no step not yet done is affected"
     session.reporter.notice(
         f"run {run.id} goes on with the changes ({said}): {how}"

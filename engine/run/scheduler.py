@@ -24,6 +24,7 @@ from ..format.model import Instance, OnFailure
 from ..format.templates import TemplateError
 from ..graph.countdown import Countdown
 from ..graph.scope import select
+from ..state import pinned
 from ..state.status import DONE, RunStatus, Status
 from . import cohorts as rcohorts
 from . import pins
@@ -161,7 +162,11 @@ class Apply(Runner):
                     "vars": self.s.variables,
                     "pid": os.getpid(),
                     "user": _user(),
-                    "pins": pins.pins_of(self.rb),
+                    "pins": pins.pins_of(self.rb, self.s.dag.order),
+                    # keyed digests of the vars' raw values (a masked one still shows a change)
+                    "var_hmacs": pinned.var_hmacs(
+                        pinned.ensure_key(self.s.store.db), self.s.variables
+                    ),
                     "context": pins.context_pins(self.rb),
                 }
             )

@@ -52,6 +52,12 @@ STEPS: dict[int, tuple[str, ...]] = {
     ),
     # the audit chain (journal.py): each record's hash over the previous record's hash, its
     # sequence number and its text as stored. Records written before this version keep a NULL
-    # hash: the chain starts at the first record written after the migration (SPEC §11)
-    4: ("ALTER TABLE journal ADD COLUMN hash TEXT",),
+    # hash: the chain starts at the first record written after the migration (SPEC §11), and
+    # `meta.chain_from` says where (1 for a database created with the chain), so that audit
+    # tells hashes removed later (`unchained`, a break) from records older than the chain
+    4: (
+        "ALTER TABLE journal ADD COLUMN hash TEXT",
+        "INSERT OR REPLACE INTO meta (key, value) SELECT 'chain_from', CAST(COALESCE(MAX(seq), 0) + 1"
+        " AS TEXT) FROM journal",
+    ),
 }
