@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
+from tests.engine.helpers import RUNBOOK, Output, runbook_yaml, sh, wait_until
 
 STEPS = 30
 
@@ -84,8 +84,10 @@ def test_sigkill_at_32_instants_never_runs_a_step_twice(tmp_path: Path) -> None:
 
 
 def test_sigterm_lets_running_step_finish_then_exit_130(tmp_path: Path) -> None:
+    # `a` runs until the test has seen the SIGTERM taken (file `go`), then finishes
+    wait_go = "while [ ! -e go ]; do sleep 0.05; done"
     steps = [
-        sh("a", "touch a.started; sleep 1; echo a >> ledger.txt"),
+        sh("a", f"touch a.started; {wait_go}; echo a >> ledger.txt"),
         sh("b", "echo b >> ledger.txt"),
     ]
     (tmp_path / "r.yaml").write_text(runbook_yaml("sig", phases=[{"id": "p", "steps": steps}]))
@@ -96,9 +98,12 @@ def test_sigterm_lets_running_step_finish_then_exit_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(tmp_path / "a.started")
+    output = Output(proc)
+    _wait_for(tmp_path / "a.started", proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    output.wait_for("interrupted: starting nothing new")
+    (tmp_path / "go").touch()
+    out, err = output.finish(timeout=60)
     assert proc.returncode == 130, out + err
     assert "interrupted: starting nothing new" in out
     assert "resume with: runbook apply r.yaml" in out
@@ -122,11 +127,12 @@ def test_second_interrupt_stops_steps_unknown_unless_idempotent(tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(tmp_path / "cmd.started")
+    output = Output(proc)
+    _wait_for(tmp_path / "cmd.started", proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    output.wait_for("interrupted: starting nothing new")  # the first one was taken
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = output.finish(timeout=60)
     assert proc.returncode == 130, out + err
     assert "stopping the running steps now" in out
     doc2 = json.loads(_run(tmp_path, "status", "r.yaml", "--format", "json").stdout)
@@ -134,12 +140,8 @@ def test_second_interrupt_stops_steps_unknown_unless_idempotent(tmp_path: Path) 
     assert by == {"pause": "pending", "cmd": "unknown"}
 
 
-def _wait_for(path: Path) -> None:
-    for _ in range(200):
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    wait_until(path.exists, f"{path.name} appears", proc)
 
 
 CANARY = "canary-7f3a9-s3cret"
