@@ -10,12 +10,11 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, statuses, write
+from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, statuses, wait_until, write
 
 STATE = Path(".runbook/t/state.db")
 
@@ -236,10 +235,7 @@ def test_second_apply_gets_exit_4_naming_the_holder() -> None:
         [RUNBOOK, "apply", "r.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        for _ in range(100):
-            if Path("started").exists():
-                break
-            time.sleep(0.05)
+        wait_until(Path("started").exists, "step `slow` starts", first)
         second = subprocess.run(
             [RUNBOOK, "apply", "r.yaml", "--yes"], capture_output=True, text=True, timeout=60
         )
