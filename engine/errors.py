@@ -110,6 +110,11 @@ class LockHeld(RunbookError):
     exit_code = Exit.LOCKED
 
 
+class LeaseLost(LockHeld):
+    """This run's lease was taken over (or cleared by ``unlock --force``): it stopped, and
+    nothing it would have written after that reached the state (exit 4)."""
+
+
 class Interrupted(RunbookError):
     """Ctrl-C or SIGTERM: checkpointed, resumable."""
 

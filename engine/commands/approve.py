@@ -8,7 +8,7 @@ import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state.lock import Lock
+from ..state.lease import guard
 from ..state.store import Store, now, state_path
 from .options import state_dir, var_options
 
@@ -84,7 +84,7 @@ def command(
         decide.check_text("--by", by)
         decide.check_text("--comment", comment, 2000)
         decide.require_state(state_dir(ctx), rb, file)
-        with Lock(state_path(state_dir(ctx), rb.name)):
+        with guard(state_path(state_dir(ctx), rb.name)):
             store = Store(state_dir(ctx), rb.name, prepared.masker)
             try:
                 decided = decide.record(
@@ -110,7 +110,7 @@ def command(
     from ..state.status import Status
 
     decide.require_state(state_dir(ctx), rb, file)
-    with Lock(state_path(state_dir(ctx), rb.name)):
+    with guard(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, prepared.masker)
         try:
             run = store.state.run

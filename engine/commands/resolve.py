@@ -8,7 +8,7 @@ import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state.lock import Lock
+from ..state.lease import guard
 from ..state.status import Status, StepState
 from ..state.store import Store, state_path
 from .options import state_dir
@@ -113,7 +113,7 @@ def command(
             f"{file} ...` when it was rolling back) goes on"
         )
     decide.require_state(state_dir(ctx), rb, file)
-    with Lock(state_path(state_dir(ctx), rb.name)):
+    with guard(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:
             st = store.state.steps.get(step)

@@ -13,7 +13,7 @@ from ..format.model import Runbook
 from ..masking import Masker
 from ..state import ledger
 from ..state.db import Database
-from ..state.lock import Lock
+from ..state.lease import guard
 from ..state.members import unknown_calls
 from ..state.store import Store, now, state_path
 
@@ -59,7 +59,7 @@ def resolve_members(
             "members, or take every unknown one; nothing was resolved"
         )
     cohort = inst.step.foreach.cohort
-    with Lock(state_path(state_dir, rb.name)):
+    with guard(state_path(state_dir, rb.name)):
         store = Store(state_dir, rb.name, Masker())
         try:
             current = store.state.attempts.get((cohort, inst.wave.id))

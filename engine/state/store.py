@@ -117,9 +117,16 @@ def read_records(
 
 
 class Store:
-    """The writable state: fold + durable append. Open it only under the runbook's lock."""
+    """The writable state: fold + durable append. Open it only under the state's guard
+    (``lease.guard``); a run writes under its lease, whose check is the ``fence``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], name: str, masker: Masker) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        name: str,
+        masker: Masker,
+        fence: Callable[[dbm.Database], None] | None = None,
+    ) -> None:
         self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
@@ -168,6 +175,12 @@ class Store:
             self.db.close()
             raise
         self.failed: str | None = None
+        self.fence_with(fence)
+
+    def fence_with(self, fence: Callable[[dbm.Database], None] | None) -> None:
+        """Run ``fence`` first inside each write transaction from now on (the lease's epoch
+        check: a write after the lease was lost commits nothing and raises)."""
+        self.db.fence = fence
 
     def stage(
         self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None

@@ -1,0 +1,478 @@
+"""The lease of a runbook's state on a directory (SPEC §8, §11): one writer at a time.
+
+The lease is a row of ``state.db`` (``lease``: epoch, holder, started, duration) and a file per
+epoch, ``STATE_DIR/NAME/lease-EPOCH``:
+
+- the holder keeps an ``flock`` on its epoch's file for its whole life: the kernel releases it
+  when the holder dies, even by SIGKILL, so on this host a free flock proves the holder gone
+  and its lease is taken over at once;
+- the file's modification time is the last renewal: a thread touches it every
+  min(5 s, lease/3) (no fsync, never the database's lock: it never blocks the scheduler).
+  Expiry is measured on the file's clock (SPEC §11): "now" is the modification time of the
+  ``lock`` file touched by whoever asks. A lease not renewed for its duration is expired and
+  taken over, with a notice naming the lost holder, whatever the host (a SIGSTOPped holder
+  still holds its flock).
+
+Fencing: each takeover (and ``unlock --force``) advances the epoch in the same transaction
+that records the new holder. ``fence(db)`` runs first inside every write transaction of the
+holder (``Database.transaction``), under SQLite's write lock: a holder whose epoch is not the
+row's any more commits nothing, and stops (``LeaseLost``, exit 4). ``approve`` and ``resolve``
+never take the lease; they only hold the ``lock`` file's flock (``guard``) while they read and
+write, as every opener does for the moment it opens the state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import LeaseLost, LockHeld
+from ..files import private_dir
+from ..masking import Masker
+from .db import FILE, Database
+from .store import Store, state_path
+
+GUARD = "lock"  # flock held by a command while it opens the state; its mtime is "now"
+PREFIX = "lease-"  # lease-EPOCH: flocked by that epoch's holder; its mtime is the last renewal
+DEFAULT_SECONDS = 30.0
+GUARD_WAIT = 60.0  # seconds an opener waits for another one to finish opening
+
+_COLUMNS = "epoch, host, pid, user, command, started, seconds, released"
+
+
+def iso(ts: float) -> str:
+    """A timestamp as the state writes times: UTC, ISO 8601, milliseconds."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def user() -> str:
+    """The OS user of this process, from the user database (never ``$USER``)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    user: str
+    command: str
+    started: str
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid} since {self.started} (`{self.command}`)"
+
+    def short(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """The ``lease`` row: the current (or last) holder of the state."""
+
+    epoch: int
+    holder: Holder
+    seconds: float
+    released: str | None
+
+    @classmethod
+    def read(cls, query: Callable[[str], list[tuple[object, ...]]]) -> Row | None:
+        rows = query(f"SELECT {_COLUMNS} FROM lease WHERE id = 1")
+        if not rows:
+            return None
+        epoch, host, pid, usr, command, started, seconds, released = rows[0]
+        holder = Holder(str(host), int(str(pid)), str(usr), str(command), str(started))
+        return cls(
+            int(str(epoch)),
+            holder,
+            float(str(seconds)),
+            None if released is None else str(released),
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a reader sees of the lease. ``state``: ``none`` (nobody holds it), ``held``,
+    ``expired`` (not renewed for its duration: the next apply takes it over) or ``lost``
+    (its holder's process is gone from this host)."""
+
+    state: str
+    epoch: int = 0
+    holder: Holder | None = None  # the holder (state != none) or the last one
+    seconds: float = DEFAULT_SECONDS
+    renewed: str | None = None
+    age: float | None = None  # seconds since it was taken, on the file's clock
+    idle: float | None = None  # seconds since its last renewal, on the file's clock
+    released: str | None = None
+
+    @property
+    def lost_since(self) -> str | None:
+        """Since when the holder is lost: its last sign of life (its last renewal)."""
+        return self.renewed if self.state in ("expired", "lost") else None
+
+    def age_text(self) -> str:
+        from ..format.durations import format_duration
+
+        parts = []
+        if self.age is not None:
+            parts.append(f"held for {format_duration(max(0.0, self.age))}")
+        if self.idle is not None:
+            parts.append(f"renewed {format_duration(max(0.0, self.idle))} ago")
+        parts.append(f"lease {_seconds(self.seconds)}")
+        return ", ".join(parts)
+
+
+def _seconds(seconds: float) -> str:
+    from ..format.durations import format_duration
+
+    return format_duration(seconds)
+
+
+def file_now(directory: Path) -> float:
+    """Now on the clock of the state's file system: the mtime of the ``lock`` file, touched
+    (a reader that may not touch it uses this machine's clock)."""
+    path = directory / GUARD
+    try:
+        if not path.exists():
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+        os.utime(path)
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def _flocked(path: Path) -> bool:
+    """Whether a process holds the flock of ``path`` now (False when there is no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def judge(directory: Path, row: Row | None, now: float) -> Probe:
+    """The lease as ``row`` and the epoch's file say, at ``now`` (the file's clock)."""
+    if row is None:
+        return Probe("none")
+    if row.released:
+        return Probe("none", row.epoch, row.holder, row.seconds, released=row.released)
+    path = directory / f"{PREFIX}{row.epoch}"
+    age = now - _ts(row.holder.started)
+    try:
+        renewed = os.stat(path).st_mtime
+    except FileNotFoundError:  # its holder was gone before it could renew, or removed
+        return Probe("lost", row.epoch, row.holder, row.seconds, row.holder.started, age)
+    base = Probe("held", row.epoch, row.holder, row.seconds, iso(renewed), age, now - renewed)
+    if row.holder.host == socket.gethostname() and not _flocked(path):
+        return _with(base, "lost")
+    if now - renewed > row.seconds:
+        return _with(base, "expired")
+    return base
+
+
+def _with(p: Probe, state: str) -> Probe:
+    return Probe(state, p.epoch, p.holder, p.seconds, p.renewed, p.age, p.idle, p.released)
+
+
+def probe(directory: Path) -> Probe:
+    """The lease of a state, read without taking anything (``lock``, ``status``)."""
+    path = directory / FILE
+    if not path.exists():
+        return Probe("none")
+    try:
+        con = sqlite3.connect(path, timeout=30.0)
+    except sqlite3.Error:
+        return Probe("none")
+    try:
+        con.execute("PRAGMA query_only = ON")
+        row = Row.read(lambda sql: con.execute(sql).fetchall())
+    except sqlite3.DatabaseError:  # no lease table yet (an older schema): nobody holds one
+        return Probe("none")
+    finally:
+        con.close()
+    return judge(directory, row, file_now(directory))
+
+
+@contextlib.contextmanager
+def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
+    """The ``lock`` file's flock while a command opens (or, for ``approve`` and ``resolve``,
+    reads and writes) the state: held for moments, never for a run."""
+    private_dir(directory)
+    fd = os.open(directory / GUARD, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LockHeld(
+                        f"{directory}: another runbook command has been opening this state "
+                        f"for {wait:.0f}s; try again"
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _set_row(
+    db: Database, epoch: int, holder: Holder, seconds: float, released: str | None
+) -> None:
+    db.execute(
+        f"INSERT INTO lease (id, {_COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, host = excluded.host, "
+        "pid = excluded.pid, user = excluded.user, command = excluded.command, "
+        "started = excluded.started, seconds = excluded.seconds, released = excluded.released",
+        (
+            epoch,
+            holder.host,
+            holder.pid,
+            holder.user,
+            holder.command,
+            holder.started,
+            seconds,
+            released,
+        ),
+    )
+
+
+class Lease:
+    """This process's lease on one state: ``acquire`` (under ``guard``), a renewal thread,
+    ``fence`` inside every write transaction, ``release``."""
+
+    def __init__(
+        self, directory: Path, seconds: float = DEFAULT_SECONDS, command: str | None = None
+    ) -> None:
+        self.dir = directory
+        self.seconds = seconds
+        self.command = command or " ".join(["runbook", *sys.argv[1:]])
+        self.epoch: int | None = None
+        self.notice: str | None = None
+        self.took_over: Holder | None = None  # the holder it was taken from
+        self.lost = threading.Event()
+        self.lost_error: LeaseLost | None = None
+        self._fd = -1
+        self._file: Path | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._on_lost: list[Callable[[], None]] = []
+
+    @property
+    def interval(self) -> float:
+        """How often the lease is renewed: min(5 s, lease/3) (SPEC §8)."""
+        return min(5.0, self.seconds / 3)
+
+    # -- taking it ---------------------------------------------------------------------
+    def acquire(self, db: Database) -> Lease:
+        """Take the lease, or raise ``LockHeld`` (exit 4) naming the holder and the lease's
+        age. Call under ``guard`` with the state's database open."""
+        path: Path | None = None
+        fd = -1
+        try:
+            with db.transaction(fenced=False):
+                row = Row.read(db.query)
+                now = file_now(self.dir)
+                seen = judge(self.dir, row, now)
+                if seen.state == "held":
+                    assert seen.holder is not None
+                    raise LockHeld(
+                        f"the state is locked by {seen.holder.describe()}: its lease is live "
+                        f"({seen.age_text()}); `runbook lock FILE` shows it"
+                    )
+                if seen.state != "none":
+                    assert seen.holder is not None
+                    self.took_over = seen.holder
+                    why = (
+                        "its process is gone from this host"
+                        if seen.state == "lost"
+                        else f"its lease expired ({seen.age_text()}); if it still runs, it "
+                        "is fenced: it writes nothing more and exits 4"
+                    )
+                    self.notice = f"took over the lease of {seen.holder.describe()}: {why}"
+                epoch = (row.epoch if row else 0) + 1
+                path = self.dir / f"{PREFIX}{epoch}"
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.utime(fd)
+                started = iso(os.fstat(fd).st_mtime)
+                me = Holder(socket.gethostname(), os.getpid(), user(), self.command, started)
+                os.write(fd, json.dumps({"epoch": epoch, **me.__dict__}).encode())
+                _set_row(db, epoch, me, self.seconds, None)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        self.epoch, self._fd, self._file = epoch, fd, path
+        self._sweep()
+        self._reader = sqlite3.connect(db.path, timeout=30.0, check_same_thread=False)
+        self._reader.execute("PRAGMA query_only = ON")
+        self._thread = threading.Thread(target=self._renewing, name="lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _sweep(self) -> None:
+        """Remove the files of earlier epochs whose holders are gone."""
+        for old in self.dir.glob(f"{PREFIX}*"):
+            if old == self._file or _flocked(old):
+                continue
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+    # -- keeping it --------------------------------------------------------------------
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (in the renewal thread) when the lease is found lost."""
+        self._on_lost.append(callback)
+        if self.lost.is_set():
+            callback()
+
+    def _renewing(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.renew()
+            except LeaseLost:
+                return
+            except (sqlite3.Error, OSError):
+                continue  # a busy or slow disk: the next renewal tries again
+
+    def renew(self) -> None:
+        """Touch this epoch's file, after checking the epoch is still ours (``LeaseLost``)."""
+        if self.lost_error is not None:
+            raise self.lost_error
+        assert self._reader is not None
+        row = Row.read(lambda sql: self._reader.execute(sql).fetchall())  # type: ignore[union-attr]
+        if row is None or row.epoch != self.epoch:
+            raise self._lose(row)
+        os.utime(self._fd)
+
+    def fence(self, db: Database) -> None:
+        """Inside a write transaction: raise ``LeaseLost`` unless the epoch is still ours.
+        One primary-key read, under the write lock: nothing commits after a takeover."""
+        got = db.query("SELECT epoch FROM lease WHERE id = 1")
+        if not got or got[0][0] != self.epoch:
+            raise self._lose(Row.read(db.query))
+
+    def _lose(self, row: Row | None) -> LeaseLost:
+        if self.lost_error is None:
+            if row is None:
+                by = "somebody who removed it"
+            elif row.holder.command.startswith("runbook unlock"):
+                by = f"{row.holder.short()} (`{row.holder.command}` at {row.holder.started})"
+            else:
+                by = row.holder.describe()
+            self.lost_error = LeaseLost(
+                f"lost the lease of the state to {by}: this run started nothing more, "
+                "cancelled its running actions and wrote nothing after losing it; see "
+                "`runbook lock FILE` and `runbook status FILE`"
+            )
+            self.lost.set()
+            for callback in self._on_lost:
+                with contextlib.suppress(Exception):
+                    callback()
+        return self.lost_error
+
+    # -- giving it back ----------------------------------------------------------------
+    def release(self, db: Database | None = None) -> None:
+        """Stop renewing; mark the lease released (when it is still ours); drop the flock."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        if db is not None and self.epoch is not None and self.lost_error is None:
+            with contextlib.suppress(sqlite3.Error), db.transaction(fenced=False):
+                db.execute(
+                    "UPDATE lease SET released = ? WHERE id = 1 AND epoch = ?",
+                    (iso(time.time()), self.epoch),
+                )
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._fd >= 0:
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.unlink()
+            os.close(self._fd)
+            self._fd = -1
+
+
+def force(directory: Path, db: Database, command: str) -> tuple[Probe, int]:
+    """``unlock --force``: advance the epoch (the holder, if any, is fenced) and mark the lease
+    released. Returns what was there and the new epoch. Call under ``guard``."""
+    with db.transaction(fenced=False):
+        row = Row.read(db.query)
+        seen = judge(directory, row, file_now(directory))
+        epoch = (row.epoch if row else 0) + 1
+        at = iso(time.time())
+        me = Holder(socket.gethostname(), os.getpid(), user(), command, at)
+        _set_row(db, epoch, me, row.seconds if row else DEFAULT_SECONDS, at)
+    return seen, epoch
+
+
+@contextlib.contextmanager
+def leased(
+    state_dir: str | os.PathLike[str],
+    name: str,
+    masker: Masker,
+    seconds: float = DEFAULT_SECONDS,
+) -> Iterator[tuple[Store, Lease]]:
+    """The state opened under this process's lease: taken under ``guard`` (or refused with
+    exit 4), renewed by its thread, checked inside every write (``Store.fence_with``),
+    released at the end."""
+    directory = state_path(state_dir, name)
+    lease = Lease(directory, seconds)
+    with guard(directory):
+        store = Store(state_dir, name, masker)
+        try:
+            lease.acquire(store.db)
+        except BaseException:
+            store.close()
+            raise
+    store.fence_with(lease.fence)
+    try:
+        yield store, lease
+    finally:
+        lease.release(store.db)
+        store.close()
+
+
+@contextlib.contextmanager
+def guarded(state_dir: str | os.PathLike[str], name: str, masker: Masker) -> Iterator[Store]:
+    """The state opened for a decision (``approve``, ``resolve``): under ``guard`` only, for
+    the moment it reads and writes; never the run's lease (SPEC §11)."""
+    with guard(state_path(state_dir, name)):
+        store = Store(state_dir, name, masker)
+        try:
+            yield store
+        finally:
+            store.close()
