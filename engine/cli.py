@@ -84,7 +84,7 @@ def cli(ctx: click.Context, state_dir: str) -> None:
       1    the run failed (for diff: there are changes)
       2    bad usage or an invalid runbook
       3    paused for an approval or an operator's decision
-      4    locked by another run
+      4    locked by another run (or this run lost its lease)
       130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
     ctx.ensure_object(dict)["state_dir"] = _state_dir(state_dir)

@@ -105,7 +105,7 @@ class Paused(RunbookError):
 
 
 class LockHeld(RunbookError):
-    """Another apply/rollback holds the state's lock."""
+    """Another apply/rollback holds the state's lease."""
 
     exit_code = Exit.LOCKED
 

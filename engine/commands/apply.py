@@ -94,7 +94,15 @@ def command(
     Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
     a contingency fired or a rollback ran; 2 invalid runbook or variables, or changes
     to a pinned run not accepted; 3 paused for an approval or an operator's decision;
-    4 locked by another run; 130 interrupted.
+    4 locked by another run (`runbook lock FILE` shows it), or this run lost its lease;
+    130 interrupted.
+
+    \b
+    The run holds the state's lease, renewed every min(5s, --lease/3). A lease whose
+    holder's process is gone from this host is taken over at once, an expired one after
+    --lease, each with a notice naming the lost holder. A run that loses its lease (a
+    takeover, `unlock --force`) starts nothing more, cancels its running actions and exits
+    4; nothing it writes after that reaches the state.
 
     \b
     Examples:

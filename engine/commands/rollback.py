@@ -61,7 +61,8 @@ def command(
 
     \b
     Exit codes: 0 every rollback that ran succeeded; 1 one failed; 2 bad input;
-    3 a rollback was left unknown by a crash (resolve it); 4 locked; 130 interrupted.
+    3 a rollback was left unknown by a crash (resolve it); 4 locked, or this rollback lost
+    its lease (as for apply: --lease); 130 interrupted.
 
     \b
     Examples:

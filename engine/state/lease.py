@@ -150,12 +150,9 @@ def _seconds(seconds: float) -> str:
 
 def file_now(directory: Path) -> float:
     """Now on the clock of the state's file system: the mtime of the ``lock`` file, touched
-    (a reader that may not touch it uses this machine's clock)."""
+    (a reader that may not touch it, or a state without one, uses this machine's clock)."""
     path = directory / GUARD
     try:
-        if not path.exists():
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
         os.utime(path)
         return os.stat(path).st_mtime
     except OSError:
@@ -291,6 +288,10 @@ class Lease:
     def interval(self) -> float:
         """How often the lease is renewed: min(5 s, lease/3) (SPEC §8)."""
         return min(5.0, self.seconds / 3)
+
+    def probe(self) -> Probe:
+        """The lease of this state as a reader sees it (``probe``)."""
+        return probe(self.dir)
 
     # -- taking it ---------------------------------------------------------------------
     def acquire(self, db: Database) -> Lease:

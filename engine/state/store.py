@@ -1,6 +1,7 @@
 """The state of one runbook: the journal of ``STATE_DIR/NAME/state.db`` folded into a ``State``.
 
-Writers hold the runbook's lock (``lock.py``); readers (``status``, ``plan``, ``report``) read
+Writers hold the state's lease (``lease.py``), whose check runs inside each of their
+transactions (``fence_with``); readers (``status``, ``plan``, ``report``) read
 the database as it is (WAL: a reader never blocks the writer and sees whole commits only).
 Every record is masked (no secret value reaches the disk) and stamped with the time before it
 is written. A state of an earlier version (``journal.jsonl``) is imported into a new database
