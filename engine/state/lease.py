@@ -148,6 +148,26 @@ def _seconds(seconds: float) -> str:
     return format_duration(seconds)
 
 
+def shown_command(argv: list[str]) -> str:
+    """The holder's command line as it is stored and shown: the values of ``--var`` and the
+    passwords of URLs masked."""
+    from ..masking import MASK, mask_url_passwords
+
+    out: list[str] = ["runbook"]
+    hide = False
+    for arg in argv:
+        if hide:
+            name, sep, _ = arg.partition("=")
+            arg, hide = (f"{name}={MASK}" if sep else MASK), False
+        elif arg == "--var":
+            hide = True
+        elif arg.startswith("--var="):
+            name, sep, _ = arg[len("--var=") :].partition("=")
+            arg = f"--var={name}={MASK}" if sep else f"--var={MASK}"
+        out.append(mask_url_passwords(arg))
+    return " ".join(out)
+
+
 def file_now(directory: Path) -> float:
     """Now on the clock of the state's file system: the mtime of the ``lock`` file, touched
     (a reader that may not touch it, or a state without one, uses this machine's clock)."""
@@ -271,7 +291,7 @@ class Lease:
     ) -> None:
         self.dir = directory
         self.seconds = seconds
-        self.command = command or " ".join(["runbook", *sys.argv[1:]])
+        self.command = command or shown_command(sys.argv[1:])
         self.epoch: int | None = None
         self.notice: str | None = None
         self.took_over: Holder | None = None  # the holder it was taken from
@@ -324,10 +344,10 @@ class Lease:
                 path = self.dir / f"{PREFIX}{epoch}"
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.write(fd, json.dumps({"epoch": epoch, "pid": os.getpid()}).encode())
                 os.utime(fd)
                 started = iso(os.fstat(fd).st_mtime)
                 me = Holder(socket.gethostname(), os.getpid(), user(), self.command, started)
-                os.write(fd, json.dumps({"epoch": epoch, **me.__dict__}).encode())
                 _set_row(db, epoch, me, self.seconds, None)
         except BaseException:
             if fd >= 0:

@@ -328,3 +328,23 @@ def test_approve_and_resolve_never_take_the_lease(runbook) -> None:
     r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 0, r.output
     assert ledger_lines() == ["after"]
+
+
+def test_the_holders_command_is_stored_with_var_values_and_url_passwords_masked(runbook) -> None:
+    from runbook_engine.state.lease import shown_command
+
+    shown = shown_command(
+        ["apply", "r.yaml", "--var", "token=s3cret", "--var=pw=hunter2", "--var-file", "v.yaml"]
+    )
+    assert shown == "runbook apply r.yaml --var token=*** --var=pw=*** --var-file v.yaml"
+    assert "hunter2" not in shown_command(["apply", "postgresql://ops:hunter2@db/x"])
+    write(
+        "r.yaml",
+        vars={"token": {"type": "string", "default": "x"}},
+        phases=[{"id": "p", "steps": [sh("slow", "touch started; sleep 30")]}],
+    )
+    with _holder("--var", "token=s3cret") as first:
+        r = runbook("lock", "r.yaml")
+        assert r.code == 0 and f"pid {first.pid}" in r.out
+        assert "--var token=***" in r.out and "s3cret" not in r.out
+        assert "s3cret" not in _lease_row()["command"]
