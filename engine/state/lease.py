@@ -180,11 +180,14 @@ def file_now(directory: Path) -> float:
 
 
 def _flocked(path: Path) -> bool:
-    """Whether a process holds the flock of ``path`` now (False when there is no file)."""
+    """Whether a process holds the flock of ``path`` now (False when there is no file; True
+    when it cannot be opened to tell: only expiry decides then)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
+    except OSError:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -248,8 +251,11 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_size:  # what a dead run of an earlier version left
+                    os.ftruncate(fd, 0)
                 break
             except BlockingIOError:
+                _earlier_version(fd)
                 if time.monotonic() > deadline:
                     raise LockHeld(
                         f"{directory}: another runbook command has been opening this state "
@@ -259,6 +265,24 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def _earlier_version(fd: int) -> None:
+    """An earlier version of runbook held ``lock`` for its whole run, with its holder written
+    inside (this one never writes it): that run is named at once (exit 4), not waited for."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 65536)
+    if not raw.strip():
+        return
+    try:
+        data = json.loads(raw)
+        who = f"{data['user']}@{data['host']} pid {data['pid']} since {data['started_at']}"
+    except (ValueError, KeyError, TypeError):
+        who = "a run of an earlier version of runbook"
+    raise LockHeld(
+        f"the state is locked by {who} (a run of an earlier version of runbook, which holds "
+        "`lock` until it ends); wait for it to end"
+    )
 
 
 def _set_row(

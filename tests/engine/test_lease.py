@@ -348,3 +348,60 @@ def test_the_holders_command_is_stored_with_var_values_and_url_passwords_masked(
         assert r.code == 0 and f"pid {first.pid}" in r.out
         assert "--var token=***" in r.out and "s3cret" not in r.out
         assert "s3cret" not in _lease_row()["command"]
+
+
+def test_a_run_of_an_earlier_version_holding_lock_is_named_at_once(runbook) -> None:
+    """Before the lease, a run held `lock`'s flock for its whole life with its holder written
+    inside: an upgrade in the middle of such a run names it (exit 4) instead of waiting."""
+    import fcntl
+
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "echo a >> ledger.txt")]}])
+    STATE.mkdir(parents=True, mode=0o700)
+    holder = {
+        "host": "old-box",
+        "pid": 77,
+        "user": "ops",
+        "started_at": "2026-11-30T10:00:00Z",
+        "command": "runbook apply r.yaml",
+    }
+    fd = os.open(STATE / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, json.dumps(holder).encode())
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held, as that run held it
+        r = runbook("apply", "r.yaml", "--yes")
+        assert r.code == 4
+        assert "locked by ops@old-box pid 77 since 2026-11-30T10:00:00Z" in r.err
+        assert "earlier version" in r.err
+        assert not (STATE / "state.db").exists() and ledger_lines() == []
+    finally:
+        os.close(fd)  # that run ended (or died): its flock is gone, its text left behind
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert ledger_lines() == ["a"] and (STATE / "lock").read_bytes() == b""
+
+
+def test_a_rollback_is_refused_while_an_apply_holds_the_lease(runbook) -> None:
+    write(
+        "r.yaml",
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh(
+                        "a",
+                        "echo a >> ledger.txt",
+                        rollback={
+                            "action": "shell",
+                            "with": {"command": "echo undo >> ledger.txt"},
+                        },
+                    ),
+                    sh("slow", "touch started; sleep 30", needs=["a"]),
+                ],
+            }
+        ],
+    )
+    with _holder() as first:
+        r = runbook("rollback", "r.yaml", "--yes", "--lease", "1m")
+        assert r.code == 4 and f"pid {first.pid}" in r.err and "its lease is live" in r.err
+        assert _lease_row()["pid"] == first.pid
+    assert ledger_lines() == ["a"]  # nothing was undone
