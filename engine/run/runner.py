@@ -304,6 +304,9 @@ class Runner:
         return self.job(node, whole, {}, tctx_, records_key, members, runner)
 
     def submit(self, job: Job) -> None:
+        lease = self.s.lease
+        if lease is not None and lease.lost_error is not None:
+            raise lease.lost_error  # found lost since the flush: this step does not start
         self.running[job.node] = job
 
         def work() -> None:
