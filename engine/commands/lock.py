@@ -31,7 +31,7 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     """
     from ..format.durations import format_duration
     from ..format.loader import load
-    from ..state.lease import probe
+    from ..state.holder import probe
     from ..state.store import state_path
 
     rb = load(file).runbook

@@ -19,7 +19,8 @@ from ..format.model import Runbook
 from ..format.templates import iter_strings, parse
 from ..graph.dag import Dag
 from ..masking import Masker
-from ..state.lease import DEFAULT_SECONDS, leased
+from ..state.holder import DEFAULT_SECONDS
+from ..state.lease import leased
 from ..state.store import Store
 from . import secrets as secrets_mod
 from .runner import Session

@@ -18,7 +18,8 @@ that records the new holder. ``fence(db)`` runs first inside every write transac
 holder (``Database.transaction``), under SQLite's write lock: a holder whose epoch is not the
 row's any more commits nothing, and stops (``LeaseLost``, exit 4). ``approve`` and ``resolve``
 never take the lease; they only hold the ``lock`` file's flock (``guard``) while they read and
-write, as every opener does for the moment it opens the state.
+write, as every opener does for the moment it opens the state. How the lease is read (the
+row, the files, the clock) is ``holder.py``.
 """
 
 from __future__ import annotations
@@ -33,211 +34,31 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import LeaseLost, LockHeld
 from ..files import private_dir
 from ..masking import Masker
-from .db import FILE, Database
+from .db import Database
+from .holder import (
+    COLUMNS,
+    DEFAULT_SECONDS,
+    GUARD,
+    PREFIX,
+    Holder,
+    Probe,
+    Row,
+    file_now,
+    flocked,
+    iso,
+    judge,
+    probe,
+    shown_command,
+    user,
+)
 from .store import Store, state_path
 
-GUARD = "lock"  # flock held by a command while it opens the state; its mtime is "now"
-PREFIX = "lease-"  # lease-EPOCH: flocked by that epoch's holder; its mtime is the last renewal
-DEFAULT_SECONDS = 30.0
 GUARD_WAIT = 60.0  # seconds an opener waits for another one to finish opening
-
-_COLUMNS = "epoch, host, pid, user, command, started, seconds, released"
-
-
-def iso(ts: float) -> str:
-    """A timestamp as the state writes times: UTC, ISO 8601, milliseconds."""
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
-
-
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def user() -> str:
-    """The OS user of this process, from the user database (never ``$USER``)."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
-
-
-@dataclass(frozen=True)
-class Holder:
-    host: str
-    pid: int
-    user: str
-    command: str
-    started: str
-
-    def describe(self) -> str:
-        return f"{self.user}@{self.host} pid {self.pid} since {self.started} (`{self.command}`)"
-
-    def short(self) -> str:
-        return f"{self.user}@{self.host} pid {self.pid}"
-
-
-@dataclass(frozen=True)
-class Row:
-    """The ``lease`` row: the current (or last) holder of the state."""
-
-    epoch: int
-    holder: Holder
-    seconds: float
-    released: str | None
-
-    @classmethod
-    def read(cls, query: Callable[[str], list[tuple[object, ...]]]) -> Row | None:
-        rows = query(f"SELECT {_COLUMNS} FROM lease WHERE id = 1")
-        if not rows:
-            return None
-        epoch, host, pid, usr, command, started, seconds, released = rows[0]
-        holder = Holder(str(host), int(str(pid)), str(usr), str(command), str(started))
-        return cls(
-            int(str(epoch)),
-            holder,
-            float(str(seconds)),
-            None if released is None else str(released),
-        )
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What a reader sees of the lease. ``state``: ``none`` (nobody holds it), ``held``,
-    ``expired`` (not renewed for its duration: the next apply takes it over) or ``lost``
-    (its holder's process is gone from this host)."""
-
-    state: str
-    epoch: int = 0
-    holder: Holder | None = None  # the holder (state != none) or the last one
-    seconds: float = DEFAULT_SECONDS
-    renewed: str | None = None
-    age: float | None = None  # seconds since it was taken, on the file's clock
-    idle: float | None = None  # seconds since its last renewal, on the file's clock
-    released: str | None = None
-
-    @property
-    def lost_since(self) -> str | None:
-        """Since when the holder is lost: its last sign of life (its last renewal)."""
-        return self.renewed if self.state in ("expired", "lost") else None
-
-    def age_text(self) -> str:
-        from ..format.durations import format_duration
-
-        parts = []
-        if self.age is not None:
-            parts.append(f"held for {format_duration(max(0.0, self.age))}")
-        if self.idle is not None:
-            parts.append(f"renewed {format_duration(max(0.0, self.idle))} ago")
-        parts.append(f"lease {_seconds(self.seconds)}")
-        return ", ".join(parts)
-
-
-def _seconds(seconds: float) -> str:
-    from ..format.durations import format_duration
-
-    return format_duration(seconds)
-
-
-def shown_command(argv: list[str]) -> str:
-    """The holder's command line as it is stored and shown: the values of ``--var`` and the
-    passwords of URLs masked."""
-    from ..masking import MASK, mask_url_passwords
-
-    out: list[str] = ["runbook"]
-    hide = False
-    for arg in argv:
-        if hide:
-            name, sep, _ = arg.partition("=")
-            arg, hide = (f"{name}={MASK}" if sep else MASK), False
-        elif arg == "--var":
-            hide = True
-        elif arg.startswith("--var="):
-            name, sep, _ = arg[len("--var=") :].partition("=")
-            arg = f"--var={name}={MASK}" if sep else f"--var={MASK}"
-        out.append(mask_url_passwords(arg))
-    return " ".join(out)
-
-
-def file_now(directory: Path) -> float:
-    """Now on the clock of the state's file system: the mtime of the ``lock`` file, touched
-    (a reader that may not touch it, or a state without one, uses this machine's clock)."""
-    path = directory / GUARD
-    try:
-        os.utime(path)
-        return os.stat(path).st_mtime
-    except OSError:
-        return time.time()
-
-
-def _flocked(path: Path) -> bool:
-    """Whether a process holds the flock of ``path`` now (False when there is no file; True
-    when it cannot be opened to tell: only expiry decides then)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def judge(directory: Path, row: Row | None, now: float) -> Probe:
-    """The lease as ``row`` and the epoch's file say, at ``now`` (the file's clock)."""
-    if row is None:
-        return Probe("none")
-    if row.released:
-        return Probe("none", row.epoch, row.holder, row.seconds, released=row.released)
-    path = directory / f"{PREFIX}{row.epoch}"
-    age = now - _ts(row.holder.started)
-    try:
-        renewed = os.stat(path).st_mtime
-    except FileNotFoundError:  # its holder was gone before it could renew, or removed
-        return Probe("lost", row.epoch, row.holder, row.seconds, row.holder.started, age)
-    base = Probe("held", row.epoch, row.holder, row.seconds, iso(renewed), age, now - renewed)
-    if row.holder.host == socket.gethostname() and not _flocked(path):
-        return _with(base, "lost")
-    if now - renewed > row.seconds:
-        return _with(base, "expired")
-    return base
-
-
-def _with(p: Probe, state: str) -> Probe:
-    return Probe(state, p.epoch, p.holder, p.seconds, p.renewed, p.age, p.idle, p.released)
-
-
-def probe(directory: Path) -> Probe:
-    """The lease of a state, read without taking anything (``lock``, ``status``)."""
-    path = directory / FILE
-    if not path.exists():
-        return Probe("none")
-    try:
-        con = sqlite3.connect(path, timeout=30.0)
-    except sqlite3.Error:
-        return Probe("none")
-    try:
-        con.execute("PRAGMA query_only = ON")
-        row = Row.read(lambda sql: con.execute(sql).fetchall())
-    except sqlite3.DatabaseError:  # no lease table yet (an older schema): nobody holds one
-        return Probe("none")
-    finally:
-        con.close()
-    return judge(directory, row, file_now(directory))
 
 
 @contextlib.contextmanager
@@ -289,7 +110,7 @@ def _set_row(
     db: Database, epoch: int, holder: Holder, seconds: float, released: str | None
 ) -> None:
     db.execute(
-        f"INSERT INTO lease (id, {_COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
+        f"INSERT INTO lease (id, {COLUMNS}) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET epoch = excluded.epoch, host = excluded.host, "
         "pid = excluded.pid, user = excluded.user, command = excluded.command, "
         "started = excluded.started, seconds = excluded.seconds, released = excluded.released",
@@ -391,7 +212,7 @@ class Lease:
     def _sweep(self) -> None:
         """Remove the files of earlier epochs whose holders are gone."""
         for old in self.dir.glob(f"{PREFIX}*"):
-            if old == self._file or _flocked(old):
+            if old == self._file or flocked(old):
                 continue
             with contextlib.suppress(OSError):
                 old.unlink()
@@ -509,15 +330,3 @@ def leased(
     finally:
         lease.release(store.db)
         store.close()
-
-
-@contextlib.contextmanager
-def guarded(state_dir: str | os.PathLike[str], name: str, masker: Masker) -> Iterator[Store]:
-    """The state opened for a decision (``approve``, ``resolve``): under ``guard`` only, for
-    the moment it reads and writes; never the run's lease (SPEC §11)."""
-    with guard(state_path(state_dir, name)):
-        store = Store(state_dir, name, masker)
-        try:
-            yield store
-        finally:
-            store.close()

@@ -34,7 +34,7 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
 def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
     """Who runs the state now (SPEC §11 "Run outcome"): its lease's holder, ``lost_since``
     its last renewal when its process is gone or its lease expired."""
-    from .lease import probe
+    from .holder import probe
     from .store import state_path
 
     seen = probe(state_path(state_dir, name))

@@ -331,7 +331,7 @@ def test_approve_and_resolve_never_take_the_lease(runbook) -> None:
 
 
 def test_the_holders_command_is_stored_with_var_values_and_url_passwords_masked(runbook) -> None:
-    from runbook_engine.state.lease import shown_command
+    from runbook_engine.state.holder import shown_command
 
     shown = shown_command(
         ["apply", "r.yaml", "--var", "token=s3cret", "--var=pw=hunter2", "--var-file", "v.yaml"]
