@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import state_dir, var_options
+from .options import lease_option, state_dir, var_options
 
 
 @click.command(name="apply")
@@ -60,6 +60,7 @@ from .options import state_dir, var_options
     show_default=True,
     help="text: live view on a terminal, lines otherwise; json: one event per line.",
 )
+@lease_option
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -74,6 +75,7 @@ def command(
     yes: bool,
     grace: float,
     fmt: str,
+    lease: float,
 ) -> int:
     """Run (or resume) a runbook.
 
@@ -93,7 +95,15 @@ def command(
     Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
     a contingency fired or a rollback ran; 2 invalid runbook or variables, or changes
     to a pinned run not accepted; 3 paused for an approval or an operator's decision;
-    4 locked by another run; 130 interrupted.
+    4 locked by another run (`runbook lock FILE` shows it), or this run lost its lease;
+    130 interrupted.
+
+    \b
+    The run holds the state's lease, renewed every min(5s, --lease/3). A lease whose
+    holder's process is gone from this host is taken over at once, an expired one after
+    --lease, each with a notice naming the lost holder. A run that loses its lease (a
+    takeover, `unlock --force`) starts nothing more, cancels its running actions and exits
+    4; nothing it writes after that reaches the state.
 
     \b
     Examples:
@@ -132,7 +142,7 @@ def command(
     )
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
     options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
-    with open_session(prepared, state_dir(ctx), fmt) as session:
+    with open_session(prepared, state_dir(ctx), fmt, lease_seconds=lease) as session:
         engine = Apply(session, options)
         try:
             outcome = engine.execute()

@@ -56,16 +56,11 @@ def _one(rb: Any, name: str | None) -> Any:
 
 @contextmanager
 def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
-    from ..state.lock import Lock
-    from ..state.store import Store, state_path
+    from ..state.lease import leased
 
     rb = prepared.runbook
-    with Lock(state_path(state_dir(ctx), rb.name)):
-        store = Store(state_dir(ctx), rb.name, prepared.masker)
-        try:
-            yield store
-        finally:
-            store.close()
+    with leased(state_dir(ctx), rb.name, prepared.masker) as (store, _lease):
+        yield store
 
 
 def _run_id(store: Any) -> str | None:

@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit, InvalidInput
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import state_dir, var_options
+from .options import lease_option, state_dir, var_options
 
 
 @click.command(name="rollback")
@@ -41,6 +41,7 @@ from .options import state_dir, var_options
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@lease_option
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -56,6 +57,7 @@ def command(
     yes: bool,
     grace: float,
     fmt: str,
+    lease: float,
 ) -> int:
     """Undo succeeded steps in reverse dependency order.
 
@@ -72,8 +74,8 @@ def command(
 
     \b
     Exit codes: 0 every rollback that ran succeeded; 1 one failed; 2 bad input, or changes
-    to the pinned run not accepted;
-    3 a rollback was left unknown by a crash (resolve it); 4 locked; 130 interrupted.
+    to the pinned run not accepted; 3 a rollback was left unknown by a crash (resolve it);
+    4 locked, or this rollback lost its lease (as for apply: --lease); 130 interrupted.
 
     \b
     Examples:
@@ -117,5 +119,5 @@ def command(
         undo=targets,
     )
     confirm(f"roll back {len(targets)} step(s) of {file}?", yes)
-    with open_session(prepared, state_dir(ctx), fmt) as session:
+    with open_session(prepared, state_dir(ctx), fmt, lease_seconds=lease) as session:
         return run_rollback(session, step, phase, wave, max_parallel, grace, accept_changes)

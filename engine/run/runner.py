@@ -25,6 +25,7 @@ from ..format.templates import TemplateError, evaluate, iter_strings, parse, ren
 from ..graph.dag import Dag
 from ..masking import Masker
 from ..state.db import Database
+from ..state.lease import Lease
 from ..state.status import State, Status
 from ..state.store import Store
 from . import context as tctx
@@ -48,6 +49,7 @@ class Session:
     masker: Masker
     reporter: Reporter
     workdir: Path = field(default_factory=Path.cwd)
+    lease: Lease | None = None  # None for a session that holds no lease
 
     @property
     def state(self) -> State:
@@ -76,6 +78,8 @@ class Runner:
         # `secrets` as templates see them: each renders as itself, every form a template makes
         # of one is reported to the masker (format/sandbox.py)
         self.secret_view = secrets_view(session.secrets, session.masker.seen)
+        if session.lease is not None:
+            session.lease.on_lost(self.lease_lost)
 
     # -- records ------------------------------------------------------------------------
     @property
@@ -300,6 +304,9 @@ class Runner:
         return self.job(node, whole, {}, tctx_, records_key, members, runner)
 
     def submit(self, job: Job) -> None:
+        lease = self.s.lease
+        if lease is not None and lease.lost_error is not None:
+            raise lease.lost_error  # found lost since the flush: this step does not start
         self.running[job.node] = job
 
         def work() -> None:
@@ -355,7 +362,19 @@ class Runner:
         for job in list(self.running.values()):
             job.cancel.set()
 
+    def lease_lost(self) -> None:
+        """From the lease's renewal thread: the lease was taken over. Nothing new starts and
+        the running actions are cancelled at once; the scheduler's thread raises at its next
+        look (``watch_interrupt``) or write (the fence)."""
+        self.draining.set()
+        for job in list(self.running.values()):
+            job.cancel.set()
+
     def watch_interrupt(self) -> None:
+        lease = self.s.lease
+        if lease is not None and lease.lost_error is not None:
+            self.stop_running("the lease of the state was lost")
+            raise lease.lost_error
         late = self.interrupted_at is not None and (
             time.monotonic() - self.interrupted_at > self.grace
         )

@@ -19,8 +19,9 @@ from ..format.model import Runbook
 from ..format.templates import iter_strings, parse
 from ..graph.dag import Dag
 from ..masking import Masker
-from ..state.lock import Lock
-from ..state.store import Store, state_path
+from ..state.holder import DEFAULT_SECONDS
+from ..state.lease import leased
+from ..state.store import Store
 from . import secrets as secrets_mod
 from .runner import Session
 
@@ -134,19 +135,25 @@ def confirm(question: str, yes: bool) -> None:
 
 @contextmanager
 def open_session(
-    prepared: Prepared, state_dir: str, fmt: str = "text", title: str = ""
+    prepared: Prepared,
+    state_dir: str,
+    fmt: str = "text",
+    title: str = "",
+    lease_seconds: float = DEFAULT_SECONDS,
 ) -> Iterator[Session]:
+    """The runbook's state under this process's lease (``state/lease``): taken (or taken over
+    from a holder that is gone or expired, with a notice) before anything is read for the
+    run, renewed by its own thread, checked inside every write, released at the end."""
     rb = prepared.runbook
-    with Lock(state_path(state_dir, rb.name)) as lock:
-        store = Store(state_dir, rb.name, prepared.masker)
+    with leased(state_dir, rb.name, prepared.masker, lease_seconds) as (store, lease):
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )
         try:
-            for note in (lock.notice, store.notice):
+            for note in (lease.notice, store.notice):
                 if note:
                     reporter.notice(note)
-            if lock.notice:
+            if lease.took_over is not None:
                 _stop_leftovers(store, reporter)
             yield Session(
                 file=prepared.file,
@@ -158,7 +165,7 @@ def open_session(
                 masker=prepared.masker,
                 reporter=reporter,
                 workdir=Path.cwd(),
+                lease=lease,
             )
         finally:
             reporter.close()
-            store.close()

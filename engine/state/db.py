@@ -43,7 +43,11 @@ def private_dir(path: Path) -> None:
 
 class Database:
     """A connection with one lock: statements from several threads never interleave inside a
-    transaction. ``transaction()`` is ``BEGIN IMMEDIATE`` … ``COMMIT`` (or ROLLBACK)."""
+    transaction. ``transaction()`` is ``BEGIN IMMEDIATE`` … ``COMMIT`` (or ROLLBACK).
+
+    ``fence``, when set (``Store.fence_with``), runs first inside every write transaction,
+    under the write lock: the lease's epoch check (``lease.py``), so that a writer that lost
+    its lease commits nothing."""
 
     dialect = "sqlite"
 
@@ -52,6 +56,7 @@ class Database:
         self.con = con
         self.lock = threading.RLock()
         self._depth = 0
+        self.fence: Callable[[Database], None] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self.lock:
@@ -66,7 +71,7 @@ class Database:
             return self.con.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self, fenced: bool = True) -> Iterator[Database]:
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -78,6 +83,8 @@ class Database:
             self.con.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
+                if fenced and self.fence is not None:
+                    self.fence(self)
                 yield self
             except BaseException:
                 self._depth = 0

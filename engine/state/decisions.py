@@ -41,9 +41,16 @@ def decide(
                 "imports it (a decision is recorded once it is); nothing was recorded"
             )
         raise InvalidInput(f"no state at {base}: nothing to decide on")
-    db = dbm.open_existing(path, name)
+    from .lease import guard
+
+    with guard(base):  # opened as every opener does: never beside a migration (not the lease)
+        db = dbm.open_existing(path, name)
+        try:
+            dbm.setup(db)
+        except BaseException:
+            db.close()
+            raise
     try:
-        dbm.setup(db)
         try:
             records = journal.read(db)
             state = fold(name, records, path)

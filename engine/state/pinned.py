@@ -1,4 +1,4 @@
-"""The vars a run in progress is pinned to, read before the lock (SPEC §11: "a run stores its
+"""The vars a run in progress is pinned to, read before the lease (SPEC §11: "a run stores its
 vars; `apply` and `approve` without `--var` use them").
 
 A read of the run and accept records only (one pass over the journal in SQLite, no fold; or,

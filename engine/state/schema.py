@@ -3,7 +3,7 @@ older database forward, one version at a time, each in one transaction."""
 
 from __future__ import annotations
 
-VERSION = 4
+VERSION = 5
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -59,5 +59,13 @@ STEPS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE journal ADD COLUMN hash TEXT",
         "INSERT OR REPLACE INTO meta (key, value) SELECT 'chain_from', CAST(COALESCE(MAX(seq), 0) + 1"
         " AS TEXT) FROM journal",
+    ),
+    # the lease (lease.py): one row, the current (or last) holder and the epoch every write
+    # of the holder checks inside its transaction (fencing); `released` is set when the
+    # holder gave it back (or `unlock --force` cleared it)
+    5: (
+        "CREATE TABLE lease (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL,"
+        " host TEXT NOT NULL, pid INTEGER NOT NULL, user TEXT NOT NULL, command TEXT NOT NULL,"
+        " started TEXT NOT NULL, seconds REAL NOT NULL, released TEXT)",
     ),
 }

@@ -1,6 +1,7 @@
 """The state of one runbook: the journal of ``STATE_DIR/NAME/state.db`` folded into a ``State``.
 
-Writers hold the runbook's lock (``lock.py``); readers (``status``, ``plan``, ``report``) read
+Writers hold the state's lease (``lease.py``), whose check runs inside each of their
+transactions (``fence_with``); readers (``status``, ``plan``, ``report``) read
 the database as it is (WAL: a reader never blocks the writer and sees whole commits only).
 Every record is masked (no secret value reaches the disk) and stamped with the time before it
 is written. A state of an earlier version (``journal.jsonl``) is imported into a new database
@@ -140,9 +141,16 @@ def read_records(
 
 
 class Store:
-    """The writable state: fold + durable append. Open it only under the runbook's lock."""
+    """The writable state: fold + durable append. Open it only under the state's guard
+    (``lease.guard``); a run writes under its lease, whose check is the ``fence``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], name: str, masker: Masker) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        name: str,
+        masker: Masker,
+        fence: Callable[[dbm.Database], None] | None = None,
+    ) -> None:
         self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
@@ -192,6 +200,12 @@ class Store:
             self.db.close()
             raise
         self.failed: str | None = None
+        self.fence_with(fence)
+
+    def fence_with(self, fence: Callable[[dbm.Database], None] | None) -> None:
+        """Run ``fence`` first inside each write transaction from now on (the lease's epoch
+        check: a write after the lease was lost commits nothing and raises)."""
+        self.db.fence = fence
 
     def stage(
         self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None

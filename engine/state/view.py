@@ -35,34 +35,39 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
 
 
 def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
-    from .lock import probe
+    """Who runs the state now (SPEC §11 "Run outcome"): its lease's holder, ``lost_since``
+    its last renewal when its process is gone or its lease expired."""
+    from .holder import probe
     from .store import state_path
 
-    holder, alive = probe(state_path(state_dir, name))
+    seen = probe(state_path(state_dir, name))
     run = state.run if state else None
     running = run is not None and run.status is RunStatus.RUNNING
-    if holder is None:
+    if seen.state == "none" or seen.holder is None:
         if not running:
             return None
         assert state is not None
-        # the run says running and nobody holds or held the lock: its writer is gone
+        # the run says running and nobody holds the lease: its writer is gone
         return {
             "host": None,
             "pid": None,
             "user": None,
             "started": None,
+            "alive": False,
             "lost_since": state.last_at,
         }
-    # a lock left by a process that is gone: it died mid-command, whatever the run's status
+    # a lease whose holder is gone (or expired): lost mid-command, whatever the run's status
     # says (a rollback killed in flight leaves the run `paused` and a step `rolling_back`)
-    lost = alive is False
+    holder = seen.holder
     return {
         "host": holder.host,
         "pid": holder.pid,
         "user": holder.user,
-        "started": holder.started_at,
-        "alive": alive,
-        "lost_since": ((state.last_at if state else None) or holder.started_at) if lost else None,
+        "started": holder.started,
+        "alive": seen.state == "held",
+        "lease": seen.state,
+        "renewed": seen.renewed,
+        "lost_since": seen.lost_since,
     }
 
 

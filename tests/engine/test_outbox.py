@@ -397,6 +397,7 @@ def test_a_state_of_schema_2_is_migrated_and_its_journal_records_still_decide(
     con.execute("DROP TABLE outbox")
     con.execute("ALTER TABLE message DROP COLUMN outbox")
     con.execute("ALTER TABLE journal DROP COLUMN hash")  # schema 4 (issue 14)
+    con.execute("DROP TABLE lease")  # schema 5 (issue 14)
     con.execute("UPDATE meta SET value = '2' WHERE key = 'version'")
     at = "2026-12-01T00:00:00.000Z"
     old = [
@@ -413,7 +414,7 @@ def test_a_state_of_schema_2_is_migrated_and_its_journal_records_still_decide(
     runbook_file(sh("a", "true"), tell(to=PEOPLE[:3]))
     r = runbook("apply", "r.yaml", "--yes")
     assert r.code == 0, r.output
-    assert rows("SELECT value FROM meta WHERE key = 'version'") == [("4",)]
+    assert rows("SELECT value FROM meta WHERE key = 'version'") == [("5",)]
     doc = json.loads(runbook("status", "r.yaml", "--format", "json").out)
     (step,) = [s for s in doc["steps"] if s["id"] == "tell"]
     out = step["outputs"]

@@ -408,14 +408,15 @@ def test_hole_the_lock_holder_was_the_user_from_the_environment(runbook) -> None
         stderr=subprocess.DEVNULL,
     )
     try:
-        lock = Path(".runbook/t/lock")
+        holder = None
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if lock.exists() and lock.read_bytes().strip():
-                break
+        while holder is None and time.monotonic() < deadline:
+            r = runbook("lock", "r.yaml", "--format", "json")
+            assert r.code == 0, r.output
+            holder = json.loads(r.out)["lease"]["holder"]
             time.sleep(0.05)
-        holder = json.loads(lock.read_bytes())
     finally:
         proc.kill()
         proc.wait()
+    assert holder is not None, "the apply never took the lease"
     assert holder["user"] == ME != "someone-else"
