@@ -164,6 +164,9 @@ def record(
                 "comment": comment,
                 "at": now(),
                 "measurements": list(waiting.get("measurements") or []),
+                # bound to the plan the run applies (SPEC §8): the gate counts it only while
+                # the run is pinned to this runbook and these vars (plugins/check.py)
+                **gates.binding(run.digest, run.vars, rb.instances[step].digest),
             }
         )
         return [

@@ -246,15 +246,16 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
 def voided_approvals(
     state: State, rb: Runbook, run_id: str, reason: str, at: str
 ) -> list[dict[str, Any]]:
-    """``record`` records that void the decisions of this run not yet acted on (their step
-    still waits): each approval of an approval step, and a person's decision on a waiting
-    gate (``approve``, ``resolve --as failed``). The step then waits again for new ones."""
+    """``record`` records that void the decisions of this run not yet acted on: each
+    approval of an approval step, and a person's decision on a gate's waiting evaluation
+    (``approve``, ``resolve --as failed``), whatever the step's status (a step left
+    ``pending`` by a crash still has them). The step then waits again for new ones."""
     out = []
     for iid, inst in rb.instances.items():
         if inst.step.action not in ("approval", "check"):
             continue
-        if state.status_of(iid) is not Status.WAITING:
-            continue  # acted on (or never reached): a change does not void it
+        if state.status_of(iid) in DONE:
+            continue  # acted on: a change does not void it
         records = state.records.get(iid, {})
         found: dict[str, dict[str, Any]] = {}
         if inst.step.action == "approval":
@@ -262,6 +263,14 @@ def voided_approvals(
         else:
             waiting = gates.waiting_of(records, run_id)
             decision = gates.decision_of(records, waiting) if waiting is not None else None
+            st = state.steps.get(iid)
+            used = st.outputs.get("decision") if st is not None else None
+            if (
+                isinstance(used, dict)
+                and waiting is not None
+                and used.get("token") == waiting.get("token")
+            ):
+                decision = None  # the gate ended with it: acted on
             if waiting is not None and decision is not None:
                 found = {gates.decision_key(str(waiting["token"])): decision}
         items = {
