@@ -338,10 +338,22 @@ def refuse_early(
         return
     changes = compare(run, got[0], rb, variables, masker)
     if undo is not None:
-        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+        changes.affected = _undo_affected(changes, undo)
     if changes.any and changes.affected:
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, file, verb))
+
+
+def _undo_affected(changes: Changes, undo: set[str]) -> list[tuple[str, str]]:
+    """What a change affects for a rollback of ``undo``: the steps it would undo (their
+    rollback, the vars it uses, their place), and, since accepting re-pins the whole run
+    (its runbook and vars: SPEC §8), every step not yet done that the change affects."""
+    out = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+    return out + [
+        (i, f"not yet done (accepting re-pins the whole run): {why}")
+        for i, why in changes.affected
+        if i not in undo
+    ]
 
 
 def repin(
@@ -359,7 +371,7 @@ def repin(
     if not changes.any:
         return []
     if undo is not None:
-        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+        changes.affected = _undo_affected(changes, undo)
     if changes.affected and not accept:
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, session.file, verb))
