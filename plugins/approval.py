@@ -18,6 +18,16 @@ def approval_key(run_id: str) -> str:
     return approvals.legacy_key(run_id)
 
 
+def _prior_outputs(ctx: ActionContext) -> Mapping[str, Any] | None:
+    """The outputs this step stored when it last succeeded (kept through a rollback)."""
+    steps = ctx.template_context.get("steps")
+    try:
+        prior = steps[ctx.step_id].outputs if steps is not None else None
+    except (KeyError, TypeError):
+        return None
+    return prior if isinstance(prior, Mapping) else None
+
+
 class ApprovalAction(BuiltinAction):
     name = "approval"
     summary = "wait for people's approvals"
@@ -60,6 +70,7 @@ class ApprovalAction(BuiltinAction):
             vars_now=str(pinned["vars"]) if pinned.get("vars") else None,
             step_pin=inst.digest if inst is not None else None,
             now=datetime.now(UTC),
+            used=approvals.used_of(_prior_outputs(ctx)),
         )
         if len(got.valid) < rules.required:
             message = str(params.get("message") or "approval required")

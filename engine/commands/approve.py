@@ -171,6 +171,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
             vars_now=vars_now,
             step_pin=inst.digest,
             now=datetime.now(UTC),
+            used=approvals.used_of(st.outputs),
         )
         mine = [d for d in got.valid if d.get("by") == who]
         if mine:

@@ -12,8 +12,11 @@ A voided approval is rewritten ``{void: REASON, voided_at, was: {...}}`` (the jo
 both).
 
 An approval counts while it is not void, is bound to the runbook and vars the run applies
-now, and is younger than ``expires``; the step goes on once ``required`` distinct identities
-have one that counts.
+now, is younger than ``expires`` and was not acted on already: the step's outputs list the
+approvals it went on with (``used``), and when the step runs again after a rollback (its wave
+rolled back, a new attempt) or a ``--replace``, those count no more: each attempt waits for
+approvals of its own, as a gate decision is bound to its wave attempt.  The step goes on once
+``required`` distinct identities have one that counts.
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ def of_run(records: Mapping[str, str] | None, run_id: str) -> dict[str, dict[str
             if doc is not None:
                 out[k] = doc
     return out
+
+
+def used_of(outputs: Mapping[str, Any] | None) -> frozenset[tuple[str, str]]:
+    """(by, at) of each approval the step went on with, from its stored outputs: acted on."""
+    got = (outputs or {}).get("approvals")
+    if not isinstance(got, list):
+        return frozenset()
+    return frozenset((str(d.get("by")), str(d.get("at"))) for d in got if isinstance(d, Mapping))
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,7 @@ def tally(
     step_pin: str | None,
     now: datetime,
     changed_vars: list[str] | None = None,
+    used: frozenset[tuple[str, str]] = frozenset(),
 ) -> Tally:
     valid: list[Mapping[str, Any]] = []
     void: list[tuple[Mapping[str, Any], str]] = []
@@ -223,6 +235,8 @@ def tally(
             now=now,
             changed_vars=changed_vars,
         )
+        if why is None and (str(doc.get("by")), str(doc.get("at"))) in used:
+            why = "acted on already (the step ran with it, then was rolled back or replaced)"
         if why is not None:
             void.append((doc, why))
         elif str(doc.get("by")) not in seen:
