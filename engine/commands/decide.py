@@ -138,10 +138,14 @@ def record(
         # the run's own variables, never values given to approve/resolve (`--var approver=me`)
         values = run.vars or {}
         approvers = params.get("approvers")
-        if approvers:
+        if approvers is not None:  # `[]` names nobody (refused by validate)
             allowed = rendered(approvers, values, f"{step}: with.approvers")
             if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
-                shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
+                shown = (
+                    ", ".join(str(a) for a in allowed) or "nobody"
+                    if isinstance(allowed, list)
+                    else allowed
+                )
                 raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
         allow_self = rendered(
             params.get("allow_self", self_approval_default(state_dir)),
