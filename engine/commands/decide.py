@@ -16,11 +16,13 @@ the run applies.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInput
 from ..format import gates
+from ..format.approvals import same_identity
 from ..format.model import Runbook
 from ..format.templates import TemplateError, render
 from ..state.status import State, Status
@@ -152,7 +154,12 @@ def record(
             values,
             f"{step}: with.allow_self",
         )
-        if allow_self is False and run.user is not None and who == run.user:
+        starter = {"by": run.user, "uid": run.uid}
+        if (
+            allow_self is False
+            and run.user is not None
+            and same_identity(starter, who, os.getuid())
+        ):
             raise InvalidInput(
                 f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "
                 "another person decides"

@@ -4,8 +4,9 @@ an approval counts, and what voids one.
 The ``approval`` action, ``approve``, ``apply --accept-changes``, ``plan``, ``status`` and
 ``report`` read and write the same shapes, so they live here, below every one of them.  Each
 approval is the step record ``approval:RUN:IDENTITY`` (one per identity: a second one by the
-same identity is refused by ``approve``), a JSON object ``{by, on_behalf_of, comment, at,
-digest, vars, step}``: ``digest`` is the runbook's digest the run was pinned to, ``vars`` the
+same identity is refused by ``approve``), a JSON object ``{by, uid, on_behalf_of, comment,
+at, digest, vars, step}`` (``uid``: the OS user's uid on a directory; one uid is one identity
+whether its name resolved or not, ``uid N`` when it did not): ``digest`` is the runbook's digest the run was pinned to, ``vars`` the
 digest of the run's vars (masked, as stored), ``step`` the pin of the step's definition.  An
 approval written by an earlier version has the key ``approval:RUN`` and no ``vars``/``step``.
 A voided approval is rewritten ``{void: REASON, voided_at, was: {...}}`` (the journal keeps
@@ -70,6 +71,27 @@ def of_run(records: Mapping[str, str] | None, run_id: str) -> dict[str, dict[str
             if doc is not None:
                 out[k] = doc
     return out
+
+
+def uid_name(uid: int) -> str:
+    """The name an identity is recorded under when the user database has no entry for its
+    uid (``state/identity.py``)."""
+    return f"uid {uid}"
+
+
+def identities(by: Any, uid: Any) -> frozenset[str]:
+    """The forms one identity is known by: its name, and ``uid N`` when its uid is known (so
+    that one uid recorded once by name and once, the name not resolving, as ``uid N`` is
+    one identity)."""
+    out = {str(by)}
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        out.add(uid_name(uid))
+    return frozenset(out)
+
+
+def same_identity(doc: Mapping[str, Any], by: str, uid: int | None) -> bool:
+    """``doc`` (an approval, a run's starter ``{by, uid}``) was given by this identity."""
+    return bool(identities(doc.get("by"), doc.get("uid")) & identities(by, uid))
 
 
 def used_of(outputs: Mapping[str, Any] | None) -> frozenset[tuple[str, str]]:
@@ -239,8 +261,8 @@ def tally(
             why = "acted on already (the step ran with it, then was rolled back or replaced)"
         if why is not None:
             void.append((doc, why))
-        elif str(doc.get("by")) not in seen:
-            seen.add(str(doc.get("by")))
+        elif not (forms := identities(doc.get("by"), doc.get("uid"))) & seen:
+            seen |= forms  # one identity (by name or by uid) counts once
             valid.append(doc)
     return Tally(tuple(valid), tuple(void))
 

@@ -162,6 +162,7 @@ class Apply(Runner):
                     "vars": self.s.variables,
                     "pid": os.getpid(),
                     "user": _user(),
+                    "uid": os.getuid(),
                     "pins": pins.pins_of(self.rb, self.s.dag.order),
                     # keyed digests of the vars' raw values (a masked one still shows a change)
                     "var_hmacs": pinned.var_hmacs(
