@@ -123,6 +123,7 @@ class Changes:
     done_changed: list[str] = field(default_factory=list)  # succeeded and changed: --replace
     done_other_vars: list[str] = field(default_factory=list)  # succeeded with other vars
     why: dict[str, str] = field(default_factory=dict)  # every changed step, done or not
+    secret_vars: list[str] = field(default_factory=list)  # held a secret: not compared
 
     @property
     def any(self) -> bool:
@@ -152,7 +153,11 @@ def compare(
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name, _UNSET), now.get(name, _UNSET)
         then = (hmacs_then or {}).get(name)
-        if then is not None and MASK not in then and name in hmacs_now:
+        if (run.var_hmacs or {}).get(name) == pinned.SECRET:
+            # it held a secret's value: nothing was kept to compare it by (state/pinned.py)
+            out.vars.append((name, old, new))
+            out.secret_vars.append(name)
+        elif then is not None and MASK not in then and name in hmacs_now:
             # (a digest the store masked by chance, holding a secret's text, is not compared)
             if then != hmacs_now[name]:
                 out.vars.append((name, old, new))
@@ -217,7 +222,9 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
     if changes.old_digest != changes.new_digest:
         lines.append(f"  runbook: {changes.old_digest} -> {changes.new_digest}")
     for name, old, new in changes.vars:
-        lines.append(f"  var {name}: {_shown(old)} -> {_shown(new)}")
+        held = " (cannot be compared: it held a secret's value, not stored)"
+        held = held if name in changes.secret_vars else ""
+        lines.append(f"  var {name}: {_shown(old)} -> {_shown(new)}{held}")
     for iid, why in changes.affected[:20]:
         lines.append(f"  step {iid}: {why}")
     if len(changes.affected) > 20:
@@ -244,12 +251,22 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
 
 
 def voided_approvals(
-    state: State, rb: Runbook, run_id: str, reason: str, at: str
+    state: State,
+    rb: Runbook,
+    run_id: str,
+    reason: str,
+    at: str,
+    plan: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """``record`` records that void the decisions of this run not yet acted on: each
     approval of an approval step, and a person's decision on a gate's waiting evaluation
     (``approve``, ``resolve --as failed``), whatever the step's status (a step left
-    ``pending`` by a crash still has them). The step then waits again for new ones."""
+    ``pending`` by a crash still has them). The step then waits again for new ones.
+
+    ``plan`` (``{digest, vars}``: the plan accepted, its vars as stored) spares a decision
+    bound to that very plan, which its binding cannot tell from it: the only change is then in
+    a var that held a secret (stored masked both times, ``state/pinned.py``), which an
+    approver never saw either."""
     out = []
     for iid, inst in rb.instances.items():
         if inst.step.action not in ("approval", "check"):
@@ -276,11 +293,20 @@ def voided_approvals(
         items = {
             key: json.dumps({"void": reason, "voided_at": at, "was": doc})
             for key, doc in found.items()
-            if not doc.get("void")
+            if not doc.get("void") and not _bound_to(doc, plan, inst.digest)
         }
         if items:
             out.append({"t": "record", "step": iid, "items": items})
     return out
+
+
+def _bound_to(doc: dict[str, Any], plan: dict[str, Any] | None, pin: str) -> bool:
+    if plan is None or not isinstance(doc.get("digest"), str):
+        return False
+    step = doc.get("step", doc.get("pin"))
+    return bool(
+        doc["digest"] == plan.get("digest") and doc.get("vars") == plan.get("vars") and step == pin
+    )
 
 
 def accept_record(
@@ -375,7 +401,7 @@ def repin(
     if changes.affected and not accept:
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, session.file, verb))
-    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables)
+    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables, session.masker)
     who = identity()
     what = []
     if changes.old_digest != changes.new_digest:
@@ -383,8 +409,17 @@ def repin(
     if changes.vars:
         what.append("vars " + ", ".join(n for n, _o, _n in changes.vars))
     said = "; ".join(what)
+    plan = {
+        "digest": rb.digest,
+        "vars": approvals.vars_digest(session.masker.mask_value(session.variables)),
+    }
     voids = voided_approvals(
-        session.store.state, rb, run.id, f"changed since given ({said}), accepted by {who}", now()
+        session.store.state,
+        rb,
+        run.id,
+        f"changed since given ({said}), accepted by {who}",
+        now(),
+        plan,
     )
     voided = [str(v["step"]) for v in voids]
     rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order)
