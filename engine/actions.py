@@ -253,6 +253,10 @@ class ActionContext:
     abandonable: bool = False
     # this step's messages in the state's outbox table (notify); None outside the engine
     outbox: Outbox | None = None
+    # the plan the run is pinned to when the step starts (SPEC §8): ``digest`` (the runbook's),
+    # ``vars`` (the digest of its vars as stored: ``format/approvals.py``). A person's decision
+    # (an approval, a gate decision) counts only when it was given for this plan
+    pinned: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:

@@ -18,6 +18,16 @@ def approval_key(run_id: str) -> str:
     return approvals.legacy_key(run_id)
 
 
+def _prior_outputs(ctx: ActionContext) -> Mapping[str, Any] | None:
+    """The outputs this step stored when it last succeeded (kept through a rollback)."""
+    steps = ctx.template_context.get("steps")
+    try:
+        prior = steps[ctx.step_id].outputs if steps is not None else None
+    except (KeyError, TypeError):
+        return None
+    return prior if isinstance(prior, Mapping) else None
+
+
 class ApprovalAction(BuiltinAction):
     name = "approval"
     summary = "wait for people's approvals"
@@ -47,14 +57,20 @@ class ApprovalAction(BuiltinAction):
         except ValueError as exc:
             raise ActionFailed(str(exc), retryable=False) from None
         inst = ctx.runbook.instances.get(ctx.step_id)
+        # each approval counts only when it was given for the plan the run is pinned to now
+        # (its runbook and vars, after any --accept-changes) and for this step's definition:
+        # one given in the instant before an accept committed is not voided by it, but does
+        # not count here (SPEC §8)
+        pinned = ctx.pinned
         got = approvals.tally(
             ctx.records.items(),
             ctx.run_id,
             rules,
-            digest=ctx.runbook.digest,
-            vars_now=None,  # another --var is voided when it is accepted (run/pins.py)
+            digest=str(pinned.get("digest") or ctx.runbook.digest),
+            vars_now=str(pinned["vars"]) if pinned.get("vars") else None,
             step_pin=inst.digest if inst is not None else None,
             now=datetime.now(UTC),
+            used=approvals.used_of(_prior_outputs(ctx)),
         )
         if len(got.valid) < rules.required:
             message = str(params.get("message") or "approval required")

@@ -165,6 +165,11 @@ class Gate:
             return None
         if decision.get("attempt") != self.attempt or self._used(str(waiting["token"])):
             return None
+        void = gates.binding_void(decision, ctx.pinned)
+        if void is not None:  # made on another plan than the run applies now: measure again
+            ctx.emit("check.decision_void", {"token": waiting["token"], "reason": void})
+            ctx.progress(f"decision by {decision.get('by')} void: {void}")
+            return None
         outputs: dict[str, Any] = {
             key: waiting.get(key) for key in ("values", "passed", "failed", "inconclusive")
         }

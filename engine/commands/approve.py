@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -117,6 +118,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
     from . import decide as people
 
     who = people.identity()
+    uid = os.getuid()  # one uid is one identity, its name resolved or not
     comment, by = people.masked(rb, comment) or "", people.masked(rb, by)
     on_behalf = by if by and by != who else None
     inst = rb.instances[step]
@@ -157,7 +159,12 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
                 f"{', '.join(rules.approvers) or 'nobody'}, and the identity recorded is the OS "
                 f"user who runs `approve`{hint}"
             )
-        if not rules.allow_self and run.user is not None and who == run.user:
+        starter = {"by": run.user, "uid": run.uid}
+        if (
+            not rules.allow_self
+            and run.user is not None
+            and approvals.same_identity(starter, who, uid)
+        ):
             raise InvalidInput(
                 f"{who!r} started run {run.id} and may not approve {step} (allow_self is "
                 "false): another person approves"
@@ -171,12 +178,14 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
             vars_now=vars_now,
             step_pin=inst.digest,
             now=datetime.now(UTC),
+            used=approvals.used_of(st.outputs),
         )
-        mine = [d for d in got.valid if d.get("by") == who]
+        mine = [d for d in got.valid if approvals.same_identity(d, who, uid)]
         if mine:
             raise InvalidInput(
-                f"{step} was already approved by {who} at {mine[0].get('at')}: a second approval "
-                f"by the same identity does not count ({got.text(rules)})"
+                f"{step} was already approved by {mine[0].get('by')} at {mine[0].get('at')}"
+                + (f" (uid {uid}: {who} now)" if mine[0].get("by") != who else "")
+                + f": a second approval by the same identity does not count ({got.text(rules)})"
             )
         if len(got.valid) >= rules.required:
             raise InvalidInput(
@@ -186,6 +195,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
         # bound to the plan the run applies: its runbook, its vars, this step's definition
         decision = {
             "by": who,
+            "uid": uid,
             "on_behalf_of": on_behalf,
             "comment": comment,
             "at": now(),

@@ -16,11 +16,13 @@ the run applies.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInput
 from ..format import gates
+from ..format.approvals import same_identity
 from ..format.model import Runbook
 from ..format.templates import TemplateError, render
 from ..state.status import State, Status
@@ -138,17 +140,26 @@ def record(
         # the run's own variables, never values given to approve/resolve (`--var approver=me`)
         values = run.vars or {}
         approvers = params.get("approvers")
-        if approvers:
+        if approvers is not None:  # `[]` names nobody (refused by validate)
             allowed = rendered(approvers, values, f"{step}: with.approvers")
             if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
-                shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
+                shown = (
+                    ", ".join(str(a) for a in allowed) or "nobody"
+                    if isinstance(allowed, list)
+                    else allowed
+                )
                 raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
         allow_self = rendered(
             params.get("allow_self", self_approval_default(state_dir)),
             values,
             f"{step}: with.allow_self",
         )
-        if allow_self is False and run.user is not None and who == run.user:
+        starter = {"by": run.user, "uid": run.uid}
+        if (
+            allow_self is False
+            and run.user is not None
+            and same_identity(starter, who, os.getuid())
+        ):
             raise InvalidInput(
                 f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "
                 "another person decides"
@@ -164,6 +175,9 @@ def record(
                 "comment": comment,
                 "at": now(),
                 "measurements": list(waiting.get("measurements") or []),
+                # bound to the plan the run applies (SPEC §8): the gate counts it only while
+                # the run is pinned to this runbook and these vars (plugins/check.py)
+                **gates.binding(run.digest, run.vars, rb.instances[step].digest),
             }
         )
         return [

@@ -4,16 +4,20 @@ an approval counts, and what voids one.
 The ``approval`` action, ``approve``, ``apply --accept-changes``, ``plan``, ``status`` and
 ``report`` read and write the same shapes, so they live here, below every one of them.  Each
 approval is the step record ``approval:RUN:IDENTITY`` (one per identity: a second one by the
-same identity is refused by ``approve``), a JSON object ``{by, on_behalf_of, comment, at,
-digest, vars, step}``: ``digest`` is the runbook's digest the run was pinned to, ``vars`` the
+same identity is refused by ``approve``), a JSON object ``{by, uid, on_behalf_of, comment,
+at, digest, vars, step}`` (``uid``: the OS user's uid on a directory; one uid is one identity
+whether its name resolved or not, ``uid N`` when it did not): ``digest`` is the runbook's digest the run was pinned to, ``vars`` the
 digest of the run's vars (masked, as stored), ``step`` the pin of the step's definition.  An
 approval written by an earlier version has the key ``approval:RUN`` and no ``vars``/``step``.
 A voided approval is rewritten ``{void: REASON, voided_at, was: {...}}`` (the journal keeps
 both).
 
 An approval counts while it is not void, is bound to the runbook and vars the run applies
-now, and is younger than ``expires``; the step goes on once ``required`` distinct identities
-have one that counts.
+now, is younger than ``expires`` and was not acted on already: the step's outputs list the
+approvals it went on with (``used``), and when the step runs again after a rollback (its wave
+rolled back, a new attempt) or a ``--replace``, those count no more: each attempt waits for
+approvals of its own, as a gate decision is bound to its wave attempt.  The step goes on once
+``required`` distinct identities have one that counts.
 """
 
 from __future__ import annotations
@@ -67,6 +71,35 @@ def of_run(records: Mapping[str, str] | None, run_id: str) -> dict[str, dict[str
             if doc is not None:
                 out[k] = doc
     return out
+
+
+def uid_name(uid: int) -> str:
+    """The name an identity is recorded under when the user database has no entry for its
+    uid (``state/identity.py``)."""
+    return f"uid {uid}"
+
+
+def identities(by: Any, uid: Any) -> frozenset[str]:
+    """The forms one identity is known by: its name, and ``uid N`` when its uid is known (so
+    that one uid recorded once by name and once, the name not resolving, as ``uid N`` is
+    one identity)."""
+    out = {str(by)}
+    if isinstance(uid, int) and not isinstance(uid, bool):
+        out.add(uid_name(uid))
+    return frozenset(out)
+
+
+def same_identity(doc: Mapping[str, Any], by: str, uid: int | None) -> bool:
+    """``doc`` (an approval, a run's starter ``{by, uid}``) was given by this identity."""
+    return bool(identities(doc.get("by"), doc.get("uid")) & identities(by, uid))
+
+
+def used_of(outputs: Mapping[str, Any] | None) -> frozenset[tuple[str, str]]:
+    """(by, at) of each approval the step went on with, from its stored outputs: acted on."""
+    got = (outputs or {}).get("approvals")
+    if not isinstance(got, list):
+        return frozenset()
+    return frozenset((str(d.get("by")), str(d.get("at"))) for d in got if isinstance(d, Mapping))
 
 
 @dataclass(frozen=True)
@@ -209,6 +242,7 @@ def tally(
     step_pin: str | None,
     now: datetime,
     changed_vars: list[str] | None = None,
+    used: frozenset[tuple[str, str]] = frozenset(),
 ) -> Tally:
     valid: list[Mapping[str, Any]] = []
     void: list[tuple[Mapping[str, Any], str]] = []
@@ -223,10 +257,12 @@ def tally(
             now=now,
             changed_vars=changed_vars,
         )
+        if why is None and (str(doc.get("by")), str(doc.get("at"))) in used:
+            why = "acted on already (the step ran with it, then was rolled back or replaced)"
         if why is not None:
             void.append((doc, why))
-        elif str(doc.get("by")) not in seen:
-            seen.add(str(doc.get("by")))
+        elif not (forms := identities(doc.get("by"), doc.get("uid"))) & seen:
+            seen |= forms  # one identity (by name or by uid) counts once
             valid.append(doc)
     return Tally(tuple(valid), tuple(void))
 

@@ -207,7 +207,23 @@ def check_actions(rb: Runbook) -> list[Problem]:
         )
         if call.action == "approval":
             out.extend(_approval_count(rb, call.params, call.path))
+        elif call.action == "check":
+            out.extend(_gate_approvers(rb, call.params, call.path))
     return out
+
+
+def _gate_approvers(rb: Runbook, params: Mapping[str, Any], path: Path) -> list[Problem]:
+    """``approvers: []`` on a gate names nobody: its inconclusive evaluations could never be
+    decided (absent ``approvers``, anyone may decide)."""
+    if params.get("approvers") != []:
+        return []
+    return [
+        rb.source.problem(
+            (*path, "with", "approvers"),
+            "approvers names nobody: an inconclusive evaluation of this gate could never be "
+            "decided (leave approvers out to let anyone decide)",
+        )
+    ]
 
 
 def _approval_count(rb: Runbook, params: Mapping[str, Any], path: Path) -> list[Problem]:

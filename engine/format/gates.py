@@ -8,9 +8,11 @@ baseline_of?}`` (``outcome``: passed, failed or inconclusive; ``reason`` says wh
 inconclusive).  An inconclusive gate writes the step record ``gate.waiting``: ``{token, run,
 attempt, at, summary (the waiting reason), measurements, values, passed, failed,
 inconclusive, condition}``; a decision on it is the record ``gate.decision.TOKEN``: ``{token,
-run, attempt, decision (passed|failed), by, on_behalf_of, comment, at, measurements}``.  The
-token ties a decision to that one waiting evaluation of the gate (its run and wave attempt):
-a decision never applies to another measurement.
+run, attempt, decision (passed|failed), by, on_behalf_of, comment, at, measurements, digest,
+vars, pin}``.  The token ties a decision to that one waiting evaluation of the gate (its run
+and wave attempt): a decision never applies to another measurement; ``digest``, ``vars`` and
+``pin`` (as an approval's ``digest``, ``vars``, ``step``: ``format/approvals.py``) tie it to the plan it was made on: it
+counts only while the run is pinned to that runbook and those vars (``binding_void``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,26 @@ OUTCOMES = (PASSED, FAILED, INCONCLUSIVE)
 METRICS = ("mean", "sum", "count", "rate")
 WAITING = "gate.waiting"  # the step record of the evaluation a person is asked to decide
 SHOWN = 20  # measurements spelled out in a waiting reason or a failure
+
+
+def binding(digest: str | None, variables: Mapping[str, Any] | None, step: str) -> dict[str, Any]:
+    """What a decision is bound to: the run's runbook digest, its vars' digest (as stored),
+    the step's pin."""
+    from .approvals import vars_digest
+
+    return {"digest": digest, "vars": vars_digest(variables), "pin": step}
+
+
+def binding_void(decision: Mapping[str, Any], pinned: Mapping[str, Any]) -> str | None:
+    """Why a decision does not count under the plan ``pinned`` (``{digest, vars}`` of the
+    run now), or None when it does (a decision written before it was bound counts)."""
+    given, now_digest = decision.get("digest"), pinned.get("digest")
+    if isinstance(given, str) and now_digest and given != now_digest:
+        return "the runbook was edited since it was made"
+    given, now_vars = decision.get("vars"), pinned.get("vars")
+    if isinstance(given, str) and now_vars and given != now_vars:
+        return "other vars than it was made for"
+    return None
 
 
 def decision_key(token: str) -> str:

@@ -286,7 +286,14 @@ def _trouble(rep: Report) -> Iterator[str]:
     yield table([*head, "duration", "error"], crows)
     yield "<h2>Approvals</h2>"
     arows = [
-        [a.step, a.by, a.on_behalf_of or "—", a.at, took(a.waited), a.comment]
+        [
+            a.step,
+            a.by,
+            a.on_behalf_of or "—",
+            a.at,
+            took(a.waited),
+            a.comment + (f" (void: {a.void})" if a.void else ""),
+        ]
         for a in rep.approvals
     ]
     yield table(["step", "by", "on behalf of", "at", "waited", "comment"], arows)

@@ -178,6 +178,8 @@ class Approval:
     at: str
     waited: float | None  # from the step's `waiting` to this approval
     on_behalf_of: str | None = None  # `approve --by NAME`, recorded beside `by`
+    void: str | None = None  # why it did not count (voided by a change), None: it stood
+    run: str | None = None
 
 
 @dataclass

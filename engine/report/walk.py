@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..format import approvals
 from ..format.loader import Loaded
 from ..format.model import Instance
 from ..state.status import State, Status
@@ -117,6 +118,8 @@ class Walk:
             self._approval(rec, at)
         elif kind == "gate" and isinstance(rec.get("step"), str):
             self._decision(rec, at)
+        elif kind == "record" and isinstance(rec.get("items"), dict):
+            self._voided(rec)
         elif kind == "event" and rec.get("kind") == "check.measured":
             data = rec.get("data")
             if isinstance(data, dict) and isinstance(rec.get("id"), str):
@@ -225,9 +228,24 @@ class Walk:
             waited = max(0.0, self.t(at) - o.t0)
         by, comment = str(rec.get("by") or "?"), str(rec.get("comment") or "")
         behalf = str(rec["on_behalf_of"]) if rec.get("on_behalf_of") else None
-        self.approvals.append(Approval(sid, by, comment, at, waited, behalf))
+        run = str(rec["run"]) if rec.get("run") else None
+        self.approvals.append(Approval(sid, by, comment, at, waited, behalf, run=run))
         who = by + (f" on behalf of {behalf}" if behalf else "")
         self.mark(sid, "approval", at, f"approved by {who}" + (f": {comment}" if comment else ""))
+
+    def _voided(self, rec: dict[str, Any]) -> None:
+        """An approval voided by a change (``{void, voided_at, was}`` under its key
+        ``approval:RUN:WHO``): the last approval by WHO of that step in RUN is shown void."""
+        for key, text in rec["items"].items():
+            doc = approvals.load(text) if isinstance(text, str) else None
+            if doc is None or not doc.get("void") or not str(key).startswith(approvals.PREFIX):
+                continue
+            run, _sep, who = str(key).removeprefix(approvals.PREFIX).partition(":")
+            for a in reversed(self.approvals):
+                if a.step == rec.get("step") and a.run in (run, None) and (a.by == who or not who):
+                    if a.void is None:
+                        a.void = str(doc["void"])
+                    break
 
     def _decision(self, rec: dict[str, Any], at: str) -> None:
         sid: str = rec["step"]

@@ -3,7 +3,8 @@
 changed"), and the vars a step's definition references. ``pins.py`` compares them.
 
 The *effective definition* is what the step does (``Step.definition()``: action, ``with``,
-``when``, ``idempotent``, ``rollback``, ``marks``, ``foreach``; its wave and the wave's vars),
+``when``, ``idempotent``, ``rollback``, ``marks``, ``foreach``; its wave and the wave's vars, and
+the previous wave's id and vars when it reads ``wave.previous``),
 how it is run (``timeout``, ``retries``, ``on_failure``, after the runbook's ``defaults``) and
 where (the inventory hosts its ``hosts``/``groups`` resolve to). Its ``description`` runs
 nothing and is not pinned. Its *place* is the nodes it directly waits for (they encode
@@ -84,6 +85,11 @@ def effective(rb: Runbook, inst: Instance) -> dict[str, Any]:
     }
     if inst.wave is not None:
         body["wave"], body["wave_vars"] = inst.wave.id, inst.wave.vars
+        previous = inst.phase.waves[inst.wave.index - 1] if inst.wave.index > 0 else None
+        if previous is not None and any("previous" in t for t in _strings(body)):
+            # what `wave.previous` renders (its id and vars): pinned for a step that reads it
+            # (only then, so that the pins of every other step stay those of earlier versions)
+            body["previous_wave"] = {"id": previous.id, "vars": previous.vars}
     hosts = hosts_of(rb, inst)
     if hosts:
         body["hosts"] = hosts

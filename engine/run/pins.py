@@ -123,6 +123,7 @@ class Changes:
     done_changed: list[str] = field(default_factory=list)  # succeeded and changed: --replace
     done_other_vars: list[str] = field(default_factory=list)  # succeeded with other vars
     why: dict[str, str] = field(default_factory=dict)  # every changed step, done or not
+    secret_vars: list[str] = field(default_factory=list)  # held a secret: not compared
 
     @property
     def any(self) -> bool:
@@ -152,7 +153,11 @@ def compare(
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name, _UNSET), now.get(name, _UNSET)
         then = (hmacs_then or {}).get(name)
-        if then is not None and MASK not in then and name in hmacs_now:
+        if (run.var_hmacs or {}).get(name) == pinned.SECRET:
+            # it held a secret's value: nothing was kept to compare it by (state/pinned.py)
+            out.vars.append((name, old, new))
+            out.secret_vars.append(name)
+        elif then is not None and MASK not in then and name in hmacs_now:
             # (a digest the store masked by chance, holding a secret's text, is not compared)
             if then != hmacs_now[name]:
                 out.vars.append((name, old, new))
@@ -217,7 +222,9 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
     if changes.old_digest != changes.new_digest:
         lines.append(f"  runbook: {changes.old_digest} -> {changes.new_digest}")
     for name, old, new in changes.vars:
-        lines.append(f"  var {name}: {_shown(old)} -> {_shown(new)}")
+        held = " (cannot be compared: it held a secret's value, not stored)"
+        held = held if name in changes.secret_vars else ""
+        lines.append(f"  var {name}: {_shown(old)} -> {_shown(new)}{held}")
     for iid, why in changes.affected[:20]:
         lines.append(f"  step {iid}: {why}")
     if len(changes.affected) > 20:
@@ -244,17 +251,28 @@ def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> st
 
 
 def voided_approvals(
-    state: State, rb: Runbook, run_id: str, reason: str, at: str
+    state: State,
+    rb: Runbook,
+    run_id: str,
+    reason: str,
+    at: str,
+    plan: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """``record`` records that void the decisions of this run not yet acted on (their step
-    still waits): each approval of an approval step, and a person's decision on a waiting
-    gate (``approve``, ``resolve --as failed``). The step then waits again for new ones."""
+    """``record`` records that void the decisions of this run not yet acted on: each
+    approval of an approval step, and a person's decision on a gate's waiting evaluation
+    (``approve``, ``resolve --as failed``), whatever the step's status (a step left
+    ``pending`` by a crash still has them). The step then waits again for new ones.
+
+    ``plan`` (``{digest, vars}``: the plan accepted, its vars as stored) spares a decision
+    bound to that very plan, which its binding cannot tell from it: the only change is then in
+    a var that held a secret (stored masked both times, ``state/pinned.py``), which an
+    approver never saw either."""
     out = []
     for iid, inst in rb.instances.items():
         if inst.step.action not in ("approval", "check"):
             continue
-        if state.status_of(iid) is not Status.WAITING:
-            continue  # acted on (or never reached): a change does not void it
+        if state.status_of(iid) in DONE:
+            continue  # acted on: a change does not void it
         records = state.records.get(iid, {})
         found: dict[str, dict[str, Any]] = {}
         if inst.step.action == "approval":
@@ -262,16 +280,33 @@ def voided_approvals(
         else:
             waiting = gates.waiting_of(records, run_id)
             decision = gates.decision_of(records, waiting) if waiting is not None else None
+            st = state.steps.get(iid)
+            used = st.outputs.get("decision") if st is not None else None
+            if (
+                isinstance(used, dict)
+                and waiting is not None
+                and used.get("token") == waiting.get("token")
+            ):
+                decision = None  # the gate ended with it: acted on
             if waiting is not None and decision is not None:
                 found = {gates.decision_key(str(waiting["token"])): decision}
         items = {
             key: json.dumps({"void": reason, "voided_at": at, "was": doc})
             for key, doc in found.items()
-            if not doc.get("void")
+            if not doc.get("void") and not _bound_to(doc, plan, inst.digest)
         }
         if items:
             out.append({"t": "record", "step": iid, "items": items})
     return out
+
+
+def _bound_to(doc: dict[str, Any], plan: dict[str, Any] | None, pin: str) -> bool:
+    if plan is None or not isinstance(doc.get("digest"), str):
+        return False
+    step = doc.get("step", doc.get("pin"))
+    return bool(
+        doc["digest"] == plan.get("digest") and doc.get("vars") == plan.get("vars") and step == pin
+    )
 
 
 def accept_record(
@@ -329,10 +364,22 @@ def refuse_early(
         return
     changes = compare(run, got[0], rb, variables, masker)
     if undo is not None:
-        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+        changes.affected = _undo_affected(changes, undo)
     if changes.any and changes.affected:
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, file, verb))
+
+
+def _undo_affected(changes: Changes, undo: set[str]) -> list[tuple[str, str]]:
+    """What a change affects for a rollback of ``undo``: the steps it would undo (their
+    rollback, the vars it uses, their place), and, since accepting re-pins the whole run
+    (its runbook and vars: SPEC §8), every step not yet done that the change affects."""
+    out = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+    return out + [
+        (i, f"not yet done (accepting re-pins the whole run): {why}")
+        for i, why in changes.affected
+        if i not in undo
+    ]
 
 
 def repin(
@@ -350,11 +397,11 @@ def repin(
     if not changes.any:
         return []
     if undo is not None:
-        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+        changes.affected = _undo_affected(changes, undo)
     if changes.affected and not accept:
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, session.file, verb))
-    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables)
+    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables, session.masker)
     who = identity()
     what = []
     if changes.old_digest != changes.new_digest:
@@ -362,8 +409,17 @@ def repin(
     if changes.vars:
         what.append("vars " + ", ".join(n for n, _o, _n in changes.vars))
     said = "; ".join(what)
+    plan = {
+        "digest": rb.digest,
+        "vars": approvals.vars_digest(session.masker.mask_value(session.variables)),
+    }
     voids = voided_approvals(
-        session.store.state, rb, run.id, f"changed since given ({said}), accepted by {who}", now()
+        session.store.state,
+        rb,
+        run.id,
+        f"changed since given ({said}), accepted by {who}",
+        now(),
+        plan,
     )
     voided = [str(v["step"]) for v in voids]
     rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order)

@@ -17,6 +17,7 @@ from typing import Any
 from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
 from ..errors import ActionFailed
+from ..format.approvals import vars_digest
 from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
 from ..format.sandbox import secrets_view
@@ -108,6 +109,14 @@ class Runner:
 
     def status(self, node: str) -> Status:
         return self.s.state.status_of(node)
+
+    def pinned_plan(self) -> dict[str, Any]:
+        """The plan the run is pinned to now (after any accept): what a person's decision
+        must have been given for to count (``ActionContext.pinned``)."""
+        run = self.s.state.run
+        if run is None:
+            return {}
+        return {"digest": run.digest, "vars": vars_digest(run.vars)}
 
     def wave_attempt(self, inst: Instance) -> int:
         """The current attempt of ``inst``'s cohort wave (1 outside cohort waves)."""
@@ -259,6 +268,7 @@ class Runner:
                 template_context=tctx_,
                 members=wave,
                 outbox=outbox,
+                pinned=self.pinned_plan(),
             )
 
         def on_retry(n: str, attempt: int, error: str, delay: float) -> None:

@@ -162,10 +162,11 @@ class Apply(Runner):
                     "vars": self.s.variables,
                     "pid": os.getpid(),
                     "user": _user(),
+                    "uid": os.getuid(),
                     "pins": pins.pins_of(self.rb, self.s.dag.order),
-                    # keyed digests of the vars' raw values (a masked one still shows a change)
+                    # keyed digests of the vars' raw values (none of a secret's: state/pinned.py)
                     "var_hmacs": pinned.var_hmacs(
-                        pinned.ensure_key(self.s.store.db), self.s.variables
+                        pinned.ensure_key(self.s.store.db), self.s.variables, self.s.masker
                     ),
                     "context": pins.context_pins(self.rb),
                 }

@@ -7,7 +7,8 @@ serialises it with the apply's own commits), folds what was appended since, asks
 the records to append (``check`` refuses with ``InvalidInput``: the transaction is rolled back
 and nothing is written), and appends them to the same audit chain with ``effect`` (ledger
 rows) in the same transaction. What is checked is what is on disk at the instant of the write:
-two approvals by one identity at once cannot both pass.
+two approvals by one identity at once cannot both pass. A state of an earlier schema is never
+migrated here: the decision is refused (exit 2) and nothing is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ from .store import fold, now, state_path
 Check = Callable[[State], tuple[Sequence[dict[str, Any]], Callable[[dbm.Database], None] | None]]
 
 
+def _refuse_older_schema(state_dir: str | os.PathLike[str], name: str, check: Check) -> None:
+    """A decision never migrates a state of an earlier schema (nor does a refused one write
+    anything): on such a state the decision is checked on a read-only fold (its refusal said
+    as usual), and an accepted one is refused too, asking for one ``apply`` first."""
+    from .store import opening_writes, read_state
+
+    if not opening_writes(state_dir, name):
+        return
+    got = read_state(state_dir, name)
+    if got is not None:
+        check(got[0])  # refused here (exit 2) with its own reason, nothing written
+    raise InvalidInput(
+        f"the state of {name} was written by an earlier version of runbook: run `runbook "
+        "apply` once with this version first (it migrates the state; approve and resolve "
+        "never do); nothing was recorded"
+    )
+
+
 def decide(
     state_dir: str | os.PathLike[str], name: str, masker: Masker, check: Check
 ) -> list[dict[str, Any]]:
@@ -41,6 +60,7 @@ def decide(
                 "imports it (a decision is recorded once it is); nothing was recorded"
             )
         raise InvalidInput(f"no state at {base}: nothing to decide on")
+    _refuse_older_schema(state_dir, name, check)
     from .lease import guard
 
     with guard(base):  # opened as every opener does: never beside a migration (not the lease)

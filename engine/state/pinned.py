@@ -10,7 +10,10 @@ Vars are stored masked like every record, so a var whose value equals a secret's
 ``***``: its value cannot be reused, and a masked value cannot show a change. The run (and
 each ``accept``) therefore also stores ``var_hmacs``: per var, an HMAC-SHA256 of its value as
 canonical JSON, keyed with a random key of this state kept in the database's ``meta``
-(``var_key``; never printed, never journaled). The change check compares those.
+(``var_key``; never printed, never journaled). The change check compares those. A var whose
+value was masked (it held a secret's value) gets no HMAC but ``SECRET`` (the key sits in the
+same file: an HMAC of a secret would let anyone holding the state file alone try candidates
+offline): it cannot be compared, and a run given it again counts it as changed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import InvalidInput, StateError
-from ..masking import MASK
+from ..masking import MASK, Masker
 from . import db as dbm
 from . import legacy
 from .status import FINISHED_RUNS, RunStatus
@@ -143,9 +146,16 @@ def state_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
         db.close()
 
 
-def var_hmacs(key: bytes, values: Mapping[str, Any]) -> dict[str, str]:
-    """Per var, the keyed digest of its raw value (compared, never shown)."""
-    return {
+SECRET = "secret: not compared"  # a var_hmacs entry for a var that held a secret's value
+
+
+def var_hmacs(
+    key: bytes, values: Mapping[str, Any], masker: Masker | None = None
+) -> dict[str, str]:
+    """Per var, the keyed digest of its raw value (compared, never shown); with ``masker``
+    (to be stored), ``SECRET`` for a value it masks."""
+    held = {n for n, v in values.items() if masker is not None and masker.mask_value(v) != v}
+    return {n: SECRET for n in held} | {
         name: hmac.new(
             key,
             json.dumps(
@@ -154,4 +164,5 @@ def var_hmacs(key: bytes, values: Mapping[str, Any]) -> dict[str, str]:
             hashlib.sha256,
         ).hexdigest()
         for name, value in values.items()
+        if name not in held
     }

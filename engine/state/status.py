@@ -76,6 +76,7 @@ class RunState:
     firings: set[tuple[str, str, int]] = field(default_factory=set)
     rollbacks: int = 0  # steps rolled back in this run
     user: str | None = None  # who started it (the OS user of its first apply)
+    uid: int | None = None  # and that user's uid (on a directory): compared, never the name alone
     # step instance -> its definition digest as pinned (run/pins.py); None: an earlier version
     pins: dict[str, str] | None = None
     accepted: list[dict[str, Any]] = field(default_factory=list)  # its `accept` records
@@ -198,6 +199,7 @@ class State:
                         digest=rec.get("digest"),
                         vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
                         user=rec.get("user") if isinstance(rec.get("user"), str) else None,
+                        uid=_uid(rec.get("uid")),
                         pins=rec.get("pins") if isinstance(rec.get("pins"), dict) else None,
                         var_hmacs=_hmacs(rec),
                         context=rec.get("context")
@@ -426,6 +428,10 @@ def _fits(value: Any, want: Any) -> bool:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         )
     return isinstance(value, want)
+
+
+def _uid(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _hmacs(rec: dict[str, Any]) -> dict[str, str] | None:

@@ -132,6 +132,7 @@ def approval_standing(
         step_pin=inst.digest,
         now=datetime.now(UTC),
         changed_vars=changed,
+        used=approvals.used_of(st.outputs if (st := state.steps.get(node)) else None),
     )
     message = str(inst.step.call.params.get("message") or "approval required")
     return {

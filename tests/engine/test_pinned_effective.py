@@ -103,24 +103,30 @@ def _secret_var_runbook() -> None:
     )
 
 
-def test_a_var_stored_masked_is_asked_for_again_and_compared_by_its_keyed_digest(
-    runbook, monkeypatch
-) -> None:
+def test_a_var_stored_masked_is_asked_for_again_and_never_compared(runbook, monkeypatch) -> None:
     _secret_var_runbook()
     monkeypatch.setenv("TOK", "europe-west")
     assert runbook("apply", "r.yaml", "--yes", "--var", "region=europe-west").code == 1
     run = next(r for r in journal(".runbook", "t") if r["t"] == "run")
-    assert run["vars"] == {"region": "***"} and set(run["var_hmacs"]) == {"region"}
+    # no keyed digest of a secret's value (its key is in the same file): "not compared"
+    assert run["vars"] == {"region": "***"} and run["var_hmacs"] == {
+        "region": "secret: not compared"
+    }
     Path("go").touch()
     before = len(journal(".runbook", "t"))
     r = runbook("apply", "r.yaml", "--yes")  # no --var: region cannot be taken from the run
     assert r.code == 2, r.output
     assert "give --var region=… again: its value held a secret and was not stored" in r.err
     assert "Traceback" not in r.err and len(journal(".runbook", "t")) == before
-    # the same value again: the keyed digests agree, the run goes on
+    # the same value again: it cannot be compared (nothing of it was kept), so it counts as
+    # changed: b, not yet done, uses it; the run goes on once the change is accepted
     r = runbook("apply", "r.yaml", "--yes", "--var", "region=europe-west")
+    assert r.code == 2, r.output
+    assert "cannot be compared: it held a secret's value, not stored" in r.err
+    assert "europe-west" not in r.output and len(journal(".runbook", "t")) == before
+    r = runbook("apply", "r.yaml", "--yes", "--var", "region=europe-west", "--accept-changes")
     assert r.code == 0, r.output
-    assert ledger_lines() == ["b-europe-west"] and not _accepts()
+    assert ledger_lines() == ["b-europe-west"] and len(_accepts()) == 1
 
 
 def test_the_var_key_is_kept_in_meta_and_never_journaled_or_printed(runbook, monkeypatch) -> None:
