@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import state_dir, var_options
+from .options import lease_option, lease_seconds, state_dir, var_options
 
 
 @click.command(name="apply")
@@ -59,6 +59,7 @@ from .options import state_dir, var_options
     show_default=True,
     help="text: live view on a terminal, lines otherwise; json: one event per line.",
 )
+@lease_option
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -73,6 +74,7 @@ def command(
     yes: bool,
     grace: float,
     fmt: str,
+    lease: str,
 ) -> int:
     """Run (or resume) a runbook.
 
@@ -106,6 +108,7 @@ def command(
     from ..run.summary import apply_summary
     from ..state.pinned import run_vars
 
+    lease_s = lease_seconds(lease)  # bad input before anything is read
     prepared = prepare(
         file,
         assignments,
@@ -119,7 +122,7 @@ def command(
         return show(prepared, state_dir(ctx), only)
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
     options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
-    with open_session(prepared, state_dir(ctx), fmt) as session:
+    with open_session(prepared, state_dir(ctx), fmt, lease=lease_s) as session:
         engine = Apply(session, options)
         try:
             outcome = engine.execute()

@@ -8,8 +8,8 @@ import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state.lock import Lock
-from ..state.store import Store, now, state_path
+from ..state import backend
+from ..state.store import Store, now
 from .options import state_dir, var_options
 
 
@@ -84,7 +84,7 @@ def command(
         decide.check_text("--by", by)
         decide.check_text("--comment", comment, 2000)
         decide.require_state(state_dir(ctx), rb, file)
-        with Lock(state_path(state_dir(ctx), rb.name)):
+        with backend.decision_lock(state_dir(ctx), rb.name):
             store = Store(state_dir(ctx), rb.name, prepared.masker)
             try:
                 decided = decide.record(
@@ -104,13 +104,13 @@ def command(
 
     decide.check_text("--by", by)
     decide.check_text("--comment", comment, 2000)
-    who = decide.identity()
+    who = decide.identity(state_dir(ctx))
     comment, by = decide.masked(rb, comment) or "", decide.masked(rb, by)
     from ..plugins.approval import approval_key
     from ..state.status import Status
 
     decide.require_state(state_dir(ctx), rb, file)
-    with Lock(state_path(state_dir(ctx), rb.name)):
+    with backend.decision_lock(state_dir(ctx), rb.name):
         store = Store(state_dir(ctx), rb.name, prepared.masker)
         try:
             run = store.state.run

@@ -53,10 +53,12 @@ def _one(rb: Any, name: str | None) -> Any:
 
 @contextmanager
 def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
+    from ..state.backend import refuse_unsupported
     from ..state.lock import Lock
     from ..state.store import Store, state_path
 
     rb = prepared.runbook
+    refuse_unsupported(rb, state_dir(ctx), prepared.file)
     with Lock(state_path(state_dir(ctx), rb.name)):
         store = Store(state_dir(ctx), rb.name, prepared.masker)
         try:

@@ -26,17 +26,14 @@ from ..state.status import Status
 from ..state.store import Store, now
 
 
-def identity() -> str:
-    """The real identity of whoever runs the command: the OS user of the process (on a state
-    directory), from the user database, never from ``$USER`` or ``$LOGNAME`` (anyone can set
-    those) nor from ``--by`` (recorded as ``on_behalf_of``)."""
-    import os
-    import pwd
+def identity(state: str | None = None) -> str:
+    """The real identity of whoever runs the command: ``session_user`` on a PostgreSQL
+    state, else the OS user of the process, from the user database, never from ``$USER`` or
+    ``$LOGNAME`` (anyone can set those) nor from ``--by`` (recorded as ``on_behalf_of``)."""
+    from ..state import backend
+    from ..state.store import os_user
 
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, OSError):  # a uid with no entry: still an identity, by number
-        return f"uid {os.geteuid()}"
+    return backend.identity(state) if state is not None else os_user()
 
 
 def check_text(option: str, value: str | None, limit: int = 500) -> None:
@@ -129,7 +126,7 @@ def record(
             f"your copy of {file} differs from the runbook run {run.id} applies ({run.digest}): "
             "decide on the same runbook (or apply the edit first)"
         )
-    who = identity()
+    who = store.identity()
     comment, by = masked(rb, comment) or "", masked(rb, by)
     params = rb.instances[step].step.call.params
     # the run's own variables, never values given to approve/resolve (`--var approver=me`)

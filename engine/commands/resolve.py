@@ -8,9 +8,9 @@ import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state.lock import Lock
+from ..state import backend
 from ..state.status import Status, StepState
-from ..state.store import Store, state_path
+from ..state.store import Store
 from .options import state_dir
 
 
@@ -97,7 +97,7 @@ def command(
                 keys += [line.strip() for line in fh if line.strip()]
         decide.check_text("--by", by)
         text = resolve_members(
-            rb, state_dir(ctx), step, keys, all_unknown, as_, decide.identity(), by
+            rb, state_dir(ctx), step, keys, all_unknown, as_, decide.identity(state_dir(ctx)), by
         )
         Console().out(text)
         return 0
@@ -113,7 +113,7 @@ def command(
             f"{file} ...` when it was rolling back) goes on"
         )
     decide.require_state(state_dir(ctx), rb, file)
-    with Lock(state_path(state_dir(ctx), rb.name)):
+    with backend.decision_lock(state_dir(ctx), rb.name):
         store = Store(state_dir(ctx), rb.name, Masker())
         try:
             st = store.state.steps.get(step)
@@ -158,9 +158,7 @@ def _unknown(
             f"{step} was rolling back: resolve it as rolled_back, "
             "rollback_failed, or succeeded (its rollback did not happen)"
         )
-    from .decide import identity
-
-    who = identity()
+    who = store.identity()
     also = f" on behalf of {by}" if by and by != who else ""
     rec: dict[str, object] = {
         "t": "step",

@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit, InvalidInput
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import state_dir, var_options
+from .options import lease_option, lease_seconds, state_dir, var_options
 
 
 @click.command(name="rollback")
@@ -34,6 +34,7 @@ from .options import state_dir, var_options
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@lease_option
 @click.pass_context
 def command(
     ctx: click.Context,
@@ -48,6 +49,7 @@ def command(
     yes: bool,
     grace: float,
     fmt: str,
+    lease: str,
 ) -> int:
     """Undo succeeded steps in reverse dependency order.
 
@@ -74,6 +76,7 @@ def command(
     from ..state.pinned import run_vars
 
     # without --var, the vars of the run whose steps are undone (SPEC §11: a run stores them)
+    lease_s = lease_seconds(lease)  # bad input before anything is read
     prepared = prepare(
         file,
         assignments,
@@ -90,5 +93,5 @@ def command(
         Console().out("nothing to roll back: no succeeded step in that scope")
         return int(Exit.OK)
     confirm(f"roll back {len(targets)} step(s) of {file}?", yes)
-    with open_session(prepared, state_dir(ctx), fmt) as session:
+    with open_session(prepared, state_dir(ctx), fmt, lease=lease_s) as session:
         return run_rollback(session, step, phase, wave, max_parallel, grace)

@@ -32,6 +32,13 @@ def command(ctx: click.Context, file: str, force: bool) -> int:
     if not force:
         raise InvalidInput("unlock clears another run's lock: check it is gone, then pass --force")
     rb = load(file).runbook
-    who = force_unlock(state_path(state_dir(ctx), rb.name))
+    from ..state.location import is_postgres
+
+    if is_postgres(state_dir(ctx)):
+        from ..state.pglease import force_release
+
+        who = force_release(state_dir(ctx), rb.name)
+    else:
+        who = force_unlock(state_path(state_dir(ctx), rb.name))
     Console().out(f"lock of {rb.name} cleared (it was held by {who})")
     return 0

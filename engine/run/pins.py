@@ -210,11 +210,12 @@ def accept_record(
     variables: dict[str, Any],
     explicit: bool,
     voided: list[str],
+    who: str | None = None,
 ) -> dict[str, Any]:
     return {
         "t": "accept",
         "run": run_id,
-        "by": identity(),
+        "by": who or identity(),
         "from": changes.old_digest,
         "to": changes.new_digest,
         "vars": variables,  # masked by the store like every record
@@ -236,7 +237,7 @@ def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]
         return []
     if changes.affected and not accept:
         raise InvalidInput(summary(changes, run.id, session.file))
-    who = identity()
+    who = session.store.identity()  # session_user on PostgreSQL
     what = []
     if changes.old_digest != changes.new_digest:
         what.append(f"runbook {_short(changes.old_digest)} -> {_short(changes.new_digest)}")
@@ -247,7 +248,7 @@ def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]
         session.store.state, rb, run.id, f"changed since given ({said}), accepted by {who}", now()
     )
     voided = [str(v["step"]) for v in voids]
-    rec = accept_record(changes, run.id, rb, session.variables, accept, voided)
+    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, who)
     how = f"accepted by {who}" if changes.affected else "no step not yet done is affected"
     session.reporter.notice(
         f"run {run.id} goes on with the changes ({said}): {how}"

@@ -25,6 +25,7 @@ from ..format.templates import TemplateError
 from ..graph.countdown import Countdown
 from ..graph.scope import select
 from ..state.status import DONE, RunStatus, Status
+from ..state.store import Store
 from . import cohorts as rcohorts
 from . import pins
 from .executor import Job, Outcome, Result
@@ -160,7 +161,7 @@ class Apply(Runner):
                     "file": self.s.file,
                     "vars": self.s.variables,
                     "pid": os.getpid(),
-                    "user": _user(),
+                    "user": _user(self.s.store),
                     "pins": pins.pins_of(self.rb),
                 }
             )
@@ -711,7 +712,8 @@ class Apply(Runner):
         return out
 
 
-def _user() -> str:
-    """Who starts the run: the OS user from the user database, as ``approve`` records it
-    (``allow_self: false`` compares the two), never ``$USER``/``$LOGNAME``."""
-    return pins.identity()
+def _user(store: Store) -> str:
+    """Who starts the run: the OS user from the user database (``session_user`` on
+    PostgreSQL), as ``approve`` records it (``allow_self: false`` compares the two), never
+    ``$USER``/``$LOGNAME``."""
+    return store.identity()

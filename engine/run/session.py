@@ -19,8 +19,8 @@ from ..format.model import Runbook
 from ..format.templates import iter_strings, parse
 from ..graph.dag import Dag
 from ..masking import Masker
-from ..state.lock import Lock
-from ..state.store import Store, state_path
+from ..state import backend
+from ..state.store import Store
 from . import secrets as secrets_mod
 from .runner import Session
 
@@ -134,19 +134,21 @@ def confirm(question: str, yes: bool) -> None:
 
 @contextmanager
 def open_session(
-    prepared: Prepared, state_dir: str, fmt: str = "text", title: str = ""
+    prepared: Prepared, state_dir: str, fmt: str = "text", title: str = "", lease: float = 30.0
 ) -> Iterator[Session]:
+    """The store under the runbook's lock (a directory) or lease (PostgreSQL: ``lease``
+    seconds, ``state/pglease.py``)."""
     rb = prepared.runbook
-    with Lock(state_path(state_dir, rb.name)) as lock:
-        store = Store(state_dir, rb.name, prepared.masker)
+    backend.refuse_unsupported(rb, state_dir, prepared.file)
+    with backend.writer(state_dir, rb.name, prepared.masker, lease=lease) as (store, taken):
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )
         try:
-            for note in (lock.notice, store.notice):
+            for note in (taken, store.notice):
                 if note:
                     reporter.notice(note)
-            if lock.notice:
+            if taken:
                 _stop_leftovers(store, reporter)
             yield Session(
                 file=prepared.file,
@@ -161,4 +163,3 @@ def open_session(
             )
         finally:
             reporter.close()
-            store.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
-from .journal import GENESIS, link
+from .journal import GENESIS, link, select_all
 
 
 @dataclass
@@ -51,6 +51,8 @@ class Audit:
 
 
 def has_chain(db: Database) -> bool:
+    if db.dialect == "postgresql":
+        return True  # the chain existed before the PostgreSQL backend
     return any(row[1] == "hash" for row in db.query("PRAGMA table_info(journal)"))
 
 
@@ -68,14 +70,10 @@ def audit(db: Database, keep_hashes: bool = False) -> Audit:
     """Walk the journal in sequence order; stop at the first break."""
     out = Audit()
     chained = has_chain(db)
-    sql = (
-        "SELECT seq, at, kind, rec, hash FROM journal ORDER BY seq"
-        if chained
-        else "SELECT seq, at, kind, rec, NULL FROM journal ORDER BY seq"
-    )
+    sql, scope = select_all(db, chained)
     prev: str | None = None  # None: the chain has not started
     expected = 1
-    cursor = db.execute(sql)
+    cursor = db.execute(sql, scope)
     while True:
         rows = cursor.fetchmany(2000)
         if not rows:

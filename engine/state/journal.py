@@ -45,15 +45,51 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
     record: the checkpoint's cost does not grow with the journal)."""
     if not records:
         return
-    last = db.query("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+    db.before_append()  # PostgreSQL: the lease fence; appenders serialised
+    table, where, scope = _scope(db)
+    last = db.query(f"SELECT seq, hash FROM {table}{where} ORDER BY seq DESC LIMIT 1", scope)
     seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
     rows = []
     for r in records:
         seq += 1
         text = encode(r)
         prev = link(prev, seq, text)
-        rows.append((seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
-    db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
+        rows.append((*scope, seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+    cols = "runbook, " if scope else ""
+    marks = "?, " if scope else ""
+    db.executemany(
+        f"INSERT INTO {table} ({cols}seq, at, kind, rec, hash) VALUES ({marks}?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
+    """The journal's table, the filter to one runbook's records, and its parameters: on
+    PostgreSQL one table holds the journals of many runbooks."""
+    name = getattr(db, "runbook", None)
+    if db.dialect == "postgresql" and isinstance(name, str):
+        return "runbook.journal", " WHERE runbook = ?", (name,)
+    return "journal", "", ()
+
+
+def texts(db: Database, kinds: Sequence[str]) -> list[str]:
+    """The stored text of every record of ``kinds``, in commit order (no fold)."""
+    table, where, scope = _scope(db)
+    marks = ", ".join("?" for _ in kinds)
+    cond = f"{where} AND" if where else " WHERE"
+    return [
+        str(t)
+        for (t,) in db.query(
+            f"SELECT rec FROM {table}{cond} kind IN ({marks}) ORDER BY seq", (*scope, *kinds)
+        )
+    ]
+
+
+def select_all(db: Database, chained: bool = True) -> tuple[str, tuple[str, ...]]:
+    """The statement and its parameters that walk the journal for the audit."""
+    table, where, scope = _scope(db)
+    cols = "seq, at, kind, rec, hash" if chained else "seq, at, kind, rec, NULL"
+    return f"SELECT {cols} FROM {table}{where} ORDER BY seq", scope
 
 
 def _no_constant(name: str) -> Any:
@@ -71,7 +107,11 @@ def _finite(text: str) -> float:
 def read(db: Database, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
     """(seq, record) of every record after ``after``, in commit order."""
     out: list[tuple[int, dict[str, Any]]] = []
-    for seq, text in db.query("SELECT seq, rec FROM journal WHERE seq > ? ORDER BY seq", (after,)):
+    table, where, scope = _scope(db)
+    cond = f"{where} AND" if where else " WHERE"
+    for seq, text in db.query(
+        f"SELECT seq, rec FROM {table}{cond} seq > ? ORDER BY seq", (*scope, after)
+    ):
         try:
             rec = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
         except (TypeError, ValueError, RecursionError):  # RecursionError: nested past bounds

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..masking import MASK
 from . import db as dbm
+from . import journal, location
 from .status import FINISHED_RUNS, RunStatus
 from .store import state_path
 
@@ -24,20 +25,31 @@ def run_vars(
     """The vars of the last run when it is not finished (or, with ``reopen``, when it
     succeeded: ``--replace`` stays inside it); None when there is no such run. A value that
     was masked when stored (it held a secret's value) is left out: it cannot be used again."""
-    path = state_path(state_dir, name) / dbm.FILE
-    if not path.exists():
-        return None
-    db = dbm.open_reader(path, name)
-    try:
-        rows = db.query("SELECT rec FROM journal WHERE kind IN ('run', 'accept') ORDER BY seq")
-    except sqlite3.DatabaseError as exc:
-        raise dbm.damaged(path, exc) from None
-    finally:
-        db.close()
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            return None
+        try:
+            rows = journal.texts(pgdb, ("run", "accept"))
+        finally:
+            pgdb.close()
+    else:
+        path = state_path(state_dir, name) / dbm.FILE
+        if not path.exists():
+            return None
+        db = dbm.open_reader(path, name)
+        try:
+            rows = journal.texts(db, ("run", "accept"))
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+        finally:
+            db.close()
     run: str | None = None
     status: str | None = None
     values: dict[str, Any] | None = None
-    for (text,) in rows:
+    for text in rows:
         try:
             rec = json.loads(text)
         except (TypeError, ValueError):

@@ -22,7 +22,7 @@ from ..errors import StateError, StateWriteError
 from ..files import fsync_dir
 from ..masking import Masker
 from . import db as dbm
-from . import journal, legacy
+from . import journal, legacy, location
 from .outbox import StepOutbox
 from .status import State
 
@@ -49,6 +49,17 @@ def _count_effects() -> None:
 def now() -> str:
     """UTC, ISO 8601 with milliseconds: the time format of the state."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def os_user() -> str:
+    """The OS user of this process, from the user database (never ``$USER``): the identity
+    on a state directory."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (KeyError, OSError):  # a uid with no entry: still an identity, by number
+        return f"uid {os.geteuid()}"
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -78,6 +89,18 @@ def fold(name: str, records: Iterable[tuple[int, dict[str, Any]]], where: object
 def _read(
     state_dir: str | os.PathLike[str], name: str
 ) -> tuple[list[tuple[int, dict[str, Any]]], object, str | None] | None:
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        url = str(state_dir)
+        state_path(".", name)
+        pdb = pg.open_db(url, name, write=False)
+        if pdb is None:
+            return None
+        try:
+            return journal.read(pdb), pdb.path, None
+        finally:
+            pdb.close()
     base = state_path(state_dir, name)
     path = base / dbm.FILE
     if path.exists():
@@ -120,13 +143,18 @@ class Store:
     """The writable state: fold + durable append. Open it only under the runbook's lock."""
 
     def __init__(self, state_dir: str | os.PathLike[str], name: str, masker: Masker) -> None:
-        self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
         self._effects: list[Callable[[dbm.Database], None]] = []
         self.notice: str | None = None
+        self.failed: str | None = None
+        self.db: dbm.Database
+        if location.is_postgres(state_dir):
+            self._open_pg(str(state_dir), name)
+            return
+        self.dir = state_path(state_dir, name)
         dbm.private_dir(self.dir)
         path = self.dir / dbm.FILE
         old = self.dir / legacy.FILE
@@ -167,7 +195,31 @@ class Store:
         except StateError:
             self.db.close()
             raise
-        self.failed: str | None = None
+
+    def _open_pg(self, url: str, name: str) -> None:
+        """The state in the PostgreSQL database at ``url`` (``pg.py``): registered there if
+        new, its journal folded."""
+        from . import pg
+
+        state_path(".", name)  # a name the schema refuses never gets a state
+        pgdb = pg.open_db(url, name, write=True)
+        assert pgdb is not None
+        self.db = pgdb
+        self.dir = pg.marker_dir(url, name)
+        try:
+            records = journal.read(self.db)
+            self.seq = records[-1][0] if records else 0
+            self.state = fold(name, records, self.db.path)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def identity(self) -> str:
+        """Who writes: ``session_user`` on PostgreSQL, the OS user on a directory."""
+        session_user = getattr(self.db, "session_user", None)
+        if callable(session_user):
+            return str(session_user())
+        return os_user()
 
     def stage(
         self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
@@ -205,7 +257,7 @@ class Store:
                     if effects and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.OperationalError as exc:  # the disk, the file: not our own values
+            except self.db.write_errors as exc:  # the disk, the file: not our own values
                 self._fail(exc)
             if effects and _FAULT:
                 _fault("effects-committed")
@@ -235,7 +287,7 @@ class Store:
                     if effect is not None and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.OperationalError as exc:
+            except self.db.write_errors as exc:
                 self._fail(exc)
             if effect is not None and _FAULT:
                 _fault("effects-committed")
@@ -244,13 +296,13 @@ class Store:
             self.seq += len(clean)
             return clean
 
-    def _fail(self, exc: sqlite3.Error) -> None:
+    def _fail(self, exc: BaseException) -> None:
         raise StateWriteError(self.write_failed(exc)) from None
 
-    def write_failed(self, exc: sqlite3.Error) -> str:
+    def write_failed(self, exc: BaseException) -> str:
         """A write that failed: every later write is refused; returns what to tell."""
         self.failed = (
-            f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
+            f"{self.db.path}: cannot write the state ({location.shown(str(exc))}); nothing more is started "
             "and the state stays as it was at the last checkpoint. Free the space or "
             "fix the disk, then run `runbook apply` again to resume"
         )

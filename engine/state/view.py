@@ -32,10 +32,17 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
 
 
 def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
-    from .lock import probe
+    from .location import is_postgres
+    from .lock import Holder, probe
     from .store import state_path
 
-    holder, alive = probe(state_path(state_dir, name))
+    if is_postgres(state_dir):
+        from . import pglease
+
+        got, alive = pglease.probe(state_dir, name)
+        holder = Holder(got.host, got.pid, got.user, got.started, got.command) if got else None
+    else:
+        holder, alive = probe(state_path(state_dir, name))
     run = state.run if state else None
     running = run is not None and run.status is RunStatus.RUNNING
     if holder is None:
