@@ -361,6 +361,12 @@ class Runner:
         )
         if late and not self.hard_stop:
             self.stop_running(f"grace period of {self.grace:.0f}s over")
+        lost = self.s.store.lease_lost()
+        if lost is not None and not self.hard_stop:
+            # another holder took the lease over (found at a renewal): the running actions
+            # are cancelled; the next write is refused by the fence (exit 4)
+            self.draining.set()
+            self.stop_running(lost)
 
     @contextmanager
     def signals(self) -> Iterator[None]:

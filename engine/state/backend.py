@@ -59,6 +59,7 @@ def writer(
             store = Store(state, name, masker)
             fence = held.fence
             store.db.fence = lambda db: fence(db)  # type: ignore[attr-defined]
+            store.lease = held
             try:
                 yield store, held.notice
             finally:

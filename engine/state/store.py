@@ -150,6 +150,7 @@ class Store:
         self._effects: list[Callable[[dbm.Database], None]] = []
         self.notice: str | None = None
         self.failed: str | None = None
+        self.lease: object = None  # the PostgreSQL lease that fences this writer (backend.py)
         self.db: dbm.Database
         if location.is_postgres(state_dir):
             self._open_pg(str(state_dir), name)
@@ -213,6 +214,11 @@ class Store:
         except BaseException:
             self.db.close()
             raise
+
+    def lease_lost(self) -> str | None:
+        """Why this writer lost its lease (PostgreSQL: found by the renewal thread), or None."""
+        lost = getattr(self.lease, "lost", None)
+        return lost if isinstance(lost, str) else None
 
     def identity(self) -> str:
         """Who writes: ``session_user`` on PostgreSQL, the OS user on a directory."""

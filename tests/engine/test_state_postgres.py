@@ -413,8 +413,11 @@ def test_an_expired_lease_is_taken_over_and_the_frozen_holder_is_fenced(
         assert lease == [(role_b, new.pid, 2)]
         after_takeover = team.journal("fence")
         os.kill(old.pid, signal.SIGCONT)
-        (tmp_path / "release").touch()  # both s1 finish: the old one must not record it
+        # the new holder stopped the command the lost one left running (same host); the old
+        # holder finds its s1 ended and stops: its records are refused by the fence
         out_old, err_old = old.communicate(timeout=120)
+        assert _starts(bo) == 1 and not (ana / "ledger.txt").exists()
+        (tmp_path / "release").touch()
         out_new, err_new = new.communicate(timeout=120)
     finally:
         for p in (old, new):
@@ -424,8 +427,10 @@ def test_an_expired_lease_is_taken_over_and_the_frozen_holder_is_fenced(
                 p.wait()
     assert old.returncode == 4, out_old + err_old
     assert f"lease lost to {role_b}@" in err_old and f"pid {new.pid}" in err_old
+    assert not (ana / "ledger.txt").exists()  # its s1 was cancelled, s2 never started
     assert new.returncode == 0, out_new + err_new
     assert f"took over the lease of {role_a}@" in out_new + err_new
+    assert "process(es) the lost run left running: s1 (pid" in out_new + err_new
     assert "not renewed for" in out_new + err_new
     journal = team.journal("fence")
     assert journal[: len(after_takeover)] == after_takeover
@@ -437,6 +442,68 @@ def test_an_expired_lease_is_taken_over_and_the_frozen_holder_is_fenced(
     assert (bo / "ledger.txt").read_text().split() == ["s1", "s2"]
     status = json.loads(run(bo, team.env(role_b), "status", "r.yaml", "--format", "json").stdout)
     assert status["run"]["status"] == "succeeded"
+
+
+def test_a_holder_that_finds_its_lease_lost_at_renewal_cancels_its_running_steps(
+    team: Team, tmp_path: Path
+) -> None:
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    steps = [
+        {"id": "w", "action": "wait", "with": {"duration": "120s"}, "rollback": "none"},
+        sh("after", "echo after >> ledger.txt", needs=["w"]),
+    ]
+    for d in (ana, bo):
+        (d / "r.yaml").write_text(runbook_yaml("renew", phases=[{"id": "p", "steps": steps}]))
+    old = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "2s"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    new: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while not any(
+            r["t"] == "step" and r.get("id") == "w" and r.get("status") == "running"
+            for _, r in team.journal("renew")
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(old.pid, signal.SIGSTOP)
+        while not team.sql(
+            "SELECT 1 FROM runbook.lease WHERE runbook = 'renew'"
+            " AND clock_timestamp() - renewed_at > interval '2.5 seconds'"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        new = subprocess.Popen(
+            [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=bo, env=team.env(role_b),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while team.sql('SELECT "user" FROM runbook.lease WHERE runbook = %s', ("renew",)) != [
+            (role_b,)
+        ]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        taken = team.journal("renew")
+        os.kill(old.pid, signal.SIGCONT)
+        out_old, err_old = old.communicate(timeout=60)  # long before its 120 s wait is over
+        after = team.journal("renew")
+    finally:
+        for p in (old, new):
+            if p is not None and p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.kill()
+                p.wait()
+    assert old.returncode == 4, out_old + err_old
+    assert f"lease lost to {role_b}@" in out_old and "stopping the running steps now" in out_old
+    assert f"runbook: lease lost to {role_b}@" in err_old
+    # nothing of the old holder after the takeover: only the new holder's resume records
+    assert after[: len(taken)] == taken
+    assert not any(
+        r["t"] == "step" and r.get("id") == "w" and r.get("status") not in ("running", "pending")
+        for _, r in after
+    )
+    assert not (ana / "ledger.txt").exists()
 
 
 def test_a_killed_holder_is_taken_over_at_once_with_a_notice(team: Team, tmp_path: Path) -> None:
