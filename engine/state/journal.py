@@ -55,12 +55,16 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
         text = encode(r)
         prev = link(prev, seq, text)
         rows.append((*scope, seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
-    cols = "runbook, " if scope else ""
-    marks = "?, " if scope else ""
-    db.executemany(
-        f"INSERT INTO {table} ({cols}seq, at, kind, rec, hash) VALUES ({marks}?, ?, ?, ?, ?)",
-        rows,
-    )
+    if scope:  # PostgreSQL: one statement per 5,000 records (under its 65,535 parameters)
+        for start in range(0, len(rows), 5000):
+            chunk = rows[start : start + 5000]
+            values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
+            db.execute(
+                f"INSERT INTO {table} (runbook, seq, at, kind, rec, hash) VALUES {values}",
+                [v for row in chunk for v in row],
+            )
+        return
+    db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
 
 
 def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:

@@ -53,6 +53,16 @@ STEPS: dict[int, tuple[str, ...]] = {
 }
 
 
+# the transaction-level lock that serialises the appenders of one runbook's journal
+APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %s, 0))"
+# the same, with the lease's epoch read under a share lock (a takeover waits for this
+# transaction, and this one sees a takeover committed before it): ``pglease.fence``
+FENCED_APPEND_LOCK = (
+    "SELECT (SELECT epoch FROM runbook.lease WHERE runbook = %s FOR SHARE),"
+    " pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %s, 0))"
+)
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -132,14 +142,13 @@ class PgDatabase(Database):
                 self._depth = 0
 
     def before_append(self) -> None:
-        """Inside a write transaction: the lease fence, then the runbook's appenders
-        serialised (the last sequence number and hash read next are the last ones)."""
+        """Inside a write transaction: the runbook's appenders serialised (the last sequence
+        number and hash read next are the last ones), and the lease fence, in one statement
+        (one round trip of the checkpoint)."""
         if self.fence is not None:
             self.fence(self)
-        self.pcon.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            ("runbook.journal:" + self.runbook,),
-        )
+        else:
+            self.pcon.execute(APPEND_LOCK, (self.runbook,))
 
     def session_user(self) -> str:
         return str(self.query("SELECT session_user")[0][0])

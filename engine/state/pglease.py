@@ -204,10 +204,8 @@ class PgLease:
     def fence(self, db: pg.PgDatabase) -> None:
         """Inside a write transaction: the epoch is still ours, or ``LeaseLost`` (exit 4)
         and the transaction writes nothing."""
-        row = db.pcon.execute(
-            "SELECT epoch FROM runbook.lease WHERE runbook = %s FOR SHARE", (self.name,)
-        ).fetchone()
-        if row is None or int(row[0]) != self.epoch:
+        row = db.pcon.execute(pg.FENCED_APPEND_LOCK, (self.name, db.runbook)).fetchone()
+        if row is None or row[0] is None or int(row[0]) != self.epoch:
             holder = _holder(db.pcon.execute(_HOLDER, (self.name,)).fetchone())
             self.lost = (
                 f"lease lost to {holder.describe() if holder else 'another holder'}: this run "
