@@ -164,7 +164,10 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False, obj=obj)
     except RunbookError as exc:
-        click.echo(f"runbook: {exc}", err=True)
+        from .masking import mask_url_passwords
+
+        # a password in a URL (a PostgreSQL state, a DSN) never reaches the terminal
+        click.echo(f"runbook: {mask_url_passwords(str(exc))}", err=True)
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)

@@ -245,6 +245,12 @@ def test_a_password_in_the_url_is_masked_in_errors_status_audit_and_the_lease(
     assert refused.returncode == 2
     assert "cannot connect to the state database" in refused.stderr
     assert password not in refused.stderr and ":***@" in refused.stderr
+    (tmp_path / "other.yaml").write_text(
+        runbook_yaml("other", phases=[{"id": "p", "steps": [sh("a", "true")]}])
+    )
+    never = run(tmp_path, env, "--state", url, "report", "other.yaml")
+    assert never.returncode == 2 and "has never been applied" in never.stderr
+    assert password not in never.stderr and f"{role}:***@" in never.stderr
     texts = team.sql("SELECT rec FROM runbook.journal WHERE runbook = 'masked'")
     assert texts and not any(password in t for (t,) in texts)
 
@@ -518,6 +524,16 @@ def test_a_killed_holder_is_taken_over_at_once_with_a_notice(team: Team, tmp_pat
     _wait_starts(ana, 1)
     old.kill()
     old.wait()
+    deadline = time.monotonic() + 60
+    while True:  # status: the holder's session is gone, never shown as plainly running
+        seen = run(bo, team.env(role_b), "status", "r.yaml", "--format", "json")
+        assert seen.returncode == 0, seen.stderr
+        holder = json.loads(seen.stdout)["run"]["holder"]
+        if holder["lost_since"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert holder["user"] == role_a and holder["pid"] == old.pid
+    assert holder["lost_since"] is not None and holder["alive"] is False
     (tmp_path / "release").touch()
     deadline = time.monotonic() + 60
     while True:  # the server notices the closed session
