@@ -108,8 +108,15 @@ class PgDatabase(Database):
         return sql.replace("?", "%s")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        with self.lock:
+        with self.lock, self._denied():
             return self.pcon.execute(self._sql(sql), params or None)
+
+    @contextlib.contextmanager
+    def _denied(self) -> Iterator[None]:
+        try:
+            yield
+        except _psycopg().errors.InsufficientPrivilege as exc:
+            raise denied(self.url, str(exc).strip().splitlines()[0]) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         with self.lock:
@@ -118,7 +125,7 @@ class PgDatabase(Database):
             return cur
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self.lock:
+        with self.lock, self._denied():
             rows: list[tuple[Any, ...]] = self.pcon.execute(
                 self._sql(sql), params or None
             ).fetchall()
@@ -136,7 +143,7 @@ class PgDatabase(Database):
                 return
             self._depth = 1
             try:
-                with self.pcon.transaction():
+                with self._denied(), self.pcon.transaction():
                     yield self
             finally:
                 self._depth = 0
@@ -173,6 +180,15 @@ def marker_dir(url: str, name: str) -> Path:
     return Path("/nonexistent-runbook-pg-state") / key / name
 
 
+def denied(url: str, what: str) -> StateError:
+    """A role without the grants an operator needs (exit 2, saying which)."""
+    return StateError(
+        f"{shown(url)}: the role may not use the runbook state ({what}); an operator's role "
+        "needs USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README: "
+        '"A team\'s state on PostgreSQL")'
+    )
+
+
 def _not_initialised(url: str) -> StateError:
     return StateError(
         f"{shown(url)}: this database has no runbook state schema; create it with "
@@ -183,6 +199,12 @@ def _not_initialised(url: str) -> StateError:
 
 def check_schema(conn: Any, url: str) -> int:
     """The schema's version; exit 2 when there is none, another format, or a newer one."""
+    row = conn.execute(
+        "SELECT to_regnamespace('runbook') IS NOT NULL,"
+        " to_regnamespace('runbook') IS NOT NULL AND has_schema_privilege('runbook', 'USAGE')"
+    ).fetchone()
+    if row is not None and row[0] and not row[1]:
+        raise denied(url, "USAGE on the schema runbook")
     row = conn.execute("SELECT to_regclass('runbook.meta')").fetchone()
     if row is None or row[0] is None:
         raise _not_initialised(url)
@@ -190,10 +212,7 @@ def check_schema(conn: Any, url: str) -> int:
     try:
         meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise StateError(
-            f"{shown(url)}: cannot read the schema runbook ({exc}); the role "
-            "needs USAGE on it and SELECT, INSERT, UPDATE on its tables"
-        ) from None
+        raise denied(url, str(exc).strip().splitlines()[0]) from None
     if meta.get("format") != FORMAT:
         raise StateError(f"{shown(url)}: the schema runbook is not a runbook state schema")
     try:

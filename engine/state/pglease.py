@@ -102,6 +102,9 @@ class PgLease:
         try:
             pg.check_schema(conn, self.url)
             self._take(conn)
+        except pg._psycopg().errors.InsufficientPrivilege as exc:
+            conn.close()
+            raise pg.denied(self.url, str(exc).strip().splitlines()[0]) from None
         except BaseException:
             conn.close()
             raise

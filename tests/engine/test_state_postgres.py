@@ -699,3 +699,34 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.lease") == [(0,)]
+
+
+def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
+    team: Team, tmp_path: Path
+) -> None:
+    lone, reader = f"{team.db}_lone", f"{team.db}_reader"
+    team.roles[lone] = team.roles[reader] = "pw-" + secrets.token_hex(6)
+    team.sql(f"CREATE ROLE {lone} LOGIN PASSWORD '{team.roles[lone]}'")
+    team.sql(f"CREATE ROLE {reader} LOGIN PASSWORD '{team.roles[reader]}'")
+    team.sql(f"GRANT USAGE ON SCHEMA runbook TO {reader}")
+    team.sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA runbook TO {reader}")
+    _gate_runbook(tmp_path)
+    try:
+        none = run(tmp_path, team.env(lone), "apply", "r.yaml", "--yes")
+        assert none.returncode == 2, none.stdout + none.stderr
+        assert "may not use the runbook state (USAGE on the schema runbook)" in none.stderr
+        only_select = run(tmp_path, team.env(reader), "apply", "r.yaml", "--yes")
+        assert only_select.returncode == 2, only_select.stdout + only_select.stderr
+        assert "may not use the runbook state (permission denied for table" in (only_select.stderr)
+        for r in (none, only_select):
+            assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+        assert not (tmp_path / "ledger.txt").exists()
+        assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
+        assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
+    finally:
+        team.sql(f"DROP OWNED BY {reader}")
+        import psycopg
+
+        with psycopg.connect(team.admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
+            c.execute(f"DROP ROLE IF EXISTS {lone}")
+            c.execute(f"DROP ROLE IF EXISTS {reader}")
