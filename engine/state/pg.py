@@ -200,10 +200,10 @@ def _not_initialised(url: str) -> StateError:
 def check_schema(conn: Any, url: str) -> int:
     """The schema's version; exit 2 when there is none, another format, or a newer one."""
     row = conn.execute(
-        "SELECT to_regnamespace('runbook') IS NOT NULL,"
-        " to_regnamespace('runbook') IS NOT NULL AND has_schema_privilege('runbook', 'USAGE')"
+        "SELECT CASE WHEN to_regnamespace('runbook') IS NULL THEN NULL"
+        " ELSE has_schema_privilege('runbook', 'USAGE') END"
     ).fetchone()
-    if row is not None and row[0] and not row[1]:
+    if row is not None and row[0] is False:
         raise denied(url, "USAGE on the schema runbook")
     row = conn.execute("SELECT to_regclass('runbook.meta')").fetchone()
     if row is None or row[0] is None:
