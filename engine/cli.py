@@ -153,6 +153,26 @@ def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> st
     return path
 
 
+def _without_state_password(text: str, obj: dict[str, Any]) -> str:
+    """``text`` with the password of the state URL (``--state postgresql://u:PW@…``), as
+    given and percent-decoded, masked."""
+    from urllib.parse import unquote, urlsplit
+
+    from .masking import MASK
+
+    state = obj.get("state_dir")
+    if not isinstance(state, str) or "://" not in state:
+        return text
+    try:
+        password = urlsplit(state).password
+    except ValueError:
+        return text
+    for form in {password or "", unquote(password or "")}:
+        if len(form) >= 4:  # shorter: the messages built from the URL mask it already
+            text = text.replace(form, MASK)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) SPEC's exit code."""
     code = run(argv)
@@ -164,10 +184,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False, obj=obj)
     except RunbookError as exc:
-        from .masking import mask_url_passwords
-
-        # a password in a URL (a PostgreSQL state, a DSN) never reaches the terminal
-        click.echo(f"runbook: {mask_url_passwords(str(exc))}", err=True)
+        # the password of a PostgreSQL state URL never reaches the terminal
+        click.echo(f"runbook: {_without_state_password(str(exc), obj)}", err=True)
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
