@@ -15,7 +15,9 @@ with the server's defaults for durability: ``fsync=on``, ``synchronous_commit=on
   one durable transaction per checkpoint. The engine commits once per group of records; the
   journal's records per step are printed beside it.
 
-Runs alternate (apply N, apply 0, bare, then again) so that a change of the machine's load
+For reading the figure, the same runbooks are also applied on a fresh state directory (the
+engine's own work per step beside a local fsync). Runs alternate (apply N, apply 0, bare,
+directory, then again) so that a change of the machine's load
 hits each alike; the median and the minimum of each are printed.
 """
 
@@ -84,6 +86,22 @@ def timed_apply(server: object, file: Path) -> tuple[float, int, float]:
         server.drop_database(name)  # type: ignore[attr-defined]
 
 
+def timed_apply_dir(file: Path) -> float:
+    """Wall seconds of one apply on a fresh state directory (the engine's own cost per step
+    beside a local fsync, for reading the PostgreSQL figure)."""
+    state = Path(tempfile.mkdtemp(prefix="bench-pg-dir-"))
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_STATE"}
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [RUNBOOK, "--state", str(state / "s"), "apply", str(file), "--yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=file.parent,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"apply failed: {done.stderr}")
+    return wall
+
+
 def bare(server: object, n: int, size: int) -> float:
     """Seconds per ``INSERT; COMMIT`` of a ``size``-byte row, over ``n`` of them."""
     import psycopg
@@ -121,6 +139,7 @@ def main() -> None:
         f.write_text(runbook(n))
     per_step: list[float] = []
     bares: list[float] = []
+    dirs: list[float] = []
     records_per_step = 0.0
     with cluster(fsync=True) as server:
         with __import__("psycopg").connect(server.dsn(), autocommit=True) as conn:
@@ -136,6 +155,9 @@ def main() -> None:
             records_per_step = (recs_n - recs_0) / args.steps
             size = int(mean_len) or size
             bares.append(bare(server, args.steps, size))
+            dirs.append(
+                (timed_apply_dir(files[args.steps]) - timed_apply_dir(files[0])) / args.steps
+            )
     med_step, med_bare = statistics.median(per_step), statistics.median(bares)
     print(f"PostgreSQL {settings['server_version']}, fsync={settings['fsync']}, "
           f"synchronous_commit={settings['synchronous_commit']}; N={args.steps} `wait 0s` steps, "
@@ -147,6 +169,10 @@ def main() -> None:
     print(
         f"bare INSERT; COMMIT of a {size}-byte row: median {med_bare * 1000:.3f} ms, "
         f"min {min(bares) * 1000:.3f} ms"
+    )
+    print(
+        f"the same apply on a state directory, per step: median "
+        f"{statistics.median(dirs) * 1000:.3f} ms, min {min(dirs) * 1000:.3f} ms"
     )
     print(
         f"apply per step / bare: {med_step / med_bare:.2f}x; "
