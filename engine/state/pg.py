@@ -48,7 +48,9 @@ STEPS: dict[int, tuple[str, ...]] = {
         # and its epoch, bumped by every takeover (fencing)
         "CREATE TABLE runbook.lease (runbook TEXT PRIMARY KEY, epoch BIGINT NOT NULL DEFAULT 0,"
         ' host TEXT, pid INTEGER, "user" TEXT, started TIMESTAMPTZ, renewed_at TIMESTAMPTZ,'
-        " lease_ms BIGINT, command TEXT)",
+        # proof: the holder's session holds the advisory lock (a holder that took over an
+        # expired lease from a frozen one gets it only when that one's session ends)
+        " lease_ms BIGINT, command TEXT, proof BOOLEAN NOT NULL DEFAULT false)",
     ),
 }
 

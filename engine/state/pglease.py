@@ -56,7 +56,7 @@ _HOLDER = (
     "SELECT host, pid, \"user\", to_char(started AT TIME ZONE 'UTC',"
     ' \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), command,'
     " to_char(renewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " EXTRACT(EPOCH FROM clock_timestamp() - renewed_at), epoch, lease_ms"
+    " EXTRACT(EPOCH FROM clock_timestamp() - renewed_at), epoch, lease_ms, proof"
     " FROM runbook.lease WHERE runbook = %s"
 )
 
@@ -92,6 +92,7 @@ class PgLease:
         self.notice: str | None = None
         self.lost: str | None = None
         self.user = ""
+        self.proof = False  # this session holds the advisory lock
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,6 +120,7 @@ class PgLease:
                 "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
             ).fetchone()[0]
         )
+        self.proof = alive_free
         psycopg = pg._psycopg()
         try:
             with conn.transaction():
@@ -138,6 +140,10 @@ class PgLease:
         row = conn.execute(_HOLDER + " FOR UPDATE", (self.name,)).fetchone()
         old = _holder(row)
         lease_ms = row[8]
+        if old is not None and alive_free and not row[9]:
+            # the holder never held the advisory lock (it took over from a frozen holder
+            # whose session ended since): a free lock proves nothing, its lease decides
+            alive_free = False
         if old is None and not alive_free:
             raise LockHeld(
                 f"the state of {self.name} is being locked by another process right now; try again"
@@ -161,10 +167,10 @@ class PgLease:
         me = conn.execute(
             "UPDATE runbook.lease SET epoch = epoch + 1, host = %s, pid = %s,"
             ' "user" = session_user, started = clock_timestamp(),'
-            " renewed_at = clock_timestamp(), lease_ms = %s, command = %s"
+            " renewed_at = clock_timestamp(), lease_ms = %s, command = %s, proof = %s"
             ' WHERE runbook = %s RETURNING epoch, "user"',
             (socket.gethostname(), os.getpid(), int(self.lease * 1000), self.command,
-             self.name),
+             self.proof, self.name),
         ).fetchone()  # fmt: skip
         self.epoch, self.user = int(me[0]), str(me[1])
 
@@ -186,18 +192,24 @@ class PgLease:
                     (self.name, self.epoch),
                 )
                 if cur.rowcount == 1:
-                    # the proof of life follows the holder once a lost one's session ends
-                    self.conn.execute(
-                        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-                        " WHERE NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                        " AND pid = pg_backend_pid())",
-                        (_key(self.name),),
-                    )
+                    if not self.proof:  # the proof of life, once a lost holder's session ends
+                        self._take_proof()
                     return True
                 self.lost = self._lost_to()
             except Exception:  # noqa: BLE001 - the server away: the next write decides
                 return True
             return False
+
+    def _take_proof(self) -> None:
+        got = self.conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
+        ).fetchone()
+        if got is not None and got[0]:
+            self.proof = True
+            self.conn.execute(
+                "UPDATE runbook.lease SET proof = true WHERE runbook = %s AND epoch = %s",
+                (self.name, self.epoch),
+            )
 
     def _lost_to(self) -> str:
         row = self.conn.execute(_HOLDER, (self.name,)).fetchone()
@@ -227,7 +239,7 @@ class PgLease:
             with contextlib.suppress(Exception):
                 self.conn.execute(
                     'UPDATE runbook.lease SET host = NULL, pid = NULL, "user" = NULL,'
-                    " started = NULL, renewed_at = NULL, command = NULL"
+                    " started = NULL, renewed_at = NULL, command = NULL, proof = false"
                     " WHERE runbook = %s AND epoch = %s",
                     (self.name, self.epoch),
                 )
@@ -260,7 +272,8 @@ def probe(url: str, name: str) -> tuple[PgHolder | None, bool | None]:
         )
         if free:
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_key(name),))
-            return holder, False
+            if row[9]:  # it held the lock, and its session is gone
+                return holder, False
         lease = float(row[8]) / 1000.0 if row[8] is not None else 30.0
         return holder, holder.age <= lease
     finally:
@@ -281,8 +294,8 @@ def force_release(url: str, name: str) -> str:
     try:
         conn.execute(
             "UPDATE runbook.lease SET epoch = epoch + 1, host = NULL, pid = NULL,"
-            ' "user" = NULL, started = NULL, renewed_at = NULL, command = NULL'
-            " WHERE runbook = %s",
+            ' "user" = NULL, started = NULL, renewed_at = NULL, command = NULL,'
+            " proof = false WHERE runbook = %s",
             (name,),
         )
     finally:

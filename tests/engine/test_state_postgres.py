@@ -730,3 +730,58 @@ def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
         with psycopg.connect(team.admin.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
             c.execute(f"DROP ROLE IF EXISTS {lone}")
             c.execute(f"DROP ROLE IF EXISTS {reader}")
+
+
+def test_a_holder_that_took_over_from_a_frozen_one_is_not_taken_over_when_that_one_dies(
+    team: Team, tmp_path: Path
+) -> None:
+    """The advisory lock proves the holder alive only when its session got it: a holder that
+    took over an expired lease from a frozen one has not, and a free lock after the frozen
+    one's death says nothing about it."""
+    ana, bo = _two_places(tmp_path)
+    cy = tmp_path / "cy"
+    cy.mkdir()
+    role_a, role_b = list(team.roles)
+    for d in (ana, bo, cy):
+        _blocking_runbook(d, "proof", idempotent=True)
+    old = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "2s"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    new: subprocess.Popen[str] | None = None
+    try:
+        _wait_starts(ana, 1)
+        os.kill(old.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 60
+        while not team.sql(
+            "SELECT 1 FROM runbook.lease WHERE runbook = 'proof'"
+            " AND clock_timestamp() - renewed_at > interval '2.5 seconds'"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        new = subprocess.Popen(
+            [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "60s"], cwd=bo,
+            env=team.env(role_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        _wait_starts(bo, 1)
+        assert team.sql("SELECT \"user\", proof FROM runbook.lease WHERE runbook = 'proof'") == [
+            (role_b, False)
+        ]
+        old.kill()  # the frozen holder dies: its session, and the advisory lock, go
+        old.wait()
+        while team.sql("SELECT 1 FROM pg_stat_activity WHERE usename = %s", (role_a,)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        third = run(cy, team.env(role_a), "apply", "r.yaml", "--yes")
+        assert third.returncode == 4, third.stdout + third.stderr
+        assert f"locked by {role_b}@" in third.stderr and f"pid {new.pid}" in third.stderr
+        assert _starts(cy) == 0
+        (tmp_path / "release").touch()
+        out, err = new.communicate(timeout=120)
+    finally:
+        for p in (old, new):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    assert new.returncode == 0, out + err
+    assert (bo / "ledger.txt").read_text().split() == ["s1", "s2"]
