@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("approve", "Record an approval for a waiting approval step."),
     "resolve": ("resolve", "Decide the status of a step left unknown by a crash."),
     "rollback": ("rollback", "Undo succeeded steps in reverse dependency order."),
-    "unlock": ("unlock", "Clear a stale lock (--force), naming its holder."),
+    "lock": ("lock", "Show who holds the state's lease, its age, and whether it is lost."),
+    "unlock": ("unlock", "Clear the state's lease (--force), naming its holder; it is fenced."),
     "diff": ("diff", "Semantic diff of two runbook versions, risky changes first."),
     "graph": ("graph", "Print the step DAG as mermaid, dot or json."),
     "customers": ("customers", "Where each customer is: counts by wave x state, journeys."),
@@ -88,7 +89,7 @@ def cli(ctx: click.Context, state: str) -> None:
       1    the run failed (for diff: there are changes)
       2    bad usage or an invalid runbook
       3    paused for an approval or an operator's decision
-      4    locked by another run
+      4    locked by another run (or this run lost its lease)
       130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
     ctx.ensure_object(dict)["state_dir"] = _state(state)

@@ -105,9 +105,14 @@ class Paused(RunbookError):
 
 
 class LockHeld(RunbookError):
-    """Another apply/rollback holds the state's lock."""
+    """Another apply/rollback holds the state's lease."""
 
     exit_code = Exit.LOCKED
+
+
+class LeaseLost(LockHeld):
+    """This run's lease was taken over (or cleared by ``unlock --force``): it stopped, and
+    nothing it would have written after that reached the state (exit 4)."""
 
 
 class Interrupted(RunbookError):

@@ -5,7 +5,7 @@ Every command the engine starts (``shell``, a ``check`` command) carries, in its
 ``RUNBOOK_STEP=STATE:STEP``: which state and which step started it.  Its children inherit the
 variable, so a process group that outlived its leader is found too.  When a run dies, its
 commands would run on as orphans, and one of them may still change things after the operator
-has decided the step failed.  So when ``apply`` or ``rollback`` takes over the lock of a
+has decided the step failed.  So when ``apply`` or ``rollback`` takes over the lease of a
 holder that is gone, it stops (SIGTERM, then SIGKILL) the processes of this state whose step
 the journal says was ``running`` or ``rolling_back``, and says so.  Processes of steps that
 finished are left alone: a step may start a service on purpose (``nohup server &``).

@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import lease_option, lease_seconds, state_dir, var_options
+from .options import lease_option, state_dir, var_options
 
 
 @click.command(name="apply")
@@ -41,7 +41,8 @@ from .options import lease_option, lease_seconds, state_dir, var_options
 @click.option(
     "--dry-run",
     is_flag=True,
-    help="Render every template and show what would run; run and write nothing.",
+    help="Render every template and show what would run; run and write nothing. Exit 2 "
+    "when the apply would be refused (changes to a pinned run not accepted).",
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -74,7 +75,7 @@ def command(
     yes: bool,
     grace: float,
     fmt: str,
-    lease: str,
+    lease: float,
 ) -> int:
     """Run (or resume) a runbook.
 
@@ -94,7 +95,15 @@ def command(
     Exit codes: 0 every step succeeded (or was skipped by `when`); 1 a step failed,
     a contingency fired or a rollback ran; 2 invalid runbook or variables, or changes
     to a pinned run not accepted; 3 paused for an approval or an operator's decision;
-    4 locked by another run; 130 interrupted.
+    4 locked by another run (`runbook lock FILE` shows it), or this run lost its lease;
+    130 interrupted.
+
+    \b
+    The run holds the state's lease, renewed every min(5s, --lease/3). A lease whose
+    holder's process is gone from this host is taken over at once, an expired one after
+    --lease, each with a notice naming the lost holder. A run that loses its lease (a
+    takeover, `unlock --force`) starts nothing more, cancels its running actions and exits
+    4; nothing it writes after that reaches the state.
 
     \b
     Examples:
@@ -108,21 +117,32 @@ def command(
     from ..run.summary import apply_summary
     from ..state.pinned import run_vars
 
-    lease_s = lease_seconds(lease)  # bad input before anything is read
     prepared = prepare(
         file,
         assignments,
         var_files,
         resolve_secrets=not dry_run,
-        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace)),
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=bool(replace), strict=True),
     )
     if dry_run:
         from ..run.dryrun import dry_run as show
 
-        return show(prepared, state_dir(ctx), only)
+        return show(prepared, state_dir(ctx), only, accept_changes)
+    from ..run.pins import refuse_early
+
+    # refused for changes (exit 2) before anything on disk is touched
+    refuse_early(
+        file,
+        prepared.runbook,
+        prepared.variables,
+        prepared.masker,
+        state_dir(ctx),
+        accept_changes,
+        replace,
+    )
     confirm(f"apply {file} ({len(prepared.runbook.instances)} steps)?", yes)
     options = ApplyOptions(max_parallel, only, replace, grace, accept_changes)
-    with open_session(prepared, state_dir(ctx), fmt, lease=lease_s) as session:
+    with open_session(prepared, state_dir(ctx), fmt, lease_seconds=lease) as session:
         engine = Apply(session, options)
         try:
             outcome = engine.execute()

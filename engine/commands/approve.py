@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state import backend
-from ..state.store import Store, now
 from .options import state_dir, var_options
 
 
@@ -20,7 +19,8 @@ from .options import state_dir, var_options
     "--by",
     "by",
     metavar="NAME",
-    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+    help="On whose behalf (recorded beside the real identity, the OS user or, on a "
+    "PostgreSQL state, session_user; never instead).",
 )
 @click.option("--comment", default="", help="Why, or what was checked.")
 @var_options
@@ -36,15 +36,29 @@ def command(
 ) -> int:
     """Record an approval for a waiting `approval` step, or pass a waiting gate.
 
-    Records who, when and why in the journal; the next apply goes on. The identity recorded
-    is the real one, the OS user who runs the command; --by NAME is recorded beside it as on
-    behalf of, never instead. When an approval step lists `approvers`, the OS user must be one
-    of them. Refused (exit 2, nothing recorded): a step that is not waiting, a second approval
-    of the same run, a copy of the runbook that differs from the run's. On a gate (`check`) that waits after an
-    inconclusive evaluation, approving passes it: the decision is bound to the measurements it
-    was made on and recorded with the real identity (the OS user; --by is recorded as on
-    behalf of); the gate's `approvers` and `allow_self` (default true) say who may decide.
-    Never asks for confirmation.
+    Records who, when and why in the journal; once the step has its `required`
+    approvals (default 1), the next apply goes on (a running apply picks them up at its
+    next transition). The identity recorded is the real one: the OS user who runs the
+    command on a state directory, the database's session_user (the role it connects as)
+    on a PostgreSQL state; --by NAME is recorded beside it as on_behalf_of, never instead.
+
+    An approval is bound to the runbook and vars of the run (the plan digest): an edit
+    or other vars accepted with `apply --accept-changes` void it, and so does age past
+    the step's `expires`; `plan` and `status` then print `approval void: REASON`.
+
+    Refused with exit 2, nothing recorded: a step that is not waiting; the run's starter
+    when the step does not say `allow_self: true` (the default is the state backend's:
+    true on a state directory, false on PostgreSQL); an identity not among the step's `approvers`; a second
+    approval by the same identity; a copy of the runbook that differs from the one the
+    run is pinned to (compared on the runbook only; without --var, the run's own vars are
+    used, and `approvers` is always rendered with them).
+
+    On a gate (`check`) that waits after an inconclusive evaluation, approving passes it:
+    the decision is bound to the measurements it was made on; the gate's `approvers` and
+    `allow_self` say who may decide.
+
+    Never asks for confirmation, and never takes the run's lease (on either backend): it
+    may be given while an apply runs.
 
     \b
     Examples:
@@ -78,104 +92,142 @@ def command(
             f"{step!r} is not an approval step or a gate of {rb.name} (approval steps: "
             f"{', '.join(approvals) or 'none'}; gates: {', '.join(checks) or 'none'})"
         )
-    if inst.step.action == "check":
-        from . import decide
-
-        decide.check_text("--by", by)
-        decide.check_text("--comment", comment, 2000)
-        decide.require_state(state_dir(ctx), rb, file)
-        with backend.decision_lock(state_dir(ctx), rb.name):
-            store = Store(state_dir(ctx), rb.name, prepared.masker)
-            try:
-                decided = decide.record(
-                    store,
-                    rb,
-                    file,
-                    step,
-                    "passed",
-                    by,
-                    comment,
-                )
-            finally:
-                store.close()
-        Console().out(decide.said(decided, step, file))
-        return 0
     from . import decide
 
     decide.check_text("--by", by)
     decide.check_text("--comment", comment, 2000)
-    who = decide.identity(state_dir(ctx))
-    comment, by = decide.masked(rb, comment) or "", decide.masked(rb, by)
-    from ..plugins.approval import approval_key
-    from ..state.status import Status
-
     decide.require_state(state_dir(ctx), rb, file)
-    with backend.decision_lock(state_dir(ctx), rb.name):
-        store = Store(state_dir(ctx), rb.name, prepared.masker)
-        try:
-            run = store.state.run
-            if run is None or run.finished:
-                raise InvalidInput(
-                    f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
-                )
-            st = store.state.steps.get(step)
-            if st is None or st.status is not Status.WAITING:
-                have = st.status.value if st else "pending"
-                raise InvalidInput(
-                    f"{step} is {have}, not waiting for an approval: approve it once the run "
-                    "has reached it and paused"
-                )
-            earlier = store.state.records.get(step, {}).get(approval_key(run.id))
-            done = json.loads(earlier) if earlier is not None else None
-            if done is not None and not done.get("void"):  # a voided one is approved anew
-                raise InvalidInput(
-                    f"{step} was already approved by {done.get('by')} at {done.get('at')}: run "
-                    f"`runbook apply {file}` to go on"
-                )
-            if run.digest and run.digest != rb.digest:
-                raise InvalidInput(
-                    f"your copy of {file} differs from the runbook run {run.id} applies "
-                    f"({run.digest}): approve the same runbook (or apply the edit first)"
-                )
-            approvers = inst.step.call.params.get("approvers")
-            if approvers:  # with the run's own variables, never this command's --var
-                rendered = decide.rendered(approvers, run.vars or {}, f"{step}: with.approvers")
-                allowed = [str(a) for a in rendered] if isinstance(rendered, list) else []
-                if who not in allowed:
-                    hint = f" (--by {by} only says on whose behalf)" if by else ""
-                    raise InvalidInput(
-                        f"{who!r} may not approve {step}: its approvers are "
-                        f"{', '.join(allowed)}, and the identity recorded is the OS user who "
-                        f"runs `approve`{hint}"
-                    )
-            on_behalf = by if by and by != who else None
-            # bound to the runbook the run is pinned to (a change voids it: run/pins.py)
-            decision = {
+    if inst.step.action == "check":
+        decided = decide.record(state_dir(ctx), rb, file, step, "passed", by, comment)
+        Console().out(decide.said(decided, step, file))
+        return 0
+    said = _approve(state_dir(ctx), rb, file, step, by, comment)
+    Console().out(said)
+    return 0
+
+
+def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comment: str) -> str:
+    """Check and record one approval, in one transaction beside any running apply."""
+    from datetime import UTC, datetime
+
+    from ..format import approvals
+    from ..masking import Masker
+    from ..state.decisions import decide
+    from ..state.identity import self_approval_default
+    from ..state.status import State, Status
+    from ..state.store import now
+    from . import decide as people
+
+    who = people.identity(state_dir)
+    comment, by = people.masked(rb, comment) or "", people.masked(rb, by)
+    on_behalf = by if by and by != who else None
+    inst = rb.instances[step]
+    said: list[str] = []
+
+    def check(state: State) -> tuple[list[dict[str, Any]], None]:
+        run = state.run
+        if run is None or run.finished:
+            raise InvalidInput(
+                f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
+            )
+        st = state.steps.get(step)
+        if st is None or st.status is not Status.WAITING:
+            have = st.status.value if st else "pending"
+            raise InvalidInput(
+                f"{step} is {have}, not waiting for an approval: approve it once the run "
+                "has reached it and paused"
+            )
+        if run.digest and run.digest != rb.digest:
+            raise InvalidInput(
+                f"your copy of {file} differs from the runbook run {run.id} applies "
+                f"({run.digest}, yours is {rb.digest}): approve the same runbook (or apply "
+                "the edit first)"
+            )
+        try:  # with the run's own variables, never this command's --var
+            rules = approvals.rules(
+                inst.step.call.params,
+                run.vars or {},
+                self_approval_default(state_dir),
+                f"{step}: with",
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if rules.approvers is not None and who not in rules.approvers:
+            hint = f" (--by {by} only says on whose behalf)" if by else ""
+            raise InvalidInput(
+                f"{who!r} may not approve {step}: its approvers are "
+                f"{', '.join(rules.approvers) or 'nobody'}, and the identity recorded is "
+                f"{_whose(state_dir)} who runs `approve`{hint}"
+            )
+        if not rules.allow_self and run.user is not None and who == run.user:
+            raise InvalidInput(
+                f"{who!r} started run {run.id} and may not approve {step} (allow_self is "
+                "false): another person approves"
+            )
+        vars_now = approvals.vars_digest(run.vars)
+        got = approvals.tally(
+            state.records.get(step),
+            run.id,
+            rules,
+            digest=run.digest,
+            vars_now=vars_now,
+            step_pin=inst.digest,
+            now=datetime.now(UTC),
+        )
+        mine = [d for d in got.valid if d.get("by") == who]
+        if mine:
+            raise InvalidInput(
+                f"{step} was already approved by {who} at {mine[0].get('at')}: a second approval "
+                f"by the same identity does not count ({got.text(rules)})"
+            )
+        if len(got.valid) >= rules.required:
+            raise InvalidInput(
+                f"{step} was already approved by {', '.join(got.names)} "
+                f"({got.text(rules)}): run `runbook apply {file}` to go on"
+            )
+        # bound to the plan the run applies: its runbook, its vars, this step's definition
+        decision = {
+            "by": who,
+            "on_behalf_of": on_behalf,
+            "comment": comment,
+            "at": now(),
+            "digest": run.digest,
+            "vars": vars_now,
+            "step": inst.digest,
+        }
+        count = len(got.valid) + 1
+        said.append(run.id)
+        said.append(rules.counted(count))
+        said.append(
+            "" if count >= rules.required else f"; it waits for {rules.required - count} more"
+        )
+        return [
+            {
+                "t": "record",
+                "step": step,
+                "items": {approvals.key(run.id, who): json.dumps(decision)},
+            },
+            {
+                "t": "approval",
+                "step": step,
+                "run": run.id,
                 "by": who,
                 "on_behalf_of": on_behalf,
                 "comment": comment,
-                "at": now(),
-                "digest": run.digest,
-            }
-            store.commit(
-                {
-                    "t": "record",
-                    "step": step,
-                    "items": {approval_key(run.id): json.dumps(decision)},
-                },
-                {
-                    "t": "approval",
-                    "step": step,
-                    "run": run.id,
-                    "by": who,
-                    "on_behalf_of": on_behalf,
-                    "comment": comment,
-                },
-            )
-        finally:
-            store.close()
+                "count": count,
+                "required": rules.required,
+            },
+        ], None
+
+    decide(state_dir, rb.name, Masker(), check)
+    run_id, counted, more = said
     also = f" on behalf of {on_behalf}" if on_behalf else ""
-    Console().out(
-        f"{step} approved by {who}{also} for run {run.id}; run `runbook apply {file}` to go on"
-    )
-    return 0
+    go = more or f"; run `runbook apply {file}` to go on"
+    return f"{step} approved by {who}{also} for run {run_id} ({counted}){go}"
+
+
+def _whose(state_dir: str) -> str:
+    """Whose identity ``approve`` records, as the refusal names it."""
+    from ..state.location import is_postgres
+
+    return "the database's session_user" if is_postgres(state_dir) else "the OS user"

@@ -39,7 +39,10 @@ def command(ctx: click.Context, file: str, kept: str | None, fmt: str) -> int:
     that nothing before it was changed, removed or rewritten since.
 
     Records written by a program before the chain existed are not covered: the chain starts
-    after them, and audit says from which record (exit 0).
+    after them, and audit says from which record (exit 0). A record after that point whose
+    hash was removed breaks the chain. A journal of an earlier version (journal.jsonl, not
+    imported yet) has no chain at all: audit reads it, says so and exits 0, or 2 when it is
+    damaged.
 
     \b
     Exit codes: 0 the chain holds (and --head, if given, is in it); 1 it breaks: the
@@ -75,11 +78,19 @@ def command(ctx: click.Context, file: str, kept: str | None, fmt: str) -> int:
     path = base / dbm.FILE
     console = Console()
     if not path.exists():
-        if (base / legacy.FILE).exists():
-            doc = _doc(rb.name, str(base / legacy.FILE), chain.Audit())
+        old = base / legacy.FILE
+        if old.exists():
+            # read whole, as the import will: garbage is damage (exit 2), never "no chain"
+            got = legacy.read(str(old), expect_name=rb.name)
+            if got.notice:
+                console.err(got.notice)
+            found = chain.Audit(records=max(len(got.records) - 1, 0))  # not its header
+            found.unchained = found.records
+            doc = _doc(rb.name, str(old), found)
             doc["note"] = (
-                "a state of an earlier version (journal.jsonl): it has no chain yet; the "
-                "chain starts when the next command that writes imports it"
+                f"{found.records} records of an earlier version (journal.jsonl) carry no "
+                "chain and are not covered; the chain starts when the next command that "
+                "writes imports them"
             )
             _print(console, doc, fmt)
             return int(Exit.OK)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
 from .options import state_dir, var_options
+
+if TYPE_CHECKING:
+    from ..format.model import Runbook
 
 
 @click.group(name="cohort")
@@ -53,18 +56,12 @@ def _one(rb: Any, name: str | None) -> Any:
 
 @contextmanager
 def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
-    from ..state.backend import refuse_unsupported
-    from ..state.lock import Lock
-    from ..state.store import Store, state_path
+    from ..state.backend import leased, refuse_unsupported
 
     rb = prepared.runbook
     refuse_unsupported(rb, state_dir(ctx), prepared.file)
-    with Lock(state_path(state_dir(ctx), rb.name)):
-        store = Store(state_dir(ctx), rb.name, prepared.masker)
-        try:
-            yield store
-        finally:
-            store.close()
+    with leased(state_dir(ctx), rb.name, prepared.masker) as (store, _lease):
+        yield store
 
 
 def _run_id(store: Any) -> str | None:
@@ -109,7 +106,7 @@ def freeze(
     from ..state import ledger
 
     console = Console()
-    prepared = prepare(file, assignments, var_files)
+    prepared = prepare(file, assignments, var_files, pinned=_pinned(ctx))
     rb = prepared.runbook
     chosen = _cohorts(rb, name)
     with _store(ctx, prepared) as store:
@@ -197,7 +194,7 @@ def admit(
     from ..state.store import now
 
     console = Console()
-    prepared = prepare(file, assignments, var_files, resolve_secrets=False)
+    prepared = prepare(file, assignments, var_files, resolve_secrets=False, pinned=_pinned(ctx))
     rb = prepared.runbook
     cohort = _one(rb, name)
     with _store(ctx, prepared) as store:
@@ -283,7 +280,7 @@ def redraw(
     from ..state.store import now
 
     console = Console()
-    prepared = prepare(file, assignments, var_files)
+    prepared = prepare(file, assignments, var_files, pinned=_pinned(ctx))
     rb = prepared.runbook
     cohort = _one(rb, name)
     with _store(ctx, prepared) as store:
@@ -316,3 +313,11 @@ def redraw(
     sizes = ", ".join(f"{w['id']} {w['size']}" for w in got["s"]["waves"])
     console.out(f"cohort {cohort.name}: waves from {from_wave} drawn again ({sizes})")
     return 0
+
+
+def _pinned(ctx: click.Context) -> Callable[[Runbook], dict[str, Any] | None]:
+    """Without --var: the vars of the run in progress (SPEC §11: a run stores its vars), as
+    ``apply`` takes them, so that the cohort is read from the source the run reads."""
+    from ..state.pinned import run_vars
+
+    return lambda rb: run_vars(state_dir(ctx), rb.name, strict=True)

@@ -4,10 +4,11 @@ fails it (SPEC §7, §8, §11).
 The decision is bound to the gate's waiting evaluation (its run, wave attempt and token:
 ``format/gates.py``) and written, with who decided, when and the measurements it was made on,
 in one durable commit: a record the gate step reads when the next ``apply`` runs it, and a
-``gate`` journal record for the audit and the report.  The gate's own ``approvers`` and
-``allow_self`` (default true) say who may decide; the identity recorded is the real one (the
-OS user), ``--by`` only ``on_behalf_of``.  Refused with exit 2, nothing written: a step that is
-not waiting, a decision already made on that evaluation, an identity not among ``approvers``,
+``gate`` journal record for the audit and the report.  It is written beside a running apply,
+never under its lock (``state/decisions.py``).  The gate's own ``approvers`` and ``allow_self``
+(default: the backend's, true on a state directory, false on PostgreSQL) say who may decide;
+the identity recorded is the real one (the OS user, or ``session_user`` on PostgreSQL), ``--by``
+only ``on_behalf_of``.  Refused with exit 2, nothing written: a step that is not waiting, a decision already made on that evaluation, an identity not among ``approvers``,
 the run's starter without ``allow_self``, and a copy of the runbook that differs from the one
 the run applies.
 """
@@ -22,18 +23,17 @@ from ..errors import InvalidInput
 from ..format import gates
 from ..format.model import Runbook
 from ..format.templates import TemplateError, render
-from ..state.status import Status
-from ..state.store import Store, now
+from ..state.status import State, Status
+from ..state.store import now
 
 
 def identity(state: str | None = None) -> str:
-    """The real identity of whoever runs the command: ``session_user`` on a PostgreSQL
-    state, else the OS user of the process, from the user database, never from ``$USER`` or
-    ``$LOGNAME`` (anyone can set those) nor from ``--by`` (recorded as ``on_behalf_of``)."""
-    from ..state import backend
-    from ..state.store import os_user
+    """The real identity of whoever runs the command (``state/identity.py``): ``session_user``
+    on a PostgreSQL state, else the OS user of the process, from the user database, never
+    ``$USER``/``$LOGNAME`` nor ``--by`` (recorded as ``on_behalf_of``)."""
+    from ..state import identity as ident
 
-    return backend.identity(state) if state is not None else os_user()
+    return ident.identity(state) if state is not None else ident.os_user()
 
 
 def check_text(option: str, value: str | None, limit: int = 500) -> None:
@@ -86,7 +86,7 @@ def rendered(value: Any, variables: Mapping[str, Any], what: str) -> Any:
 
 
 def record(
-    store: Store,
+    state_dir: str,
     rb: Runbook,
     file: str,
     step: str,
@@ -94,74 +94,88 @@ def record(
     by: str | None,
     comment: str,
 ) -> dict[str, Any]:
-    """Record ``decision`` (passed or failed) on the waiting gate ``step``; returns the
-    decision as written. Call under the runbook's lock."""
-    state = store.state
-    run = state.run
-    if run is None or run.finished:
-        raise InvalidInput(
-            f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
-        )
-    st = state.steps.get(step)
-    if st is None or st.status is not Status.WAITING:
-        have = st.status.value if st else "pending"
-        raise InvalidInput(
-            f"{step} is {have}, not waiting for a decision: a gate is decided only while it "
-            "waits (after an inconclusive evaluation)"
-        )
-    waiting = gates.waiting_of(state.records.get(step), run.id)
-    if waiting is None:
-        raise InvalidInput(
-            f"{step} has no inconclusive evaluation in run {run.id} to decide on: run "
-            f"`runbook apply {file}` to measure it"
-        )
-    earlier = gates.decision_of(state.records.get(step), waiting)
-    if earlier is not None:
-        raise InvalidInput(
-            f"{step} was already decided ({earlier.get('decision')} by {earlier.get('by')} at "
-            f"{earlier.get('at')}): run `runbook apply {file}` to go on"
-        )
-    if run.digest and run.digest != rb.digest:
-        raise InvalidInput(
-            f"your copy of {file} differs from the runbook run {run.id} applies ({run.digest}): "
-            "decide on the same runbook (or apply the edit first)"
-        )
-    who = store.identity()
+    """Record ``decision`` (passed or failed) on the waiting gate ``step``, beside a running
+    apply (never under its lock: ``state/decisions.py``); returns the decision as written."""
+    from ..masking import Masker
+    from ..state.decisions import decide
+    from ..state.identity import self_approval_default
+
+    who = identity(state_dir)
     comment, by = masked(rb, comment) or "", masked(rb, by)
-    params = rb.instances[step].step.call.params
-    # the run's own variables, never values given to approve/resolve (`--var approver=me`)
-    values = run.vars or {}
-    approvers = params.get("approvers")
-    if approvers:
-        allowed = rendered(approvers, values, f"{step}: with.approvers")
-        if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
-            shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
-            raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
-    allow_self = rendered(params.get("allow_self", True), values, f"{step}: with.allow_self")
-    if allow_self is False and run.user is not None and who == run.user:
-        raise InvalidInput(
-            f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "
-            "another person decides"
+    decided: dict[str, Any] = {}
+
+    def check(state: State) -> tuple[list[dict[str, Any]], None]:
+        run = state.run
+        if run is None or run.finished:
+            raise InvalidInput(
+                f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
+            )
+        st = state.steps.get(step)
+        if st is None or st.status is not Status.WAITING:
+            have = st.status.value if st else "pending"
+            raise InvalidInput(
+                f"{step} is {have}, not waiting for a decision: a gate is decided only while it "
+                "waits (after an inconclusive evaluation)"
+            )
+        waiting = gates.waiting_of(state.records.get(step), run.id)
+        if waiting is None:
+            raise InvalidInput(
+                f"{step} has no inconclusive evaluation in run {run.id} to decide on: run "
+                f"`runbook apply {file}` to measure it"
+            )
+        earlier = gates.decision_of(state.records.get(step), waiting)
+        if earlier is not None:
+            raise InvalidInput(
+                f"{step} was already decided ({earlier.get('decision')} by {earlier.get('by')} "
+                f"at {earlier.get('at')}): run `runbook apply {file}` to go on"
+            )
+        if run.digest and run.digest != rb.digest:
+            raise InvalidInput(
+                f"your copy of {file} differs from the runbook run {run.id} applies "
+                f"({run.digest}): decide on the same runbook (or apply the edit first)"
+            )
+        params = rb.instances[step].step.call.params
+        # the run's own variables, never values given to approve/resolve (`--var approver=me`)
+        values = run.vars or {}
+        approvers = params.get("approvers")
+        if approvers:
+            allowed = rendered(approvers, values, f"{step}: with.approvers")
+            if not isinstance(allowed, list) or who not in [str(a) for a in allowed]:
+                shown = ", ".join(str(a) for a in allowed) if isinstance(allowed, list) else allowed
+                raise InvalidInput(f"{who!r} may not decide {step}: its approvers are {shown}")
+        allow_self = rendered(
+            params.get("allow_self", self_approval_default(state_dir)),
+            values,
+            f"{step}: with.allow_self",
         )
-    decided: dict[str, Any] = {
-        "token": waiting["token"],
-        "run": run.id,
-        "attempt": waiting.get("attempt"),
-        "decision": decision,
-        "by": who,
-        "on_behalf_of": by if by and by != who else None,
-        "comment": comment,
-        "at": now(),
-        "measurements": list(waiting.get("measurements") or []),
-    }
-    store.commit(
-        {
-            "t": "record",
-            "step": step,
-            "items": {gates.decision_key(str(waiting["token"])): json.dumps(decided)},
-        },
-        {"t": "gate", "step": step, **{k: v for k, v in decided.items() if k != "at"}},
-    )
+        if allow_self is False and run.user is not None and who == run.user:
+            raise InvalidInput(
+                f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "
+                "another person decides"
+            )
+        decided.update(
+            {
+                "token": waiting["token"],
+                "run": run.id,
+                "attempt": waiting.get("attempt"),
+                "decision": decision,
+                "by": who,
+                "on_behalf_of": by if by and by != who else None,
+                "comment": comment,
+                "at": now(),
+                "measurements": list(waiting.get("measurements") or []),
+            }
+        )
+        return [
+            {
+                "t": "record",
+                "step": step,
+                "items": {gates.decision_key(str(waiting["token"])): json.dumps(decided)},
+            },
+            {"t": "gate", "step": step, **{k: v for k, v in decided.items() if k != "at"}},
+        ], None
+
+    decide(state_dir, rb.name, Masker(), check)
     return decided
 
 

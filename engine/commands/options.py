@@ -33,27 +33,40 @@ def state_dir(ctx: click.Context) -> str:
     return str(obj.get("state_dir", ".runbook"))
 
 
+class Duration(click.ParamType[float]):
+    """A duration as runbooks write them (SPEC §6): 30s, 2m, 1h30m, 250ms; a bare number is
+    seconds."""
+
+    name = "duration"
+
+    def __init__(self, minimum: float = 0.0) -> None:
+        self.minimum = minimum
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        from ..format.durations import format_duration, parse_duration
+
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds < self.minimum:
+            self.fail(f"{value!r} is shorter than {format_duration(self.minimum)}", param, ctx)
+        return seconds
+
+
 def lease_option(f: F) -> F:
     return click.option(
         "--lease",
         "lease",
+        type=Duration(minimum=1.0),
         default="30s",
         show_default=True,
         metavar="DURATION",
-        help="On a PostgreSQL state: how long the run's lease lasts without renewal (renewed "
-        "every min(5s, lease/3)); another apply takes over a lease expired that long.",
+        help="How long the state's lease lasts without renewal (renewed every min(5s, "
+        "lease/3)); another apply takes over a lease expired this long, or at once when "
+        "its holder's process is gone from this host.",
     )(f)
-
-
-def lease_seconds(value: str) -> float:
-    """``--lease``: a duration of at least one second (exit 2 otherwise)."""
-    from ..errors import InvalidInput
-    from ..format.durations import parse_duration
-
-    try:
-        seconds = float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"--lease {value!r}: {exc}") from None
-    if seconds < 1:
-        raise InvalidInput(f"--lease {value!r}: at least 1s (it is renewed every lease/3)")
-    return seconds

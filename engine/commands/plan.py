@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -100,15 +101,28 @@ def command(
     got = read_state(state_dir(ctx), loaded.runbook.name)
     if got is not None and got[1]:
         console.err(got[1])
-    statuses = plan_statuses(loaded, got[0]) if got is not None else None
     rb = loaded.runbook
     from ..masking import Masker
     from ..run.secrets import available
 
     secrets = available(rb)
     masker = Masker(secrets)
+    statuses = (
+        plan_statuses(loaded, got[0], state_dir(ctx), masker.mask_value(values))
+        if got is not None
+        else None
+    )
     if got is not None:
-        _pinned_note(console, got[0], rb, values, masker, file)
+        from ..state.pinned import state_key
+
+        other_vars = _pinned_note(
+            console, got[0], rb, values, masker, file, state_key(state_dir(ctx), rb.name)
+        )
+        if statuses is not None and other_vars:
+            statuses = {
+                n: (replace(s, other_vars=True) if n in other_vars else s)
+                for n, s in statuses.items()
+            }
     cohorts: tuple[PlanCohort, ...] = ()
     if rb.cohorts:
         from ..plan.cohorts import plan_cohorts
@@ -121,16 +135,23 @@ def command(
 
 
 def _pinned_note(
-    console: Console, state: State, rb: Runbook, values: dict[str, Any], masker: Masker, file: str
-) -> None:
+    console: Console,
+    state: State,
+    rb: Runbook,
+    values: dict[str, Any],
+    masker: Masker,
+    file: str,
+    key: bytes | None,
+) -> set[str]:
     """A run in progress pinned to another runbook or other vars: say what the next apply
-    will refuse (SPEC §8 "Pinned runs"), on stderr."""
+    will refuse (SPEC §8 "Pinned runs"), on stderr. Returns the succeeded steps whose vars
+    changed (the plan shows them rendered with the new vars: they ran with the old ones)."""
     from ..run import pins
 
     run = state.run
     if run is None or run.finished:
-        return
-    changes = pins.compare(run, state, rb, values, masker)
+        return set()
+    changes = pins.compare(run, state, rb, values, masker, key)
     if changes.affected:
         shown = ", ".join(f"{iid} ({why})" for iid, why in changes.affected[:10])
         more = f" and {len(changes.affected) - 10} more" if len(changes.affected) > 10 else ""
@@ -139,3 +160,15 @@ def _pinned_note(
             f"yet done are affected: {shown}{more}. `runbook apply {file}` exits 2 until "
             "--accept-changes"
         )
+    if changes.done_other_vars:
+        shown = ", ".join(changes.done_other_vars[:10])
+        more = (
+            f" and {len(changes.done_other_vars) - 10} more"
+            if len(changes.done_other_vars) > 10
+            else ""
+        )
+        console.err(
+            f"note: done with other vars (run {run.id} ran them with the vars it started "
+            f"with; they run again only with --replace): {shown}{more}"
+        )
+    return set(changes.done_other_vars)

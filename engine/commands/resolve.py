@@ -8,9 +8,8 @@ import click
 
 from ..console.terminal import Console
 from ..errors import InvalidInput
-from ..state import backend
-from ..state.status import Status, StepState
-from ..state.store import Store
+from ..masking import Masker
+from ..state.status import State, Status
 from .options import state_dir
 
 
@@ -28,7 +27,8 @@ from .options import state_dir
     "--by",
     "by",
     metavar="NAME",
-    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+    help="On whose behalf (recorded beside the real identity, the OS user or, on a "
+    "PostgreSQL state, session_user; never instead).",
 )
 @click.option("--comment", default="", help="Why (recorded with a gate's decision).")
 @click.option(
@@ -72,6 +72,10 @@ def command(
     next apply fails it as a failed measurement would (contingencies, on_failure). To pass
     it: `runbook approve`. A waiting approval step is decided by `runbook approve` only.
 
+    Never takes the run's lease (on either backend): the decision is checked and written
+    in one transaction beside a running apply, which reads it at its next transition. The
+    identity recorded is the OS user, or the database's session_user on a PostgreSQL state.
+
     \b
     Examples:
       runbook resolve migrate.yaml create-schema --as succeeded
@@ -85,7 +89,6 @@ def command(
     rb = loaded.runbook
     if step not in rb.instances:
         raise InvalidInput(f"{step!r} is not a step of {rb.name}")
-    from ..masking import Masker
     from . import decide
 
     if members or members_from or all_unknown:
@@ -113,64 +116,66 @@ def command(
             f"{file} ...` when it was rolling back) goes on"
         )
     decide.require_state(state_dir(ctx), rb, file)
-    with backend.decision_lock(state_dir(ctx), rb.name):
-        store = Store(state_dir(ctx), rb.name, Masker())
-        try:
-            st = store.state.steps.get(step)
-            action = rb.instances[step].step.action
-            if st is not None and st.status is Status.WAITING and action == "check":
-                if as_ != "failed":
-                    raise InvalidInput(
-                        f"{step} is a gate waiting for a decision: resolve takes only `--as "
-                        f"failed` there; to pass it: runbook approve {file} {step}"
-                    )
-                decided = decide.record(store, rb, file, step, "failed", by, comment)
-                said = decide.said(decided, step, file)
-            elif st is not None and st.status is Status.WAITING:
-                raise InvalidInput(
-                    f"{step} waits for an approval: resolve does not decide it; approve it with "
-                    f"runbook approve {file} {step}"
-                )
-            else:
-                said = _unknown(store, rb, step, st, as_, by)
-        finally:
-            store.close()
-    Console().out(
-        said if said else f"{step} resolved as {as_}; run `runbook apply {file}` to go on"
-    )
+    # never under the run's lock (SPEC §11): a decision record, checked and written in one
+    # transaction beside a running apply (state/decisions.py)
+    from ..state.store import read_state
+
+    got = read_state(state_dir(ctx), rb.name)
+    current = got[0].steps.get(step) if got is not None else None
+    action = rb.instances[step].step.action
+    if current is not None and current.status is Status.WAITING and action == "check":
+        if as_ != "failed":
+            raise InvalidInput(
+                f"{step} is a gate waiting for a decision: resolve takes only `--as "
+                f"failed` there; to pass it: runbook approve {file} {step}"
+            )
+        decided = decide.record(state_dir(ctx), rb, file, step, "failed", by, comment)
+        Console().out(decide.said(decided, step, file))
+        return 0
+    if current is not None and current.status is Status.WAITING:
+        raise InvalidInput(
+            f"{step} waits for an approval: resolve does not decide it; approve it with "
+            f"runbook approve {file} {step}"
+        )
+    _unknown(state_dir(ctx), rb, step, as_, by)
+    Console().out(f"{step} resolved as {as_}; run `runbook apply {file}` to go on")
     return 0
 
 
-def _unknown(
-    store: Store, rb: Any, step: str, st: StepState | None, as_: str, by: str | None
-) -> str:
+def _unknown(state_dir: str, rb: Any, step: str, as_: str, by: str | None) -> None:
     """A step left `unknown`: record what really happened."""
-    if st is None or st.status is not Status.UNKNOWN:
-        have = st.status.value if st else "pending"
-        raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
-    rollback_phase = st.reason == "rollback"
-    if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
-        raise InvalidInput(
-            f"{step} was not rolling back: resolve it as succeeded, failed or pending"
-        )
-    if rollback_phase and as_ == "failed":
-        raise InvalidInput(
-            f"{step} was rolling back: resolve it as rolled_back, "
-            "rollback_failed, or succeeded (its rollback did not happen)"
-        )
-    who = store.identity()
-    also = f" on behalf of {by}" if by and by != who else ""
-    rec: dict[str, object] = {
-        "t": "step",
-        "id": step,
-        "status": as_,
-        "reason": f"resolved by {who}{also}",
-        "by": who,
-        "on_behalf_of": by if by and by != who else None,
-    }
-    if as_ == "pending":
-        rec["reset_attempts"] = True
     from ..run.cohorts import resolved_marks
+    from ..state.decisions import decide
+    from .decide import identity
 
-    store.commit(rec, effect=resolved_marks(rb, store, step, as_))
-    return ""
+    who = identity(state_dir)
+    also = f" on behalf of {by}" if by and by != who else ""
+
+    def check(state: State) -> tuple[list[dict[str, Any]], Any]:
+        st = state.steps.get(step)
+        if st is None or st.status is not Status.UNKNOWN:
+            have = st.status.value if st else "pending"
+            raise InvalidInput(f"{step} is {have}, not unknown: nothing to resolve")
+        rollback_phase = st.reason == "rollback"
+        if as_ in ("rolled_back", "rollback_failed") and not rollback_phase:
+            raise InvalidInput(
+                f"{step} was not rolling back: resolve it as succeeded, failed or pending"
+            )
+        if rollback_phase and as_ == "failed":
+            raise InvalidInput(
+                f"{step} was rolling back: resolve it as rolled_back, "
+                "rollback_failed, or succeeded (its rollback did not happen)"
+            )
+        rec: dict[str, object] = {
+            "t": "step",
+            "id": step,
+            "status": as_,
+            "reason": f"resolved by {who}{also}",
+            "by": who,
+            "on_behalf_of": by if by and by != who else None,
+        }
+        if as_ == "pending":
+            rec["reset_attempts"] = True
+        return [rec], resolved_marks(rb, state, step, as_)
+
+    decide(state_dir, rb.name, Masker(), check)

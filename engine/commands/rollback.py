@@ -6,7 +6,7 @@ import click
 
 from ..errors import Exit, InvalidInput
 from ..run.runner import DEFAULT_GRACE, DEFAULT_MAX_PARALLEL
-from .options import lease_option, lease_seconds, state_dir, var_options
+from .options import lease_option, state_dir, var_options
 
 
 @click.command(name="rollback")
@@ -27,6 +27,13 @@ from .options import lease_option, lease_seconds, state_dir, var_options
 )
 @var_options
 @click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="Go on although the runbook or vars changed since the run started, for the steps "
+    "this rolls back (journaled with who and both digests, as apply's; approvals given "
+    "before the change are voided).",
+)
+@click.option(
     "--max-parallel", type=click.IntRange(min=1), default=DEFAULT_MAX_PARALLEL, show_default=True
 )
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -45,11 +52,12 @@ def command(
     plan_only: bool,
     assignments: tuple[str, ...],
     var_files: tuple[str, ...],
+    accept_changes: bool,
     max_parallel: int,
     yes: bool,
     grace: float,
     fmt: str,
-    lease: str,
+    lease: float,
 ) -> int:
     """Undo succeeded steps in reverse dependency order.
 
@@ -59,9 +67,15 @@ def command(
     protects are not rolled back past it. Checkpointed and resumable: run it again after a
     failure or a crash.
 
+    Like apply, rollback is pinned to the runbook and vars the run started with: without
+    --var or --var-file it uses the run's vars, and when an edit or other vars change a
+    step it would undo (its rollback, a var it uses, its place in the order), it prints the
+    changes and exits 2, writing nothing, until --accept-changes.
+
     \b
-    Exit codes: 0 every rollback that ran succeeded; 1 one failed; 2 bad input;
-    3 a rollback was left unknown by a crash (resolve it); 4 locked; 130 interrupted.
+    Exit codes: 0 every rollback that ran succeeded; 1 one failed; 2 bad input, or changes
+    to the pinned run not accepted; 3 a rollback was left unknown by a crash (resolve it);
+    4 locked, or this rollback lost its lease (as for apply: --lease); 130 interrupted.
 
     \b
     Examples:
@@ -76,13 +90,12 @@ def command(
     from ..state.pinned import run_vars
 
     # without --var, the vars of the run whose steps are undone (SPEC §11: a run stores them)
-    lease_s = lease_seconds(lease)  # bad input before anything is read
     prepared = prepare(
         file,
         assignments,
         var_files,
         resolve_secrets=not plan_only,
-        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=True),
+        pinned=lambda rb: run_vars(state_dir(ctx), rb.name, reopen=True, strict=not plan_only),
     )
     if plan_only:
         return plan_text(prepared, state_dir(ctx), step, phase, wave)
@@ -92,6 +105,19 @@ def command(
 
         Console().out("nothing to roll back: no succeeded step in that scope")
         return int(Exit.OK)
+    from ..run.pins import refuse_early
+
+    # refused for changes (exit 2) before anything on disk is touched, as apply's
+    refuse_early(
+        file,
+        prepared.runbook,
+        prepared.variables,
+        prepared.masker,
+        state_dir(ctx),
+        accept_changes,
+        (),
+        undo=targets,
+    )
     confirm(f"roll back {len(targets)} step(s) of {file}?", yes)
-    with open_session(prepared, state_dir(ctx), fmt, lease=lease_s) as session:
-        return run_rollback(session, step, phase, wave, max_parallel, grace)
+    with open_session(prepared, state_dir(ctx), fmt, lease_seconds=lease) as session:
+        return run_rollback(session, step, phase, wave, max_parallel, grace, accept_changes)

@@ -17,6 +17,12 @@ from ..format.printable import printable
 from ..masking import Masker
 from .lines import describe
 
+# Note: the locks that keep lines whole are reentrant: the Ctrl-C/SIGTERM handler
+# (``run/runner.py``) runs on the main thread, between two of its bytecodes, and prints a
+# notice.  If the main thread was itself writing a line, a plain lock would never be given
+# back (the apply hung, deaf to further signals); a reentrant one lets the notice through,
+# between two whole lines.
+
 
 class Reporter(Protocol):
     def records(self, recs: Sequence[dict[str, Any]]) -> None: ...
@@ -36,7 +42,7 @@ class PlainReporter:
     def __init__(self, masker: Masker, out: TextIO | None = None) -> None:
         self.masker = masker
         self.out = out or sys.stdout
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see the note above Reporter
         self._start = time.monotonic()
 
     def _write(self, text: str) -> None:
@@ -73,7 +79,7 @@ class JsonReporter:
     def __init__(self, masker: Masker, out: TextIO | None = None) -> None:
         self.masker = masker
         self.out = out or sys.stdout
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: see the note above Reporter
 
     def _emit(self, obj: dict[str, Any]) -> None:
         # field by field: statuses, ids and kinds are never masked (``Masker.mask_record``)

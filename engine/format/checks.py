@@ -205,7 +205,25 @@ def check_actions(rb: Runbook) -> list[Problem]:
         out.extend(
             schema_check(call.params, schema, rb.source, (*call.path, "with"), templates_ok=True)
         )
+        if call.action == "approval":
+            out.extend(_approval_count(rb, call.params, call.path))
     return out
+
+
+def _approval_count(rb: Runbook, params: Mapping[str, Any], path: Path) -> list[Problem]:
+    """``required`` larger than the names ``approvers`` lists: the step could never go on."""
+    required, approvers = params.get("required", 1), params.get("approvers")
+    if isinstance(required, bool) or not isinstance(required, int):
+        return []
+    if not isinstance(approvers, list) or len(set(map(str, approvers))) >= required:
+        return []
+    return [
+        rb.source.problem(
+            (*path, "with", "required"),
+            f"{required} approvals are required but approvers names only "
+            f"{len(set(map(str, approvers)))}: the step could never go on",
+        )
+    ]
 
 
 def _raw(data: Any, path: Path) -> dict[str, Any]:

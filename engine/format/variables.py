@@ -93,6 +93,12 @@ def resolve(
     for path in var_files:
         problems.extend(_apply_file(runbook, path, values))
     for item in assignments:
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode (surrogate escapes)
+            shown = item.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            problems.append(f"--var {shown}: not valid UTF-8 text (give the value as UTF-8)")
+            continue
         name, sep, raw = item.partition("=")
         name = name.strip()
         if not sep or not name:

@@ -33,6 +33,8 @@ class StepStatus:
 
     status: str  # to run | done | skipped | waiting
     changed: bool = False  # done, but its definition changed since it was applied
+    note: str | None = None  # a waiting approval: `1 of 2 approvals (...); approval void: ...`
+    other_vars: bool = False  # done, with other vars than these (run again only by --replace)
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class PlanStep:
             "idempotent": self.idempotent,
             "status": self.status.status if self.status else None,
             "changed": self.status.changed if self.status else None,
+            "other_vars": self.status.other_vars if self.status else None,
+            "note": self.status.note if self.status else None,
         }
 
 

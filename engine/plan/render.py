@@ -21,7 +21,15 @@ def _where(step: PlanStep) -> str:
 def _status(step: PlanStep) -> str:
     if step.status is None:
         return ""
-    return step.status.status + (" (changed since applied)" if step.status.changed else "")
+    return (
+        step.status.status
+        + (" (changed since applied)" if step.status.changed else "")
+        + (
+            " (done with other vars; runs again only with --replace)"
+            if step.status.other_vars
+            else ""
+        )
+    )
 
 
 def _rollback(step: PlanStep) -> str:
@@ -64,6 +72,8 @@ def render_text(plan: Plan) -> str:
             pad = " " * (4 + len(status))
             if s.description:
                 out.append(f"{pad}{s.description}")
+            if s.status and s.status.note:
+                out.append(f"{pad}{s.status.note}")
             if s.when is not None:
                 out.append(f"{pad}when: {s.when}")
             if s.on_failure != "abort":
@@ -211,7 +221,8 @@ def render_markdown(plan: Plan) -> str:
                 _rollback(s),
             ]
             if with_status:
-                row.insert(2, _status(s))
+                note = f": {s.status.note}" if s.status and s.status.note else ""
+                row.insert(2, _status(s) + note)
             out.append(_row(row))
     out += ["", "## Risk register", ""]
     if not plan.risks:

@@ -23,6 +23,7 @@ from ..state import ledger
 from ..state.db import Database
 from ..state.outcome import CohortOutcome as CohortOutcome
 from ..state.outcome import cohort_outcomes
+from ..state.status import State
 from ..state.store import Store, now
 
 
@@ -494,7 +495,7 @@ def _revert(
 
 
 def resolved_marks(
-    rb: Runbook, store: Store, node: str, as_: str
+    rb: Runbook, state: State, node: str, as_: str
 ) -> Callable[[Database], None] | None:
     """``resolve STEP --as succeeded`` on a step that marks its members: the operator says it
     took effect, so its members reach its `marks` as its success would have taken them."""
@@ -504,7 +505,7 @@ def resolved_marks(
     cohort = cohort_of(inst)
     if cohort is None or inst.wave is None or inst.step.foreach is not None:
         return None
-    current = store.state.attempts.get((cohort, inst.wave.id))
+    current = state.attempts.get((cohort, inst.wave.id))
     if current is None:
         return None
     mark = ledger.Mark(cohort, inst.wave.id, inst.step.marks, node, current.run, current.attempt)

@@ -14,10 +14,15 @@ from . import context as tctx
 from .session import Prepared
 
 
-def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
+def dry_run(
+    prepared: Prepared, state_dir: str, only: tuple[str, ...], accept_changes: bool = False
+) -> int:
+    """Exit 0, 1 when a template cannot be rendered, or 2 when the apply would be refused (a
+    run in progress whose runbook or vars changed, without --accept-changes)."""
     rb = prepared.runbook
     got = read_state(state_dir, rb.name)
     state = got[0] if got else State(rb.name)
+    refused = _refusal(prepared, state, state_dir, accept_changes)
     scope = select(rb, only)
     secrets = {name: "***" for name in rb.secrets}
     run = state.run
@@ -62,4 +67,34 @@ def dry_run(prepared: Prepared, state_dir: str, only: tuple[str, ...]) -> int:
         console.out(f"  ▶ {node}{note}: {action.describe(params)}")
         shown = prepared.masker.mask(json.dumps(params, default=str, ensure_ascii=False))
         console.out(f"      with {shown}")
+    if refused is not None:
+        console.out(refused)
+        return 2
     return 1 if problems else 0
+
+
+def _refusal(prepared: Prepared, state: State, state_dir: str, accept: bool) -> str | None:
+    """What the apply would refuse (SPEC §8 "Pinned runs"), or None when it would go on."""
+    from ..state.pinned import state_key
+    from . import pins
+
+    run = state.run
+    rb = prepared.runbook
+    if run is None or run.finished:
+        return None
+    changes = pins.compare(
+        run, state, rb, prepared.variables, prepared.masker, state_key(state_dir, rb.name)
+    )
+    if not changes.affected:
+        return None
+    if accept:
+        Console().out(
+            f"with --accept-changes, run {run.id} would go on with the changes "
+            f"({len(changes.affected)} step(s) not yet done affected; approvals given before "
+            "them voided)"
+        )
+        return None
+    text = pins.summary(changes, run.id, prepared.file)
+    return "the apply would be refused (exit 2):\n" + text.replace(
+        "Nothing was written.", "Nothing was run or written."
+    )

@@ -1,6 +1,6 @@
 """The operator's decision on the members of a ``foreach`` step whose call was cut by a crash
 (``runbook resolve FILE STEP --member KEY``): recorded in the journal and the ledger in one
-transaction, read by the next ``apply``."""
+transaction, beside a running ``apply`` (never under its lock), read by the next one."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from ..format.model import Runbook
 from ..masking import Masker
 from ..state import ledger
 from ..state.db import Database
-from ..state.lock import Lock
+from ..state.decisions import decide
 from ..state.members import unknown_calls
-from ..state.store import Store, now, state_path
+from ..state.status import State
+from ..state.store import now
 
 _AS = {"succeeded": "done", "failed": "failed", "pending": "pending"}
 
@@ -59,57 +60,65 @@ def resolve_members(
             "members, or take every unknown one; nothing was resolved"
         )
     cohort = inst.step.foreach.cohort
-    with Lock(state_path(state_dir, rb.name)):
-        store = Store(state_dir, rb.name, Masker())
-        try:
-            current = store.state.attempts.get((cohort, inst.wave.id))
-            if current is None:
-                raise InvalidInput(f"{step}: its wave has not started: no member to resolve")
-            records, listed = unknown_calls(store.state, rb, step)
-            undoing = records != step  # the calls of its per-member rollback
-            unknown = {str(k): k for k in listed}
-            if all_unknown:
-                chosen = list(unknown.values())
-            else:
-                missing = [k for k in keys if k not in unknown]
-                if missing:
-                    raise InvalidInput(
-                        f"{step}: not unknown in this attempt: {', '.join(missing[:10])} (unknown: "
-                        f"{', '.join(list(unknown)[:10]) or 'none'})"
-                    )
-                chosen = [unknown[k] for k in keys]
-            if not chosen:
-                return f"{step}: no member is unknown: nothing to resolve"
-            state = _AS[as_]
-            journey = (
-                (inst.step.marks or "before")
-                if state == "done"
-                else ("failed" if state == "failed" else "before")
+    wave = inst.wave.id
+    said: dict[str, Any] = {}
+
+    # never under the run's lock (SPEC §11): checked and written in one transaction beside a
+    # running apply (state/decisions.py)
+    def check(found: State) -> tuple[list[dict[str, Any]], Any]:
+        current = found.attempts.get((cohort, wave))
+        if current is None:
+            raise InvalidInput(f"{step}: its wave has not started: no member to resolve")
+        records, listed = unknown_calls(found, rb, step)
+        undoing = records != step  # the calls of its per-member rollback
+        unknown = {str(k): k for k in listed}
+        if all_unknown:
+            chosen = list(unknown.values())
+        else:
+            missing = [k for k in keys if k not in unknown]
+            if missing:
+                raise InvalidInput(
+                    f"{step}: not unknown in this attempt: {', '.join(missing[:10])} (unknown: "
+                    f"{', '.join(list(unknown)[:10]) or 'none'})"
+                )
+            chosen = [unknown[k] for k in keys]
+        said.update(undoing=undoing, chosen=chosen)
+        if not chosen:
+            return [], None
+        state = _AS[as_]
+        journey = (
+            (inst.step.marks or "before")
+            if state == "done"
+            else ("failed" if state == "failed" else "before")
+        )
+        rec = {
+            "t": "members",
+            "step": records,
+            "attempt": current.attempt,
+            "resolved": [[k, state] for k in chosen],
+            "by": who,
+            "on_behalf_of": on_behalf_of if on_behalf_of != who else None,
+        }
+        # a rollback's member: its journey moves when the wave is compensated
+        effect = (
+            None
+            if undoing
+            else partial(
+                _journeys,
+                cohort=cohort,
+                keys=chosen,
+                state=journey,
+                step=step,
+                run=current.run,
+                attempt=current.attempt,
             )
-            store.commit(
-                {
-                    "t": "members",
-                    "step": records,
-                    "attempt": current.attempt,
-                    "resolved": [[k, state] for k in chosen],
-                    "by": who,
-                    "on_behalf_of": on_behalf_of if on_behalf_of != who else None,
-                },
-                # a rollback's member: its journey moves when the wave is compensated
-                effect=None
-                if undoing
-                else partial(
-                    _journeys,
-                    cohort=cohort,
-                    keys=chosen,
-                    state=journey,
-                    step=step,
-                    run=current.run,
-                    attempt=current.attempt,
-                ),
-            )
-        finally:
-            store.close()
+        )
+        return [rec], effect
+
+    decide(state_dir, rb.name, Masker(), check)
+    chosen, undoing = said["chosen"], said["undoing"]
+    if not chosen:
+        return f"{step}: no member is unknown: nothing to resolve"
     if undoing:
         return (
             f"{step}: {len(chosen)} member(s) of its rollback resolved as {as_} by {who}; run "

@@ -1,14 +1,17 @@
 """Pinned runs (SPEC §8, §11): a run applies the runbook and the variables it started with.
 
-The run's first record carries the runbook's digest, its variables (masked) and ``pins``:
-each step instance's definition digest. When a later ``apply`` of the same run finds another
-runbook or other variables, ``compare`` says what changed and which steps not yet succeeded
-it affects: a step whose definition changed (or that was added or removed), or that
-references a variable whose value changed. Any affected step: ``apply`` exits 2 with the
+The run's first record carries the runbook's digest, its variables (masked, and as keyed
+digests: ``state/pinned.py``) and ``pins``: each step instance's digest of its effective
+definition and its place (``effective.py``). When a later ``apply`` (or ``rollback``) of the
+same run finds another runbook or other variables, ``compare`` says what changed and which
+steps not yet succeeded it affects (for ``rollback``: which steps it would undo): a step whose
+effective definition or place changed (or that was added or removed), or that references a
+variable whose value changed. Any affected step: ``apply`` exits 2 with the
 summary and writes nothing, until ``apply --accept-changes``. Accepting (explicitly, or by
 itself when nothing not yet succeeded is affected) is an ``accept`` record: who (the OS user),
 both digests, the variables' names that changed, the affected steps, the new pins; the
-approvals given under the old digest and not yet acted on are voided in the same commit.
+approvals and gate decisions given under the old digest and not yet acted on are voided in
+the same commit.
 """
 
 from __future__ import annotations
@@ -18,65 +21,97 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidInput
-from ..format.model import Instance, Runbook
-from ..format.templates import parse
-from ..masking import Masker
-from ..state.status import DONE, RunState, State, Status
+from ..format import approvals, gates
+from ..format.model import Instance, Runbook, digest_of
+from ..format.order import Order
+from ..masking import MASK, Masker
+from ..state import pinned
+from ..state.identity import os_user
+from ..state.status import DONE, RunState, RunStatus, State, Status
 from ..state.store import now
+from .effective import PIN_LEN, effective, pin_change, pins_of, refs_in
 from .runner import Session
 
-PIN_LEN = 16  # hex digits of a step's definition digest kept in a pin: 64 bits, a change check
+__all__ = [
+    "Changes",
+    "accept_record",
+    "compare",
+    "context_pins",
+    "identity",
+    "pins_of",
+    "refuse_early",
+    "repin",
+    "summary",
+    "surroundings",
+    "var_refs",
+    "voided_approvals",
+]
 
 
-def pin(inst: Instance) -> str:
-    return inst.digest.removeprefix("sha256:")[:PIN_LEN]
+def surroundings(rb: Runbook, inst: Instance) -> dict[str, Any]:
+    """What a step does not say itself but depends on: the contingencies its failure fires
+    (through its risks, in order, with their definitions), and, for a step in a wave of a
+    cohort, that cohort's source query."""
+    out: dict[str, Any] = {}
+    risks = {r.id: r for r in rb.risks}
+    by_id = rb.contingency_by_id
+    fired = [cid for rid in inst.step.risks if rid in risks for cid in risks[rid].contingencies]
+    if fired:
+        out["contingencies"] = [
+            [cid, by_id[cid].call.as_json() if cid in by_id else None] for cid in fired
+        ]
+    cohort = rb.cohorts.get(inst.phase.cohort) if inst.phase.cohort else None
+    if cohort is not None:
+        out["source"] = {
+            "cohort": cohort.name,
+            "dsn": cohort.dsn,
+            "query": cohort.query,
+            "attributes": list(cohort.attributes),
+        }
+    return out
 
 
-def pins_of(rb: Runbook) -> dict[str, str]:
-    """Each step instance -> its pinned definition digest."""
-    return {iid: pin(inst) for iid, inst in rb.instances.items()}
+def context_pins(rb: Runbook) -> dict[str, str]:
+    """Each step instance that fires contingencies or works on a cohort -> the pin of those
+    (``surroundings``): an edit to a contingency, to what fires it, or to a cohort's source
+    affects the steps it reaches."""
+    out = {}
+    for iid, inst in rb.instances.items():
+        around = surroundings(rb, inst)
+        if around:
+            out[iid] = digest_of(around).removeprefix("sha256:")[:PIN_LEN]
+    return out
+
+
+def _around_why(rb: Runbook, inst: Instance, before: dict[str, Any] | None) -> str:
+    around = surroundings(rb, inst)
+    if before is None:
+        return "its contingencies or its cohort's source changed"
+    parts = []
+    if "source" in around:
+        parts.append(f"the source of cohort {around['source']['cohort']} changed")
+    if around.get("contingencies"):
+        parts.append(
+            "a contingency it fires changed ("
+            + ", ".join(str(c[0]) for c in around["contingencies"])
+            + ")"
+        )
+    return " or ".join(parts) or "the contingencies it fired changed"
 
 
 def identity() -> str:
-    """The OS user of this process, from the user database (never ``$USER``, never --by): the
-    identity ``approve`` records (``commands/decide.py``)."""
-    import os
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, OSError):
-        return f"uid {os.geteuid()}"
+    """The OS user of this process (``state/identity.py``): the identity ``approve`` records."""
+    return os_user()
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, (list, tuple)):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
-def var_refs(inst: Instance, names: set[str]) -> set[str]:
-    """The variables among ``names`` the step's definition refers to; all of them when it
-    uses ``vars`` whole or cannot be parsed (a change it might see counts)."""
-    found: set[str] = set()
-    definition = inst.step.definition()
-    for text in _strings(definition):
-        if "vars" not in text:
-            continue
-        source = text if "{{" in text or "{%" in text else "{{ " + text + " }}"
-        try:
-            parsed = parse(source)
-        except Exception:  # noqa: BLE001 - unparsable: assume it may use any var
-            return set(names)
-        used = [r.parts[0] for r in parsed.refs if r.root == "vars" and r.parts]
-        if "vars" in parsed.names and not used:
-            return set(names)
-        found.update(used)
-    return found & names
+def var_refs(inst: Instance, names: set[str], rb: Runbook | None = None) -> set[str]:
+    """The variables among ``names`` the step refers to: in its definition, and, given ``rb``,
+    in its effective definition (its hosts: ``effective.py``), the contingencies it fires and
+    its cohort's source (``surroundings``); all of them when it uses ``vars`` other than by
+    name or cannot be parsed (a change it might see counts)."""
+    if rb is None:
+        return refs_in(inst.step.definition(), names)
+    return refs_in([effective(rb, inst), surroundings(rb, inst)], names)
 
 
 @dataclass
@@ -86,6 +121,8 @@ class Changes:
     vars: list[tuple[str, Any, Any]] = field(default_factory=list)  # name, before, after
     affected: list[tuple[str, str]] = field(default_factory=list)  # step, why
     done_changed: list[str] = field(default_factory=list)  # succeeded and changed: --replace
+    done_other_vars: list[str] = field(default_factory=list)  # succeeded with other vars
+    why: dict[str, str] = field(default_factory=dict)  # every changed step, done or not
 
     @property
     def any(self) -> bool:
@@ -96,39 +133,63 @@ _UNSET = object()
 
 
 def compare(
-    run: RunState, state: State, rb: Runbook, variables: dict[str, Any], masker: Masker
+    run: RunState,
+    state: State,
+    rb: Runbook,
+    variables: dict[str, Any],
+    masker: Masker,
+    key: bytes | None = None,
+    order: Order | None = None,
 ) -> Changes:
-    """What differs between the run's pin and this runbook with these variables."""
+    """What differs between the run's pin and this runbook with these variables; ``key``,
+    the state's var key, compares the vars by their keyed digests (a value stored masked
+    still shows a change)."""
     out = Changes(run.digest, rb.digest)
     now = masker.mask_value(variables)
     before = run.vars if run.vars is not None else now  # none recorded: nothing to compare
+    hmacs_then = run.var_hmacs if key is not None else None
+    hmacs_now = pinned.var_hmacs(key, variables) if key is not None else {}
     for name in sorted(set(before) | set(now)):
         old, new = before.get(name, _UNSET), now.get(name, _UNSET)
-        if old != new:
+        then = (hmacs_then or {}).get(name)
+        if then is not None and MASK not in then and name in hmacs_now:
+            # (a digest the store masked by chance, holding a secret's text, is not compared)
+            if then != hmacs_now[name]:
+                out.vars.append((name, old, new))
+        elif old != new:
             out.vars.append((name, old, new))
     if not out.any or (run.digest is None and run.pins is None and not out.vars):
         return out  # no digest was recorded (a run of an earlier version): nothing to compare
     changed_vars = {n for n, _o, _n in out.vars}
     pins = run.pins
+    now_pins = pins_of(rb, order) if pins is not None else {}
+    now_context = context_pins(rb) if run.context is not None else {}
     for iid, inst in rb.instances.items():
         status = state.status_of(iid)
         why = []
+        moved: str | None = None
         if pins is None:
             st = state.steps.get(iid)
             if rb.digest != run.digest and not (st and st.digest == inst.digest):
                 why.append("the run has no pins (started by an earlier version)")
         elif iid not in pins:
             why.append("added")
-        elif pins[iid] != pin(inst):
-            why.append("definition changed")
-        used = var_refs(inst, changed_vars) if changed_vars else set()
+        elif (moved := pin_change(str(pins[iid]), now_pins[iid])) is not None:
+            why.append(moved)
+        context = run.context
+        if context is not None and context.get(iid) != now_context.get(iid):
+            why.append(_around_why(rb, inst, context))
+        used = var_refs(inst, changed_vars, rb) if changed_vars else set()
         if used:
             why.append("uses changed vars: " + ", ".join(sorted(used)))
         if not why:
             continue
+        out.why[iid] = "; ".join(why)
         if status in DONE:
-            if status is Status.SUCCEEDED and "definition changed" in why:
+            if status is Status.SUCCEEDED and moved is not None and "definition" in moved:
                 out.done_changed.append(iid)
+            elif status is Status.SUCCEEDED and used:
+                out.done_other_vars.append(iid)
             continue
         out.affected.append((iid, "; ".join(why)))
     for iid in pins or {}:
@@ -148,9 +209,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def summary(changes: Changes, run_id: str, file: str) -> str:
-    """What ``apply`` says when it refuses (exit 2): what changed, which steps it affects."""
-    lines = [f"{file} is not what run {run_id} started with, and steps not yet done are affected:"]
+def summary(changes: Changes, run_id: str, file: str, verb: str = "apply") -> str:
+    """What ``apply`` (or ``rollback``) says when it refuses (exit 2): what changed, which
+    steps it affects."""
+    which = "steps not yet done" if verb == "apply" else "steps it would undo"
+    lines = [f"{file} is not what run {run_id} started with, and {which} are affected:"]
     if changes.old_digest != changes.new_digest:
         lines.append(f"  runbook: {changes.old_digest} -> {changes.new_digest}")
     for name, old, new in changes.vars:
@@ -165,41 +228,49 @@ def summary(changes: Changes, run_id: str, file: str) -> str:
             + ", ".join(changes.done_changed[:10])
             + (" ..." if len(changes.done_changed) > 10 else "")
         )
+    if changes.done_other_vars:
+        lines.append(
+            "  done with other vars (runs again only with --replace ID): "
+            + ", ".join(changes.done_other_vars[:10])
+            + (" ..." if len(changes.done_other_vars) > 10 else "")
+        )
     lines.append(
         f"Nothing was written. Review the changes (`runbook diff`, `runbook plan {file}`), then "
-        f"run `runbook apply {file} --accept-changes` to go on with them (approvals given "
+        f"run `runbook {verb} {file} --accept-changes` to go on with them (approvals given "
         "under the old runbook or vars are voided), or restore the runbook and vars the run "
         "started with"
     )
     return "\n".join(lines)
 
 
-def approval_key(run_id: str) -> str:
-    """The record key of an approval decision: the same as ``plugins/approval.py``'s."""
-    return f"approval:{run_id}"
-
-
 def voided_approvals(
     state: State, rb: Runbook, run_id: str, reason: str, at: str
 ) -> list[dict[str, Any]]:
-    """``record`` records that void the approvals of this run not yet acted on (their step
-    still waits): the approval action then waits again for a new one."""
+    """``record`` records that void the decisions of this run not yet acted on (their step
+    still waits): each approval of an approval step, and a person's decision on a waiting
+    gate (``approve``, ``resolve --as failed``). The step then waits again for new ones."""
     out = []
-    key = approval_key(run_id)
     for iid, inst in rb.instances.items():
-        if inst.step.action != "approval" or state.status_of(iid) is not Status.WAITING:
+        if inst.step.action not in ("approval", "check"):
             continue
-        raw = state.records.get(iid, {}).get(key)
-        if raw is None:
-            continue
-        try:
-            decision = json.loads(raw)
-        except ValueError:
-            decision = {}
-        if not isinstance(decision, dict) or decision.get("void"):
-            continue
-        void = {"void": reason, "voided_at": at, "was": decision}
-        out.append({"t": "record", "step": iid, "items": {key: json.dumps(void)}})
+        if state.status_of(iid) is not Status.WAITING:
+            continue  # acted on (or never reached): a change does not void it
+        records = state.records.get(iid, {})
+        found: dict[str, dict[str, Any]] = {}
+        if inst.step.action == "approval":
+            found = approvals.of_run(records, run_id)
+        else:
+            waiting = gates.waiting_of(records, run_id)
+            decision = gates.decision_of(records, waiting) if waiting is not None else None
+            if waiting is not None and decision is not None:
+                found = {gates.decision_key(str(waiting["token"])): decision}
+        items = {
+            key: json.dumps({"void": reason, "voided_at": at, "was": doc})
+            for key, doc in found.items()
+            if not doc.get("void")
+        }
+        if items:
+            out.append({"t": "record", "step": iid, "items": items})
     return out
 
 
@@ -210,6 +281,8 @@ def accept_record(
     variables: dict[str, Any],
     explicit: bool,
     voided: list[str],
+    hmacs: dict[str, str] | None = None,
+    order: Order | None = None,
     who: str | None = None,
 ) -> dict[str, Any]:
     return {
@@ -221,22 +294,68 @@ def accept_record(
         "vars": variables,  # masked by the store like every record
         "changed_vars": [n for n, _o, _n in changes.vars],
         "steps": [iid for iid, _why in changes.affected],
-        "pins": pins_of(rb),
+        "pins": pins_of(rb, order),
+        "context": context_pins(rb),
         "voided": voided,
         "explicit": explicit,
+        "var_hmacs": hmacs,
     }
 
 
-def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]:
+def refuse_early(
+    file: str,
+    rb: Runbook,
+    variables: dict[str, Any],
+    masker: Masker,
+    state_dir: str,
+    accept: bool,
+    replace: tuple[str, ...],
+    undo: set[str] | None = None,
+) -> None:
+    """``repin``'s refusal, before the lock is taken and the state is opened for writing,
+    when that opening would write (it migrates an older schema, imports a journal of an
+    earlier version): an apply (or, with ``undo``, the steps it would undo, a rollback)
+    refused for changes leaves everything on disk as it was. ``repin`` checks again under
+    the lock."""
+    from ..state.store import opening_writes, read_state
+
+    if accept or not opening_writes(state_dir, rb.name):
+        return  # repin refuses under the lock, before anything is written (one fold, not two)
+    got = read_state(state_dir, rb.name)
+    run = got[0].run if got is not None else None
+    if got is None or run is None or accept:
+        return
+    reopen = (bool(replace) or undo is not None) and run.status is RunStatus.SUCCEEDED
+    if run.finished and not reopen:
+        return
+    changes = compare(run, got[0], rb, variables, masker)
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
+    if changes.any and changes.affected:
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, file, verb))
+
+
+def repin(
+    session: Session, run: RunState, accept: bool, undo: set[str] | None = None
+) -> list[dict[str, Any]]:
     """The records that re-pin ``run`` to this runbook and these vars (none when nothing
     changed); raises InvalidInput (exit 2, nothing written) with the changes when steps not
-    yet done are affected and --accept-changes was not given."""
+    yet done are affected and --accept-changes was not given. For ``rollback``, ``undo`` is
+    the steps it would undo: those are the ones a change affects (their rollback, the vars
+    it uses, their place in the order)."""
     rb = session.runbook
-    changes = compare(run, session.store.state, rb, session.variables, session.masker)
+    order = session.dag.order
+    key = pinned.read_key(session.store.db)
+    changes = compare(run, session.store.state, rb, session.variables, session.masker, key, order)
     if not changes.any:
         return []
+    if undo is not None:
+        changes.affected = [(i, changes.why[i]) for i in sorted(undo) if i in changes.why]
     if changes.affected and not accept:
-        raise InvalidInput(summary(changes, run.id, session.file))
+        verb = "apply" if undo is None else "rollback"
+        raise InvalidInput(summary(changes, run.id, session.file, verb))
+    hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables)
     who = session.store.identity()  # session_user on PostgreSQL
     what = []
     if changes.old_digest != changes.new_digest:
@@ -248,7 +367,7 @@ def repin(session: Session, run: RunState, accept: bool) -> list[dict[str, Any]]
         session.store.state, rb, run.id, f"changed since given ({said}), accepted by {who}", now()
     )
     voided = [str(v["step"]) for v in voids]
-    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, who)
+    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order, who)
     how = f"accepted by {who}" if changes.affected else "no step not yet done is affected"
     session.reporter.notice(
         f"run {run.id} goes on with the changes ({said}): {how}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
-from ..errors import ActionFailed
+from ..errors import ActionFailed, LeaseLost
 from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
 from ..format.sandbox import secrets_view
@@ -24,6 +24,7 @@ from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, parse, render
 from ..graph.dag import Dag
 from ..masking import Masker
+from ..state.backend import HeldLease
 from ..state.db import Database
 from ..state.status import State, Status
 from ..state.store import Store
@@ -48,6 +49,7 @@ class Session:
     masker: Masker
     reporter: Reporter
     workdir: Path = field(default_factory=Path.cwd)
+    lease: HeldLease | None = None  # None for a session that holds no lease
 
     @property
     def state(self) -> State:
@@ -76,6 +78,8 @@ class Runner:
         # `secrets` as templates see them: each renders as itself, every form a template makes
         # of one is reported to the masker (format/sandbox.py)
         self.secret_view = secrets_view(session.secrets, session.masker.seen)
+        if session.lease is not None:
+            session.lease.on_lost(self.lease_lost)
 
     # -- records ------------------------------------------------------------------------
     @property
@@ -95,7 +99,11 @@ class Runner:
         if not self.buffer:
             return
         recs, self.buffer = self.buffer, []
-        self.s.store.flush()
+        try:
+            self.s.store.flush()
+        except LeaseLost:  # the fence refused the write: the lease was taken over
+            self.stop_running("the lease of the state was lost")
+            raise
         self.s.reporter.records(recs)
 
     def commit_now(self, rec: dict[str, Any]) -> None:
@@ -300,6 +308,9 @@ class Runner:
         return self.job(node, whole, {}, tctx_, records_key, members, runner)
 
     def submit(self, job: Job) -> None:
+        lease = self.s.lease
+        if lease is not None and lease.lost_error is not None:
+            raise lease.lost_error  # found lost since the flush: this step does not start
         self.running[job.node] = job
 
         def work() -> None:
@@ -355,18 +366,24 @@ class Runner:
         for job in list(self.running.values()):
             job.cancel.set()
 
+    def lease_lost(self) -> None:
+        """From the lease's renewal thread: the lease was taken over. Nothing new starts and
+        the running actions are cancelled at once; the scheduler's thread raises at its next
+        look (``watch_interrupt``) or write (the fence)."""
+        self.draining.set()
+        for job in list(self.running.values()):
+            job.cancel.set()
+
     def watch_interrupt(self) -> None:
+        lease = self.s.lease
+        if lease is not None and lease.lost_error is not None:
+            self.stop_running("the lease of the state was lost")
+            raise lease.lost_error
         late = self.interrupted_at is not None and (
             time.monotonic() - self.interrupted_at > self.grace
         )
         if late and not self.hard_stop:
             self.stop_running(f"grace period of {self.grace:.0f}s over")
-        lost = self.s.store.lease_lost()
-        if lost is not None and not self.hard_stop:
-            # another holder took the lease over (found at a renewal): the running actions
-            # are cancelled; the next write is refused by the fence (exit 4)
-            self.draining.set()
-            self.stop_running(lost)
 
     @contextmanager
     def signals(self) -> Iterator[None]:

@@ -24,6 +24,7 @@ from ..format.model import Instance, OnFailure
 from ..format.templates import TemplateError
 from ..graph.countdown import Countdown
 from ..graph.scope import select
+from ..state import pinned
 from ..state.status import DONE, RunStatus, Status
 from ..state.store import Store
 from . import cohorts as rcohorts
@@ -162,7 +163,12 @@ class Apply(Runner):
                     "vars": self.s.variables,
                     "pid": os.getpid(),
                     "user": _user(self.s.store),
-                    "pins": pins.pins_of(self.rb),
+                    "pins": pins.pins_of(self.rb, self.s.dag.order),
+                    # keyed digests of the vars' raw values (a masked one still shows a change)
+                    "var_hmacs": pinned.var_hmacs(
+                        pinned.ensure_key(self.s.store.db), self.s.variables
+                    ),
+                    "context": pins.context_pins(self.rb),
                 }
             )
         self.flush()
@@ -270,6 +276,7 @@ class Apply(Runner):
         )
         self.push_ready(self.countdown.unblocked())
         while True:
+            self.read_decisions()
             started: list[Job] = []
             while (
                 self.ready
@@ -293,6 +300,33 @@ class Apply(Runner):
             for result in self.wait_results():
                 self.running.pop(result.node, None)
                 self.handle(result)
+
+    def read_decisions(self) -> None:
+        """The decisions written beside this run since it last looked (``approve`` and
+        ``resolve`` never take its lock: SPEC §11): a waiting step that got one is evaluated
+        again (an approval step counts its approvals, a gate reads its decision); a step
+        left unknown that was resolved goes on as resolved."""
+        if self.stopping is not None or self.interrupted_at is not None:
+            return
+        for node in sorted(self.s.store.refresh()):
+            if node not in self.scope or node in self.running:
+                continue
+            status = self.status(node)
+            if status is Status.WAITING:
+                self.emit(
+                    {
+                        "t": "step",
+                        "id": node,
+                        "status": "pending",
+                        "reason": "a decision was recorded while the run went on",
+                    }
+                )
+                if self.countdown.left.get(node, 0) == 0:
+                    self.push_ready([node])
+            elif status in DONE:
+                self.done(node)
+            elif status is Status.PENDING and self.countdown.left.get(node, 0) == 0:
+                self.push_ready([node])
 
     def prepare(self, inst: Instance) -> Job | None:
         """when, render, validate: a Job to run, or None when the step ended here."""

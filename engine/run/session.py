@@ -20,6 +20,7 @@ from ..format.templates import iter_strings, parse
 from ..graph.dag import Dag
 from ..masking import Masker
 from ..state import backend
+from ..state.holder import DEFAULT_SECONDS
 from ..state.store import Store
 from . import secrets as secrets_mod
 from .runner import Session
@@ -134,21 +135,28 @@ def confirm(question: str, yes: bool) -> None:
 
 @contextmanager
 def open_session(
-    prepared: Prepared, state_dir: str, fmt: str = "text", title: str = "", lease: float = 30.0
+    prepared: Prepared,
+    state_dir: str,
+    fmt: str = "text",
+    title: str = "",
+    lease_seconds: float = DEFAULT_SECONDS,
 ) -> Iterator[Session]:
-    """The store under the runbook's lock (a directory) or lease (PostgreSQL: ``lease``
-    seconds, ``state/pglease.py``)."""
+    """The runbook's state under this process's lease (``state/backend.leased``: the
+    directory's ``state/lease``, or PostgreSQL's ``state/pglease``): taken (or taken over
+    from a holder that is gone or expired, with a notice) before anything is read for the
+    run, renewed by its own thread, checked inside every write, released at the end. What
+    the PostgreSQL backend does not hold yet is refused (exit 2) before anything is taken."""
     rb = prepared.runbook
     backend.refuse_unsupported(rb, state_dir, prepared.file)
-    with backend.writer(state_dir, rb.name, prepared.masker, lease=lease) as (store, taken):
+    with backend.leased(state_dir, rb.name, prepared.masker, lease_seconds) as (store, lease):
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )
         try:
-            for note in (taken, store.notice):
+            for note in (lease.notice, store.notice):
                 if note:
                     reporter.notice(note)
-            if taken:
+            if lease.took_over is not None:
                 _stop_leftovers(store, reporter)
             yield Session(
                 file=prepared.file,
@@ -160,6 +168,7 @@ def open_session(
                 masker=prepared.masker,
                 reporter=reporter,
                 workdir=Path.cwd(),
+                lease=lease,
             )
         finally:
             reporter.close()

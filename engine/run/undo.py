@@ -71,6 +71,7 @@ def run_rollback(
     wave: str | None,
     max_parallel: int,
     grace: float,
+    accept_changes: bool = False,
 ) -> int:
     rb = session.runbook
     ident = step or phase or wave
@@ -79,6 +80,16 @@ def run_rollback(
     targets = runner.expand(base)
     state = session.state
     run = state.run
+    if run is not None:
+        # the run's pins (SPEC §8): an edit or other vars that change what would be undone
+        # is refused (exit 2, nothing written) until --accept-changes, journaled as for apply
+        from . import pins
+
+        accepted = pins.repin(session, run, accept_changes, undo=targets)
+        for rec in accepted:
+            runner.emit(rec)
+        if accepted:
+            runner.flush()
     try:
         with runner.signals():
             failed = runner.run(targets)

@@ -1,84 +1,96 @@
-"""The backend a command works on, chosen by its state location (``location.py``): the lock a
-writer takes, the identity it records, and what the PostgreSQL backend does not hold yet.
+"""The backend a command works on, chosen by its state location (``location.py``): the lease
+a writer takes, the identity it records, and what the PostgreSQL backend does not hold yet.
 
-- a directory: the ``flock`` of ``lock.py``, the OS user;
-- PostgreSQL: the lease of ``pglease.py`` (its ``fence`` set on the store's connection, so
-  that every journal write checks the epoch), ``session_user``.
+- a directory: the lease of ``lease.py`` (a row of ``state.db``, a flocked file per epoch),
+  the OS user (``identity.py``);
+- PostgreSQL: the lease of ``pglease.py`` (a row of ``runbook.lease``, an advisory lock as
+  proof of life), ``session_user``.
 
-``approve`` and ``resolve`` never take the lease on PostgreSQL (SPEC §11): their records are
-serialised with the holder's by the journal's own lock (``pg.py``).
+Both leases have one shape (``HeldLease``): ``acquire``, ``fence`` (set on the store with
+``Store.fence_with``: it runs first inside every write transaction), ``release``, ``probe``,
+``notice``, ``took_over``, ``lost_error`` and ``on_lost``. ``approve`` and ``resolve`` never
+take either (SPEC §11): ``decisions.py`` serialises their records with the holder's writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, LeaseLost
 from ..format.model import Runbook
+from ..masking import Masker
 from . import location
-from .lock import Lock
-from .store import Store, os_user, state_path
+from .db import Database
+from .holder import DEFAULT_SECONDS, Holder, Probe
+from .store import Store, state_path
 
 UNSUPPORTED = "not supported on the PostgreSQL state backend yet"
+
+
+class HeldLease(Protocol):
+    """What a run holds while it writes, on either backend."""
+
+    notice: str | None
+    took_over: Holder | None
+    lost_error: LeaseLost | None
+
+    def fence(self, db: Database) -> None: ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None: ...
+
+    def probe(self) -> Probe: ...
+
+    def release(self, db: Database | None = None) -> None: ...
 
 
 def is_postgres(state: str | os.PathLike[str]) -> bool:
     return location.is_postgres(state)
 
 
-def identity(state: str | os.PathLike[str]) -> str:
-    """The real identity of whoever runs the command: ``session_user`` on PostgreSQL, the OS
-    user on a directory."""
-    if location.is_postgres(state):
-        from . import pg
-
-        return pg.session_user(str(state))
-    return os_user()
-
-
 @contextlib.contextmanager
-def writer(
+def leased(
     state: str | os.PathLike[str],
     name: str,
-    masker: Any,
-    *,
-    lease: float = 30.0,
-    command: str | None = None,
-) -> Iterator[tuple[Store, str | None]]:
-    """The runbook's store under its lock (a directory) or lease (PostgreSQL), and the lock's
-    notice (a lost holder taken over)."""
-    if location.is_postgres(state):
-        from .pglease import PgLease
+    masker: Masker,
+    seconds: float = DEFAULT_SECONDS,
+) -> Iterator[tuple[Store, HeldLease]]:
+    """The runbook's store under this process's lease, on a directory (``lease.leased``) or
+    on PostgreSQL (``PgLease``): taken or refused with exit 4, renewed by its thread, checked
+    inside every write (``Store.fence_with``), released at the end."""
+    if not location.is_postgres(state):
+        from .lease import leased as leased_dir
 
-        state_path(".", name)
-        with PgLease(str(state), name, lease, command) as held:
-            store = Store(state, name, masker)
-            fence = held.fence
-            store.db.fence = lambda db: fence(db)  # type: ignore[attr-defined]
-            store.lease = held
-            try:
-                yield store, held.notice
-            finally:
-                store.close()
+        with leased_dir(state, name, masker, seconds) as (store, lease):
+            yield store, lease
         return
-    with Lock(state_path(state, name), command) as lock:
-        store = Store(state, name, masker)
+    from .pglease import PgLease
+
+    state_path(".", name)  # a name the schema refuses never gets a state
+    held = PgLease(str(state), name, seconds)
+    held.acquire()
+    try:
+        store = Store(state, name, masker, fence=held.fence)
         try:
-            yield store, lock.notice
+            yield store, held
         finally:
             store.close()
+    finally:
+        held.release()
 
 
-def decision_lock(state: str | os.PathLike[str], name: str) -> AbstractContextManager[object]:
-    """What ``approve`` and ``resolve`` hold while they write a decision: the directory's
-    lock; on PostgreSQL nothing (they never take the lease, SPEC §11)."""
+def probe(state: str | os.PathLike[str], name: str) -> Probe:
+    """The lease of runbook ``name``'s state as anyone reads it (``lock``, ``status``): a
+    directory's (``holder.probe``) or PostgreSQL's (``pglease.read``)."""
     if location.is_postgres(state):
-        return contextlib.nullcontext()
-    return Lock(state_path(state, name))
+        from .pglease import read
+
+        return read(str(state), name)
+    from .holder import probe as probe_dir
+
+    return probe_dir(state_path(state, name))
 
 
 def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) -> None:

@@ -3,13 +3,17 @@
 Each record's hash is ``journal.link(previous hash, seq, stored text)``; the first record of
 the chain links to ``journal.GENESIS``. Records written before the chain existed (schema < 4)
 have no hash and come first: the chain starts after them, and they are reported as not
-covered (SPEC §11: exit 0). The first record that breaks the chain is named by its sequence
-number, with what is wrong:
+covered (SPEC §11: exit 0). Where the chain starts is kept in the database's ``meta``
+(``chain_from``: 1 for a database created with the chain, the next sequence number at the
+migration to schema 4), so that a record after that point whose hash was removed is a break
+(``unchained``), never "written before the chain existed". The first record that breaks the
+chain is named by its sequence number, with what is wrong:
 
 - ``missing``: a sequence number is absent (a deleted record; the chain goes from N to M);
 - ``hash``: a record's hash is not the hash of its text over its predecessor's (a changed
   record, a record moved to another place, or one whose predecessor was changed);
-- ``unchained``: a record without a hash after the chain started (its hash was removed);
+- ``unchained``: a record without a hash at or after where the chain started (its hash was
+  removed);
 - ``columns``: the `at`/`kind` columns disagree with the record's own fields.
 
 What a chain alone cannot show is a cut tail (the last records deleted) or a whole tail
@@ -56,20 +60,36 @@ def has_chain(db: Database) -> bool:
     return any(row[1] == "hash" for row in db.query("PRAGMA table_info(journal)"))
 
 
+def chain_start(db: Database) -> int | None:
+    """Where the chain starts by the database's own account (``meta.chain_from``), or None
+    for a database that does not say (the first hashed record is then taken as the start).
+    On PostgreSQL the chain starts at 1: every runbook's journal there is chained from its
+    creation."""
+    if db.dialect == "postgresql":
+        return 1
+    rows = db.query("SELECT value FROM meta WHERE key = 'chain_from'")
+    try:
+        return int(rows[0][0]) if rows else None
+    except (TypeError, ValueError):
+        return 1  # damaged: the strictest reading, every record is expected to be chained
+
+
 def _columns_agree(at: str, kind: str, text: str) -> bool:
     try:
         rec: Any = json.loads(text)
-    except (TypeError, ValueError):
-        return True  # not JSON: the hash decides (a changed text breaks it)
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested past bounds
+        return True  # not a JSON record: the hash decides (a changed text breaks it)
     if not isinstance(rec, dict):
         return True
     return at == str(rec.get("at", "")) and kind == str(rec.get("t", ""))
 
 
 def audit(db: Database, keep_hashes: bool = False) -> Audit:
-    """Walk the journal in sequence order; stop at the first break."""
+    """Walk the journal in sequence order; stop checking at the first break (the records
+    after it are still counted)."""
     out = Audit()
     chained = has_chain(db)
+    start = chain_start(db) if chained else None
     sql, scope = select_all(db, chained)
     prev: str | None = None  # None: the chain has not started
     expected = 1
@@ -81,6 +101,8 @@ def audit(db: Database, keep_hashes: bool = False) -> Audit:
         for seq, at, kind, text, stored in rows:
             seq = int(seq)
             out.records += 1
+            if out.broken is not None:
+                continue
             if out.first is None:
                 out.first = seq
             if seq != expected:
@@ -90,21 +112,22 @@ def audit(db: Database, keep_hashes: bool = False) -> Audit:
                     "missing",
                     f"record {gone} is missing: the journal goes from {expected - 1} to {seq}",
                 )
-                return out
+                continue
             expected = seq + 1
             if not _columns_agree(str(at), str(kind), str(text)):
                 out.broken = Broken(
                     seq, "columns", f"record {seq}: its at/kind columns disagree with its content"
                 )
-                return out
+                continue
             if stored is None:
-                if prev is not None:
+                if prev is not None or (start is not None and seq >= start):
+                    began = out.chain_from if prev is not None else start
                     out.broken = Broken(
                         seq,
                         "unchained",
-                        f"record {seq} has no hash, but the chain started at {out.chain_from}",
+                        f"record {seq} has no hash, but the chain started at {began}",
                     )
-                    return out
+                    continue
                 out.unchained += 1
                 out.last = seq
                 continue
@@ -119,7 +142,7 @@ def audit(db: Database, keep_hashes: bool = False) -> Audit:
                     f"record {seq} does not match its hash: it was changed, moved, or the "
                     "record before it was",
                 )
-                return out
+                continue
             prev = want
             out.head = want
             out.last = seq

@@ -43,7 +43,11 @@ def private_dir(path: Path) -> None:
 
 class Database:
     """A connection with one lock: statements from several threads never interleave inside a
-    transaction. ``transaction()`` is ``BEGIN IMMEDIATE`` … ``COMMIT`` (or ROLLBACK)."""
+    transaction. ``transaction()`` is ``BEGIN IMMEDIATE`` … ``COMMIT`` (or ROLLBACK).
+
+    ``fence``, when set (``Store.fence_with``), runs first inside every write transaction,
+    under the write lock: the lease's epoch check (``lease.py``), so that a writer that lost
+    its lease commits nothing."""
 
     dialect = "sqlite"
     # the errors of a write that failed for the disk or the server, not for our own values
@@ -54,6 +58,7 @@ class Database:
         self.con = con
         self.lock = threading.RLock()
         self._depth = 0
+        self.fence: Callable[[Database], None] | None = None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self.lock:
@@ -68,7 +73,7 @@ class Database:
             return self.con.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self, fenced: bool = True) -> Iterator[Database]:
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -80,6 +85,8 @@ class Database:
             self.con.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
+                if fenced and self.fence is not None:
+                    self.fence(self)
                 yield self
             except BaseException:
                 self._depth = 0
@@ -188,17 +195,31 @@ def pragmas(db: Database) -> None:
 
 def migrate(db: Database) -> None:
     """Bring a database of an older schema to this program's, one version per transaction."""
-    version = int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
-    while version < SCHEMA_VERSION:
-        version += 1
+    while needs_migration(db):
         with db.transaction():
+            # read again inside the write transaction: a command beside this one (`approve`,
+            # which takes no lock) may have migrated it meanwhile
+            version = _version(db)
+            if version >= SCHEMA_VERSION:
+                break
+            version += 1
             for stmt in schema.STEPS[version]:
                 db.execute(stmt)
             db.execute("UPDATE meta SET value = ? WHERE key = 'version'", (str(version),))
 
 
+def _version(db: Database) -> int:
+    return int(db.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
+
+
+def needs_migration(db: Database) -> bool:
+    """The database is of an older schema than this program's (opening it for writing would
+    migrate it)."""
+    return _version(db) < SCHEMA_VERSION
+
+
 def create(
-    path: Path, name: str, at: str, fill: Callable[[Database], None] | None = None
+    path: Path, name: str, at: str, fill: Callable[[Database], object] | None = None
 ) -> Database:
     """A new state database at ``path`` (its folder must exist), made whole before it gets its
     name: built 0600 under a temporary name (schema and meta in one transaction), closed,

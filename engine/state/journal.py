@@ -39,16 +39,18 @@ def link(prev: str, seq: int, text: str) -> str:
     return hashlib.sha256(f"{prev}\n{seq}\n{text}".encode()).hexdigest()
 
 
-def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
+def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
     """Insert ``records`` (already masked and stamped), chained to the last record; the caller
     holds a transaction (one indexed read of the last record per transaction, one sha256 per
-    record: the checkpoint's cost does not grow with the journal)."""
+    record: the checkpoint's cost does not grow with the journal). Returns the sequence
+    number of the first record written (0 when there is none)."""
     if not records:
-        return
-    db.before_append()  # PostgreSQL: the lease fence; appenders serialised
+        return 0
+    db.before_append()  # PostgreSQL: appenders serialised (the lease fence took it already)
     table, where, scope = _scope(db)
     last = db.query(f"SELECT seq, hash FROM {table}{where} ORDER BY seq DESC LIMIT 1", scope)
     seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
+    first = seq + 1
     rows = []
     for r in records:
         seq += 1
@@ -63,8 +65,9 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> None:
                 f"INSERT INTO {table} (runbook, seq, at, kind, rec, hash) VALUES {values}",
                 [v for row in chunk for v in row],
             )
-        return
+        return first
     db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
+    return first
 
 
 def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
@@ -76,15 +79,16 @@ def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
     return "journal", "", ()
 
 
-def texts(db: Database, kinds: Sequence[str]) -> list[str]:
-    """The stored text of every record of ``kinds``, in commit order (no fold)."""
+def texts_of(db: Database, kinds: Sequence[str]) -> list[tuple[int, str]]:
+    """(seq, stored text) of every record of ``kinds``, in commit order (no fold)."""
     table, where, scope = _scope(db)
     marks = ", ".join("?" for _ in kinds)
     cond = f"{where} AND" if where else " WHERE"
     return [
-        str(t)
-        for (t,) in db.query(
-            f"SELECT rec FROM {table}{cond} kind IN ({marks}) ORDER BY seq", (*scope, *kinds)
+        (int(seq), str(t))
+        for seq, t in db.query(
+            f"SELECT seq, rec FROM {table}{cond} kind IN ({marks}) ORDER BY seq",
+            (*scope, *kinds),
         )
     ]
 

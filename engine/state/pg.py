@@ -34,7 +34,7 @@ from .db import Database
 from .location import shown
 
 FORMAT = "runbook-state"
-VERSION = 1
+VERSION = 2
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -52,6 +52,9 @@ STEPS: dict[int, tuple[str, ...]] = {
         # expired lease from a frozen one gets it only when that one's session ends)
         " lease_ms BIGINT, command TEXT, proof BOOLEAN NOT NULL DEFAULT false)",
     ),
+    # the runbook's key for the keyed digests of its vars (``pinned.py``: never printed,
+    # never journaled): one per runbook, as a state directory keeps its own in its meta
+    2: ("ALTER TABLE runbook.state ADD COLUMN var_key TEXT",),
 }
 
 
@@ -100,9 +103,10 @@ class PgDatabase(Database):
         self.pcon: Any = conn
         self.lock = threading.RLock()
         self._depth = 0
-        # set by the lease holder: raises (exit 4) inside a write transaction whose lease
-        # epoch is no longer the holder's
-        self.fence: Callable[[PgDatabase], None] | None = None
+        self._appending = False  # this transaction holds the appenders' lock
+        # set by the lease holder (``Store.fence_with``): raises (exit 4) inside a write
+        # transaction whose lease epoch is no longer the holder's
+        self.fence: Callable[[Database], None] | None = None
         self.write_errors = (_psycopg().OperationalError,)
 
     @staticmethod
@@ -134,7 +138,10 @@ class PgDatabase(Database):
             return rows
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self, fenced: bool = True) -> Iterator[Database]:
+        """One transaction (a nested one joins the outer one). ``fence``, when set
+        (``Store.fence_with``), runs first inside it, as on SQLite: the lease's epoch read
+        under a share lock and the runbook's appenders' lock, in one statement."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -146,18 +153,21 @@ class PgDatabase(Database):
             self._depth = 1
             try:
                 with self._denied(), self.pcon.transaction():
+                    if fenced and self.fence is not None:
+                        self.fence(self)
+                        self._appending = True
                     yield self
             finally:
                 self._depth = 0
+                self._appending = False
 
     def before_append(self) -> None:
         """Inside a write transaction: the runbook's appenders serialised (the last sequence
-        number and hash read next are the last ones), and the lease fence, in one statement
-        (one round trip of the checkpoint)."""
-        if self.fence is not None:
-            self.fence(self)
-        else:
+        number and hash read next are the last ones). A fenced transaction holds that lock
+        already (the fence takes it in the same statement: one round trip per checkpoint)."""
+        if not self._appending:
             self.pcon.execute(APPEND_LOCK, (self.runbook,))
+            self._appending = True
 
     def session_user(self) -> str:
         return str(self.query("SELECT session_user")[0][0])

@@ -11,12 +11,16 @@ min(5 s, lease/3). A lease is taken over:
   naming the lost holder;
 - otherwise refused: ``LockHeld`` (exit 4) naming the holder.
 
-Every takeover bumps ``epoch``. ``fence`` runs inside each journal write transaction of the
-holder (``SELECT epoch … FOR SHARE``): when the epoch is no longer its own, ``LeaseLost`` (exit
-4) is raised there, the transaction rolls back and nothing is written; the run stops.
+Every takeover (and ``unlock --force``) bumps ``epoch``. ``fence`` runs first inside each
+write transaction of the holder (``Store.fence_with``, ``Database.transaction``: ``SELECT epoch
+… FOR SHARE`` with the appenders' lock, one statement): when the epoch is no longer its own,
+``LeaseLost`` (exit 4) is raised there, the transaction rolls back and nothing is written; the
+run stops.
 
-The class offers ``acquire``/``release``/``fence``/``probe``, the shape the directory's lease
-can share.
+``PgLease`` has the shape of the directory's ``Lease`` (``lease.py``): ``acquire``, ``fence``,
+``release``, ``probe``, ``notice``, ``took_over``, ``lost``/``lost_error`` and ``on_lost``;
+``backend.leased`` picks one or the other. ``read`` is the lease as anyone reads it (``runbook
+lock``, ``status``), as ``holder.Probe``. ``approve`` and ``resolve`` never take it.
 """
 
 from __future__ import annotations
@@ -26,16 +30,16 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import LockHeld
+from ..errors import InvalidInput, LeaseLost, LockHeld
 from ..masking import mask_url_passwords
 from . import pg
-
-
-class LeaseLost(LockHeld):
-    """The lease was taken over by another holder: this run writes nothing more (exit 4)."""
+from .db import Database
+from .holder import DEFAULT_SECONDS, Holder, Probe
+from .location import shown
 
 
 @dataclass
@@ -51,12 +55,16 @@ class PgHolder:
     def describe(self) -> str:
         return f"{self.user}@{self.host} pid {self.pid} since {self.started} (`{self.command}`)"
 
+    def as_holder(self) -> Holder:
+        return Holder(self.host, self.pid, self.user, self.command, self.started)
+
 
 _HOLDER = (
     "SELECT host, pid, \"user\", to_char(started AT TIME ZONE 'UTC',"
     ' \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\'), command,'
     " to_char(renewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " EXTRACT(EPOCH FROM clock_timestamp() - renewed_at), epoch, lease_ms, proof"
+    " EXTRACT(EPOCH FROM clock_timestamp() - renewed_at), epoch, lease_ms, proof,"
+    " EXTRACT(EPOCH FROM clock_timestamp() - started)"
     " FROM runbook.lease WHERE runbook = %s"
 )
 
@@ -74,31 +82,59 @@ def _holder(row: Any) -> PgHolder | None:
     )  # fmt: skip
 
 
+def _taken_by(row: Any) -> str:
+    """Who took the lease: its holder, or ``unlock --force`` (which leaves no holder, only
+    who forced it and when)."""
+    holder = _holder(row)
+    if holder is not None:
+        return holder.describe()
+    if row is not None and str(row[4] or "").startswith("runbook unlock"):
+        return f"{row[2]} (`{row[4]}` at {row[3]})"
+    return "another holder"
+
+
 def interval(lease: float) -> float:
     """How often the holder renews: min(5 s, lease/3)."""
     return min(5.0, lease / 3.0)
 
 
 class PgLease:
+    """This process's lease on one runbook's state on PostgreSQL: ``acquire``, a renewal
+    thread, ``fence`` inside every write transaction, ``release``."""
+
     def __init__(
-        self, url: str, name: str, lease: float = 30.0, command: str | None = None
+        self, url: str, name: str, lease: float = DEFAULT_SECONDS, command: str | None = None
     ) -> None:
+        from .holder import shown_command
+
         self.url = url
         self.name = name
         self.lease = lease
-        self.command = mask_url_passwords(command or " ".join(["runbook", *sys.argv[1:]]))
+        self.seconds = lease
+        self.command = mask_url_passwords(command or shown_command(sys.argv[1:]))
         self.conn: Any = None
         self.epoch: int | None = None
         self.notice: str | None = None
-        self.lost: str | None = None
+        self.took_over: Holder | None = None  # the holder it was taken from
+        self.lost = threading.Event()
+        self.lost_error: LeaseLost | None = None
+        self._on_lost: list[Callable[[], None]] = []
         self.user = ""
         self.proof = False  # this session holds the advisory lock
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def probe(self) -> Probe:
+        """The lease of this runbook as a reader sees it (``read``)."""
+        return read(self.url, self.name)
+
     # -- taking it --------------------------------------------------------------------
-    def acquire(self) -> PgLease:
+    def acquire(self, db: Database | None = None) -> PgLease:
+        """Take the lease on its own connection (``db``, the store's, is not used: the lease
+        is taken before the state is opened), or raise ``LockHeld`` (exit 4) naming the
+        holder."""
+        del db
         conn = pg.connect(self.url)
         try:
             pg.check_schema(conn, self.url)
@@ -159,7 +195,9 @@ class PgLease:
                 f"took over the lease of {old.describe()}: not renewed for {old.age:.1f}s "
                 f"(lease {held_for:g}s); that run is lost and will stop at its next write"
             )
+            self.took_over = old.as_holder()
         elif old is not None:
+            self.took_over = old.as_holder()
             self.notice = (
                 f"took over the lease of {old.describe()}: its session is gone (the "
                 "process ended without releasing it)"
@@ -175,6 +213,29 @@ class PgLease:
         self.epoch, self.user = int(me[0]), str(me[1])
 
     # -- keeping it -------------------------------------------------------------------
+    @property
+    def interval(self) -> float:
+        return interval(self.lease)
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (in the renewal thread) when the lease is found lost."""
+        self._on_lost.append(callback)
+        if self.lost.is_set():
+            callback()
+
+    def _lose(self, by: str) -> LeaseLost:
+        if self.lost_error is None:
+            self.lost_error = LeaseLost(
+                f"lost the lease of the state to {by}: this run started nothing more, "
+                "cancelled its running actions and wrote nothing after losing it; see "
+                "`runbook lock FILE` and `runbook status FILE`"
+            )
+            self.lost.set()
+            for callback in self._on_lost:
+                with contextlib.suppress(Exception):
+                    callback()
+        return self.lost_error
+
     def _renew_loop(self) -> None:
         while not self._stop.wait(interval(self.lease)):
             if not self.renew():
@@ -183,7 +244,7 @@ class PgLease:
     def renew(self) -> bool:
         """Renew on the database clock; False (and ``lost`` set) when the epoch moved on."""
         with self._mutex:
-            if self.conn is None or self.lost is not None:
+            if self.conn is None or self.lost_error is not None:
                 return False
             try:
                 cur = self.conn.execute(
@@ -195,10 +256,11 @@ class PgLease:
                     if not self.proof:  # the proof of life, once a lost holder's session ends
                         self._take_proof()
                     return True
-                self.lost = self._lost_to()
+                by = _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
             except Exception:  # noqa: BLE001 - the server away: the next write decides
                 return True
-            return False
+        self._lose(by)  # outside the mutex: the callbacks may take their own locks
+        return False
 
     def _take_proof(self) -> None:
         got = self.conn.execute(
@@ -211,27 +273,22 @@ class PgLease:
                 (self.name, self.epoch),
             )
 
-    def _lost_to(self) -> str:
-        row = self.conn.execute(_HOLDER, (self.name,)).fetchone()
-        who = _holder(row)
-        return f"lease lost to {who.describe() if who else 'another holder'}"
-
-    def fence(self, db: pg.PgDatabase) -> None:
-        """Inside a write transaction: the epoch is still ours, or ``LeaseLost`` (exit 4)
-        and the transaction writes nothing."""
+    def fence(self, db: Database) -> None:
+        """First inside a write transaction (``Store.fence_with``): the epoch is still ours,
+        or ``LeaseLost`` (exit 4) and the transaction writes nothing. The appenders' lock is
+        taken in the same statement."""
+        assert isinstance(db, pg.PgDatabase)
         row = db.pcon.execute(pg.FENCED_APPEND_LOCK, (self.name, db.runbook)).fetchone()
         if row is None or row[0] is None or int(row[0]) != self.epoch:
-            holder = _holder(db.pcon.execute(_HOLDER, (self.name,)).fetchone())
-            self.lost = (
-                f"lease lost to {holder.describe() if holder else 'another holder'}: this run "
-                "wrote nothing more and starts nothing more"
-            )
-            raise LeaseLost(self.lost)
+            raise self._lose(_taken_by(db.pcon.execute(_HOLDER, (self.name,)).fetchone()))
 
     # -- giving it back ---------------------------------------------------------------
-    def release(self) -> None:
+    def release(self, db: Database | None = None) -> None:
+        """Stop renewing; clear the holder (when the lease is still ours); close the session
+        (its advisory lock goes with it)."""
+        del db
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
         with self._mutex:
             if self.conn is None:
@@ -254,50 +311,69 @@ class PgLease:
         self.release()
 
 
-def probe(url: str, name: str) -> tuple[PgHolder | None, bool | None]:
-    """Who holds a runbook's lease, without taking it: (holder, alive). ``alive`` is False
-    when the holder's session is gone or its lease expired, True otherwise; (None, None)
-    when nobody holds it."""
+def judge(conn: Any, name: str) -> Probe:
+    """The lease of runbook ``name`` as its row and the holder's session say, on the
+    database clock: ``held``, ``expired`` (not renewed for its lease), ``lost`` (its session
+    is gone) or ``none``."""
+    row = conn.execute(_HOLDER, (name,)).fetchone()
+    if row is None:
+        return Probe("none")
+    epoch = int(row[7] or 0)
+    holder = _holder(row)
+    seconds = float(row[8]) / 1000.0 if row[8] is not None else DEFAULT_SECONDS
+    if holder is None:
+        return Probe("none", epoch, None, seconds)
+    age = float(row[10]) if row[10] is not None else None
+    base = (epoch, holder.as_holder(), seconds, holder.renewed, age, holder.age)
+    free = bool(
+        conn.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(name),)
+        ).fetchone()[0]
+    )
+    if free:
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_key(name),))
+        if row[9]:  # it held the lock, and its session is gone
+            return Probe("lost", *base)
+    if holder.age > seconds:
+        return Probe("expired", *base)
+    return Probe("held", *base)
+
+
+def read(url: str, name: str) -> Probe:
+    """The lease of a runbook's state on PostgreSQL, read without taking it (``runbook
+    lock``, ``status``); ``none`` when the runbook has no lease row."""
     conn = pg.connect(url)
     try:
         pg.check_schema(conn, url)
-        row = conn.execute(_HOLDER, (name,)).fetchone()
-        holder = _holder(row)
-        if holder is None:
-            return None, None
-        free = bool(
-            conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(name),)
-            ).fetchone()[0]
-        )
-        if free:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_key(name),))
-            if row[9]:  # it held the lock, and its session is gone
-                return holder, False
-        lease = float(row[8]) / 1000.0 if row[8] is not None else 30.0
-        return holder, holder.age <= lease
+        return judge(conn, name)
     finally:
         conn.close()
 
 
-def force_release(url: str, name: str) -> str:
+def force(url: str, name: str, command: str) -> tuple[Probe, int]:
     """``unlock --force`` on PostgreSQL: the holder cleared and the epoch advanced (a holder
-    still writing is fenced); refused while the holder's session is alive. Returns who held
-    it."""
-    holder, alive = probe(url, name)
-    if holder is not None and alive:
-        raise LockHeld(
-            f"the lease is held by {holder.describe()}, whose session is alive and renewing "
-            "it: stop that run instead of forcing the lease"
-        )
+    still writing is fenced), as on a directory. Returns what was there and the new epoch."""
     conn = pg.connect(url)
     try:
-        conn.execute(
-            "UPDATE runbook.lease SET epoch = epoch + 1, host = NULL, pid = NULL,"
-            ' "user" = NULL, started = NULL, renewed_at = NULL, command = NULL,'
-            " proof = false WHERE runbook = %s",
-            (name,),
-        )
+        pg.check_schema(conn, url)
+        if not conn.execute("SELECT 1 FROM runbook.state WHERE runbook = %s", (name,)).fetchall():
+            raise InvalidInput(f"no state of {name} in {shown(url)}: nothing to clear")
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO runbook.lease (runbook) VALUES (%s) ON CONFLICT (runbook) DO NOTHING",
+                (name,),
+            )
+            conn.execute("SELECT 1 FROM runbook.lease WHERE runbook = %s FOR UPDATE", (name,))
+            seen = judge(conn, name)
+            # no holder any more; who forced it, and when, stay (the fenced run names them)
+            epoch = conn.execute(
+                "UPDATE runbook.lease SET epoch = epoch + 1, host = NULL, pid = NULL,"
+                ' "user" = session_user, started = clock_timestamp(), renewed_at = NULL,'
+                " command = %s, proof = false WHERE runbook = %s RETURNING epoch",
+                (mask_url_passwords(command), name),
+            ).fetchone()[0]
+    except pg._psycopg().errors.InsufficientPrivilege as exc:
+        raise pg.denied(url, str(exc).strip().splitlines()[0]) from None
     finally:
         conn.close()
-    return holder.describe() if holder else "nobody (the lease was already clear)"
+    return seen, int(epoch)

@@ -3,7 +3,7 @@ older database forward, one version at a time, each in one transaction."""
 
 from __future__ import annotations
 
-VERSION = 4
+VERSION = 5
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -52,6 +52,20 @@ STEPS: dict[int, tuple[str, ...]] = {
     ),
     # the audit chain (journal.py): each record's hash over the previous record's hash, its
     # sequence number and its text as stored. Records written before this version keep a NULL
-    # hash: the chain starts at the first record written after the migration (SPEC §11)
-    4: ("ALTER TABLE journal ADD COLUMN hash TEXT",),
+    # hash: the chain starts at the first record written after the migration (SPEC §11), and
+    # `meta.chain_from` says where (1 for a database created with the chain), so that audit
+    # tells hashes removed later (`unchained`, a break) from records older than the chain
+    4: (
+        "ALTER TABLE journal ADD COLUMN hash TEXT",
+        "INSERT OR REPLACE INTO meta (key, value) SELECT 'chain_from', CAST(COALESCE(MAX(seq), 0) + 1"
+        " AS TEXT) FROM journal",
+    ),
+    # the lease (lease.py): one row, the current (or last) holder and the epoch every write
+    # of the holder checks inside its transaction (fencing); `released` is set when the
+    # holder gave it back (or `unlock --force` cleared it)
+    5: (
+        "CREATE TABLE lease (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL,"
+        " host TEXT NOT NULL, pid INTEGER NOT NULL, user TEXT NOT NULL, command TEXT NOT NULL,"
+        " started TEXT NOT NULL, seconds REAL NOT NULL, released TEXT)",
+    ),
 }

@@ -79,6 +79,11 @@ class RunState:
     # step instance -> its definition digest as pinned (run/pins.py); None: an earlier version
     pins: dict[str, str] | None = None
     accepted: list[dict[str, Any]] = field(default_factory=list)  # its `accept` records
+    # var -> keyed digest of its raw value (state/pinned.py); None: not recorded
+    var_hmacs: dict[str, str] | None = None
+    # step instance -> the pin of the contingencies it fires and its cohort's source
+    # (run/pins.py ``context_pins``); None: a run started before it was recorded
+    context: dict[str, str] | None = None
 
     @property
     def finished(self) -> bool:
@@ -194,6 +199,10 @@ class State:
                         vars=rec.get("vars") if isinstance(rec.get("vars"), dict) else None,
                         user=rec.get("user") if isinstance(rec.get("user"), str) else None,
                         pins=rec.get("pins") if isinstance(rec.get("pins"), dict) else None,
+                        var_hmacs=_hmacs(rec),
+                        context=rec.get("context")
+                        if isinstance(rec.get("context"), dict)
+                        else None,
                     )
                 )
             else:
@@ -211,6 +220,9 @@ class State:
                 current.vars = rec["vars"]
             if isinstance(rec.get("pins"), dict):
                 current.pins = rec["pins"]
+            current.var_hmacs = _hmacs(rec)
+            if isinstance(rec.get("context"), dict):
+                current.context = rec["context"]
             current.accepted.append(rec)
         elif kind == "contingency" and rec.get("status") == "running":
             current = self.run
@@ -285,6 +297,8 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "file": _TEXT_OR_NONE,
         "pid": "count",
         "pins": (dict, type(None)),
+        "var_hmacs": (dict, type(None)),
+        "context": (dict, type(None)),
     },
     "accept": {
         "run": "id",
@@ -295,8 +309,10 @@ _FIELDS: dict[str, dict[str, Any]] = {
         "changed_vars": (list,),
         "steps": (list,),
         "pins": (dict,),
+        "context": (dict, type(None)),
         "voided": (list,),
         "explicit": (bool,),
+        "var_hmacs": (dict, type(None)),
     },
     "retry": {"id": "id", "attempt": "count", "error": _TEXT_OR_NONE, "delay": "number"},
     "record": {"step": "id", "items": "items"},
@@ -410,3 +426,10 @@ def _fits(value: Any, want: Any) -> bool:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         )
     return isinstance(value, want)
+
+
+def _hmacs(rec: dict[str, Any]) -> dict[str, str] | None:
+    got = rec.get("var_hmacs")
+    if not isinstance(got, dict):
+        return None
+    return {str(k): str(v) for k, v in got.items()}

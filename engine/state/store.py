@@ -1,6 +1,7 @@
 """The state of one runbook: the journal of ``STATE_DIR/NAME/state.db`` folded into a ``State``.
 
-Writers hold the runbook's lock (``lock.py``); readers (``status``, ``plan``, ``report``) read
+Writers hold the state's lease (``lease.py``), whose check runs inside each of their
+transactions (``fence_with``); readers (``status``, ``plan``, ``report``) read
 the database as it is (WAL: a reader never blocks the writer and sees whole commits only).
 Every record is masked (no secret value reaches the disk) and stamped with the time before it
 is written. A state of an earlier version (``journal.jsonl``) is imported into a new database
@@ -51,17 +52,6 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def os_user() -> str:
-    """The OS user of this process, from the user database (never ``$USER``): the identity
-    on a state directory."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, OSError):  # a uid with no entry: still an identity, by number
-        return f"uid {os.geteuid()}"
-
-
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 
 
@@ -72,9 +62,15 @@ def state_path(state_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(state_dir) / name
 
 
-def fold(name: str, records: Iterable[tuple[int, dict[str, Any]]], where: object) -> State:
-    """The state the records say; a record the fold cannot take is damage (exit 2)."""
-    state = State(name)
+def fold(
+    name: str,
+    records: Iterable[tuple[int, dict[str, Any]]],
+    where: object,
+    state: State | None = None,
+) -> State:
+    """The state the records say (folded into ``state`` when given); a record the fold cannot
+    take is damage (exit 2)."""
+    state = State(name) if state is None else state
     for seq, rec in records:
         try:
             state.apply(rec)
@@ -127,6 +123,25 @@ def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str
     return fold(name, records, where), notice
 
 
+def opening_writes(state_dir: str | os.PathLike[str], name: str) -> bool:
+    """Opening the state for writing would change it before anything is decided: a schema of
+    an earlier version is migrated, a ``journal.jsonl`` imported (read only: nothing here
+    writes). On PostgreSQL never: its schema is migrated by ``state init`` only."""
+    if location.is_postgres(state_dir):
+        return False
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if not path.exists():
+        return (base / legacy.FILE).exists()
+    db = dbm.open_reader(path, name)
+    try:
+        return dbm.needs_migration(db) or (base / legacy.FILE).exists()
+    except sqlite3.DatabaseError as exc:
+        raise dbm.damaged(path, exc) from None
+    finally:
+        db.close()
+
+
 def read_records(
     state_dir: str | os.PathLike[str], name: str
 ) -> tuple[list[dict[str, Any]], str | None] | None:
@@ -140,20 +155,28 @@ def read_records(
 
 
 class Store:
-    """The writable state: fold + durable append. Open it only under the runbook's lock."""
+    """The writable state: fold + durable append. Open it only under the state's guard
+    (``lease.guard``); a run writes under its lease, whose check is the ``fence``."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], name: str, masker: Masker) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        name: str,
+        masker: Masker,
+        fence: Callable[[dbm.Database], None] | None = None,
+    ) -> None:
         self.name = name
         self.masker = masker
         self._lock = threading.RLock()
         self._staged: list[dict[str, Any]] = []
         self._effects: list[Callable[[dbm.Database], None]] = []
+        self._own: set[int] = set()  # own records written after another process's
         self.notice: str | None = None
         self.failed: str | None = None
-        self.lease: object = None  # the PostgreSQL lease that fences this writer (backend.py)
         self.db: dbm.Database
         if location.is_postgres(state_dir):
             self._open_pg(str(state_dir), name)
+            self.fence_with(fence)
             return
         self.dir = state_path(state_dir, name)
         dbm.private_dir(self.dir)
@@ -196,6 +219,7 @@ class Store:
         except StateError:
             self.db.close()
             raise
+        self.fence_with(fence)
 
     def _open_pg(self, url: str, name: str) -> None:
         """The state in the PostgreSQL database at ``url`` (``pg.py``): registered there if
@@ -215,16 +239,18 @@ class Store:
             self.db.close()
             raise
 
-    def lease_lost(self) -> str | None:
-        """Why this writer lost its lease (PostgreSQL: found by the renewal thread), or None."""
-        lost = getattr(self.lease, "lost", None)
-        return lost if isinstance(lost, str) else None
+    def fence_with(self, fence: Callable[[dbm.Database], None] | None) -> None:
+        """Run ``fence`` first inside each write transaction from now on (the lease's epoch
+        check: a write after the lease was lost commits nothing and raises)."""
+        self.db.fence = fence
 
     def identity(self) -> str:
         """Who writes: ``session_user`` on PostgreSQL, the OS user on a directory."""
         session_user = getattr(self.db, "session_user", None)
         if callable(session_user):
             return str(session_user())
+        from .identity import os_user
+
         return os_user()
 
     def stage(
@@ -259,7 +285,7 @@ class Store:
                 with self.db.transaction():
                     for effect in effects:
                         effect(self.db)
-                    journal.append(self.db, staged)
+                    first = journal.append(self.db, staged)
                     if effects and _FAULT:
                         _count_effects()
                         _fault("effects")
@@ -267,7 +293,7 @@ class Store:
                 self._fail(exc)
             if effects and _FAULT:
                 _fault("effects-committed")
-            self.seq += len(staged)
+            self._written(first, len(staged))
 
     def commit(
         self, *records: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
@@ -289,7 +315,7 @@ class Store:
                         c: dict[str, Any] = self.masker.mask_record(rec)
                         c.setdefault("at", now())
                         clean.append(c)
-                    journal.append(self.db, clean)
+                    first = journal.append(self.db, clean)
                     if effect is not None and _FAULT:
                         _count_effects()
                         _fault("effects")
@@ -299,8 +325,39 @@ class Store:
                 _fault("effects-committed")
             for c in clean:
                 self.state.apply(c)
-            self.seq += len(clean)
+            self._written(first, len(clean))
             return clean
+
+    def _written(self, first: int, count: int) -> None:
+        """Records ``first`` .. ``first + count - 1`` are this store's own (already folded)."""
+        if not count:
+            return
+        if first == self.seq + 1:
+            self.seq = first + count - 1
+        else:  # another process (`approve`, `resolve`) wrote in between: read by `refresh`
+            self._own.update(range(first, first + count))
+
+    def refresh(self) -> set[str]:
+        """Fold in the records another process appended since (the decisions ``approve`` and
+        ``resolve`` write beside a running apply, never under its lock: SPEC §11); returns
+        the steps they are about."""
+        with self._lock:
+            try:
+                more = journal.read(self.db, after=self.seq)
+            except sqlite3.DatabaseError as exc:
+                raise dbm.damaged(self.db.path, exc) from None
+            steps: set[str] = set()
+            for seq, rec in more:
+                if seq in self._own:
+                    continue
+                fold(self.name, [(seq, rec)], self.db.path, self.state)
+                sid = rec.get("step") if rec.get("t") != "step" else rec.get("id")
+                if isinstance(sid, str):
+                    steps.add(sid)
+            if more:
+                self.seq = more[-1][0]
+                self._own = {s for s in self._own if s > self.seq}
+            return steps
 
     def _fail(self, exc: BaseException) -> None:
         raise StateWriteError(self.write_failed(exc)) from None
@@ -308,8 +365,8 @@ class Store:
     def write_failed(self, exc: BaseException) -> str:
         """A write that failed: every later write is refused; returns what to tell."""
         self.failed = (
-            f"{self.db.path}: cannot write the state ({location.shown(str(exc))}); nothing more is started "
-            "and the state stays as it was at the last checkpoint. Free the space or "
+            f"{self.db.path}: cannot write the state ({location.shown(str(exc))}); nothing "
+            "more is started and the state stays as it was at the last checkpoint. Free the space or "
             "fix the disk, then run `runbook apply` again to resume"
         )
         return self.failed

@@ -3,11 +3,14 @@ journal; also used by ``plan`` and ``graph --state``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from ..format import gates
+from ..format import approvals, gates
 from ..format.loader import Loaded
+from ..format.model import Runbook
+from .identity import self_approval_default
 from .journeys import reader
 from .members import unknown_calls, unknown_text
 from .outcome import cohort_outcomes
@@ -32,41 +35,39 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
 
 
 def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
-    from .location import is_postgres
-    from .lock import Holder, probe
-    from .store import state_path
+    """Who runs the state now (SPEC §11 "Run outcome"): its lease's holder, ``lost_since``
+    its last renewal when its process is gone or its lease expired (a directory or
+    PostgreSQL: ``backend.probe``)."""
+    from .backend import probe
 
-    if is_postgres(state_dir):
-        from . import pglease
-
-        got, alive = pglease.probe(state_dir, name)
-        holder = Holder(got.host, got.pid, got.user, got.started, got.command) if got else None
-    else:
-        holder, alive = probe(state_path(state_dir, name))
+    seen = probe(state_dir, name)
     run = state.run if state else None
     running = run is not None and run.status is RunStatus.RUNNING
-    if holder is None:
+    if seen.state == "none" or seen.holder is None:
         if not running:
             return None
         assert state is not None
-        # the run says running and nobody holds or held the lock: its writer is gone
+        # the run says running and nobody holds the lease: its writer is gone
         return {
             "host": None,
             "pid": None,
             "user": None,
             "started": None,
+            "alive": False,
             "lost_since": state.last_at,
         }
-    # a lock left by a process that is gone: it died mid-command, whatever the run's status
+    # a lease whose holder is gone (or expired): lost mid-command, whatever the run's status
     # says (a rollback killed in flight leaves the run `paused` and a step `rolling_back`)
-    lost = alive is False
+    holder = seen.holder
     return {
         "host": holder.host,
         "pid": holder.pid,
         "user": holder.user,
-        "started": holder.started_at,
-        "alive": alive,
-        "lost_since": ((state.last_at if state else None) or holder.started_at) if lost else None,
+        "started": holder.started,
+        "alive": seen.state == "held",
+        "lease": seen.state,
+        "renewed": seen.renewed,
+        "lost_since": seen.lost_since,
     }
 
 
@@ -95,6 +96,55 @@ def _waiting_gate(state: State, node: str, run: str) -> dict[str, Any] | None:
         else None
     )
     return out
+
+
+def approval_standing(
+    state: State,
+    rb: Runbook,
+    node: str,
+    state_dir: str,
+    values: Mapping[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """A waiting approval step's approvals against this runbook (and ``values``, the vars a
+    command was given, masked; None: the run's own): how many count, and why the others do
+    not (``approval void: REASON``: the step or the runbook edited, other vars, expired)."""
+    run = state.run
+    inst = rb.instances.get(node)
+    if run is None or run.finished or inst is None or inst.step.action != "approval":
+        return None
+    if state.status_of(node) is not Status.WAITING:
+        return None
+    try:
+        rules = approvals.rules(
+            inst.step.call.params, run.vars or {}, self_approval_default(state_dir), f"{node}: with"
+        )
+    except ValueError as exc:
+        return {"text": str(exc), "required": None, "approved_by": [], "void": []}
+    before = run.vars or {}
+    now_vars = dict(values) if values is not None else before
+    changed = sorted(k for k in set(before) | set(now_vars) if before.get(k) != now_vars.get(k))
+    got = approvals.tally(
+        state.records.get(node),
+        run.id,
+        rules,
+        digest=rb.digest,
+        vars_now=approvals.vars_digest(now_vars),
+        step_pin=inst.digest,
+        now=datetime.now(UTC),
+        changed_vars=changed,
+    )
+    message = str(inst.step.call.params.get("message") or "approval required")
+    return {
+        "required": rules.required,
+        "approved": len(got.valid),
+        "approved_by": got.names,
+        "expires": approvals.expires_text(rules.expires),
+        "void": [
+            {"reason": why, "by": (d.get("was") or d).get("by") if isinstance(d, dict) else None}
+            for d, why in got.void
+        ],
+        "text": f"{message} ({got.text(rules)})",
+    }
 
 
 def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
@@ -133,6 +183,11 @@ def build_status(loaded: Loaded, state_dir: str) -> dict[str, Any]:
                 steps[-1]["error"] = unknown_text(state, rb, node)
         if status is Status.WAITING and inst.step.action == "check" and state and run:
             steps[-1]["gate"] = _waiting_gate(state, node, run.id)
+        standing = approval_standing(state, rb, node, state_dir) if state else None
+        if standing is not None:
+            # counted now, not as it stood when the step last waited
+            steps[-1]["approvals"] = standing
+            steps[-1]["error"] = standing["text"]
     extra = sorted(set(state.steps) - set(rb.instances)) if state else []
     cohorts = []
     if state is not None and rb.cohorts:

@@ -182,15 +182,16 @@ def test_records_before_the_chain_existed_are_reported_and_the_chain_starts_afte
     _applied(runbook)
     # the same state as schema 3 wrote it: no hash column
     _sql("ALTER TABLE journal DROP COLUMN hash")
+    _sql("DROP TABLE lease")  # schema 5's
     _sql("UPDATE meta SET value = '3' WHERE key = 'version'")
     old = len(_sql("SELECT seq FROM journal"))
     code, doc, out = _audit(runbook)  # a reader never migrates
     assert code == 0 and doc["unchained"] == old and doc["head"] is None
     assert "no chained record yet" in out
     assert _sql("SELECT value FROM meta WHERE key = 'version'") == [("3",)]
-    # the next writer migrates to schema 4; the chain starts at its first record
+    # the next writer migrates to schema 5; the chain starts at its first record
     assert runbook("apply", "r.yaml", "--yes", "--replace", "s00").code == 0
-    assert _sql("SELECT value FROM meta WHERE key = 'version'") == [("4",)]
+    assert _sql("SELECT value FROM meta WHERE key = 'version'") == [("5",)]
     code, doc, out = _audit(runbook)
     assert code == 0 and doc["unchained"] == old and doc["chain_from"] == old + 1
     assert f"records 1-{old} were written before the chain existed and are not covered" in out

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.engine.helpers import RUNBOOK, journal, runbook_yaml, sh, status_json, write
+from tests.engine.helpers import (
+    RUNBOOK,
+    journal,
+    runbook_yaml,
+    sh,
+    status_json,
+    wait_until,
+    write,
+)
 
 ME = pwd.getpwuid(os.geteuid()).pw_name  # the real identity: the OS user of the process
 STATE = Path(".runbook/t/state.db")
@@ -142,10 +150,10 @@ phases:
       - id: a
         action: shell
         with: {command: "touch a.done"}
-        rollback: {action: shell, with: {command: "sleep 5.71; rm -f a.done"}}
+        rollback: {action: shell, with: {command: "sleep 30.71; rm -f a.done"}}
       - id: b
         action: shell
-        with: {command: "sleep 3.171; touch b.done"}
+        with: {command: "sleep 10.171; touch b.done"}
         rollback: {action: shell, with: {command: "rm -f b.done"}}
 """
 
@@ -175,11 +183,13 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 def _wait_for(proc: subprocess.Popen[str], text: str) -> None:
     assert proc.stdout is not None
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if text in line:
             return
+        if not line:
+            break
     raise AssertionError(f"never saw {text!r}")
 
 
@@ -192,19 +202,20 @@ def test_kill_9_of_an_apply_leaves_no_command_running_past_the_next_apply(
     proc = _start("apply", "k.yaml", "--yes")
     try:
         _wait_for(proc, "▶ b started")
-        time.sleep(0.3)
+        wait_until(lambda: len(_pids("10.171")) == 2, "b's shell and its sleep run", proc)
+        touch_at = time.monotonic() + 10.171  # when the orphan would touch b.done
         proc.kill()
-        proc.wait(timeout=10)
-        assert _pids("3.171"), "the step's command is running"
+        proc.wait(timeout=60)
         status = runbook("status", "k.yaml")
         assert "running (holder lost since" in status.out, status.out
         r = runbook("apply", "k.yaml", "--yes")
         assert "stopped 2 process(es) the lost run left running: b (pid" in r.out, r.output
         assert r.code == 3 and "b is unknown (it was running" in r.out
-        time.sleep(3.5)  # past the moment the orphan would have touched b.done
-        assert _pids("3.171") == [] and not Path("b.done").exists()
+        assert _pids("10.171") == []
+        time.sleep(max(0.0, touch_at + 0.5 - time.monotonic()))  # past that moment
+        assert not Path("b.done").exists()
     finally:
-        for pid in _pids("3.171"):
+        for pid in _pids("10.171"):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -212,20 +223,20 @@ def test_kill_9_during_a_rollback_is_said_lost_and_resolved_as_a_rollback(runboo
     """After kill -9 during a `rollback`, status showed a step `rolling_back` with the holder
     dead but `lost_since: null`, the next apply advised `resolve … --as
     succeeded|failed|pending` (where `--as failed` is refused), and the rollback's command ran on."""
-    Path("k.yaml").write_text(KILLED.replace("sleep 3.171; ", ""))
+    Path("k.yaml").write_text(KILLED.replace("sleep 10.171; ", ""))
     assert runbook("apply", "k.yaml", "--yes").code == 0
     proc = _start("rollback", "k.yaml", "--yes")
     try:
         _wait_for(proc, "↶ a rolling back")
-        time.sleep(0.3)
+        wait_until(lambda: len(_pids("30.71")) == 2, "a's rollback and its sleep run", proc)
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=60)
         doc = status_json(runbook, "k.yaml")
         holder = doc["run"]["holder"]
         assert holder["alive"] is False and holder["lost_since"] is not None
         assert holder["resume_with"] == "rollback"
         assert "holder lost since" in runbook("status", "k.yaml").out
-        assert _pids("5.71")
+        assert _pids("30.71")
         r = runbook("apply", "k.yaml", "--yes")
         assert "stopped 2 process(es) the lost run left running: a#rollback" in r.out, r.output
         assert r.code == 3 and "--as rolled_back|rollback_failed|succeeded" in r.out
@@ -234,9 +245,9 @@ def test_kill_9_during_a_rollback_is_said_lost_and_resolved_as_a_rollback(runboo
         assert r.code == 0, r.output
         a = next(s for s in status_json(runbook, "k.yaml")["steps"] if s["id"] == "a")
         assert a["status"] == "rolled_back" and a["error"] is None  # no stale crash error
-        assert _pids("5.71") == []
+        assert _pids("30.71") == []
     finally:
-        for pid in _pids("5.71"):
+        for pid in _pids("30.71"):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -138,9 +138,8 @@ def test_late_entities_can_be_admitted_after_the_holdout(runbook) -> None:
 def test_a_step_resolved_as_succeeded_reaches_its_members_marks(runbook) -> None:
     import signal
     import subprocess
-    import time
 
-    from tests.engine.helpers import RUNBOOK
+    from tests.engine.helpers import RUNBOOK, journal, wait_until
 
     cr.legacy(rows=60)
     cr.target()
@@ -163,7 +162,16 @@ def test_a_step_resolved_as_succeeded_reaches_its_members_marks(runbook) -> None
     proc = subprocess.Popen(
         [RUNBOOK, "apply", "m.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(3)
+
+    def running() -> bool:  # its start is durable: a kill from now on leaves it unknown
+        try:
+            recs = journal(".runbook", "cohorts")
+        except sqlite3.OperationalError:  # not created yet
+            return False
+        return any((r["t"], r.get("id"), r.get("status")) == want for r in recs)
+
+    want = ("step", "move[pilot]", "running")
+    wait_until(running, "move[pilot] runs", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     r = runbook("apply", "m.yaml", "--yes")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
+from tests.engine.helpers import RUNBOOK, Output, ledger_lines, runbook_yaml, sh, wait_until
 
 STEPS = 30
 
@@ -26,7 +26,9 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([RUNBOOK, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
-def _crash_and_recover(cwd: Path, delay: float) -> tuple[list[str], int]:
+def _crash_and_recover(cwd: Path, instant: tuple[int, float]) -> tuple[list[str], int]:
+    """Kill the apply once ``done`` steps wrote their line, ``jitter`` seconds later."""
+    done, jitter = instant
     _ledger_runbook(cwd / "r.yaml")
     proc = subprocess.Popen(
         [RUNBOOK, "apply", "r.yaml", "--yes"],
@@ -34,7 +36,9 @@ def _crash_and_recover(cwd: Path, delay: float) -> tuple[list[str], int]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(delay)
+    ledger = cwd / "ledger.txt"
+    wait_until(lambda: len(ledger_lines(ledger)) >= done, f"{done} steps ran", proc)
+    time.sleep(jitter)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     status = _run(cwd, "status", "r.yaml", "--format", "json")
@@ -60,32 +64,31 @@ def _crash_and_recover(cwd: Path, delay: float) -> tuple[list[str], int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~200 runs of the CLI: minutes on a loaded machine
 def test_sigkill_at_32_instants_never_runs_a_step_twice(tmp_path: Path) -> None:
-    # how long an undisturbed run takes, to spread the kills over it
-    base = tmp_path / "base"
-    base.mkdir()
-    _ledger_runbook(base / "r.yaml")
-    t0 = time.monotonic()
-    assert _run(base, "apply", "r.yaml", "--yes").returncode == 0
-    total = time.monotonic() - t0
-    delays = [0.05 + total * i / 32 for i in range(32)]
+    # spread over the run by its progress, not by a time measured on an earlier run (the
+    # load of the machine may change in between): the Nth kill comes once N/32 of the steps
+    # wrote their line, 0-30 ms later (each step sleeps 20 ms after its line)
+    instants = [(STEPS * i // 32, (i % 4) * 0.01) for i in range(32)]
     dirs = []
     for i in range(32):
         d = tmp_path / f"kill{i:02d}"
         d.mkdir()
         dirs.append(d)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = list(pool.map(_crash_and_recover, dirs, delays))
+        results = list(pool.map(_crash_and_recover, dirs, instants))
     expected = [f"s{i:02d}" for i in range(STEPS)]
-    for (ledger, _resolved), delay in zip(results, delays, strict=True):
-        assert ledger == expected, f"kill after {delay:.2f}s: {ledger}"
+    for (ledger, _resolved), (done, jitter) in zip(results, instants, strict=True):
+        assert ledger == expected, f"kill {jitter:.2f}s after {done} steps: {ledger}"
     # the kills landed at different points: some before any step, some mid-run
     assert sum(1 for _, resolved in results if resolved) >= 5
 
 
 def test_sigterm_lets_running_step_finish_then_exit_130(tmp_path: Path) -> None:
+    # `a` runs until the test has seen the SIGTERM taken (file `go`), then finishes
+    wait_go = "while [ ! -e go ]; do sleep 0.05; done"
     steps = [
-        sh("a", "touch a.started; sleep 1; echo a >> ledger.txt"),
+        sh("a", f"touch a.started; {wait_go}; echo a >> ledger.txt"),
         sh("b", "echo b >> ledger.txt"),
     ]
     (tmp_path / "r.yaml").write_text(runbook_yaml("sig", phases=[{"id": "p", "steps": steps}]))
@@ -96,9 +99,12 @@ def test_sigterm_lets_running_step_finish_then_exit_130(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(tmp_path / "a.started")
+    output = Output(proc)
+    _wait_for(tmp_path / "a.started", proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    output.wait_for("interrupted: starting nothing new")
+    (tmp_path / "go").touch()
+    out, err = output.finish(timeout=60)
     assert proc.returncode == 130, out + err
     assert "interrupted: starting nothing new" in out
     assert "resume with: runbook apply r.yaml" in out
@@ -122,11 +128,12 @@ def test_second_interrupt_stops_steps_unknown_unless_idempotent(tmp_path: Path) 
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(tmp_path / "cmd.started")
+    output = Output(proc)
+    _wait_for(tmp_path / "cmd.started", proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    output.wait_for("interrupted: starting nothing new")  # the first one was taken
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = output.finish(timeout=60)
     assert proc.returncode == 130, out + err
     assert "stopping the running steps now" in out
     doc2 = json.loads(_run(tmp_path, "status", "r.yaml", "--format", "json").stdout)
@@ -134,12 +141,8 @@ def test_second_interrupt_stops_steps_unknown_unless_idempotent(tmp_path: Path) 
     assert by == {"pause": "pending", "cmd": "unknown"}
 
 
-def _wait_for(path: Path) -> None:
-    for _ in range(200):
-        if path.exists():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never appeared")
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    wait_until(path.exists, f"{path.name} appears", proc)
 
 
 CANARY = "canary-7f3a9-s3cret"

@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-from tests.engine.helpers import RUNBOOK, journal, status_json, write_subs_runbook
+from tests.engine.helpers import (
+    RUNBOOK,
+    Output,
+    journal,
+    status_json,
+    wait_until,
+    write_subs_runbook,
+)
 
 N = 400
 
@@ -107,11 +114,8 @@ def test_a_429_with_retry_after_is_honoured(runbook, provider) -> None:
     assert provider.customers[3] == 2 and provider.moved >= {3, 4}
 
 
-def _wait_calls(provider: Any, n: int) -> None:
-    for _ in range(600):
-        if sum(provider.customers.values()) >= n:
-            return
-        time.sleep(0.01)
+def _wait_calls(provider: Any, n: int, proc: subprocess.Popen[Any]) -> None:
+    wait_until(lambda: sum(provider.customers.values()) >= n, f"{n} calls", proc)
 
 
 def test_a_crash_in_the_middle_of_2000_members_loses_none_and_calls_none_twice_unkeyed(
@@ -126,7 +130,7 @@ def test_a_crash_in_the_middle_of_2000_members_loses_none_and_calls_none_twice_u
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_calls(provider, cut)
+        _wait_calls(provider, cut, proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     r = subprocess.run(
@@ -226,11 +230,11 @@ def test_replace_after_a_finished_run_stays_inside_it(runbook, provider) -> None
 
 
 def test_a_second_interrupt_leaves_the_calls_in_flight_and_calls_nobody_else(provider) -> None:
-    """Ctrl-C twice in the middle of a foreach whose calls take 10 s: the apply exits at once
+    """Ctrl-C twice in the middle of a foreach whose calls take 60 s: the apply exits at once
     (exit 130) without waiting for the calls in flight, calls no other member, and leaves
     those members `started`; the next apply sends them again with their own key."""
     _base(rows=40)
-    provider.delay = 10.0
+    provider.delay = 60.0
     _runbook(provider.url, foreach={"cohort": "subs", "concurrency": 2})
     proc = subprocess.Popen(
         [RUNBOOK, "apply", "r.yaml", "--yes"],
@@ -238,14 +242,15 @@ def test_a_second_interrupt_leaves_the_calls_in_flight_and_calls_nobody_else(pro
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_calls(provider, 2)
+    output = Output(proc)
+    _wait_calls(provider, 2, proc)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    output.wait_for("interrupted: starting nothing new")  # the first one was taken
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
-    out, err = proc.communicate(timeout=60)
+    out, err = output.finish(timeout=60)
     assert proc.returncode == 130, out + err
-    assert time.monotonic() - start < 8.0  # the calls in flight (10 s) were not waited for
+    assert time.monotonic() - start < 30.0  # the calls in flight (60 s) were not waited for
     in_flight = dict(provider.calls)
     assert len(in_flight) == 2 and sum(provider.customers.values()) == 2  # nobody else
     provider.delay = 0.0

@@ -159,8 +159,9 @@ def test_masking_every_record_stays_cheap() -> None:
 
     masker = Masker({f"s{i}": f"{CANARY}-{i}" for i in range(5)})
     record = json.dumps({"t": "step", "id": "copy[pilot]", "status": "succeeded", "n": 1}) * 3
-    start = time.perf_counter()
+    # CPU time of this process: what masking costs, whatever else runs on the machine
+    start = time.process_time()
     for _ in range(10_000):
         masker.mask(record)
-    per_record = (time.perf_counter() - start) / 10_000
+    per_record = (time.process_time() - start) / 10_000
     assert per_record < 100e-6, f"{per_record * 1e6:.1f} µs per record"

@@ -268,3 +268,155 @@ def test_the_runs_starter_is_the_os_user_not_user_from_the_environment(tmp_path:
     assert r.returncode == 3, r.stdout + r.stderr
     (start,) = [rec for rec in journal(".runbook", "t") if rec["t"] == "run" and "user" in rec]
     assert start["user"] == ME != "someone-else"
+
+
+# -- holes left in the first part (issue 14), each test named after its hole ---------------
+
+
+def _edited_after_pause(runbook) -> None:  # type: ignore[no-untyped-def]
+    _runbook()
+    _paused(runbook)
+    _runbook(b_command="echo B-{{ vars.region }} >> ledger.txt")
+
+
+def test_hole_a_refused_apply_migrated_an_older_state_schema(runbook) -> None:  # type: ignore[no-untyped-def]
+    """An apply refused for changes (exit 2) migrated the schema before it refused."""
+    _edited_after_pause(runbook)
+    con = sqlite3.connect(STATE)
+    con.execute("ALTER TABLE journal DROP COLUMN hash")  # the schema of version 3
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'version'")
+    con.commit()
+    con.close()
+    before = STATE.read_bytes()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 2 and "Nothing was written" in r.err, r.output
+    assert STATE.read_bytes() == before
+    con = sqlite3.connect(f"file:{STATE}?mode=ro", uri=True)
+    try:
+        assert con.execute("SELECT value FROM meta WHERE key = 'version'").fetchone() == ("3",)
+        columns = [row[1] for row in con.execute("PRAGMA table_info(journal)")]
+    finally:
+        con.close()
+    assert "hash" not in columns
+    assert not Path(".runbook/t/lock").exists() or Path(".runbook/t/lock").read_bytes() == b""
+
+
+def test_hole_a_refused_apply_imported_a_legacy_journal(runbook) -> None:  # type: ignore[no-untyped-def]
+    """An apply refused for changes (exit 2) imported journal.jsonl into a new state.db."""
+    from runbook_engine.state import legacy
+
+    _edited_after_pause(runbook)
+    head = {"t": "header", "format": legacy.FORMAT, "runbook": "t", "at": "2026-11-01T00:00:00Z"}
+    records = [json.loads(rec) for _seq, _hash, rec in _rows()]
+    folder = STATE.parent
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (folder / name).unlink(missing_ok=True)
+    old = b"".join(legacy.frame(r) for r in [head, *records])
+    (folder / "journal.jsonl").write_bytes(old)
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 2 and "Nothing was written" in r.err, r.output
+    assert (folder / "journal.jsonl").read_bytes() == old
+    assert not (folder / "state.db").exists()
+    assert not (folder / "journal.jsonl.imported").exists()
+    assert ledger_lines() == ["a"]
+
+
+def _with_contingency(command: str) -> None:
+    write(
+        "r.yaml",
+        vars={"region": {"type": "string"}, "batch": 5},
+        risks=[
+            {
+                "id": "loss",
+                "description": "rows lost",
+                "likelihood": "low",
+                "impact": "high",
+                "mitigation": "backup",
+                "owner": "dba",
+                "contingencies": ["page"],
+            }
+        ],
+        contingencies=[{"id": "page", "action": "shell", "with": {"command": command}}],
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh("a", "echo a >> ledger.txt"),
+                    {"id": "ok", "action": "approval"},
+                    sh("b", "echo b >> ledger.txt", risks=["loss"]),
+                ],
+            }
+        ],
+    )
+
+
+def test_hole_an_edited_contingency_did_not_affect_the_steps_that_fire_it(runbook) -> None:  # type: ignore[no-untyped-def]
+    _with_contingency("echo paged >> pages.txt")
+    _paused(runbook)
+    _with_contingency("echo PAGED >> pages.txt")
+    before = _rows()
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 2, r.output
+    assert "step b: a contingency it fires changed (page)" in r.err
+    assert "step a" not in r.err and "step ok" not in r.err
+    assert _rows() == before
+    r = runbook("apply", "r.yaml", "--yes", "--accept-changes")
+    assert r.code == 3, r.output
+    (acc,) = _accepts()
+    assert acc["steps"] == ["b"] and "b" in acc["context"]
+
+
+def test_hole_a_var_reaching_only_a_cohort_source_did_not_affect_its_wave_steps(runbook) -> None:  # type: ignore[no-untyped-def]
+    from tests.engine.helpers import write_subs_runbook
+
+    for name in ("legacy.db", "copy.db"):
+        con = sqlite3.connect(name)
+        con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT)")
+        con.executemany(
+            "INSERT INTO customers VALUES (?, ?)", [(i, f"c{i}@example.com") for i in (1, 2, 3)]
+        )
+        con.commit()
+        con.close()
+    steps = [
+        {"id": "ok", "action": "approval"},
+        sh("after", "echo after-{{ wave.id }} >> ledger.txt"),
+    ]
+    write_subs_runbook("t", steps, [{"id": "all", "size": "rest"}])
+    r = runbook("apply", "r.yaml", "--yes")
+    assert r.code == 3, r.output
+    before = _rows()
+    r = runbook("apply", "r.yaml", "--yes", "--var", "legacy_db=sqlite:///copy.db")
+    assert r.code == 2, r.output
+    assert "step ok[all]: uses changed vars: legacy_db" in r.err
+    assert "step after[all]: uses changed vars: legacy_db" in r.err
+    assert _rows() == before and ledger_lines() == []
+
+
+def test_hole_the_lock_holder_was_the_user_from_the_environment(runbook) -> None:  # type: ignore[no-untyped-def]
+    """The lock's holder came from getpass ($USER/$LOGNAME first): it is the OS user."""
+    import subprocess
+    import time
+
+    from tests.engine.helpers import RUNBOOK
+
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("slow", "sleep 30")]}])
+    env = {**os.environ, "USER": "someone-else", "LOGNAME": "someone-else"}
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        holder = None
+        deadline = time.monotonic() + 120
+        while holder is None and time.monotonic() < deadline:
+            r = runbook("lock", "r.yaml", "--format", "json")
+            assert r.code == 0, r.output
+            holder = json.loads(r.out)["lease"]["holder"]
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert holder is not None, "the apply never took the lease"
+    assert holder["user"] == ME != "someone-else"

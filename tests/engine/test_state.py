@@ -10,12 +10,11 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, statuses, write
+from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, statuses, wait_until, write
 
 STATE = Path(".runbook/t/state.db")
 
@@ -95,7 +94,7 @@ def test_state_of_a_newer_program_is_exit_2(runbook) -> None:
     _applied(runbook)
     _sql("UPDATE meta SET value = '99' WHERE key = 'version'")
     r = runbook("apply", "r.yaml", "--yes")
-    assert r.code == 2 and "schema 99, this program knows 4" in r.err
+    assert r.code == 2 and "schema 99, this program knows 5" in r.err
 
 
 def test_foreign_file_is_not_a_state(runbook) -> None:
@@ -236,10 +235,7 @@ def test_second_apply_gets_exit_4_naming_the_holder() -> None:
         [RUNBOOK, "apply", "r.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        for _ in range(100):
-            if Path("started").exists():
-                break
-            time.sleep(0.05)
+        wait_until(Path("started").exists, "step `slow` starts", first)
         second = subprocess.run(
             [RUNBOOK, "apply", "r.yaml", "--yes"], capture_output=True, text=True, timeout=60
         )
@@ -249,7 +245,7 @@ def test_second_apply_gets_exit_4_naming_the_holder() -> None:
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    # the holder died: the next apply takes the lock over with a notice
+    # the holder died: the next apply takes the lease over at once, with a notice
     third = subprocess.run(
         [RUNBOOK, "apply", "r.yaml", "--yes"],
         capture_output=True,
@@ -258,27 +254,22 @@ def test_second_apply_gets_exit_4_naming_the_holder() -> None:
         env={**os.environ, "PATH": os.environ["PATH"]},
         input="",
     )
-    assert "took over a stale lock" in third.stdout
+    assert f"took over the lease of {pwd.getpwuid(os.getuid()).pw_name}@" in third.stdout
+    assert f"pid {first.pid}" in third.stdout and "its process is gone" in third.stdout
     assert third.returncode == 3  # `slow` was running when killed: unknown, so paused
     assert "resolve" in third.stdout
 
 
 def test_lock_from_another_host_needs_unlock_force(runbook) -> None:
+    """A holder on another host (its flock cannot be seen from here) with a live lease."""
     _applied(runbook)
-    lock = Path(".runbook/t/lock")
-    lock.write_text(
-        json.dumps(
-            {
-                "host": "far-away",
-                "pid": 1,
-                "user": "ops",
-                "started_at": "2026-11-25T10:00:00Z",
-                "command": "runbook apply",
-            }
-        )
+    _sql(
+        "UPDATE lease SET epoch = 5, host = 'far-away', pid = 1, user = 'ops', started = "
+        "'2026-11-25T10:00:00.000Z', command = 'runbook apply', released = NULL"
     )
+    Path(".runbook/t/lease-5").touch()  # renewed just now
     r = runbook("apply", "r.yaml", "--yes")
-    assert r.code == 4 and "ops@far-away pid 1" in r.err and "unlock" in r.err
+    assert r.code == 4 and "ops@far-away pid 1" in r.err and "runbook lock FILE" in r.err
     assert runbook("unlock", "r.yaml").code == 2
     r = runbook("unlock", "r.yaml", "--force")
     assert r.code == 0 and "held by ops@far-away pid 1" in r.out

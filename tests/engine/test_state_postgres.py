@@ -1,6 +1,8 @@
 """The run state on PostgreSQL (SPEC §8, issue 14): `state init`, journal rows, the lease of two
 operators with their own roles, fencing of a frozen holder, the crash campaign, the audit
-chain, and what the backend refuses. Every command runs as its own process (two operators,
+chain, and what the backend refuses; `runbook lock` and `status` reading the lease, `unlock
+--force`, approve and resolve beside a running apply (never taking the lease, `allow_self`
+false by default), and the pinned vars' per-runbook key. Every command runs as its own process (two operators,
 two machines), against a real server (``tests/servers/postgres.py``)."""
 
 from __future__ import annotations
@@ -122,15 +124,15 @@ def test_state_init_twice_is_idempotent_and_a_newer_schema_is_exit_2(
 
     first = _init(pg_dsn, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "created the state schema runbook (version 1)" in first.stdout
+    assert "created the state schema runbook (version 2)" in first.stdout
     password = pg_dsn.split(":")[2].split("@")[0]
     assert password not in first.stdout + first.stderr and ":***@" in first.stdout
     again = _init(pg_dsn, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "is current (version 1): nothing to do" in again.stdout
+    assert "is current (version 2): nothing to do" in again.stdout
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
-        assert meta == {"format": "runbook-state", "version": "1"}
+        assert meta == {"format": "runbook-state", "version": "2"}
         tables = {
             r[0]
             for r in conn.execute(
@@ -141,7 +143,7 @@ def test_state_init_twice_is_idempotent_and_a_newer_schema_is_exit_2(
         conn.execute("UPDATE runbook.meta SET value = '99' WHERE key = 'version'")
     newer = _init(pg_dsn, tmp_path)
     assert newer.returncode == 2
-    assert "version 99, newer than this program's (1)" in newer.stderr
+    assert "version 99, newer than this program's (2)" in newer.stderr
     assert "Traceback" not in newer.stderr and password not in newer.stderr
     (tmp_path / "r.yaml").write_text(
         runbook_yaml("n", phases=[{"id": "p", "steps": [sh("a", "true")]}])
@@ -432,7 +434,7 @@ def test_an_expired_lease_is_taken_over_and_the_frozen_holder_is_fenced(
                 p.kill()
                 p.wait()
     assert old.returncode == 4, out_old + err_old
-    assert f"lease lost to {role_b}@" in err_old and f"pid {new.pid}" in err_old
+    assert f"lost the lease of the state to {role_b}@" in err_old and f"pid {new.pid}" in err_old
     assert not (ana / "ledger.txt").exists()  # its s1 was cancelled, s2 never started
     assert new.returncode == 0, out_new + err_new
     assert f"took over the lease of {role_a}@" in out_new + err_new
@@ -501,8 +503,8 @@ def test_a_holder_that_finds_its_lease_lost_at_renewal_cancels_its_running_steps
                 p.kill()
                 p.wait()
     assert old.returncode == 4, out_old + err_old
-    assert f"lease lost to {role_b}@" in out_old and "stopping the running steps now" in out_old
-    assert f"runbook: lease lost to {role_b}@" in err_old
+    assert "the lease of the state was lost: stopping the running steps now" in out_old
+    assert f"runbook: lost the lease of the state to {role_b}@" in err_old
     # nothing of the old holder after the takeover: only the new holder's resume records
     assert after[: len(taken)] == taken
     assert not any(
@@ -785,3 +787,289 @@ def test_a_holder_that_took_over_from_a_frozen_one_is_not_taken_over_when_that_o
                 p.wait()
     assert new.returncode == 0, out + err
     assert (bo / "ledger.txt").read_text().split() == ["s1", "s2"]
+
+
+# -- the lease as anyone reads it, unlock --force, decisions beside a run, pins -----------------
+
+
+def _lock(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
+    r = run(cwd, env, "lock", "r.yaml", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    lease: dict[str, Any] = json.loads(r.stdout)["lease"]
+    return lease
+
+
+def test_lock_and_status_show_the_holder_on_postgresql_live_then_lost_since_its_renewal(
+    team: Team, tmp_path: Path
+) -> None:
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _blocking_runbook(ana, "lk")
+    _blocking_runbook(bo, "lk")
+    host = socket.gethostname()
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_starts(ana, 1)
+        before = team.journal("lk")
+        text = run(bo, team.env(role_b), "lock", "r.yaml")
+        assert text.returncode == 0, text.stderr
+        assert f"lk: lease held by {role_a}@{host} pid {proc.pid} since " in text.stdout
+        assert "  live: held for " in text.stdout and "lease 30s" in text.stdout
+        live = _lock(bo, team.env(role_b))
+        assert live["state"] == "live" and live["epoch"] == 1 and live["lost_since"] is None
+        assert live["holder"]["user"] == role_a and live["holder"]["pid"] == proc.pid
+        assert live["age"] >= 0 and live["since_renewal"] >= 0 and live["renewed"]
+        doc = json.loads(run(bo, team.env(role_b), "status", "r.yaml", "--format", "json").stdout)
+        assert doc["run"]["holder"]["alive"] is True and doc["run"]["holder"]["lease"] == "held"
+        assert team.journal("lk") == before  # reading took and wrote nothing
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 60
+    while (lost := _lock(bo, team.env(role_b)))["state"] != "lost":
+        assert time.monotonic() < deadline, lost  # the server ends the dead session
+        time.sleep(0.1)
+    assert lost["holder"]["pid"] == proc.pid and lost["lost_since"] == lost["renewed"]
+    text = run(bo, team.env(role_b), "lock", "r.yaml")
+    assert f"lost: its database session is gone; holder lost since {lost['renewed']}" in (
+        text.stdout
+    )
+    doc = json.loads(run(bo, team.env(role_b), "status", "r.yaml", "--format", "json").stdout)
+    holder = doc["run"]["holder"]
+    assert holder["alive"] is False and holder["lease"] == "lost"
+    assert holder["lost_since"] == lost["renewed"] and holder["user"] == role_a
+    line = run(bo, team.env(role_b), "status", "r.yaml").stdout.splitlines()[0]
+    assert f"running (holder lost since {lost['renewed']}" in line
+    (tmp_path / "release").touch()
+    taken = run(bo, team.env(role_b), "apply", "r.yaml", "--yes")
+    assert f"took over the lease of {role_a}@{host} pid {proc.pid}" in taken.stdout + taken.stderr
+    after = run(bo, team.env(role_b), "lock", "r.yaml")
+    assert after.returncode == 0 and after.stdout.startswith("lk: nobody holds the lease")
+    assert _lock(bo, team.env(role_b))["epoch"] == 2
+
+
+def test_unlock_force_on_postgresql_advances_the_epoch_and_fences_the_holder(
+    team: Team, tmp_path: Path
+) -> None:
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _blocking_runbook(ana, "uf")
+    _blocking_runbook(bo, "uf")
+    none = run(bo, team.env(role_b), "unlock", "r.yaml", "--force")
+    assert none.returncode == 2 and "no state of uf in " in none.stderr
+    assert "nothing to clear" in none.stderr and "Traceback" not in none.stderr
+    assert team.sql("SELECT * FROM runbook.lease WHERE runbook = 'uf'") == []
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "3s"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_starts(ana, 1)
+        refused = run(bo, team.env(role_b), "unlock", "r.yaml")
+        assert refused.returncode == 2 and "--force" in refused.stderr
+        r = run(bo, team.env(role_b), "unlock", "r.yaml", "--force")
+        assert r.returncode == 0, r.stderr
+        assert f"held by {role_a}@" in r.stdout and f"pid {proc.pid}" in r.stdout
+        assert "epoch now 2" in r.stdout and "fenced" in r.stdout
+        cleared = team.journal("uf")
+        out, err = proc.communicate(timeout=120)  # its next renewal finds out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4, out + err
+    assert f"lost the lease of the state to {role_b} (`runbook unlock r.yaml --force`" in err
+    assert team.journal("uf") == cleared  # it wrote nothing after the unlock
+    assert not (ana / "ledger.txt").exists()
+    row = team.sql('SELECT epoch, host, "user" FROM runbook.lease WHERE runbook = %s', ("uf",))
+    assert row == [(2, None, role_b)]
+    assert run(bo, team.env(role_b), "lock", "r.yaml").stdout.startswith(
+        "uf: nobody holds the lease"
+    )
+
+
+def _waiting(team: Team, name: str, step: str) -> None:
+    deadline = time.monotonic() + 120
+    while not any(
+        r["t"] == "step" and r.get("id") == step and r.get("status") == "waiting"
+        for _, r in team.journal(name)
+    ):
+        assert time.monotonic() < deadline, f"{step} never waited"
+        time.sleep(0.1)
+
+
+def _beside(first: dict[str, Any], *dirs: Path, name: str) -> None:
+    slow = sh(
+        "slow",
+        "i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done;"
+        " echo slow >> ledger.txt",
+    )
+    steps = [first, sh("after", "echo after >> ledger.txt", needs=[first["id"]]), slow]
+    for d in dirs:
+        (d / "r.yaml").write_text(
+            runbook_yaml(name, phases=[{"id": "p", "parallel": True, "steps": steps}])
+        )
+
+
+def test_approve_on_postgresql_beside_a_running_apply_the_starter_refused_another_role_counts(
+    team: Team, tmp_path: Path
+) -> None:
+    """`approve` never takes the lease on PostgreSQL either: given while an apply holds it, it
+    is recorded at once (serialised with the holder's writes) and the running apply goes on
+    with it. `allow_self` defaults to false there: the starter's role is refused."""
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _beside({"id": "ok", "action": "approval"}, ana, bo, name="beside")
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _waiting(team, "beside", "ok")
+        held = run(bo, team.env(role_b), "apply", "r.yaml", "--yes")
+        assert held.returncode == 4, held.stderr  # the running apply holds the lease
+        epoch = team.sql("SELECT epoch FROM runbook.lease WHERE runbook = 'beside'")
+        before = team.journal("beside")
+        own = run(ana, team.env(role_a), "approve", "r.yaml", "ok")
+        assert own.returncode == 2, own.stdout + own.stderr
+        assert f"'{role_a}' started run" in own.stderr and "may not approve ok" in own.stderr
+        assert "allow_self is false" in own.stderr
+        assert team.journal("beside") == before  # refused: nothing written
+        started = time.monotonic()
+        got = run(bo, team.env(role_b), "approve", "r.yaml", "ok", "--comment", "while it runs")
+        assert got.returncode == 0, got.stderr
+        assert time.monotonic() - started < 60  # it did not wait for the lease
+        approvals = [r for _, r in team.journal("beside") if r["t"] == "approval"]
+        assert [(a["by"], a["comment"]) for a in approvals] == [(role_b, "while it runs")]
+        # the lease was never taken by approve: same epoch, same holder
+        assert team.sql("SELECT epoch FROM runbook.lease WHERE runbook = 'beside'") == epoch
+        (ana / "go").touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    assert sorted((ana / "ledger.txt").read_text().split()) == ["after", "slow"]
+    seqs = [seq for seq, _ in team.journal("beside")]
+    assert seqs == list(range(1, len(seqs) + 1))
+    audit = run(bo, team.env(role_b), "audit", "r.yaml")
+    assert audit.returncode == 0 and "chain holds" in audit.stdout
+
+
+def test_allow_self_true_lets_the_starter_approve_on_postgresql(team: Team, tmp_path: Path) -> None:
+    ana, _bo = _two_places(tmp_path)
+    role_a, _role_b = list(team.roles)
+    steps = [
+        {"id": "go", "action": "approval", "with": {"allow_self": True}},
+        sh("b", "echo b >> ledger.txt", needs=["go"]),
+    ]
+    (ana / "r.yaml").write_text(runbook_yaml("selfok", phases=[{"id": "p", "steps": steps}]))
+    first = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    assert first.returncode == 3, first.stdout + first.stderr
+    got = run(ana, team.env(role_a), "approve", "r.yaml", "go")
+    assert got.returncode == 0, got.stderr
+    assert [r["by"] for _, r in team.journal("selfok") if r["t"] == "approval"] == [role_a]
+
+
+def test_resolve_on_postgresql_fails_a_waiting_gate_beside_a_running_apply(
+    team: Team, tmp_path: Path
+) -> None:
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    gate = {
+        "id": "gate",
+        "action": "check",
+        "with": {"command": "echo notanumber", "condition": "value == 1", "interval": "0s"},
+        "rollback": "none",
+        "on_failure": "continue",
+    }
+    _beside(gate, ana, bo, name="gatebeside")
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _waiting(team, "gatebeside", "gate")
+        assert run(bo, team.env(role_b), "apply", "r.yaml", "--yes").returncode == 4
+        got = run(bo, team.env(role_b), "resolve", "r.yaml", "gate", "--as", "failed")
+        assert got.returncode == 0, got.stderr
+        gates = [r for _, r in team.journal("gatebeside") if r["t"] == "gate"]
+        assert [(g["decision"], g["by"]) for g in gates] == [("failed", role_b)]
+        (ana / "go").touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the running apply read the decision: the gate failed (on_failure: continue)
+    assert proc.returncode == 1, out + err
+    doc = json.loads(run(bo, team.env(role_b), "status", "r.yaml", "--format", "json").stdout)
+    st = {s["id"]: s for s in doc["steps"]}
+    assert st["gate"]["status"] == "failed" and "failed by the decision of" in st["gate"]["error"]
+    assert (ana / "ledger.txt").read_text().split() == ["slow"]
+
+
+def test_pins_on_postgresql_use_a_per_runbook_var_key_never_shown(
+    team: Team, tmp_path: Path
+) -> None:
+    ana, _bo = _two_places(tmp_path)
+    role_a, _role_b = list(team.roles)
+    steps = [
+        sh("a", "echo a >> ledger.txt"),
+        {"id": "ok", "action": "approval", "with": {"allow_self": True}},
+        sh("b", "echo b-{{ vars.region }} >> ledger.txt"),
+    ]
+    for name in ("pin1", "pin2"):
+        (ana / f"{name}.yaml").write_text(
+            runbook_yaml(
+                name, vars={"region": {"type": "string"}}, phases=[{"id": "p", "steps": steps}]
+            )
+        )
+    env = team.env(role_a)
+    for name in ("pin1", "pin2"):
+        r = run(ana, env, "apply", f"{name}.yaml", "--yes", "--var", "region=eu")
+        assert r.returncode == 3, r.stdout + r.stderr
+    keys = dict(team.sql("SELECT runbook, var_key FROM runbook.state"))
+    assert len(keys["pin1"]) == 64 and keys["pin1"] != keys["pin2"]  # one key per runbook
+    journal = team.journal("pin1")
+    started = next(rec for _, rec in journal if rec["t"] == "run")
+    assert set(started["var_hmacs"]) == {"region"}
+    assert not any(keys["pin1"] in json.dumps(rec) for _, rec in journal)
+    # other vars affect b, not yet done: refused, nothing written
+    before = team.journal("pin1")
+    other = run(ana, env, "apply", "pin1.yaml", "--yes", "--var", "region=us")
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "Nothing was written" in other.stderr and "region" in other.stderr
+    assert team.journal("pin1") == before
+    for r in (other, run(ana, env, "status", "pin1.yaml"), run(ana, env, "audit", "pin1.yaml")):
+        assert keys["pin1"] not in r.stdout + r.stderr
+    # the chain on PostgreSQL starts at record 1
+    audit = run(ana, env, "audit", "pin1.yaml")
+    assert audit.returncode == 0 and "chain holds" in audit.stdout
+
+
+def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_path: Path) -> None:
+    import psycopg
+
+    assert _init(pg_dsn, tmp_path).returncode == 0
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 1 left it
+        conn.execute("ALTER TABLE runbook.state DROP COLUMN var_key")
+        conn.execute("UPDATE runbook.meta SET value = '1' WHERE key = 'version'")
+    (tmp_path / "r.yaml").write_text(
+        runbook_yaml("m", phases=[{"id": "p", "steps": [sh("a", "true")]}])
+    )
+    env = {**os.environ, "RUNBOOK_STATE": pg_dsn}
+    old = run(tmp_path, env, "apply", "r.yaml", "--yes")
+    assert old.returncode == 2 and "migrate it with `runbook state init" in old.stderr
+    migrated = _init(pg_dsn, tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "migrated the state schema runbook from version 1 to 2" in migrated.stdout
+    applied = run(tmp_path, env, "apply", "r.yaml", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr

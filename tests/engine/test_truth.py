@@ -6,10 +6,17 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
-from tests.engine.helpers import RUNBOOK, journal, ledger_lines, sh, status_json, write
+from tests.engine.helpers import (
+    RUNBOOK,
+    journal,
+    ledger_lines,
+    sh,
+    status_json,
+    wait_until,
+    write,
+)
 
 
 def _pager_runbook() -> None:
@@ -104,10 +111,7 @@ def test_status_after_kill_9_shows_the_holder_lost_never_plainly_running(runbook
         [RUNBOOK, "apply", "r.yaml", "--yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        for _ in range(200):
-            if Path("started").exists():
-                break
-            time.sleep(0.05)
+        wait_until(Path("started").exists, "step `slow` starts", proc)
         doc = status_json(runbook, "r.yaml")
         holder = doc["run"]["holder"]
         assert holder["alive"] is True and holder["pid"] == proc.pid

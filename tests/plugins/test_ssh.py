@@ -272,10 +272,11 @@ def _gone(pid: int) -> bool:
 
 def test_command_timeout_stops_the_command(make_ctx: Any, sshd: SshServer) -> None:
     trust(sshd)
-    ctx = make_ctx(runbook_text=runbook_text(sshd.inventory()), timeout=2.0)
+    # time enough to connect on a loaded machine; the command would sleep 120 s
+    ctx = make_ctx(runbook_text=runbook_text(sshd.inventory()), timeout=5.0)
     nap = f"sleep 120.{secrets.randbelow(10**6):06d}"  # unique: other runs may share the user
     err = failure({"command": f"echo $$; {nap}; echo never", "hosts": ["h1"]}, ctx)
-    assert "h1: timed out after 2s (the step's timeout): the command was sent TERM" in err.message
+    assert "h1: timed out after 5s (the step's timeout): the command was sent TERM" in err.message
     host = err.outputs["hosts"]["h1"]
     assert host["exit_code"] is None and "never" not in host["stdout"]
     pid = int(host["stdout"].split()[0])

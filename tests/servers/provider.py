@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ class Provider:
     deleted: Counter[Any] = field(default_factory=Counter)
     unkeyed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)  # cuts the delays short
     port: int = 0
 
     @property
@@ -50,7 +50,7 @@ class Provider:
             self.customers[customer] += 1
             first = self.customers[customer] == 1
         if self.delay:
-            time.sleep(self.delay)
+            self.stopping.wait(self.delay)
         if customer in self.always_limited or (customer in self.limited and first):
             return 429, {"Retry-After": str(self.retry_after)}
         if customer in self.declined:
@@ -120,5 +120,6 @@ def provider() -> Iterator[Provider]:
     try:
         yield p
     finally:
+        p.stopping.set()  # a slow answer still under way does not outlive the test
         server.shutdown()
         server.server_close()

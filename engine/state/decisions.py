@@ -1,0 +1,102 @@
+"""A person's decision written beside a running ``apply``, never under its lock (SPEC §11:
+"``approve`` and ``resolve`` never wait for or take the run's lease: they write decision records
+that the running ``apply`` reads").
+
+``decide`` folds the state, then, inside one write transaction (SQLite's ``BEGIN IMMEDIATE``
+serialises it with the apply's own commits), folds what was appended since, asks ``check`` for
+the records to append (``check`` refuses with ``InvalidInput``: the transaction is rolled back
+and nothing is written), and appends them to the same audit chain with ``effect`` (ledger
+rows) in the same transaction. What is checked is what is on disk at the instant of the write:
+two approvals by one identity at once cannot both pass.
+
+On PostgreSQL the same: the transaction first takes the runbook's appenders' lock
+(``Database.before_append``, the lock the holder's fenced writes take with their epoch check,
+``pg.py``), then reads what was committed since, checks and appends; it never takes or reads
+the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import InvalidInput
+from ..masking import Masker
+from . import db as dbm
+from . import journal, legacy, location
+from .status import State
+from .store import fold, now, state_path
+
+Check = Callable[[State], tuple[Sequence[dict[str, Any]], Callable[[dbm.Database], None] | None]]
+
+
+def decide(
+    state_dir: str | os.PathLike[str], name: str, masker: Masker, check: Check
+) -> list[dict[str, Any]]:
+    """Append the records ``check(state)`` returns (masked, stamped), with their effect, in one
+    transaction checked against the state as it is at that instant; returns them as written."""
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        state_path(".", name)  # a name the schema refuses is exit 2, as on a directory
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            raise InvalidInput(
+                f"no state of {name} in {location.shown(str(state_dir))}: nothing to decide on"
+            )
+        try:
+            return _decide(pgdb, name, masker, check, pgdb.path)
+        finally:
+            pgdb.close()
+    base = state_path(state_dir, name)
+    path = base / dbm.FILE
+    if not path.exists():
+        if (base / legacy.FILE).exists():
+            raise InvalidInput(
+                f"{base / legacy.FILE} is a state of an earlier version: `runbook apply` "
+                "imports it (a decision is recorded once it is); nothing was recorded"
+            )
+        raise InvalidInput(f"no state at {base}: nothing to decide on")
+    from .lease import guard
+
+    with guard(base):  # opened as every opener does: never beside a migration (not the lease)
+        db = dbm.open_existing(path, name)
+        try:
+            dbm.setup(db)
+        except BaseException:
+            db.close()
+            raise
+    try:
+        try:
+            return _decide(db, name, masker, check, path)
+        except sqlite3.DatabaseError as exc:
+            raise dbm.damaged(path, exc) from None
+    finally:
+        db.close()
+
+
+def _decide(
+    db: dbm.Database, name: str, masker: Masker, check: Check, path: object
+) -> list[dict[str, Any]]:
+    records = journal.read(db)
+    state = fold(name, records, path)
+    seen = records[-1][0] if records else 0
+    with db.transaction(fenced=False):
+        # serialised with every other appender first (SQLite: BEGIN IMMEDIATE already;
+        # PostgreSQL: the appenders' lock), then what was committed since (an apply goes on
+        # beside this command) is folded in
+        db.before_append()
+        state = fold(name, journal.read(db, after=seen), path, state)
+        wanted, effect = check(state)
+        clean: list[dict[str, Any]] = []
+        for rec in wanted:
+            c: dict[str, Any] = masker.mask_record(rec)
+            c.setdefault("at", now())
+            state.apply(c)  # refused here (ValueError) if the fold would refuse it
+            clean.append(c)
+        if effect is not None:
+            effect(db)
+        journal.append(db, clean)
+    return clean

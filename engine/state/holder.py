@@ -1,0 +1,219 @@
+"""Who holds a runbook state's lease, as anyone may read it (``runbook lock``, ``status``,
+and ``lease.py`` before it takes it): the ``lease`` row of ``state.db`` (epoch, holder,
+duration, released) and the holder's file ``STATE_DIR/NAME/lease-EPOCH``, whose flock proves
+the holder alive on this host and whose modification time is its last renewal. Times are
+measured on the file system's clock (SPEC §11): "now" is the modification time of the
+``lock`` file, touched by whoever asks. Reading takes nothing and writes nothing else.
+
+On PostgreSQL the same ``Probe`` is read from the ``runbook.lease`` row and its holder's
+session, on the database clock (``pglease.read``); ``backend.probe`` reads either.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .db import FILE
+
+GUARD = "lock"  # flock held by a command while it opens the state; its mtime is "now"
+PREFIX = "lease-"  # lease-EPOCH: flocked by that epoch's holder; its mtime is the last renewal
+DEFAULT_SECONDS = 30.0
+
+COLUMNS = "epoch, host, pid, user, command, started, seconds, released"
+
+
+def iso(ts: float) -> str:
+    """A timestamp as the state writes times: UTC, ISO 8601, milliseconds."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def user() -> str:
+    """The OS user of this process, from the user database (never ``$USER``)."""
+    from .identity import os_user
+
+    return os_user()
+
+
+@dataclass(frozen=True)
+class Holder:
+    host: str
+    pid: int
+    user: str
+    command: str
+    started: str
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid} since {self.started} (`{self.command}`)"
+
+    def short(self) -> str:
+        return f"{self.user}@{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """The ``lease`` row: the current (or last) holder of the state."""
+
+    epoch: int
+    holder: Holder
+    seconds: float
+    released: str | None
+
+    @classmethod
+    def read(cls, query: Callable[[str], list[tuple[object, ...]]]) -> Row | None:
+        rows = query(f"SELECT {COLUMNS} FROM lease WHERE id = 1")
+        if not rows:
+            return None
+        epoch, host, pid, usr, command, started, seconds, released = rows[0]
+        holder = Holder(str(host), int(str(pid)), str(usr), str(command), str(started))
+        return cls(
+            int(str(epoch)),
+            holder,
+            float(str(seconds)),
+            None if released is None else str(released),
+        )
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a reader sees of the lease. ``state``: ``none`` (nobody holds it), ``held``,
+    ``expired`` (not renewed for its duration: the next apply takes it over) or ``lost``
+    (its holder's process is gone from this host)."""
+
+    state: str
+    epoch: int = 0
+    holder: Holder | None = None  # the holder (state != none) or the last one
+    seconds: float = DEFAULT_SECONDS
+    renewed: str | None = None
+    age: float | None = None  # seconds since it was taken, on the file's clock
+    idle: float | None = None  # seconds since its last renewal, on the file's clock
+    released: str | None = None
+
+    @property
+    def lost_since(self) -> str | None:
+        """Since when the holder is lost: its last sign of life (its last renewal)."""
+        return self.renewed if self.state in ("expired", "lost") else None
+
+    def age_text(self) -> str:
+        from ..format.durations import format_duration
+
+        parts = []
+        if self.age is not None:
+            parts.append(f"held for {format_duration(max(0.0, self.age))}")
+        if self.idle is not None:
+            parts.append(f"renewed {format_duration(max(0.0, self.idle))} ago")
+        parts.append(f"lease {_seconds(self.seconds)}")
+        return ", ".join(parts)
+
+
+def _seconds(seconds: float) -> str:
+    from ..format.durations import format_duration
+
+    return format_duration(seconds)
+
+
+def shown_command(argv: list[str]) -> str:
+    """The holder's command line as it is stored and shown: the values of ``--var`` and the
+    passwords of URLs masked."""
+    from ..masking import MASK, mask_url_passwords
+
+    out: list[str] = ["runbook"]
+    hide = False
+    for arg in argv:
+        if hide:
+            name, sep, _ = arg.partition("=")
+            arg, hide = (f"{name}={MASK}" if sep else MASK), False
+        elif arg == "--var":
+            hide = True
+        elif arg.startswith("--var="):
+            name, sep, _ = arg[len("--var=") :].partition("=")
+            arg = f"--var={name}={MASK}" if sep else f"--var={MASK}"
+        out.append(mask_url_passwords(arg))
+    return " ".join(out)
+
+
+def file_now(directory: Path) -> float:
+    """Now on the clock of the state's file system: the mtime of the ``lock`` file, touched
+    (a reader that may not touch it, or a state without one, uses this machine's clock)."""
+    path = directory / GUARD
+    try:
+        os.utime(path)
+        return os.stat(path).st_mtime
+    except OSError:
+        return time.time()
+
+
+def flocked(path: Path) -> bool:
+    """Whether a process holds the flock of ``path`` now (False when there is no file; True
+    when it cannot be opened to tell: only expiry decides then)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def judge(directory: Path, row: Row | None, now: float) -> Probe:
+    """The lease as ``row`` and the epoch's file say, at ``now`` (the file's clock)."""
+    if row is None:
+        return Probe("none")
+    if row.released:
+        return Probe("none", row.epoch, row.holder, row.seconds, released=row.released)
+    path = directory / f"{PREFIX}{row.epoch}"
+    try:
+        age: float | None = now - _ts(row.holder.started)
+    except ValueError:  # not a time this program wrote
+        age = None
+    try:
+        renewed = os.stat(path).st_mtime
+    except FileNotFoundError:  # its holder was gone before it could renew, or removed
+        return Probe("lost", row.epoch, row.holder, row.seconds, row.holder.started, age)
+    base = Probe("held", row.epoch, row.holder, row.seconds, iso(renewed), age, now - renewed)
+    if row.holder.host == socket.gethostname() and not flocked(path):
+        return _with(base, "lost")
+    if now - renewed > row.seconds:
+        return _with(base, "expired")
+    return base
+
+
+def _with(p: Probe, state: str) -> Probe:
+    return Probe(state, p.epoch, p.holder, p.seconds, p.renewed, p.age, p.idle, p.released)
+
+
+def probe(directory: Path) -> Probe:
+    """The lease of a state, read without taking anything (``lock``, ``status``)."""
+    path = directory / FILE
+    if not path.exists():
+        return Probe("none")
+    try:
+        con = sqlite3.connect(path, timeout=30.0)
+    except sqlite3.Error:
+        return Probe("none")
+    try:
+        con.execute("PRAGMA query_only = ON")
+        row = Row.read(lambda sql: con.execute(sql).fetchall())
+    except sqlite3.DatabaseError:  # no lease table yet (an older schema): nobody holds one
+        return Probe("none")
+    finally:
+        con.close()
+    return judge(directory, row, file_now(directory))
