@@ -1,4 +1,4 @@
-"""The lock of a runbook's state on PostgreSQL, as a lease (SPEC §8 "Lease", §11).
+"""The lease of a runbook's state on PostgreSQL (SPEC §8 "Lease", §11).
 
 The holder (host, pid, user = ``session_user``, started, command) is a row of
 ``runbook.lease``; its connection holds a session-level advisory lock on a key derived from the
@@ -38,7 +38,7 @@ from ..errors import InvalidInput, LeaseLost, LockHeld
 from ..masking import mask_url_passwords
 from . import pg
 from .db import Database
-from .holder import DEFAULT_SECONDS, Holder, Probe
+from .holder import DEFAULT_SECONDS, Holder, Probe, shown_command
 from .location import shown
 
 
@@ -105,8 +105,6 @@ class PgLease:
     def __init__(
         self, url: str, name: str, lease: float = DEFAULT_SECONDS, command: str | None = None
     ) -> None:
-        from .holder import shown_command
-
         self.url = url
         self.name = name
         self.lease = lease
