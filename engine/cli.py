@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "Print the runbook normalised: the canonical text (git textconv)."),
     "schema": ("schema", "Print the runbook JSON Schema (or an action's)."),
     "cohort": ("cohort", "Draw cohorts into waves, admit late entities, re-draw waves."),
+    "state": ("state", "The state store: `state init URL` creates or migrates PostgreSQL's."),
 }
 
 
@@ -63,16 +64,20 @@ class LazyGroup(click.Group):
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.option(
+    "--state",
     "--state-dir",
-    envvar="RUNBOOK_STATE_DIR",
+    "state",
+    envvar=["RUNBOOK_STATE", "RUNBOOK_STATE_DIR"],
     default=".runbook",
     show_default=True,
-    type=click.Path(file_okay=False),
-    help="Where run state lives: DIR/NAME/ per runbook (env RUNBOOK_STATE_DIR).",
+    metavar="DIR|URL",
+    help="Where run state lives: a directory (DIR/NAME/ per runbook) or a PostgreSQL URL, "
+    "postgresql://USER@HOST:PORT/DB (env RUNBOOK_STATE; --state-dir and RUNBOOK_STATE_DIR "
+    "are aliases).",
 )
 @click.version_option(__version__, prog_name="runbook")
 @click.pass_context
-def cli(ctx: click.Context, state_dir: str) -> None:
+def cli(ctx: click.Context, state: str) -> None:
     """Declarative migration runbooks: validate, plan, apply, roll back, diff, report.
 
     A runbook is a YAML file of phases, steps, waves, risks, contingencies and rollbacks.
@@ -87,37 +92,15 @@ def cli(ctx: click.Context, state_dir: str) -> None:
       4    locked by another run (or this run lost its lease)
       130  interrupted (Ctrl-C/SIGTERM), checkpointed and resumable
     """
-    ctx.ensure_object(dict)["state_dir"] = _state_dir(state_dir)
+    ctx.ensure_object(dict)["state_dir"] = _state(state)
 
 
-_URL_SCHEMES = frozenset(
-    {"postgresql", "postgres", "sqlite", "mysql", "mariadb", "http", "https", "file", "redis"}
-)
+def _state(value: str) -> str:
+    """A folder or a PostgreSQL URL (``state/location.py``); any other URL, or a DSN with a
+    password, is exit 2 (never a folder named after it), its password masked."""
+    from .state.location import parse
 
-
-def _state_dir(value: str) -> str:
-    """A folder, never a URL or a DSN taken for a folder name (a password would become a
-    path): ``scheme://…``, ``postgresql:…`` and anything with ``user:password@`` in it are
-    exit 2, their password masked."""
-    import re
-
-    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", value)
-    url = m is not None and (
-        value[m.end() :].startswith("//") or m.group(1).lower() in _URL_SCHEMES
-    )
-    credentials = re.search(r"[^/:@\s]*:[^/@\s]*@", value) is not None
-    if url or credentials:
-        from .errors import InvalidInput
-        from .masking import mask_url_passwords
-
-        shown = re.sub(r"(:)[^:@/\s]*(@)", r"\1***\2", mask_url_passwords(value))
-        what = (
-            f"a state URL with the scheme {m.group(1)!r}" if url and m else "a DSN with a password"
-        )
-        raise InvalidInput(
-            f"--state-dir {shown}: {what} is not supported (it would become a folder named "
-            "after it, password included); give a directory"
-        )
+    parse(value, "--state")
     return value
 
 
@@ -127,7 +110,7 @@ def _log_dir(state_dir: str | None) -> str:
     folder such as /tmp (SPEC §9)."""
     from .files import owned_private_dir, private_dir
 
-    if state_dir and os.path.isdir(state_dir):
+    if state_dir and "://" not in state_dir and os.path.isdir(state_dir):
         return str(private_dir(os.path.join(state_dir, ".logs")))
     home = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
@@ -171,6 +154,26 @@ def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> st
     return path
 
 
+def _without_state_password(text: str, obj: dict[str, Any]) -> str:
+    """``text`` with the password of the state URL (``--state postgresql://u:PW@…``), as
+    given and percent-decoded, masked."""
+    from urllib.parse import unquote, urlsplit
+
+    from .masking import MASK
+
+    state = obj.get("state_dir")
+    if not isinstance(state, str) or "://" not in state:
+        return text
+    try:
+        password = urlsplit(state).password
+    except ValueError:
+        return text
+    for form in {password or "", unquote(password or "")}:
+        if len(form) >= 4:  # shorter: the messages built from the URL mask it already
+            text = text.replace(form, MASK)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) SPEC's exit code."""
     code = run(argv)
@@ -182,7 +185,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         result: Any = cli.main(args=argv, prog_name="runbook", standalone_mode=False, obj=obj)
     except RunbookError as exc:
-        click.echo(f"runbook: {exc}", err=True)
+        # the password of a PostgreSQL state URL never reaches the terminal
+        click.echo(f"runbook: {_without_state_password(str(exc), obj)}", err=True)
         return int(exc.exit_code)
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)

@@ -43,6 +43,7 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
     monkeypatch.delenv("RUNBOOK_STATE_DIR", raising=False)
+    monkeypatch.delenv("RUNBOOK_STATE", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.chdir(work)
     yield work

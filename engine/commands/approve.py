@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
@@ -20,7 +19,8 @@ from .options import state_dir, var_options
     "--by",
     "by",
     metavar="NAME",
-    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+    help="On whose behalf (recorded beside the real identity, the OS user or, on a "
+    "PostgreSQL state, session_user; never instead).",
 )
 @click.option("--comment", default="", help="Why, or what was checked.")
 @var_options
@@ -38,8 +38,9 @@ def command(
 
     Records who, when and why in the journal; once the step has its `required`
     approvals (default 1), the next apply goes on (a running apply picks them up at its
-    next transition). The identity recorded is the real one, the OS user who runs the
-    command; --by NAME is recorded beside it as on_behalf_of, never instead.
+    next transition). The identity recorded is the real one: the OS user who runs the
+    command on a state directory, the database's session_user (the role it connects as)
+    on a PostgreSQL state; --by NAME is recorded beside it as on_behalf_of, never instead.
 
     An approval is bound to the runbook and vars of the run (the plan digest): an edit
     or other vars accepted with `apply --accept-changes` void it, and so does age past
@@ -47,7 +48,7 @@ def command(
 
     Refused with exit 2, nothing recorded: a step that is not waiting; the run's starter
     when the step does not say `allow_self: true` (the default is the state backend's:
-    true on a state directory); an identity not among the step's `approvers`; a second
+    true on a state directory, false on PostgreSQL); an identity not among the step's `approvers`; a second
     approval by the same identity; a copy of the runbook that differs from the one the
     run is pinned to (compared on the runbook only; without --var, the run's own vars are
     used, and `approvers` is always rendered with them).
@@ -56,8 +57,8 @@ def command(
     the decision is bound to the measurements it was made on; the gate's `approvers` and
     `allow_self` say who may decide.
 
-    Never asks for confirmation, and never takes the run's lock: it may be given while an
-    apply runs.
+    Never asks for confirmation, and never takes the run's lease (on either backend): it
+    may be given while an apply runs.
 
     \b
     Examples:
@@ -112,13 +113,13 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
     from ..format import approvals
     from ..masking import Masker
     from ..state.decisions import decide
-    from ..state.identity import self_approval_default
+    from ..state.identity import os_uid, self_approval_default
     from ..state.status import State, Status
     from ..state.store import now
     from . import decide as people
 
-    who = people.identity()
-    uid = os.getuid()  # one uid is one identity, its name resolved or not
+    who = people.identity(state_dir)
+    uid = os_uid(state_dir)  # one uid is one identity, its name resolved or not (directory)
     comment, by = people.masked(rb, comment) or "", people.masked(rb, by)
     on_behalf = by if by and by != who else None
     inst = rb.instances[step]
@@ -156,8 +157,8 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
             hint = f" (--by {by} only says on whose behalf)" if by else ""
             raise InvalidInput(
                 f"{who!r} may not approve {step}: its approvers are "
-                f"{', '.join(rules.approvers) or 'nobody'}, and the identity recorded is the OS "
-                f"user who runs `approve`{hint}"
+                f"{', '.join(rules.approvers) or 'nobody'}, and the identity recorded is "
+                f"{_whose(state_dir)} who runs `approve`{hint}"
             )
         starter = {"by": run.user, "uid": run.uid}
         if (
@@ -232,3 +233,10 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
     also = f" on behalf of {on_behalf}" if on_behalf else ""
     go = more or f"; run `runbook apply {file}` to go on"
     return f"{step} approved by {who}{also} for run {run_id} ({counted}){go}"
+
+
+def _whose(state_dir: str) -> str:
+    """Whose identity ``approve`` records, as the refusal names it."""
+    from ..state.location import is_postgres
+
+    return "the database's session_user" if is_postgres(state_dir) else "the OS user"

@@ -57,13 +57,23 @@ def command(ctx: click.Context, file: str, kept: str | None, fmt: str) -> int:
       runbook audit migrate.yaml --head "$(cat head.txt)"
     """
     from ..format.loader import load
-    from ..state import chain, legacy
+    from ..state import chain, legacy, pg
     from ..state import db as dbm
+    from ..state.location import is_postgres, shown
     from ..state.store import state_path
 
     if kept is not None and not _HASH.fullmatch(kept.strip()):
         raise InvalidInput(f"--head {kept!r}: expected a hash of 64 hex digits, as audit prints")
     rb = load(file).runbook
+    if is_postgres(state_dir(ctx)):
+        pgdb = pg.open_db(state_dir(ctx), rb.name, write=False)
+        if pgdb is None:
+            raise StateError(f"{rb.name} has no state in {shown(state_dir(ctx))}: nothing to audit")
+        try:
+            found = chain.audit(pgdb, keep_hashes=kept is not None)
+        finally:
+            pgdb.close()
+        return _report(Console(), rb.name, pgdb.path, found, kept, fmt)
     base = state_path(state_dir(ctx), rb.name)
     path = base / dbm.FILE
     console = Console()
@@ -92,7 +102,13 @@ def command(ctx: click.Context, file: str, kept: str | None, fmt: str) -> int:
         raise dbm.damaged(path, exc) from None
     finally:
         db.close()
-    doc = _doc(rb.name, str(path), found)
+    return _report(console, rb.name, str(path), found, kept, fmt)
+
+
+def _report(
+    console: Console, name: str, where: object, found: Any, kept: str | None, fmt: str
+) -> int:
+    doc = _doc(name, str(where), found)
     code = Exit.OK if found.holds else Exit.FAILED
     if kept is not None and found.holds:
         want = kept.strip().removeprefix("sha256:")

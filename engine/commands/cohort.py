@@ -56,9 +56,10 @@ def _one(rb: Any, name: str | None) -> Any:
 
 @contextmanager
 def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
-    from ..state.lease import leased
+    from ..state.backend import leased, refuse_unsupported
 
     rb = prepared.runbook
+    refuse_unsupported(rb, state_dir(ctx), prepared.file)
     with leased(state_dir(ctx), rb.name, prepared.masker) as (store, _lease):
         yield store
 

@@ -6,9 +6,9 @@ The decision is bound to the gate's waiting evaluation (its run, wave attempt an
 in one durable commit: a record the gate step reads when the next ``apply`` runs it, and a
 ``gate`` journal record for the audit and the report.  It is written beside a running apply,
 never under its lock (``state/decisions.py``).  The gate's own ``approvers`` and ``allow_self``
-(default: the backend's, true on a state directory) say who may decide; the identity recorded
-is the real one (the OS user), ``--by`` only ``on_behalf_of``.  Refused with exit 2, nothing written: a step that is
-not waiting, a decision already made on that evaluation, an identity not among ``approvers``,
+(default: the backend's, true on a state directory, false on PostgreSQL) say who may decide;
+the identity recorded is the real one (the OS user, or ``session_user`` on PostgreSQL), ``--by``
+only ``on_behalf_of``.  Refused with exit 2, nothing written: a step that is not waiting, a decision already made on that evaluation, an identity not among ``approvers``,
 the run's starter without ``allow_self``, and a copy of the runbook that differs from the one
 the run applies.
 """
@@ -16,7 +16,6 @@ the run applies.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,17 +24,18 @@ from ..format import gates
 from ..format.approvals import same_identity
 from ..format.model import Runbook
 from ..format.templates import TemplateError, render
+from ..state.identity import os_uid
 from ..state.status import State, Status
 from ..state.store import now
 
 
-def identity() -> str:
-    """The real identity of whoever runs the command (``state/identity.py``): the OS user of
-    the process on a state directory, never ``$USER``/``$LOGNAME`` nor ``--by`` (recorded as
-    ``on_behalf_of``)."""
-    from ..state.identity import os_user
+def identity(state: str | None = None) -> str:
+    """The real identity of whoever runs the command (``state/identity.py``): ``session_user``
+    on a PostgreSQL state, else the OS user of the process, from the user database, never
+    ``$USER``/``$LOGNAME`` nor ``--by`` (recorded as ``on_behalf_of``)."""
+    from ..state import identity as ident
 
-    return os_user()
+    return ident.identity(state) if state is not None else ident.os_user()
 
 
 def check_text(option: str, value: str | None, limit: int = 500) -> None:
@@ -102,7 +102,7 @@ def record(
     from ..state.decisions import decide
     from ..state.identity import self_approval_default
 
-    who = identity()
+    who = identity(state_dir)
     comment, by = masked(rb, comment) or "", masked(rb, by)
     decided: dict[str, Any] = {}
 
@@ -158,7 +158,7 @@ def record(
         if (
             allow_self is False
             and run.user is not None
-            and same_identity(starter, who, os.getuid())
+            and same_identity(starter, who, os_uid(state_dir))
         ):
             raise InvalidInput(
                 f"{who!r} started run {run.id} and may not decide {step} (`allow_self: false`): "

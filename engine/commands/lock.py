@@ -21,8 +21,10 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
 
     An apply or rollback holds the lease while it runs and renews it every min(5s,
     lease/3). The holder is `live`, `expired` (not renewed for its --lease: the next
-    apply takes it over, with a notice) or `lost` (its process is gone from this host:
-    taken over at once). Reads only; takes nothing. Exit 0, with a holder or without.
+    apply takes it over, with a notice) or `lost` (its process is gone from this host, or,
+    on a PostgreSQL state, its database session is gone: taken over at once). Ages are on
+    the state's clock (the file system's, or the database's). Reads only; takes nothing.
+    Exit 0, with a holder or without.
 
     \b
     Examples:
@@ -31,11 +33,11 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     """
     from ..format.durations import format_duration
     from ..format.loader import load
-    from ..state.holder import probe
-    from ..state.store import state_path
+    from ..state.backend import probe
+    from ..state.location import is_postgres
 
     rb = load(file).runbook
-    seen = probe(state_path(state_dir(ctx), rb.name))
+    seen = probe(state_dir(ctx), rb.name)
     holder = seen.holder
     console = Console()
     if fmt == "json":
@@ -70,8 +72,13 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
             f"over (lease {format_duration(seen.seconds)})"
         )
     else:
+        gone = (
+            "database session is gone"
+            if is_postgres(state_dir(ctx))
+            else "process is gone from this host"
+        )
         console.out(
-            f"  lost: its process is gone from this host; holder lost since {seen.lost_since} "
+            f"  lost: its {gone}; holder lost since {seen.lost_since} "
             f"({age}): the next apply takes it over at once"
         )
     return 0

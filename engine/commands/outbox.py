@@ -106,6 +106,9 @@ def command(
         raise InvalidInput("--resend-uncertain and --ca-file go with --relay URL")
     console = Console()
     rb = load_or_report(file, console).runbook
+    from ..state.backend import refuse_unsupported
+
+    refuse_unsupported(rb, state_dir(ctx), file)
     smtp = _smtp(relay_url, ca_file) if relay_url else None
     path = state_path(state_dir(ctx), rb.name) / FILE
     export: dict[str, Any] | None = None

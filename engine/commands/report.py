@@ -74,7 +74,7 @@ def command(ctx: click.Context, file: str, fmt: str, output: str | None, run_id:
     got = read_records(where, name)
     if got is None:
         raise StateError(
-            f"{file}: runbook {name!r} has never been applied (no state in {where}/{name}): "
+            f"{file}: runbook {name!r} has never been applied (no state in {_shown(where, name)}): "
             f"nothing to report yet; run `runbook apply {file}` first, or pass the --state-dir "
             "it ran with"
         )
@@ -125,3 +125,10 @@ def _write(output: str, text: str) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise InvalidInput(f"--output {output}: cannot write: {exc.strerror or exc}") from None
+
+
+def _shown(where: str, name: str) -> str:
+    """Where the state was looked for, a password in a URL masked."""
+    from ..state.location import is_postgres, shown
+
+    return f"{shown(where)} for {name}" if is_postgres(where) else f"{where}/{name}"

@@ -27,7 +27,8 @@ from .options import state_dir
     "--by",
     "by",
     metavar="NAME",
-    help="On whose behalf (recorded beside the real identity, the OS user; never instead).",
+    help="On whose behalf (recorded beside the real identity, the OS user or, on a "
+    "PostgreSQL state, session_user; never instead).",
 )
 @click.option("--comment", default="", help="Why (recorded with a gate's decision).")
 @click.option(
@@ -71,8 +72,9 @@ def command(
     next apply fails it as a failed measurement would (contingencies, on_failure). To pass
     it: `runbook approve`. A waiting approval step is decided by `runbook approve` only.
 
-    Never takes the run's lock: the decision is checked and written in one transaction
-    beside a running apply, which reads it at its next transition.
+    Never takes the run's lease (on either backend): the decision is checked and written
+    in one transaction beside a running apply, which reads it at its next transition. The
+    identity recorded is the OS user, or the database's session_user on a PostgreSQL state.
 
     \b
     Examples:
@@ -98,7 +100,7 @@ def command(
                 keys += [line.strip() for line in fh if line.strip()]
         decide.check_text("--by", by)
         text = resolve_members(
-            rb, state_dir(ctx), step, keys, all_unknown, as_, decide.identity(), by
+            rb, state_dir(ctx), step, keys, all_unknown, as_, decide.identity(state_dir(ctx)), by
         )
         Console().out(text)
         return 0
@@ -146,7 +148,7 @@ def _unknown(state_dir: str, rb: Any, step: str, as_: str, by: str | None) -> No
     from ..state.decisions import decide
     from .decide import identity
 
-    who = identity()
+    who = identity(state_dir)
     also = f" on behalf of {by}" if by and by != who else ""
 
     def check(state: State) -> tuple[list[dict[str, Any]], Any]:

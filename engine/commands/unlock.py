@@ -37,17 +37,25 @@ def command(ctx: click.Context, file: str, force: bool) -> int:
     if not force:
         raise InvalidInput("unlock clears another run's lease: check it is gone, then pass --force")
     rb = load(file).runbook
-    directory = state_path(state_dir(ctx), rb.name)
-    path = directory / dbm.FILE
-    if not path.exists():
-        raise InvalidInput(f"no state at {directory}: nothing to clear")
-    with guard(directory):
-        db = dbm.open_existing(path, rb.name)
-        try:
-            dbm.setup(db)
-            seen, epoch = force_lease(directory, db, f"runbook unlock {file} --force")
-        finally:
-            db.close()
+    command = f"runbook unlock {file} --force"
+    from ..state.location import is_postgres
+
+    if is_postgres(state_dir(ctx)):
+        from ..state.pglease import force as force_pg
+
+        seen, epoch = force_pg(state_dir(ctx), rb.name, command)
+    else:
+        directory = state_path(state_dir(ctx), rb.name)
+        path = directory / dbm.FILE
+        if not path.exists():
+            raise InvalidInput(f"no state at {directory}: nothing to clear")
+        with guard(directory):
+            db = dbm.open_existing(path, rb.name)
+            try:
+                dbm.setup(db)
+                seen, epoch = force_lease(directory, db, command)
+            finally:
+                db.close()
     console = Console()
     if seen.state == "none" or seen.holder is None:
         console.out(f"lease of {rb.name} cleared (nobody held it; epoch now {epoch})")

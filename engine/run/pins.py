@@ -318,11 +318,12 @@ def accept_record(
     voided: list[str],
     hmacs: dict[str, str] | None = None,
     order: Order | None = None,
+    who: str | None = None,
 ) -> dict[str, Any]:
     return {
         "t": "accept",
         "run": run_id,
-        "by": identity(),
+        "by": who or identity(),
         "from": changes.old_digest,
         "to": changes.new_digest,
         "vars": variables,  # masked by the store like every record
@@ -402,7 +403,7 @@ def repin(
         verb = "apply" if undo is None else "rollback"
         raise InvalidInput(summary(changes, run.id, session.file, verb))
     hmacs = pinned.var_hmacs(pinned.ensure_key(session.store.db), session.variables, session.masker)
-    who = identity()
+    who = session.store.identity()  # session_user on PostgreSQL
     what = []
     if changes.old_digest != changes.new_digest:
         what.append(f"runbook {_short(changes.old_digest)} -> {_short(changes.new_digest)}")
@@ -422,7 +423,7 @@ def repin(
         plan,
     )
     voided = [str(v["step"]) for v in voids]
-    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order)
+    rec = accept_record(changes, run.id, rb, session.variables, accept, voided, hmacs, order, who)
     how = f"accepted by {who}" if changes.affected else "no step not yet done is affected"
     session.reporter.notice(
         f"run {run.id} goes on with the changes ({said}): {how}"

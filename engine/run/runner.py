@@ -16,7 +16,7 @@ from typing import Any
 
 from ..actions import Action, ActionContext, Resources, late_keys, registry, template_mode
 from ..console.reporters import Reporter
-from ..errors import ActionFailed
+from ..errors import ActionFailed, LeaseLost
 from ..format.approvals import vars_digest
 from ..format.model import Call, Instance, Retry, Runbook
 from ..format.model import Foreach as ForeachSpec
@@ -25,8 +25,8 @@ from ..format.schema import check as schema_check
 from ..format.templates import TemplateError, evaluate, iter_strings, parse, render
 from ..graph.dag import Dag
 from ..masking import Masker
+from ..state.backend import HeldLease
 from ..state.db import Database
-from ..state.lease import Lease
 from ..state.status import State, Status
 from ..state.store import Store
 from . import context as tctx
@@ -50,7 +50,7 @@ class Session:
     masker: Masker
     reporter: Reporter
     workdir: Path = field(default_factory=Path.cwd)
-    lease: Lease | None = None  # None for a session that holds no lease
+    lease: HeldLease | None = None  # None for a session that holds no lease
 
     @property
     def state(self) -> State:
@@ -100,7 +100,11 @@ class Runner:
         if not self.buffer:
             return
         recs, self.buffer = self.buffer, []
-        self.s.store.flush()
+        try:
+            self.s.store.flush()
+        except LeaseLost:  # the fence refused the write: the lease was taken over
+            self.stop_running("the lease of the state was lost")
+            raise
         self.s.reporter.records(recs)
 
     def commit_now(self, rec: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from ..graph.countdown import Countdown
 from ..graph.scope import select
 from ..state import pinned
 from ..state.status import DONE, RunStatus, Status
+from ..state.store import Store
 from . import cohorts as rcohorts
 from . import pins
 from .executor import Job, Outcome, Result
@@ -161,8 +162,8 @@ class Apply(Runner):
                     "file": self.s.file,
                     "vars": self.s.variables,
                     "pid": os.getpid(),
-                    "user": _user(),
-                    "uid": os.getuid(),
+                    "user": _user(self.s.store),
+                    "uid": self.s.store.uid(),
                     "pins": pins.pins_of(self.rb, self.s.dag.order),
                     # keyed digests of the vars' raw values (none of a secret's: state/pinned.py)
                     "var_hmacs": pinned.var_hmacs(
@@ -746,7 +747,8 @@ class Apply(Runner):
         return out
 
 
-def _user() -> str:
-    """Who starts the run: the OS user from the user database, as ``approve`` records it
-    (``allow_self: false`` compares the two), never ``$USER``/``$LOGNAME``."""
-    return pins.identity()
+def _user(store: Store) -> str:
+    """Who starts the run: the OS user from the user database (``session_user`` on
+    PostgreSQL), as ``approve`` records it (``allow_self: false`` compares the two), never
+    ``$USER``/``$LOGNAME``."""
+    return store.identity()

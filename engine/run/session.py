@@ -19,8 +19,8 @@ from ..format.model import Runbook
 from ..format.templates import iter_strings, parse
 from ..graph.dag import Dag
 from ..masking import Masker
+from ..state import backend
 from ..state.holder import DEFAULT_SECONDS
-from ..state.lease import leased
 from ..state.store import Store
 from . import secrets as secrets_mod
 from .runner import Session
@@ -141,11 +141,14 @@ def open_session(
     title: str = "",
     lease_seconds: float = DEFAULT_SECONDS,
 ) -> Iterator[Session]:
-    """The runbook's state under this process's lease (``state/lease``): taken (or taken over
+    """The runbook's state under this process's lease (``state/backend.leased``: the
+    directory's ``state/lease``, or PostgreSQL's ``state/pglease``): taken (or taken over
     from a holder that is gone or expired, with a notice) before anything is read for the
-    run, renewed by its own thread, checked inside every write, released at the end."""
+    run, renewed by its own thread, checked inside every write, released at the end. What
+    the PostgreSQL backend does not hold yet is refused (exit 2) before anything is taken."""
     rb = prepared.runbook
-    with leased(state_dir, rb.name, prepared.masker, lease_seconds) as (store, lease):
+    backend.refuse_unsupported(rb, state_dir, prepared.file)
+    with backend.leased(state_dir, rb.name, prepared.masker, lease_seconds) as (store, lease):
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .db import Database
-from .journal import GENESIS, link
+from .journal import GENESIS, link, select_all
 
 
 @dataclass
@@ -55,12 +55,18 @@ class Audit:
 
 
 def has_chain(db: Database) -> bool:
+    if db.dialect == "postgresql":
+        return True  # the chain existed before the PostgreSQL backend
     return any(row[1] == "hash" for row in db.query("PRAGMA table_info(journal)"))
 
 
 def chain_start(db: Database) -> int | None:
     """Where the chain starts by the database's own account (``meta.chain_from``), or None
-    for a database that does not say (the first hashed record is then taken as the start)."""
+    for a database that does not say (the first hashed record is then taken as the start).
+    On PostgreSQL the chain starts at 1: every runbook's journal there is chained from its
+    creation."""
+    if db.dialect == "postgresql":
+        return 1
     rows = db.query("SELECT value FROM meta WHERE key = 'chain_from'")
     try:
         return int(rows[0][0]) if rows else None
@@ -84,14 +90,10 @@ def audit(db: Database, keep_hashes: bool = False) -> Audit:
     out = Audit()
     chained = has_chain(db)
     start = chain_start(db) if chained else None
-    sql = (
-        "SELECT seq, at, kind, rec, hash FROM journal ORDER BY seq"
-        if chained
-        else "SELECT seq, at, kind, rec, NULL FROM journal ORDER BY seq"
-    )
+    sql, scope = select_all(db, chained)
     prev: str | None = None  # None: the chain has not started
     expected = 1
-    cursor = db.execute(sql)
+    cursor = db.execute(sql, scope)
     while True:
         rows = cursor.fetchmany(2000)
         if not rows:

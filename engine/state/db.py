@@ -50,6 +50,8 @@ class Database:
     its lease commits nothing."""
 
     dialect = "sqlite"
+    # the errors of a write that failed for the disk or the server, not for our own values
+    write_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
     def __init__(self, path: Path, con: sqlite3.Connection) -> None:
         self.path = path
@@ -98,6 +100,10 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     self.con.execute("ROLLBACK")
                 raise
+
+    def before_append(self) -> None:
+        """Inside a write transaction, before the journal's last record is read: nothing on
+        SQLite (``BEGIN IMMEDIATE`` serialises the writers already)."""
 
     def close(self) -> None:
         with self.lock:

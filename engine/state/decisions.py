@@ -9,6 +9,11 @@ and nothing is written), and appends them to the same audit chain with ``effect`
 rows) in the same transaction. What is checked is what is on disk at the instant of the write:
 two approvals by one identity at once cannot both pass. A state of an earlier schema is never
 migrated here: the decision is refused (exit 2) and nothing is written.
+
+On PostgreSQL the same: the transaction first takes the runbook's appenders' lock
+(``Database.before_append``, the lock the holder's fenced writes take with their epoch check,
+``pg.py``), then reads what was committed since, checks and appends; it never takes or reads
+the lease.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from ..errors import InvalidInput
 from ..masking import Masker
 from . import db as dbm
-from . import journal, legacy
+from . import journal, legacy, location
 from .status import State
 from .store import fold, now, state_path
 
@@ -51,6 +56,19 @@ def decide(
 ) -> list[dict[str, Any]]:
     """Append the records ``check(state)`` returns (masked, stamped), with their effect, in one
     transaction checked against the state as it is at that instant; returns them as written."""
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        state_path(".", name)  # a name the schema refuses is exit 2, as on a directory
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            raise InvalidInput(
+                f"no state of {name} in {location.shown(str(state_dir))}: nothing to decide on"
+            )
+        try:
+            return _decide(pgdb, name, masker, check, pgdb.path)
+        finally:
+            pgdb.close()
     base = state_path(state_dir, name)
     path = base / dbm.FILE
     if not path.exists():
@@ -72,24 +90,33 @@ def decide(
             raise
     try:
         try:
-            records = journal.read(db)
-            state = fold(name, records, path)
-            seen = records[-1][0] if records else 0
-            with db.transaction():
-                # what was committed since (an apply goes on beside this command)
-                state = fold(name, journal.read(db, after=seen), path, state)
-                wanted, effect = check(state)
-                clean: list[dict[str, Any]] = []
-                for rec in wanted:
-                    c: dict[str, Any] = masker.mask_record(rec)
-                    c.setdefault("at", now())
-                    state.apply(c)  # refused here (ValueError) if the fold would refuse it
-                    clean.append(c)
-                if effect is not None:
-                    effect(db)
-                journal.append(db, clean)
+            return _decide(db, name, masker, check, path)
         except sqlite3.DatabaseError as exc:
             raise dbm.damaged(path, exc) from None
     finally:
         db.close()
+
+
+def _decide(
+    db: dbm.Database, name: str, masker: Masker, check: Check, path: object
+) -> list[dict[str, Any]]:
+    records = journal.read(db)
+    state = fold(name, records, path)
+    seen = records[-1][0] if records else 0
+    with db.transaction(fenced=False):
+        # serialised with every other appender first (SQLite: BEGIN IMMEDIATE already;
+        # PostgreSQL: the appenders' lock), then what was committed since (an apply goes on
+        # beside this command) is folded in
+        db.before_append()
+        state = fold(name, journal.read(db, after=seen), path, state)
+        wanted, effect = check(state)
+        clean: list[dict[str, Any]] = []
+        for rec in wanted:
+            c: dict[str, Any] = masker.mask_record(rec)
+            c.setdefault("at", now())
+            state.apply(c)  # refused here (ValueError) if the fold would refuse it
+            clean.append(c)
+        if effect is not None:
+            effect(db)
+        journal.append(db, clean)
     return clean

@@ -4,6 +4,9 @@ duration, released) and the holder's file ``STATE_DIR/NAME/lease-EPOCH``, whose 
 the holder alive on this host and whose modification time is its last renewal. Times are
 measured on the file system's clock (SPEC §11): "now" is the modification time of the
 ``lock`` file, touched by whoever asks. Reading takes nothing and writes nothing else.
+
+On PostgreSQL the same ``Probe`` is read from the ``runbook.lease`` row and its holder's
+session, on the database clock (``pglease.read``); ``backend.probe`` reads either.
 """
 
 from __future__ import annotations

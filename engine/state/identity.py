@@ -6,8 +6,13 @@ On a state directory the identity is the OS user of the process, from the user d
 The run's starter, the lock's holder, every approval and every decision use this one function,
 so that ``allow_self: false`` compares like with like.
 
+On a PostgreSQL state the identity is the database's ``session_user`` (``identity``): the role
+each operator connects as, which the database authenticates.
+
 ``self_approval_default`` is the backend's default for ``allow_self``: true on a directory (one
-machine, one OS user: a lone operator is not locked out of their own gates).
+machine, one OS user: a lone operator is not locked out of their own gates); false on
+PostgreSQL (a team's state: each operator has a role, and the starter's own approval does not
+count unless the step says ``allow_self: true``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,30 @@ def os_user() -> str:
         return f"uid {uid}"
 
 
+def identity(state: str | os.PathLike[str]) -> str:
+    """Who acts on ``state``: ``session_user`` on PostgreSQL (one connection), the OS user on
+    a directory."""
+    from .location import is_postgres
+
+    if is_postgres(state):
+        from . import pg
+
+        return pg.session_user(str(state))
+    return os_user()
+
+
+def os_uid(state: str | os.PathLike[str]) -> int | None:
+    """The uid compared beside the name on a directory (one uid is one identity, its name
+    resolved or not); None on PostgreSQL, where the role is the identity (two roles may share
+    one OS user)."""
+    from .location import is_postgres
+
+    return None if is_postgres(state) else os.getuid()
+
+
 def self_approval_default(state: str | os.PathLike[str]) -> bool:
-    """``allow_self`` when a step does not say (SPEC §11): true on a state directory."""
-    del state  # a directory: every state location this program opens today
-    return True
+    """``allow_self`` when a step does not say (SPEC §11): true on a state directory, false on
+    PostgreSQL."""
+    from .location import is_postgres
+
+    return not is_postgres(state)

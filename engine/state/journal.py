@@ -46,7 +46,9 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
     number of the first record written (0 when there is none)."""
     if not records:
         return 0
-    last = db.query("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")
+    db.before_append()  # PostgreSQL: appenders serialised (the lease fence took it already)
+    table, where, scope = _scope(db)
+    last = db.query(f"SELECT seq, hash FROM {table}{where} ORDER BY seq DESC LIMIT 1", scope)
     seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
     first = seq + 1
     rows = []
@@ -54,9 +56,48 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
         seq += 1
         text = encode(r)
         prev = link(prev, seq, text)
-        rows.append((seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+        rows.append((*scope, seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+    if scope:  # PostgreSQL: one statement per 5,000 records (under its 65,535 parameters)
+        for start in range(0, len(rows), 5000):
+            chunk = rows[start : start + 5000]
+            values = ", ".join("(?, ?, ?, ?, ?, ?)" for _ in chunk)
+            db.execute(
+                f"INSERT INTO {table} (runbook, seq, at, kind, rec, hash) VALUES {values}",
+                [v for row in chunk for v in row],
+            )
+        return first
     db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
     return first
+
+
+def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
+    """The journal's table, the filter to one runbook's records, and its parameters: on
+    PostgreSQL one table holds the journals of many runbooks."""
+    name = getattr(db, "runbook", None)
+    if db.dialect == "postgresql" and isinstance(name, str):
+        return "runbook.journal", " WHERE runbook = ?", (name,)
+    return "journal", "", ()
+
+
+def texts_of(db: Database, kinds: Sequence[str]) -> list[tuple[int, str]]:
+    """(seq, stored text) of every record of ``kinds``, in commit order (no fold)."""
+    table, where, scope = _scope(db)
+    marks = ", ".join("?" for _ in kinds)
+    cond = f"{where} AND" if where else " WHERE"
+    return [
+        (int(seq), str(t))
+        for seq, t in db.query(
+            f"SELECT seq, rec FROM {table}{cond} kind IN ({marks}) ORDER BY seq",
+            (*scope, *kinds),
+        )
+    ]
+
+
+def select_all(db: Database, chained: bool = True) -> tuple[str, tuple[str, ...]]:
+    """The statement and its parameters that walk the journal for the audit."""
+    table, where, scope = _scope(db)
+    cols = "seq, at, kind, rec, hash" if chained else "seq, at, kind, rec, NULL"
+    return f"SELECT {cols} FROM {table}{where} ORDER BY seq", scope
 
 
 def _no_constant(name: str) -> Any:
@@ -74,7 +115,11 @@ def _finite(text: str) -> float:
 def read(db: Database, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
     """(seq, record) of every record after ``after``, in commit order."""
     out: list[tuple[int, dict[str, Any]]] = []
-    for seq, text in db.query("SELECT seq, rec FROM journal WHERE seq > ? ORDER BY seq", (after,)):
+    table, where, scope = _scope(db)
+    cond = f"{where} AND" if where else " WHERE"
+    for seq, text in db.query(
+        f"SELECT seq, rec FROM {table}{cond} seq > ? ORDER BY seq", (*scope, after)
+    ):
         try:
             rec = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
         except (TypeError, ValueError, RecursionError):  # RecursionError: nested past bounds

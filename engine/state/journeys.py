@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from . import db as dbm
-from . import ledger
+from . import ledger, location
 from .outbox import has_outbox
 from .store import state_path
 
@@ -39,7 +39,11 @@ class NotDrawn(InvalidInput):
 
 @contextmanager
 def reader(state_dir: str | os.PathLike[str], name: str) -> Iterator[dbm.Database | None]:
-    """The runbook's state database opened read-only, or None when it has none."""
+    """The runbook's state database opened read-only, or None when it has none (or when the
+    state is on PostgreSQL, which holds no ledger yet: ``backend.refuse_unsupported``)."""
+    if location.is_postgres(state_dir):
+        yield None
+        return
     path = state_path(state_dir, name) / dbm.FILE
     if not path.exists():
         yield None

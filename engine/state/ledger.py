@@ -60,6 +60,8 @@ class Mark:
 
 
 def has_ledger(db: Database) -> bool:
+    if db.dialect != "sqlite":
+        return False  # the ledger is not on the PostgreSQL backend yet (backend.py)
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"))
 
 

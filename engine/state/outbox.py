@@ -69,6 +69,8 @@ _TOLD = (
 
 
 def has_outbox(db: Database) -> bool:
+    if db.dialect != "sqlite":
+        return False  # the outbox is not on the PostgreSQL backend yet (backend.py)
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"))
 
 

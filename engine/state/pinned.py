@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import InvalidInput, StateError
 from ..masking import MASK, Masker
 from . import db as dbm
-from . import legacy
+from . import journal, legacy, location
 from .status import FINISHED_RUNS, RunStatus
 from .store import state_path
 
@@ -42,15 +42,27 @@ def run_vars(
     succeeded: ``--replace`` stays inside it); None when there is no such run. A value that
     was masked when stored (it held a secret's value) cannot be used again: it is left out,
     or, with ``strict`` (a command that runs steps), refused with exit 2 asking for it."""
-    base = state_path(state_dir, name)
-    path = base / dbm.FILE
-    if path.exists():
-        records = _records(path, name)
-    elif (base / legacy.FILE).exists():
-        got = legacy.read(str(base / legacy.FILE), expect_name=name)
-        records = ((seq, rec) for seq, rec in enumerate(got.records[1:], start=1))
+    records: Iterable[tuple[int, dict[str, Any]]]
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            return None
+        try:
+            records = _parsed(pgdb.path, journal.texts_of(pgdb, ("run", "accept")))
+        finally:
+            pgdb.close()
     else:
-        return None
+        base = state_path(state_dir, name)
+        path = base / dbm.FILE
+        if path.exists():
+            records = _records(path, name)
+        elif (base / legacy.FILE).exists():
+            got = legacy.read(str(base / legacy.FILE), expect_name=name)
+            records = ((seq, rec) for seq, rec in enumerate(got.records[1:], start=1))
+        else:
+            return None
     run: str | None = None
     status: str | None = None
     values: dict[str, Any] | None = None
@@ -86,11 +98,15 @@ def run_vars(
 def _records(path: Any, name: str) -> Iterable[tuple[int, dict[str, Any]]]:
     db = dbm.open_reader(path, name)
     try:
-        rows = db.query("SELECT seq, rec FROM journal WHERE kind IN ('run', 'accept') ORDER BY seq")
+        rows = journal.texts_of(db, ("run", "accept"))
     except sqlite3.DatabaseError as exc:
         raise dbm.damaged(path, exc) from None
     finally:
         db.close()
+    return _parsed(path, rows)
+
+
+def _parsed(path: object, rows: Iterable[tuple[int, str]]) -> list[tuple[int, dict[str, Any]]]:
     out = []
     for seq, text in rows:
         try:
@@ -108,13 +124,20 @@ def _records(path: Any, name: str) -> Iterable[tuple[int, dict[str, Any]]]:
 
 # -- keyed digests of the vars' raw values -------------------------------------------------
 
-KEY = "var_key"  # the meta row holding this state's key (hex)
+KEY = "var_key"  # the meta row holding this state's key (hex); on PostgreSQL, the column
+# `var_key` of the runbook's row of `runbook.state` (one key per runbook)
 
 
 def read_key(db: dbm.Database) -> bytes | None:
     """This state's var key, or None when none was made yet (no run stored digests)."""
     try:
-        rows = db.query("SELECT value FROM meta WHERE key = ?", (KEY,))
+        if db.dialect == "postgresql":
+            rows = db.query(
+                "SELECT var_key FROM runbook.state WHERE runbook = ? AND var_key IS NOT NULL",
+                (getattr(db, "runbook", ""),),
+            )
+        else:
+            rows = db.query("SELECT value FROM meta WHERE key = ?", (KEY,))
         return bytes.fromhex(str(rows[0][0])) if rows else None
     except (sqlite3.DatabaseError, ValueError):
         return None
@@ -126,9 +149,16 @@ def ensure_key(db: dbm.Database) -> bytes:
     if key is not None:
         return key
     with db.transaction():
-        db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (KEY, secrets.token_hex(32))
-        )
+        if db.dialect == "postgresql":
+            db.execute(
+                "UPDATE runbook.state SET var_key = ? WHERE runbook = ? AND var_key IS NULL",
+                (secrets.token_hex(32), getattr(db, "runbook", "")),
+            )
+        else:
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                (KEY, secrets.token_hex(32)),
+            )
     key = read_key(db)
     assert key is not None
     return key
@@ -136,6 +166,16 @@ def ensure_key(db: dbm.Database) -> bytes:
 
 def state_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
     """The var key of a runbook's state, read without the lock (``plan``); None without one."""
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            return None
+        try:
+            return read_key(pgdb)
+        finally:
+            pgdb.close()
     path = state_path(state_dir, name) / dbm.FILE
     if not path.exists():
         return None

@@ -23,7 +23,7 @@ from ..errors import StateError, StateWriteError
 from ..files import fsync_dir
 from ..masking import Masker
 from . import db as dbm
-from . import journal, legacy
+from . import journal, legacy, location
 from .outbox import StepOutbox
 from .status import State
 
@@ -85,6 +85,18 @@ def fold(
 def _read(
     state_dir: str | os.PathLike[str], name: str
 ) -> tuple[list[tuple[int, dict[str, Any]]], object, str | None] | None:
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        url = str(state_dir)
+        state_path(".", name)
+        pdb = pg.open_db(url, name, write=False)
+        if pdb is None:
+            return None
+        try:
+            return journal.read(pdb), pdb.path, None
+        finally:
+            pdb.close()
     base = state_path(state_dir, name)
     path = base / dbm.FILE
     if path.exists():
@@ -114,7 +126,9 @@ def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str
 def opening_writes(state_dir: str | os.PathLike[str], name: str) -> bool:
     """Opening the state for writing would change it before anything is decided: a schema of
     an earlier version is migrated, a ``journal.jsonl`` imported (read only: nothing here
-    writes)."""
+    writes). On PostgreSQL never: its schema is migrated by ``state init`` only."""
+    if location.is_postgres(state_dir):
+        return False
     base = state_path(state_dir, name)
     path = base / dbm.FILE
     if not path.exists():
@@ -151,7 +165,6 @@ class Store:
         masker: Masker,
         fence: Callable[[dbm.Database], None] | None = None,
     ) -> None:
-        self.dir = state_path(state_dir, name)
         self.name = name
         self.masker = masker
         self._lock = threading.RLock()
@@ -159,6 +172,13 @@ class Store:
         self._effects: list[Callable[[dbm.Database], None]] = []
         self._own: set[int] = set()  # own records written after another process's
         self.notice: str | None = None
+        self.failed: str | None = None
+        self.db: dbm.Database
+        if location.is_postgres(state_dir):
+            self._open_pg(str(state_dir), name)
+            self.fence_with(fence)
+            return
+        self.dir = state_path(state_dir, name)
         dbm.private_dir(self.dir)
         path = self.dir / dbm.FILE
         old = self.dir / legacy.FILE
@@ -199,13 +219,45 @@ class Store:
         except StateError:
             self.db.close()
             raise
-        self.failed: str | None = None
         self.fence_with(fence)
+
+    def _open_pg(self, url: str, name: str) -> None:
+        """The state in the PostgreSQL database at ``url`` (``pg.py``): registered there if
+        new, its journal folded."""
+        from . import pg
+
+        state_path(".", name)  # a name the schema refuses never gets a state
+        pgdb = pg.open_db(url, name, write=True)
+        assert pgdb is not None
+        self.db = pgdb
+        self.dir = pg.marker_dir(url, name)
+        try:
+            records = journal.read(self.db)
+            self.seq = records[-1][0] if records else 0
+            self.state = fold(name, records, self.db.path)
+        except BaseException:
+            self.db.close()
+            raise
 
     def fence_with(self, fence: Callable[[dbm.Database], None] | None) -> None:
         """Run ``fence`` first inside each write transaction from now on (the lease's epoch
         check: a write after the lease was lost commits nothing and raises)."""
         self.db.fence = fence
+
+    def identity(self) -> str:
+        """Who writes: ``session_user`` on PostgreSQL, the OS user on a directory."""
+        session_user = getattr(self.db, "session_user", None)
+        if callable(session_user):
+            return str(session_user())
+        from .identity import os_user
+
+        return os_user()
+
+    def uid(self) -> int | None:
+        """The writer's uid, compared beside its name on a directory; None on PostgreSQL."""
+        if callable(getattr(self.db, "session_user", None)):
+            return None
+        return os.getuid()
 
     def stage(
         self, rec: dict[str, Any], effect: Callable[[dbm.Database], None] | None = None
@@ -243,7 +295,7 @@ class Store:
                     if effects and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.OperationalError as exc:  # the disk, the file: not our own values
+            except self.db.write_errors as exc:  # the disk, the file: not our own values
                 self._fail(exc)
             if effects and _FAULT:
                 _fault("effects-committed")
@@ -273,7 +325,7 @@ class Store:
                     if effect is not None and _FAULT:
                         _count_effects()
                         _fault("effects")
-            except sqlite3.OperationalError as exc:
+            except self.db.write_errors as exc:
                 self._fail(exc)
             if effect is not None and _FAULT:
                 _fault("effects-committed")
@@ -313,14 +365,14 @@ class Store:
                 self._own = {s for s in self._own if s > self.seq}
             return steps
 
-    def _fail(self, exc: sqlite3.Error) -> None:
+    def _fail(self, exc: BaseException) -> None:
         raise StateWriteError(self.write_failed(exc)) from None
 
-    def write_failed(self, exc: sqlite3.Error) -> str:
+    def write_failed(self, exc: BaseException) -> str:
         """A write that failed: every later write is refused; returns what to tell."""
         self.failed = (
-            f"{self.db.path}: cannot write the state ({exc}); nothing more is started "
-            "and the state stays as it was at the last checkpoint. Free the space or "
+            f"{self.db.path}: cannot write the state ({location.shown(str(exc))}); nothing "
+            "more is started and the state stays as it was at the last checkpoint. Free the space or "
             "fix the disk, then run `runbook apply` again to resume"
         )
         return self.failed

@@ -36,11 +36,11 @@ def load_state(loaded: Loaded, state_dir: str) -> tuple[State | None, str | None
 
 def _holder(state_dir: str, name: str, state: State | None) -> dict[str, Any] | None:
     """Who runs the state now (SPEC §11 "Run outcome"): its lease's holder, ``lost_since``
-    its last renewal when its process is gone or its lease expired."""
-    from .holder import probe
-    from .store import state_path
+    its last renewal when its process is gone or its lease expired (a directory or
+    PostgreSQL: ``backend.probe``)."""
+    from .backend import probe
 
-    seen = probe(state_path(state_dir, name))
+    seen = probe(state_dir, name)
     run = state.run if state else None
     running = run is not None and run.status is RunStatus.RUNNING
     if seen.state == "none" or seen.holder is None:

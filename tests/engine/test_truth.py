@@ -76,11 +76,11 @@ def test_a_state_url_with_an_unsupported_scheme_is_exit_2_and_makes_no_folder(ru
     """Item 18: `--state-dir postgresql://u:p@host/db` made a folder named after the URL,
     password included."""
     write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true")]}])
-    for url in ("postgresql://u:s3cret@db.example/state", "s3://bucket/x", "file://x"):
+    for url in ("mysql://u:s3cret@db.example/state", "s3://bucket/x", "file://x"):
         r = runbook("--state-dir", url, "apply", "r.yaml", "--yes")
         assert r.code == 2, r.output
         assert "not supported" in r.err and "s3cret" not in r.output
-        assert not any(p.name.startswith(("postgresql", "s3", "file")) for p in Path(".").iterdir())
+        assert not any(p.name.startswith(("mysql", "s3", "file")) for p in Path(".").iterdir())
 
 
 def test_a_compensated_run_says_so_in_status_json_and_report(runbook) -> None:

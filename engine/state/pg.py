@@ -1,0 +1,328 @@
+"""The run state on PostgreSQL (SPEC §8 "Backends"): the ``Database`` port over psycopg 3, and
+the schema ``runbook`` that holds the state of many runbooks in one database.
+
+The schema is versioned in ``runbook.meta`` (format, version) and created or migrated only by
+``runbook state init URL`` (a role with CREATE on the database); every other command checks
+it and refuses (exit 2) a database without it, or one written by a newer program. Operators'
+roles need only USAGE on the schema and SELECT, INSERT, UPDATE on its tables (README).
+
+Tables (every key starts with the runbook's name):
+
+- ``state``: one row per runbook that has a state (made by the first command that writes);
+- ``journal``: one row per record, ``(runbook, seq)`` its key; ``rec`` is the record's JSON as
+  TEXT, byte for byte as written (never ``jsonb``: the audit chain hashes the stored text),
+  ``hash`` its chain hash (``journal.py``);
+- ``lease``: the holder of a runbook's lease, its epoch and the database time of its last
+  renewal (``pglease.py``).
+
+A group commit is one transaction. Appenders of one runbook are serialised inside their
+transaction by a transaction-level advisory lock, so that the previous hash and sequence
+number read in it are the last ones; a lease holder's writes are fenced in the same
+transaction (``fence``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StateError
+from .db import Database
+from .location import shown
+
+FORMAT = "runbook-state"
+VERSION = 2
+
+# version -> the statements that reach it from the version before
+STEPS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE runbook.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        "CREATE TABLE runbook.state (runbook TEXT PRIMARY KEY, created TEXT NOT NULL)",
+        "CREATE TABLE runbook.journal (runbook TEXT NOT NULL REFERENCES runbook.state,"
+        " seq BIGINT NOT NULL, at TEXT NOT NULL, kind TEXT NOT NULL, rec TEXT NOT NULL,"
+        " hash TEXT, PRIMARY KEY (runbook, seq))",
+        # the lease of one runbook: who holds it, since when, renewed when (database clock),
+        # and its epoch, bumped by every takeover (fencing)
+        "CREATE TABLE runbook.lease (runbook TEXT PRIMARY KEY, epoch BIGINT NOT NULL DEFAULT 0,"
+        ' host TEXT, pid INTEGER, "user" TEXT, started TIMESTAMPTZ, renewed_at TIMESTAMPTZ,'
+        # proof: the holder's session holds the advisory lock (a holder that took over an
+        # expired lease from a frozen one gets it only when that one's session ends)
+        " lease_ms BIGINT, command TEXT, proof BOOLEAN NOT NULL DEFAULT false)",
+    ),
+    # the runbook's key for the keyed digests of its vars (``pinned.py``: never printed,
+    # never journaled): one per runbook, as a state directory keeps its own in its meta
+    2: ("ALTER TABLE runbook.state ADD COLUMN var_key TEXT",),
+}
+
+
+# the transaction-level lock that serialises the appenders of one runbook's journal
+APPEND_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %s, 0))"
+# the same, with the lease's epoch read under a share lock (a takeover waits for this
+# transaction, and this one sees a takeover committed before it): ``pglease.fence``
+FENCED_APPEND_LOCK = (
+    "SELECT (SELECT epoch FROM runbook.lease WHERE runbook = %s FOR SHARE),"
+    " pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %s, 0))"
+)
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise StateError(
+            "a PostgreSQL state needs psycopg 3: pip install 'runbook-engine[postgres]'"
+        ) from None
+    return psycopg
+
+
+def connect(url: str) -> Any:
+    """An autocommit connection (transactions are explicit); exit 2 when it cannot be made,
+    the password masked."""
+    psycopg = _psycopg()
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=15)
+    except psycopg.Error as exc:
+        reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
+
+
+class PgDatabase(Database):
+    """One connection to the state database, bound to one runbook; the SQLite port's
+    semantics (one lock, nested ``transaction`` joins the outer one). ``?`` parameters are
+    taken as psycopg's ``%s``."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, runbook: str, conn: Any) -> None:
+        self.path = f"{shown(url)} (runbook {runbook})"  # type: ignore[assignment]
+        self.url = url
+        self.runbook = runbook
+        self.pcon: Any = conn
+        self.lock = threading.RLock()
+        self._depth = 0
+        self._appending = False  # this transaction holds the appenders' lock
+        # set by the lease holder (``Store.fence_with``): raises (exit 4) inside a write
+        # transaction whose lease epoch is no longer the holder's
+        self.fence: Callable[[Database], None] | None = None
+        self.write_errors = (_psycopg().OperationalError,)
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self.lock, self._denied():
+            return self.pcon.execute(self._sql(sql), params or None)
+
+    @contextlib.contextmanager
+    def _denied(self) -> Iterator[None]:
+        try:
+            yield
+        except _psycopg().errors.InsufficientPrivilege as exc:
+            raise denied(self.url, str(exc).strip().splitlines()[0]) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        with self.lock:
+            cur = self.pcon.cursor()
+            cur.executemany(self._sql(sql), list(rows))
+            return cur
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.lock, self._denied():
+            rows: list[tuple[Any, ...]] = self.pcon.execute(
+                self._sql(sql), params or None
+            ).fetchall()
+            return rows
+
+    @contextlib.contextmanager
+    def transaction(self, fenced: bool = True) -> Iterator[Database]:
+        """One transaction (a nested one joins the outer one). ``fence``, when set
+        (``Store.fence_with``), runs first inside it, as on SQLite: the lease's epoch read
+        under a share lock and the runbook's appenders' lock, in one statement."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._depth = 1
+            try:
+                with self._denied(), self.pcon.transaction():
+                    if fenced and self.fence is not None:
+                        self.fence(self)
+                        self._appending = True
+                    yield self
+            finally:
+                self._depth = 0
+                self._appending = False
+
+    def before_append(self) -> None:
+        """Inside a write transaction: the runbook's appenders serialised (the last sequence
+        number and hash read next are the last ones). A fenced transaction holds that lock
+        already (the fence takes it in the same statement: one round trip per checkpoint)."""
+        if not self._appending:
+            self.pcon.execute(APPEND_LOCK, (self.runbook,))
+            self._appending = True
+
+    def session_user(self) -> str:
+        return str(self.query("SELECT session_user")[0][0])
+
+    def close(self) -> None:
+        with self.lock, contextlib.suppress(Exception):
+            self.pcon.close()
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def marker_dir(url: str, name: str) -> Path:
+    """A stand-in for ``STATE_DIR/NAME`` where the engine needs a path that names the state
+    (the marker of the commands a step starts, ``processes.py``); nothing is written there."""
+    import hashlib
+
+    key = hashlib.sha256(shown(url).encode()).hexdigest()[:16]
+    return Path("/nonexistent-runbook-pg-state") / key / name
+
+
+def denied(url: str, what: str) -> StateError:
+    """A role without the grants an operator needs (exit 2, saying which)."""
+    return StateError(
+        f"{shown(url)}: the role may not use the runbook state ({what}); an operator's role "
+        "needs USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README: "
+        '"A team\'s state on PostgreSQL")'
+    )
+
+
+def _not_initialised(url: str) -> StateError:
+    return StateError(
+        f"{shown(url)}: this database has no runbook state schema; create it with "
+        f"`runbook state init {shown(url)}` (a role with CREATE on the database), then try "
+        "again"
+    )
+
+
+def check_schema(conn: Any, url: str) -> int:
+    """The schema's version; exit 2 when there is none, another format, or a newer one."""
+    row = conn.execute(
+        "SELECT CASE WHEN to_regnamespace('runbook') IS NULL THEN NULL"
+        " ELSE has_schema_privilege('runbook', 'USAGE') END"
+    ).fetchone()
+    if row is not None and row[0] is False:
+        raise denied(url, "USAGE on the schema runbook")
+    row = conn.execute("SELECT to_regclass('runbook.meta')").fetchone()
+    if row is None or row[0] is None:
+        raise _not_initialised(url)
+    psycopg = _psycopg()
+    try:
+        meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise denied(url, str(exc).strip().splitlines()[0]) from None
+    if meta.get("format") != FORMAT:
+        raise StateError(f"{shown(url)}: the schema runbook is not a runbook state schema")
+    try:
+        version = int(meta.get("version", "0"))
+    except ValueError:
+        version = -1
+    if version > VERSION or version < 1:
+        raise StateError(
+            f"{shown(url)}: the state schema was written by another version of runbook "
+            f"(schema {meta.get('version')}, this program knows {VERSION}); it was left "
+            "untouched"
+        )
+    if version < VERSION:
+        raise StateError(
+            f"{shown(url)}: the state schema is at version {version}, this program needs "
+            f"{VERSION}: migrate it with `runbook state init {shown(url)}`"
+        )
+    return version
+
+
+def init(url: str) -> tuple[int | None, int]:
+    """Create or migrate the schema ``runbook`` (idempotent): (version before or None, now).
+    A schema newer than the program is exit 2, left untouched."""
+    conn = connect(url)
+    psycopg = _psycopg()
+    try:
+        with conn.transaction():
+            # one init at a time (two operators at once)
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('runbook.init', 0))")
+            conn.execute("CREATE SCHEMA IF NOT EXISTS runbook")
+            exists = conn.execute("SELECT to_regclass('runbook.meta')").fetchone()[0]
+            before: int | None = None
+            if exists is not None:
+                meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
+                if meta.get("format") != FORMAT:
+                    raise StateError(
+                        f"{shown(url)}: the schema runbook holds something else (no runbook "
+                        "state format in runbook.meta); it was left untouched"
+                    )
+                try:
+                    before = int(meta.get("version", "0"))
+                except ValueError:
+                    before = -1
+                if before > VERSION or before < 1:
+                    raise StateError(
+                        f"{shown(url)}: the state schema is at version {meta.get('version')}, "
+                        f"newer than this program's ({VERSION}); it was left untouched: use "
+                        "a newer runbook"
+                    )
+            start = before or 0
+            for version in range(start + 1, VERSION + 1):
+                for stmt in STEPS[version]:
+                    conn.execute(stmt)
+            if before is None:
+                conn.execute(
+                    "INSERT INTO runbook.meta (key, value) VALUES ('format', %s), ('version', %s)",
+                    (FORMAT, str(VERSION)),
+                )
+            else:
+                conn.execute(
+                    "UPDATE runbook.meta SET value = %s WHERE key = 'version'", (str(VERSION),)
+                )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise StateError(
+            f"{shown(url)}: cannot create the schema runbook ({str(exc).strip()}); "
+            "`state init` needs a role with CREATE on the database"
+        ) from None
+    finally:
+        conn.close()
+    return before, VERSION
+
+
+def open_db(url: str, name: str, *, write: bool) -> PgDatabase | None:
+    """The state of runbook ``name`` in the database at ``url``. For a writer, the runbook
+    is registered (its state exists from now on); for a reader, None when it has no state."""
+    conn = connect(url)
+    try:
+        check_schema(conn, url)
+        db = PgDatabase(url, name, conn)
+        if write:
+            db.execute(
+                "INSERT INTO runbook.state (runbook, created) VALUES (%s, %s) "
+                "ON CONFLICT (runbook) DO NOTHING",
+                (name, _now()),
+            )
+        elif not db.query("SELECT 1 FROM runbook.state WHERE runbook = %s", (name,)):
+            conn.close()
+            return None
+        return db
+    except BaseException:
+        conn.close()
+        raise
+
+
+def session_user(url: str) -> str:
+    """The database's name for whoever connects with ``url``: the identity on PostgreSQL."""
+    conn = connect(url)
+    try:
+        return str(conn.execute("SELECT session_user").fetchone()[0])
+    finally:
+        conn.close()
