@@ -40,6 +40,7 @@ from pathlib import Path
 from ..errors import LeaseLost, LockHeld
 from ..files import private_dir
 from ..masking import Masker
+from . import db as dbm
 from .db import Database
 from .holder import (
     COLUMNS,
@@ -195,12 +196,14 @@ class Lease:
                 started = iso(os.fstat(fd).st_mtime)
                 me = Holder(socket.gethostname(), os.getpid(), user(), self.command, started)
                 _set_row(db, epoch, me, self.seconds, None)
-        except BaseException:
+        except BaseException as exc:
             if fd >= 0:
                 os.close(fd)
             if path is not None:
                 with contextlib.suppress(OSError):
                     path.unlink()
+            if dbm.busy(exc):
+                raise busy(self.dir, db) from None
             raise
         self.epoch, self._fd, self._file = epoch, fd, path
         self._sweep()
@@ -295,15 +298,34 @@ class Lease:
 
 def force(directory: Path, db: Database, command: str) -> tuple[Probe, int]:
     """``unlock --force``: advance the epoch (the holder, if any, is fenced) and mark the lease
-    released. Returns what was there and the new epoch. Call under ``guard``."""
-    with db.transaction(fenced=False):
-        row = Row.read(db.query)
-        seen = judge(directory, row, file_now(directory))
-        epoch = (row.epoch if row else 0) + 1
-        at = iso(time.time())
-        me = Holder(socket.gethostname(), os.getpid(), user(), command, at)
-        _set_row(db, epoch, me, row.seconds if row else DEFAULT_SECONDS, at)
+    released. Returns what was there and the new epoch. Call under ``guard``. A holder
+    inside a write (stopped before its COMMIT) keeps SQLite's write lock: that is exit 4
+    naming it (``busy``), never an internal error."""
+    try:
+        with db.transaction(fenced=False):
+            row = Row.read(db.query)
+            seen = judge(directory, row, file_now(directory))
+            epoch = (row.epoch if row else 0) + 1
+            at = iso(time.time())
+            me = Holder(socket.gethostname(), os.getpid(), user(), command, at)
+            _set_row(db, epoch, me, row.seconds if row else DEFAULT_SECONDS, at)
+    except sqlite3.OperationalError as exc:
+        if dbm.busy(exc):
+            raise busy(directory, db) from None
+        raise
     return seen, epoch
+
+
+def busy(directory: Path, db: Database) -> LockHeld:
+    """Exit 4 when SQLite's write lock outlasted the busy timeout: another process is inside
+    a write transaction (the lease's holder, stalled before its COMMIT, most likely). The
+    holder is read outside any transaction (WAL: readers never wait on the writer)."""
+    try:
+        row = Row.read(db.query)
+    except sqlite3.Error:
+        row = None
+    who = row.holder.describe() if row is not None else "another runbook process"
+    return dbm.busy_error(directory, who)
 
 
 @contextlib.contextmanager
