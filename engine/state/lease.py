@@ -344,7 +344,13 @@ def leased(
         store = Store(state_dir, name, masker)
         try:
             lease.acquire(store.db)
+            # the journal as of the takeover: what the old holder committed between the
+            # Store's first fold and the takeover transaction (it was not fenced yet) is
+            # folded in, so a step it started is seen running (then unknown, its leftovers
+            # stopped) and never missed
+            store.refresh()
         except BaseException:
+            lease.release()
             store.close()
             raise
     store.fence_with(lease.fence)
