@@ -31,13 +31,14 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import LeaseLost, LockHeld
+from ..errors import LeaseLost, LockHeld, StateError
 from ..files import private_dir
 from ..masking import Masker
 from . import db as dbm
@@ -68,7 +69,7 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
     """The ``lock`` file's flock while a command opens (or, for ``approve`` and ``resolve``,
     reads and writes) the state: held for moments, never for a run."""
     private_dir(directory)
-    fd = os.open(directory / GUARD, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(directory / GUARD)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -88,6 +89,22 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def open_private(path: Path, flags: int = 0) -> int:
+    """``path`` opened read-write (created 0600), never following a symlink nor blocking on a
+    FIFO; something other than a regular file in its place is exit 2, never waited on."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | flags, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot be opened ({exc.strerror}); it must be a regular file (remove "
+            "what is in its place)"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateError(f"{path}: not a regular file; remove what is in its place")
+    return fd
 
 
 def _earlier_version(fd: int) -> None:
@@ -189,7 +206,7 @@ class Lease:
                     self.notice = f"took over the lease of {seen.holder.describe()}: {why}"
                 epoch = (row.epoch if row else 0) + 1
                 path = self.dir / f"{PREFIX}{epoch}"
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = open_private(path, os.O_TRUNC)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.write(fd, json.dumps({"epoch": epoch, "pid": os.getpid()}).encode())
                 os.utime(fd)
