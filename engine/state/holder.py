@@ -150,8 +150,8 @@ def file_now(directory: Path) -> float:
     (a reader that may not touch it, or a state without one, uses this machine's clock)."""
     path = directory / GUARD
     try:
-        os.utime(path)
-        return os.stat(path).st_mtime
+        os.utime(path, follow_symlinks=False)
+        return os.lstat(path).st_mtime
     except OSError:
         return time.time()
 
