@@ -352,7 +352,7 @@ def refuse_early(
     leaves everything on disk as it was — no schema migrated, no journal imported, and the
     lease row untouched (taking the lease rewrites it, and would fence an expired holder).
     ``repin`` checks again under the lease (what changed in between is refused there)."""
-    from ..state.store import opening_writes, read_state, read_var_key
+    from ..state.store import opening_writes, read_state
 
     if accept:
         return
@@ -365,7 +365,7 @@ def refuse_early(
     if run.finished and not reopen:
         return
     # compared as repin compares (by the vars' keyed digests when the state has a key)
-    key = None if migrating else read_var_key(state_dir, rb.name)
+    key = None if migrating else pinned.read_var_key(state_dir, rb.name)
     changes = compare(run, got[0], rb, variables, masker, key)
     if undo is not None:
         changes.affected = _undo_affected(changes, undo)

@@ -123,32 +123,6 @@ def read_state(state_dir: str | os.PathLike[str], name: str) -> tuple[State, str
     return fold(name, records, where), notice
 
 
-def read_var_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
-    """The state's var key (``pinned.read_key``), read without writing anything; None when
-    there is none (or no state)."""
-    from . import pinned
-
-    if location.is_postgres(state_dir):
-        from . import pg
-
-        state_path(".", name)
-        pdb = pg.open_db(str(state_dir), name, write=False)
-        if pdb is None:
-            return None
-        try:
-            return pinned.read_key(pdb)
-        finally:
-            pdb.close()
-    path = state_path(state_dir, name) / dbm.FILE
-    if not path.exists():
-        return None
-    db = dbm.open_reader(path, name)
-    try:
-        return pinned.read_key(db)
-    finally:
-        db.close()
-
-
 def opening_writes(state_dir: str | os.PathLike[str], name: str) -> bool:
     """Opening the state for writing would change it before anything is decided: a schema of
     an earlier version is migrated, a ``journal.jsonl`` imported (read only: nothing here
