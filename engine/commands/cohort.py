@@ -60,7 +60,17 @@ def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
 
     rb = prepared.runbook
     refuse_unsupported(rb, state_dir(ctx), prepared.file)
-    with leased(state_dir(ctx), rb.name, prepared.masker) as (store, _lease):
+    from ..run.session import stop_leftovers
+
+    console = Console()
+    with leased(state_dir(ctx), rb.name, prepared.masker) as (store, lease):
+        # a lost holder's lease taken over is said, naming it (SPEC §8), and the commands
+        # it left running are stopped, as an apply does; the steps stay running in the
+        # journal, so the next apply handles them as after a crash
+        for note in (lease.notice, store.notice):
+            if note:
+                console.err(f"runbook: {note}")
+        stop_leftovers(store, lambda text: console.err(f"runbook: {text}"))
         yield store
 
 

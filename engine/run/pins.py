@@ -347,23 +347,26 @@ def refuse_early(
     replace: tuple[str, ...],
     undo: set[str] | None = None,
 ) -> None:
-    """``repin``'s refusal, before the lock is taken and the state is opened for writing,
-    when that opening would write (it migrates an older schema, imports a journal of an
-    earlier version): an apply (or, with ``undo``, the steps it would undo, a rollback)
-    refused for changes leaves everything on disk as it was. ``repin`` checks again under
-    the lock."""
+    """``repin``'s refusal, before the lease is taken and the state is opened for writing:
+    an apply (or, with ``undo``, the steps it would undo, a rollback) refused for changes
+    leaves everything on disk as it was — no schema migrated, no journal imported, and the
+    lease row untouched (taking the lease rewrites it, and would fence an expired holder).
+    ``repin`` checks again under the lease (what changed in between is refused there)."""
     from ..state.store import opening_writes, read_state
 
-    if accept or not opening_writes(state_dir, rb.name):
-        return  # repin refuses under the lock, before anything is written (one fold, not two)
+    if accept:
+        return
+    migrating = opening_writes(state_dir, rb.name)
     got = read_state(state_dir, rb.name)
     run = got[0].run if got is not None else None
-    if got is None or run is None or accept:
+    if got is None or run is None:
         return
     reopen = (bool(replace) or undo is not None) and run.status is RunStatus.SUCCEEDED
     if run.finished and not reopen:
         return
-    changes = compare(run, got[0], rb, variables, masker)
+    # compared as repin compares (by the vars' keyed digests when the state has a key)
+    key = None if migrating else pinned.read_var_key(state_dir, rb.name)
+    changes = compare(run, got[0], rb, variables, masker, key)
     if undo is not None:
         changes.affected = _undo_affected(changes, undo)
     if changes.any and changes.affected:

@@ -99,9 +99,10 @@ def _with_secrets(rb: Runbook, subset: dict[str, Any]) -> Runbook:
     return dataclasses.replace(rb, secrets=subset)
 
 
-def _stop_leftovers(store: Store, reporter: Reporter) -> None:
-    """The commands a dead holder left running for steps it had not finished: stopped
-    before anything else happens (``processes.py``)."""
+def stop_leftovers(store: Store, say: Callable[[str], None]) -> None:
+    """The commands a lost holder left running for steps it had not finished: stopped
+    before anything else happens (``processes.py``; found by the state's and the step's
+    marker in their environment, so nothing else is ever touched)."""
     from ..processes import leftovers, stop
     from ..state.status import Status
 
@@ -117,7 +118,7 @@ def _stop_leftovers(store: Store, reporter: Reporter) -> None:
     stop(found)
     shown = "; ".join(f"{p.step} (pid {p.pid}: {p.command[:80]})" for p in found[:10])
     more = f" and {len(found) - 10} more" if len(found) > 10 else ""
-    reporter.notice(f"stopped {len(found)} process(es) the lost run left running: {shown}{more}")
+    say(f"stopped {len(found)} process(es) the lost run left running: {shown}{more}")
 
 
 def confirm(question: str, yes: bool) -> None:
@@ -156,8 +157,11 @@ def open_session(
             for note in (lease.notice, store.notice):
                 if note:
                     reporter.notice(note)
-            if lease.took_over is not None:
-                _stop_leftovers(store, reporter)
+            # every step the journal says is running belongs to a run that is over (this
+            # one started nothing yet): taken over, or cleared by `unlock --force`, or taken
+            # and released since by a command that runs no steps (`cohort`); the commands it
+            # left running are stopped whichever way its lease ended
+            stop_leftovers(store, reporter.notice)
             yield Session(
                 file=prepared.file,
                 runbook=rb,

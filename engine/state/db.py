@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import files
-from ..errors import StateError
+from ..errors import LockHeld, StateError
 from ..files import fsync_dir
 from . import schema
 
@@ -118,7 +118,31 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def damaged(path: Path, exc: sqlite3.Error) -> StateError:
+def busy(exc: BaseException) -> bool:
+    """``exc`` is SQLite's "database is locked": another connection is inside a write
+    transaction (a command writing, or a holder stopped before its COMMIT) and the busy
+    timeout ran out. The state is healthy: it is busy, not damaged."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+
+
+def busy_error(path: Path, who: str = "another runbook command") -> LockHeld:
+    """Exit 4: the state is busy (``busy``), never called damaged; nothing was changed."""
+    return LockHeld(
+        f"{path}: the state is busy: {who} is inside a write; try again (nothing was "
+        "changed by this command)"
+    )
+
+
+def damaged(path: Path, exc: sqlite3.Error) -> StateError | LockHeld:
+    """A state that cannot be read (exit 2), or, when SQLite only said it is busy, a state
+    that is busy (exit 4, ``busy_error``)."""
+    if busy(exc):
+        return busy_error(path)
     return StateError(
         f"{path}: the state database cannot be read ({exc}); it was left untouched. Restore "
         "it from a backup, or move it away to start over (the runbook's steps would then run "

@@ -15,6 +15,7 @@ import fcntl
 import os
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -149,21 +150,20 @@ def file_now(directory: Path) -> float:
     (a reader that may not touch it, or a state without one, uses this machine's clock)."""
     path = directory / GUARD
     try:
-        os.utime(path)
-        return os.stat(path).st_mtime
+        os.utime(path, follow_symlinks=False)
+        return os.lstat(path).st_mtime
     except OSError:
         return time.time()
 
 
 def flocked(path: Path) -> bool:
     """Whether a process holds the flock of ``path`` now (False when there is no file; True
-    when it cannot be opened to tell: only expiry decides then)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
+    when it cannot be opened to tell, or is not a regular file: only expiry decides then).
+    Opened without blocking and without following a symlink: a FIFO in its place is judged,
+    never waited on."""
+    fd = _open_regular(path)
+    if fd is None:
+        return os.path.lexists(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -171,6 +171,19 @@ def flocked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _open_regular(path: Path) -> int | None:
+    """``path`` opened read-only when it is a regular file (no symlink followed, never
+    blocking on a FIFO); None when it is missing, cannot be opened, or is something else."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def judge(directory: Path, row: Row | None, now: float) -> Probe:
@@ -185,7 +198,7 @@ def judge(directory: Path, row: Row | None, now: float) -> Probe:
     except ValueError:  # not a time this program wrote
         age = None
     try:
-        renewed = os.stat(path).st_mtime
+        renewed = os.lstat(path).st_mtime
     except FileNotFoundError:  # its holder was gone before it could renew, or removed
         return Probe("lost", row.epoch, row.holder, row.seconds, row.holder.started, age)
     base = Probe("held", row.epoch, row.holder, row.seconds, iso(renewed), age, now - renewed)
@@ -201,19 +214,68 @@ def _with(p: Probe, state: str) -> Probe:
 
 
 def probe(directory: Path) -> Probe:
-    """The lease of a state, read without taking anything (``lock``, ``status``)."""
+    """The lease of a state, read without taking anything (``lock``, ``status``). A state
+    of an earlier schema (no ``lease`` table) has the holder an earlier version wrote in the
+    ``lock`` file it holds for its whole run (``earlier_holder``); a state that is not a
+    database (or is damaged) is exit 2 (``StateError``), never "nobody holds it"."""
+    from . import db as dbm
+
     path = directory / FILE
     if not path.exists():
         return Probe("none")
     try:
         con = sqlite3.connect(path, timeout=30.0)
-    except sqlite3.Error:
-        return Probe("none")
+    except sqlite3.Error as exc:
+        raise dbm.damaged(path, exc) from None
     try:
         con.execute("PRAGMA query_only = ON")
-        row = Row.read(lambda sql: con.execute(sql).fetchall())
-    except sqlite3.DatabaseError:  # no lease table yet (an older schema): nobody holds one
-        return Probe("none")
+        tables = con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lease'"
+        ).fetchall()
+        row = Row.read(lambda sql: con.execute(sql).fetchall()) if tables else None
+    except sqlite3.DatabaseError as exc:
+        raise dbm.damaged(path, exc) from None
     finally:
         con.close()
+    if not tables:  # an older schema: no lease; a run of an earlier version holds `lock`
+        old = earlier_holder(directory)
+        if old is None:
+            return Probe("none")
+        try:
+            age: float | None = file_now(directory) - _ts(old.started)
+        except ValueError:
+            age = None
+        return Probe("held", 0, old, DEFAULT_SECONDS, None, age)
     return judge(directory, row, file_now(directory))
+
+
+def earlier_holder(directory: Path) -> Holder | None:
+    """The run of an earlier version of runbook holding the ``lock`` file (it holds its flock
+    for its whole run, its holder written inside; this version never writes it), or None."""
+    import json
+
+    fd = _open_regular(directory / GUARD)
+    if fd is None:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raw = os.read(fd, 65536)
+        else:
+            return None  # nobody holds it
+        if not raw.strip():
+            return None  # a command of this version opening the state, for a moment
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw)
+        return Holder(
+            str(data["host"]),
+            int(data["pid"]),
+            str(data["user"]),
+            f"{data.get('command', 'runbook')} — an earlier version of runbook, holding `lock`",
+            str(data["started_at"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return Holder("?", 0, "?", "a run of an earlier version of runbook, holding `lock`", "?")

@@ -31,15 +31,17 @@ import json
 import os
 import socket
 import sqlite3
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import LeaseLost, LockHeld
+from ..errors import LeaseLost, LockHeld, StateError
 from ..files import private_dir
 from ..masking import Masker
+from . import db as dbm
 from .db import Database
 from .holder import (
     COLUMNS,
@@ -67,7 +69,7 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
     """The ``lock`` file's flock while a command opens (or, for ``approve`` and ``resolve``,
     reads and writes) the state: held for moments, never for a run."""
     private_dir(directory)
-    fd = os.open(directory / GUARD, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_private(directory / GUARD)
     try:
         deadline = time.monotonic() + wait
         while True:
@@ -87,6 +89,22 @@ def guard(directory: Path, wait: float = GUARD_WAIT) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
+
+
+def open_private(path: Path, flags: int = 0) -> int:
+    """``path`` opened read-write (created 0600), never following a symlink nor blocking on a
+    FIFO; something other than a regular file in its place is exit 2, never waited on."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | flags, 0o600)
+    except OSError as exc:
+        raise StateError(
+            f"{path}: cannot be opened ({exc.strerror}); it must be a regular file (remove "
+            "what is in its place)"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StateError(f"{path}: not a regular file; remove what is in its place")
+    return fd
 
 
 def _earlier_version(fd: int) -> None:
@@ -188,19 +206,21 @@ class Lease:
                     self.notice = f"took over the lease of {seen.holder.describe()}: {why}"
                 epoch = (row.epoch if row else 0) + 1
                 path = self.dir / f"{PREFIX}{epoch}"
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                fd = open_private(path, os.O_TRUNC)
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 os.write(fd, json.dumps({"epoch": epoch, "pid": os.getpid()}).encode())
                 os.utime(fd)
                 started = iso(os.fstat(fd).st_mtime)
                 me = Holder(socket.gethostname(), os.getpid(), user(), self.command, started)
                 _set_row(db, epoch, me, self.seconds, None)
-        except BaseException:
+        except BaseException as exc:
             if fd >= 0:
                 os.close(fd)
             if path is not None:
                 with contextlib.suppress(OSError):
                     path.unlink()
+            if dbm.busy(exc):
+                raise busy(self.dir, db) from None
             raise
         self.epoch, self._fd, self._file = epoch, fd, path
         self._sweep()
@@ -295,15 +315,34 @@ class Lease:
 
 def force(directory: Path, db: Database, command: str) -> tuple[Probe, int]:
     """``unlock --force``: advance the epoch (the holder, if any, is fenced) and mark the lease
-    released. Returns what was there and the new epoch. Call under ``guard``."""
-    with db.transaction(fenced=False):
-        row = Row.read(db.query)
-        seen = judge(directory, row, file_now(directory))
-        epoch = (row.epoch if row else 0) + 1
-        at = iso(time.time())
-        me = Holder(socket.gethostname(), os.getpid(), user(), command, at)
-        _set_row(db, epoch, me, row.seconds if row else DEFAULT_SECONDS, at)
+    released. Returns what was there and the new epoch. Call under ``guard``. A holder
+    inside a write (stopped before its COMMIT) keeps SQLite's write lock: that is exit 4
+    naming it (``busy``), never an internal error."""
+    try:
+        with db.transaction(fenced=False):
+            row = Row.read(db.query)
+            seen = judge(directory, row, file_now(directory))
+            epoch = (row.epoch if row else 0) + 1
+            at = iso(time.time())
+            me = Holder(socket.gethostname(), os.getpid(), user(), command, at)
+            _set_row(db, epoch, me, row.seconds if row else DEFAULT_SECONDS, at)
+    except sqlite3.OperationalError as exc:
+        if dbm.busy(exc):
+            raise busy(directory, db) from None
+        raise
     return seen, epoch
+
+
+def busy(directory: Path, db: Database) -> LockHeld:
+    """Exit 4 when SQLite's write lock outlasted the busy timeout: another process is inside
+    a write transaction (the lease's holder, stalled before its COMMIT, most likely). The
+    holder is read outside any transaction (WAL: readers never wait on the writer)."""
+    try:
+        row = Row.read(db.query)
+    except sqlite3.Error:
+        row = None
+    who = row.holder.describe() if row is not None else "another runbook process"
+    return dbm.busy_error(directory, who)
 
 
 @contextlib.contextmanager
@@ -322,7 +361,13 @@ def leased(
         store = Store(state_dir, name, masker)
         try:
             lease.acquire(store.db)
+            # the journal as of the takeover: what the old holder committed between the
+            # Store's first fold and the takeover transaction (it was not fenced yet) is
+            # folded in, so a step it started is seen running (then unknown, its leftovers
+            # stopped) and never missed
+            store.refresh()
         except BaseException:
+            lease.release()
             store.close()
             raise
     store.fence_with(lease.fence)

@@ -160,10 +160,7 @@ class PgLease:
             with conn.transaction():
                 self._swap(conn, alive_free)
         except psycopg.errors.LockNotAvailable:
-            raise LockHeld(
-                "the state's lease is locked by a writer in the middle of a transaction "
-                "(a stopped process?); try again later"
-            ) from None
+            raise _busy(conn, self.name) from None
 
     def _swap(self, conn: Any, alive_free: bool) -> None:
         conn.execute("SET LOCAL lock_timeout = '10s'")
@@ -357,6 +354,8 @@ def force(url: str, name: str, command: str) -> tuple[Probe, int]:
         if not conn.execute("SELECT 1 FROM runbook.state WHERE runbook = %s", (name,)).fetchall():
             raise InvalidInput(f"no state of {name} in {shown(url)}: nothing to clear")
         with conn.transaction():
+            # a holder stopped inside a write keeps its row lock: exit 4 naming it, not a wait
+            conn.execute("SET LOCAL lock_timeout = '10s'")
             conn.execute(
                 "INSERT INTO runbook.lease (runbook) VALUES (%s) ON CONFLICT (runbook) DO NOTHING",
                 (name,),
@@ -370,8 +369,22 @@ def force(url: str, name: str, command: str) -> tuple[Probe, int]:
                 " command = %s, proof = false WHERE runbook = %s RETURNING epoch",
                 (mask_url_passwords(command), name),
             ).fetchone()[0]
+    except pg._psycopg().errors.LockNotAvailable:
+        raise _busy(conn, name) from None
     except pg._psycopg().errors.InsufficientPrivilege as exc:
         raise pg.denied(url, str(exc).strip().splitlines()[0]) from None
     finally:
         conn.close()
     return seen, int(epoch)
+
+
+def _busy(conn: Any, name: str) -> LockHeld:
+    """Exit 4 when the lease row stays locked past ``lock_timeout``: a writer (the holder,
+    stopped inside a write, most likely) is in the middle of a transaction; named when it
+    can be read (a plain read never waits on a row lock)."""
+    try:
+        seen = judge(conn, name)
+        who = seen.holder.describe() if seen.holder is not None else "another runbook process"
+    except pg._psycopg().Error:  # the refusal is said whatever the read gives
+        who = "another runbook process"
+    return LockHeld(f"the state of {name} is busy: {who} is inside a write; try again")

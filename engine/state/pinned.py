@@ -143,6 +143,30 @@ def read_key(db: dbm.Database) -> bytes | None:
         return None
 
 
+def read_var_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
+    """The state's var key (``read_key``), read without writing anything; None when
+    there is none (or no state)."""
+    if location.is_postgres(state_dir):
+        from . import pg
+
+        state_path(".", name)
+        pdb = pg.open_db(str(state_dir), name, write=False)
+        if pdb is None:
+            return None
+        try:
+            return read_key(pdb)
+        finally:
+            pdb.close()
+    path = state_path(state_dir, name) / dbm.FILE
+    if not path.exists():
+        return None
+    db = dbm.open_reader(path, name)
+    try:
+        return read_key(db)
+    finally:
+        db.close()
+
+
 def ensure_key(db: dbm.Database) -> bytes:
     """This state's var key, made (random, 256 bits) and committed on first use."""
     key = read_key(db)

@@ -1073,3 +1073,30 @@ def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_pa
     assert "migrated the state schema runbook from version 1 to 2" in migrated.stdout
     applied = run(tmp_path, env, "apply", "r.yaml", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+
+
+def test_a_writer_inside_a_transaction_makes_takeover_and_unlock_exit_4_naming_the_holder(
+    team: Team, tmp_path: Path
+) -> None:
+    """A holder stopped inside a write keeps its lock on the lease row (its fence reads the
+    row FOR SHARE): a takeover and `unlock --force` wait for it at most lock_timeout, then
+    exit 4 (naming the holder when the row has one); never an internal error, never a wait
+    without end."""
+    import psycopg
+
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _gate_runbook(ana, bo)
+    paused = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    assert paused.returncode == 3, paused.stderr
+    before = team.sql("SELECT epoch FROM runbook.lease WHERE runbook = 'team'")
+    with psycopg.connect(team.admin) as conn:  # the stalled writer, inside its transaction
+        conn.execute("SELECT epoch FROM runbook.lease WHERE runbook = 'team' FOR SHARE")
+        taken = run(bo, team.env(role_b), "apply", "r.yaml", "--yes")
+        forced = run(bo, team.env(role_b), "unlock", "r.yaml", "--force")
+        conn.rollback()
+    for r in (taken, forced):
+        assert r.returncode == 4, r.stdout + r.stderr
+        assert "the state of team is busy" in r.stderr and "try again" in r.stderr, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert team.sql("SELECT epoch FROM runbook.lease WHERE runbook = 'team'") == before
