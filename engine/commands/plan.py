@@ -113,10 +113,10 @@ def command(
         else None
     )
     if got is not None:
-        from ..state.pinned import state_key
+        from ..state.pinned import read_var_key
 
         other_vars = _pinned_note(
-            console, got[0], rb, values, masker, file, state_key(state_dir(ctx), rb.name)
+            console, got[0], rb, values, masker, file, read_var_key(state_dir(ctx), rb.name)
         )
         if statuses is not None and other_vars:
             statuses = {

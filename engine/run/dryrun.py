@@ -75,7 +75,7 @@ def dry_run(
 
 def _refusal(prepared: Prepared, state: State, state_dir: str, accept: bool) -> str | None:
     """What the apply would refuse (SPEC §8 "Pinned runs"), or None when it would go on."""
-    from ..state.pinned import state_key
+    from ..state.pinned import read_var_key
     from . import pins
 
     run = state.run
@@ -83,7 +83,7 @@ def _refusal(prepared: Prepared, state: State, state_dir: str, accept: bool) -> 
     if run is None or run.finished:
         return None
     changes = pins.compare(
-        run, state, rb, prepared.variables, prepared.masker, state_key(state_dir, rb.name)
+        run, state, rb, prepared.variables, prepared.masker, read_var_key(state_dir, rb.name)
     )
     if not changes.affected:
         return None

@@ -144,8 +144,8 @@ def read_key(db: dbm.Database) -> bytes | None:
 
 
 def read_var_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
-    """The state's var key (``read_key``), read without writing anything; None when
-    there is none (or no state)."""
+    """The state's var key (``read_key``), read without the lock and without writing anything
+    (``plan``, ``--dry-run``, an early refusal); None when there is none (or no state)."""
     if location.is_postgres(state_dir):
         from . import pg
 
@@ -186,28 +186,6 @@ def ensure_key(db: dbm.Database) -> bytes:
     key = read_key(db)
     assert key is not None
     return key
-
-
-def state_key(state_dir: str | os.PathLike[str], name: str) -> bytes | None:
-    """The var key of a runbook's state, read without the lock (``plan``); None without one."""
-    if location.is_postgres(state_dir):
-        from . import pg
-
-        pgdb = pg.open_db(str(state_dir), name, write=False)
-        if pgdb is None:
-            return None
-        try:
-            return read_key(pgdb)
-        finally:
-            pgdb.close()
-    path = state_path(state_dir, name) / dbm.FILE
-    if not path.exists():
-        return None
-    db = dbm.open_reader(path, name)
-    try:
-        return read_key(db)
-    finally:
-        db.close()
 
 
 SECRET = "secret: not compared"  # a var_hmacs entry for a var that held a secret's value
