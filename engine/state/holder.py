@@ -11,17 +11,20 @@ session, on the database clock (``pglease.read``); ``backend.probe`` reads eithe
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..errors import LeaseLost
 from .db import FILE
 
 GUARD = "lock"  # flock held by a command while it opens the state; its mtime is "now"
@@ -279,3 +282,33 @@ def earlier_holder(directory: Path) -> Holder | None:
         )
     except (ValueError, KeyError, TypeError):
         return Holder("?", 0, "?", "a run of an earlier version of runbook, holding `lock`", "?")
+
+
+class Losable:
+    """What both leases (a directory's, PostgreSQL's) do when theirs is found lost: ``lost``
+    is set once, ``lost_error`` is the one ``LeaseLost`` every later write raises, and the
+    ``on_lost`` callbacks (cancel the running actions) run once, in the thread that found it."""
+
+    def _init_lost(self) -> None:
+        self.lost = threading.Event()
+        self.lost_error: LeaseLost | None = None
+        self._on_lost: list[Callable[[], None]] = []
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (in the renewal thread) when the lease is found lost."""
+        self._on_lost.append(callback)
+        if self.lost.is_set():
+            callback()
+
+    def _lost_to(self, by: str) -> LeaseLost:
+        if self.lost_error is None:
+            self.lost_error = LeaseLost(
+                f"lost the lease of the state to {by}: this run started nothing more, "
+                "cancelled its running actions and wrote nothing after losing it; see "
+                "`runbook lock FILE` and `runbook status FILE`"
+            )
+            self.lost.set()
+            for callback in self._on_lost:
+                with contextlib.suppress(Exception):
+                    callback()
+        return self.lost_error

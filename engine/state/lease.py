@@ -35,7 +35,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import LeaseLost, LockHeld, StateError
@@ -49,6 +49,7 @@ from .holder import (
     GUARD,
     PREFIX,
     Holder,
+    Losable,
     Probe,
     Row,
     file_now,
@@ -146,7 +147,7 @@ def _set_row(
     )
 
 
-class Lease:
+class Lease(Losable):
     """This process's lease on one state: ``acquire`` (under ``guard``), a renewal thread,
     ``fence`` inside every write transaction, ``release``."""
 
@@ -159,14 +160,12 @@ class Lease:
         self.epoch: int | None = None
         self.notice: str | None = None
         self.took_over: Holder | None = None  # the holder it was taken from
-        self.lost = threading.Event()
-        self.lost_error: LeaseLost | None = None
+        self._init_lost()
         self._fd = -1
         self._file: Path | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
-        self._on_lost: list[Callable[[], None]] = []
 
     @property
     def interval(self) -> float:
@@ -239,12 +238,6 @@ class Lease:
                 old.unlink()
 
     # -- keeping it --------------------------------------------------------------------
-    def on_lost(self, callback: Callable[[], None]) -> None:
-        """``callback`` runs (in the renewal thread) when the lease is found lost."""
-        self._on_lost.append(callback)
-        if self.lost.is_set():
-            callback()
-
     def _renewing(self) -> None:
         while not self._stop.wait(self.interval):
             try:
@@ -272,23 +265,13 @@ class Lease:
             raise self._lose(Row.read(db.query))
 
     def _lose(self, row: Row | None) -> LeaseLost:
-        if self.lost_error is None:
-            if row is None:
-                by = "somebody who removed it"
-            elif row.holder.command.startswith("runbook unlock"):
-                by = f"{row.holder.short()} (`{row.holder.command}` at {row.holder.started})"
-            else:
-                by = row.holder.describe()
-            self.lost_error = LeaseLost(
-                f"lost the lease of the state to {by}: this run started nothing more, "
-                "cancelled its running actions and wrote nothing after losing it; see "
-                "`runbook lock FILE` and `runbook status FILE`"
-            )
-            self.lost.set()
-            for callback in self._on_lost:
-                with contextlib.suppress(Exception):
-                    callback()
-        return self.lost_error
+        if row is None:
+            by = "somebody who removed it"
+        elif row.holder.command.startswith("runbook unlock"):
+            by = f"{row.holder.short()} (`{row.holder.command}` at {row.holder.started})"
+        else:
+            by = row.holder.describe()
+        return self._lost_to(by)
 
     # -- giving it back ----------------------------------------------------------------
     def release(self, db: Database | None = None) -> None:

@@ -30,7 +30,6 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +37,7 @@ from ..errors import InvalidInput, LeaseLost, LockHeld
 from ..masking import mask_url_passwords
 from . import pg
 from .db import Database
-from .holder import DEFAULT_SECONDS, Holder, Probe, shown_command
+from .holder import DEFAULT_SECONDS, Holder, Losable, Probe, shown_command
 from .location import shown
 
 
@@ -98,7 +97,7 @@ def interval(lease: float) -> float:
     return min(5.0, lease / 3.0)
 
 
-class PgLease:
+class PgLease(Losable):
     """This process's lease on one runbook's state on PostgreSQL: ``acquire``, a renewal
     thread, ``fence`` inside every write transaction, ``release``."""
 
@@ -114,9 +113,7 @@ class PgLease:
         self.epoch: int | None = None
         self.notice: str | None = None
         self.took_over: Holder | None = None  # the holder it was taken from
-        self.lost = threading.Event()
-        self.lost_error: LeaseLost | None = None
-        self._on_lost: list[Callable[[], None]] = []
+        self._init_lost()
         self.user = ""
         self.proof = False  # this session holds the advisory lock
         self._mutex = threading.Lock()
@@ -212,24 +209,8 @@ class PgLease:
     def interval(self) -> float:
         return interval(self.lease)
 
-    def on_lost(self, callback: Callable[[], None]) -> None:
-        """``callback`` runs (in the renewal thread) when the lease is found lost."""
-        self._on_lost.append(callback)
-        if self.lost.is_set():
-            callback()
-
     def _lose(self, by: str) -> LeaseLost:
-        if self.lost_error is None:
-            self.lost_error = LeaseLost(
-                f"lost the lease of the state to {by}: this run started nothing more, "
-                "cancelled its running actions and wrote nothing after losing it; see "
-                "`runbook lock FILE` and `runbook status FILE`"
-            )
-            self.lost.set()
-            for callback in self._on_lost:
-                with contextlib.suppress(Exception):
-                    callback()
-        return self.lost_error
+        return self._lost_to(by)
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(interval(self.lease)):
