@@ -114,7 +114,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
     from ..masking import Masker
     from ..state.decisions import decide
     from ..state.identity import os_uid, self_approval_default
-    from ..state.status import State, Status
+    from ..state.status import State
     from ..state.store import now
     from . import decide as people
 
@@ -126,18 +126,14 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
     said: list[str] = []
 
     def check(state: State) -> tuple[list[dict[str, Any]], None]:
-        run = state.run
-        if run is None or run.finished:
-            raise InvalidInput(
-                f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
-            )
-        st = state.steps.get(step)
-        if st is None or st.status is not Status.WAITING:
-            have = st.status.value if st else "pending"
-            raise InvalidInput(
-                f"{step} is {have}, not waiting for an approval: approve it once the run "
-                "has reached it and paused"
-            )
+        run = people.waiting_run(
+            state,
+            rb,
+            file,
+            step,
+            "not waiting for an approval: approve it once the run has reached it and paused",
+        )
+        st = state.steps[step]  # waiting: recorded
         if run.digest and run.digest != rb.digest:
             raise InvalidInput(
                 f"your copy of {file} differs from the runbook run {run.id} applies "

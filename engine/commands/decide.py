@@ -25,7 +25,7 @@ from ..format.approvals import same_identity
 from ..format.model import Runbook
 from ..format.templates import TemplateError, render
 from ..state.identity import os_uid
-from ..state.status import State, Status
+from ..state.status import RunState, State, Status
 from ..state.store import now
 
 
@@ -63,6 +63,20 @@ def require_state(state_dir: str, rb: Runbook, file: str) -> None:
         raise InvalidInput(
             f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
         )
+
+
+def waiting_run(state: State, rb: Runbook, file: str, step: str, not_waiting: str) -> RunState:
+    """The run in progress when ``step`` waits in it; else ``InvalidInput`` saying why
+    (``not_waiting`` follows "STEP is STATUS, ")."""
+    run = state.run
+    if run is None or run.finished:
+        raise InvalidInput(
+            f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
+        )
+    st = state.steps.get(step)
+    if st is None or st.status is not Status.WAITING:
+        raise InvalidInput(f"{step} is {st.status.value if st else 'pending'}, {not_waiting}")
+    return run
 
 
 def masked(rb: Runbook, text: str | None) -> str | None:
@@ -107,18 +121,14 @@ def record(
     decided: dict[str, Any] = {}
 
     def check(state: State) -> tuple[list[dict[str, Any]], None]:
-        run = state.run
-        if run is None or run.finished:
-            raise InvalidInput(
-                f"no run of {rb.name} is in progress: start one with `runbook apply {file}`"
-            )
-        st = state.steps.get(step)
-        if st is None or st.status is not Status.WAITING:
-            have = st.status.value if st else "pending"
-            raise InvalidInput(
-                f"{step} is {have}, not waiting for a decision: a gate is decided only while it "
-                "waits (after an inconclusive evaluation)"
-            )
+        run = waiting_run(
+            state,
+            rb,
+            file,
+            step,
+            "not waiting for a decision: a gate is decided only while it waits (after an "
+            "inconclusive evaluation)",
+        )
         waiting = gates.waiting_of(state.records.get(step), run.id)
         if waiting is None:
             raise InvalidInput(
