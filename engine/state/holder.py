@@ -3,7 +3,9 @@ and ``lease.py`` before it takes it): the ``lease`` row of ``state.db`` (epoch, 
 duration, released) and the holder's file ``STATE_DIR/NAME/lease-EPOCH``, whose flock proves
 the holder alive on this host and whose modification time is its last renewal. Times are
 measured on the file system's clock (SPEC §11): "now" is the modification time of the
-``lock`` file, touched by whoever asks. Reading takes nothing and writes nothing else.
+``lock`` file, touched by whoever takes the lease; a reader (``lock``, ``status``) takes it
+from an anonymous file of that folder (``reader_now``), so that reading takes nothing and
+changes nothing on disk, not even a modification time.
 
 On PostgreSQL the same ``Probe`` is read from the ``runbook.lease`` row and its holder's
 session, on the database clock (``pglease.read``); ``backend.probe`` reads either.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import socket
 import sqlite3
@@ -159,6 +162,63 @@ def file_now(directory: Path) -> float:
         return time.time()
 
 
+def reader_now(directory: Path) -> float:
+    """Now on the clock of the state's file system, read without changing anything there
+    (``lock`` and ``status`` only read): the modification time of an anonymous file made in
+    that folder (``O_TMPFILE``: never linked, gone when closed, the folder untouched); this
+    machine's clock where the file system cannot make one (or the reader may not)."""
+    flags = getattr(os, "O_TMPFILE", 0)
+    if not flags:
+        return time.time()
+    try:
+        fd = os.open(directory, flags | os.O_WRONLY, 0o600)
+    except OSError:
+        return time.time()
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def _fetch(con: sqlite3.Connection, sql: str) -> list[tuple[object, ...]]:
+    return con.execute(sql).fetchall()
+
+
+def _read_row(path: Path) -> tuple[bool, Row | None]:
+    """Whether the state has a ``lease`` table, and its row, read without writing anything:
+    with no write-ahead log beside it (no process has the database open), read as an
+    immutable file (SQLite makes no ``-wal``/``-shm`` files for it, the folder untouched);
+    otherwise through the log that is there. A read that fails the first way is made the
+    second (a writer opened it meanwhile)."""
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    uris = [f"file:{quote(str(path))}?mode=ro"]
+    if not os.path.lexists(wal):
+        uris.insert(0, f"file:{quote(str(path))}?mode=ro&immutable=1")
+    for i, uri in enumerate(uris):
+        try:
+            con = sqlite3.connect(uri, uri=True, timeout=30.0)
+        except sqlite3.Error:
+            if i + 1 < len(uris):
+                continue
+            raise
+        try:
+            con.execute("PRAGMA query_only = ON")
+            tables = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lease'"
+            ).fetchall()
+            row = Row.read(functools.partial(_fetch, con)) if tables else None
+            return bool(tables), row
+        except sqlite3.DatabaseError:
+            if i + 1 < len(uris):
+                continue
+            raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
+
+
 def flocked(path: Path) -> bool:
     """Whether a process holds the flock of ``path`` now (False when there is no file; True
     when it cannot be opened to tell, or is not a regular file: only expiry decides then).
@@ -227,29 +287,19 @@ def probe(directory: Path) -> Probe:
     if not path.exists():
         return Probe("none")
     try:
-        con = sqlite3.connect(path, timeout=30.0)
+        tables, row = _read_row(path)
     except sqlite3.Error as exc:
         raise dbm.damaged(path, exc) from None
-    try:
-        con.execute("PRAGMA query_only = ON")
-        tables = con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lease'"
-        ).fetchall()
-        row = Row.read(lambda sql: con.execute(sql).fetchall()) if tables else None
-    except sqlite3.DatabaseError as exc:
-        raise dbm.damaged(path, exc) from None
-    finally:
-        con.close()
     if not tables:  # an older schema: no lease; a run of an earlier version holds `lock`
         old = earlier_holder(directory)
         if old is None:
             return Probe("none")
         try:
-            age: float | None = file_now(directory) - _ts(old.started)
+            age: float | None = reader_now(directory) - _ts(old.started)
         except ValueError:
             age = None
         return Probe("held", 0, old, DEFAULT_SECONDS, None, age)
-    return judge(directory, row, file_now(directory))
+    return judge(directory, row, reader_now(directory))
 
 
 def earlier_holder(directory: Path) -> Holder | None:

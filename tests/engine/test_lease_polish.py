@@ -1,0 +1,44 @@
+"""Issue 14, the polish of leases, approvals and readers on a state directory: `lock` changes
+nothing on disk, `--lease` has bounds, `graph --status` (its old `--state` spelling is a
+deprecated alias), the report marks expired approvals, and `approve` needs no `--var` for a
+var that held a secret (the run's recorded vars decide)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import time
+from pathlib import Path
+
+from tests.engine.helpers import sh, write
+
+STATE = Path(".runbook/t")
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every file and folder under ``root``: (mtime_ns, mode, content digest)."""
+    out: dict[str, tuple[int, int, str]] = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        st = os.lstat(path)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        out[str(path)] = (st.st_mtime_ns, st.st_mode, digest)
+    return out
+
+
+# -- 6: `runbook lock FILE` is a read-only inspection ---------------------------------------
+
+
+def test_lock_changes_nothing_on_disk_not_even_the_lock_files_mtime(runbook) -> None:
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "echo a >> ledger.txt")]}])
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    assert (STATE / "lock").exists()
+    before = _snapshot(STATE)
+    time.sleep(0.05)  # a touch now would give another mtime
+    text = runbook("lock", "r.yaml")
+    assert text.code == 0 and "t: nobody holds the lease (last held by" in text.out
+    doc = runbook("lock", "r.yaml", "--format", "json")
+    assert doc.code == 0 and json.loads(doc.out)["lease"]["state"] == "none"
+    assert _snapshot(STATE) == before
