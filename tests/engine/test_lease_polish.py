@@ -42,3 +42,28 @@ def test_lock_changes_nothing_on_disk_not_even_the_lock_files_mtime(runbook) -> 
     doc = runbook("lock", "r.yaml", "--format", "json")
     assert doc.code == 0 and json.loads(doc.out)["lease"]["state"] == "none"
     assert _snapshot(STATE) == before
+
+
+# -- 4: --lease has bounds -------------------------------------------------------------------
+
+
+def test_lease_above_an_hour_or_below_a_second_is_exit_2_located_on_apply_and_rollback(
+    runbook,
+) -> None:
+    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "echo a >> ledger.txt")]}])
+    for command in ("apply", "rollback"):
+        for bad in ("2h", "61m", "999999h", "0.5s", "-3s", "0s", "inf", "nan"):
+            r = runbook(command, "r.yaml", "--yes", "--lease", bad)
+            assert r.code == 2, (command, bad, r.output)
+            assert "Invalid value for '--lease'" in r.err, (command, bad, r.err)
+            assert "Traceback" not in r.err
+        r = runbook(command, "r.yaml", "--yes", "--lease", "2h")
+        assert "longer than 1h" in r.err and "1s to 1h" in r.err, r.err
+    assert not STATE.exists()  # nothing written
+    for command in ("apply", "rollback"):
+        shown = " ".join(runbook(command, "--help").out.split())
+        assert "from 1s to 1h" in shown, shown
+    r = runbook("apply", "r.yaml", "--yes", "--lease", "1h")
+    assert r.code == 0, r.output
+    assert (STATE / "state.db").exists()
+    assert json.loads(runbook("lock", "r.yaml", "--format", "json").out)["lease"]["seconds"] == 3600
