@@ -11,8 +11,9 @@ import os
 import pwd
 import time
 from pathlib import Path
+from typing import Any
 
-from tests.engine.helpers import sh, write
+from tests.engine.helpers import journal, sh, write
 
 STATE = Path(".runbook/t")
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -93,3 +94,53 @@ def test_graph_status_flag_renamed_from_state_which_stays_a_deprecated_alias(run
     elsewhere = runbook("--state", "other", "graph", "r.yaml", "--status")
     assert elsewhere.code == 0 and "classDef st_failed" not in elsewhere.out
     assert not Path("other").exists()
+
+
+# -- 7: the report marks expired approvals -----------------------------------------------------
+
+
+def _approvals(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = doc["approvals"]
+    return got
+
+
+def test_report_marks_an_approval_whose_expires_passed_as_void_in_markdown_and_json(
+    runbook,
+) -> None:
+    steps = [
+        {"id": "ok", "action": "approval", "with": {"required": 2, "expires": "1s"}},
+        sh("b", "echo b >> ledger.txt", needs=["ok"]),
+    ]
+    write("r.yaml", phases=[{"id": "p", "steps": steps}])
+    assert runbook("apply", "r.yaml", "--yes").code == 3
+    got = runbook("approve", "r.yaml", "ok", "--comment", "looks fine")
+    assert got.code == 0, got.output
+    before = journal(".runbook", "t")
+    fresh = json.loads(runbook("report", "r.yaml", "--format", "json").out)
+    assert [a["void"] for a in _approvals(fresh)] == [None]
+    time.sleep(1.5)  # past `expires`
+    doc = json.loads(runbook("report", "r.yaml", "--format", "json").out)
+    (approval,) = _approvals(doc)
+    assert approval["by"] == ME and approval["void"].startswith("expired (given at "), approval
+    assert "expires: 1s" in approval["void"]
+    md = runbook("report", "r.yaml")
+    assert md.code == 0 and "looks fine (void: expired (given at " in md.out, md.out
+    html = runbook("report", "r.yaml", "--format", "html")
+    assert html.code == 0 and "looks fine (void: expired (given at " in html.out
+    # as status says it
+    assert "approval void: expired" in runbook("status", "r.yaml").out
+    assert journal(".runbook", "t") == before  # the report wrote nothing
+
+
+def test_report_keeps_an_expired_approval_that_was_acted_on_standing(runbook) -> None:
+    steps = [
+        {"id": "ok", "action": "approval", "with": {"expires": "1s"}},
+        sh("b", "echo b >> ledger.txt", needs=["ok"]),
+    ]
+    write("r.yaml", phases=[{"id": "p", "steps": steps}])
+    assert runbook("apply", "r.yaml", "--yes").code == 3
+    assert runbook("approve", "r.yaml", "ok").code == 0
+    assert runbook("apply", "r.yaml", "--yes").code == 0
+    time.sleep(1.5)
+    doc = json.loads(runbook("report", "r.yaml", "--format", "json").out)
+    assert [a["void"] for a in _approvals(doc)] == [None]  # it was acted on: it stood
