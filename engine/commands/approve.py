@@ -51,7 +51,9 @@ def command(
     true on a state directory, false on PostgreSQL); an identity not among the step's `approvers`; a second
     approval by the same identity; a copy of the runbook that differs from the one the
     run is pinned to (compared on the runbook only; without --var, the run's own vars are
-    used, and `approvers` is always rendered with them).
+    used, and `approvers` is always rendered with them). No --var is needed, even for a
+    var whose value held a secret (the run recorded it masked): the approval is bound to
+    the run's vars as recorded.
 
     On a gate (`check`) that waits after an inconclusive evaluation, approving passes it:
     the decision is bound to the measurements it was made on; the gate's `approvers` and
@@ -68,13 +70,17 @@ def command(
     from ..run.session import prepare
     from ..state.pinned import run_vars
 
-    # without --var, the vars of the run in progress (SPEC §11)
+    # without --var, the vars of the run in progress (SPEC §11). An approval is checked and
+    # bound with the run's vars as recorded (`approvers` rendered with them, their digest),
+    # and an approver's copy is compared on the runbook digest only: no value is needed
+    # here, so a var that held a secret (recorded masked, not reusable) is never asked for
     prepared = prepare(
         file,
         assignments,
         var_files,
         resolve_secrets=False,
         pinned=lambda rb: run_vars(state_dir(ctx), rb.name),
+        require_all=False,
     )
     rb = prepared.runbook
     inst = rb.instances.get(step)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.engine.helpers import journal, sh, write
+from tests.engine.helpers import journal, sh, status_json, write
 
 STATE = Path(".runbook/t")
 ME = pwd.getpwuid(os.getuid()).pw_name
@@ -144,3 +144,47 @@ def test_report_keeps_an_expired_approval_that_was_acted_on_standing(runbook) ->
     time.sleep(1.5)
     doc = json.loads(runbook("report", "r.yaml", "--format", "json").out)
     assert [a["void"] for a in _approvals(doc)] == [None]  # it was acted on: it stood
+
+
+# -- 5: approve takes a secret-held var from the run, never asks for it ------------------------
+
+
+def test_approve_without_var_on_a_run_whose_var_held_a_secret_is_recorded(
+    runbook, monkeypatch
+) -> None:
+    write(
+        "r.yaml",
+        vars={"region": {"type": "string"}},
+        secrets={"tok": {"env": "TOK"}},
+        phases=[
+            {
+                "id": "p",
+                "steps": [
+                    sh("a", "echo {{ secrets.tok }} > /dev/null"),
+                    {"id": "ok", "action": "approval", "needs": ["a"]},
+                    sh("b", "echo b-{{ vars.region }} >> ledger.txt", needs=["ok"]),
+                ],
+            }
+        ],
+    )
+    monkeypatch.setenv("TOK", "europe-west")
+    r = runbook("apply", "r.yaml", "--yes", "--var", "region=europe-west")
+    assert r.code == 3, r.output
+    run = next(rec for rec in journal(".runbook", "t") if rec["t"] == "run")
+    assert run["vars"] == {"region": "***"}  # held a secret's value: not stored
+    monkeypatch.delenv("TOK")
+    got = runbook("approve", "r.yaml", "ok", "--comment", "checked")
+    assert got.code == 0, got.output
+    assert "no default" not in got.output
+    assert got.out.startswith(f"ok approved by {ME} for run ")
+    recs = [rec for rec in journal(".runbook", "t") if rec["t"] == "approval"]
+    assert [(a["by"], a["comment"], a["count"]) for a in recs] == [(ME, "checked", 1)]
+    ok = next(s for s in status_json(runbook, "r.yaml")["steps"] if s["id"] == "ok")
+    assert ok["status"] == "waiting"
+    shown = runbook("status", "r.yaml").out
+    assert "1 of 1 approval" in shown and "approval void" not in shown
+    # a bad --var given is still exit 2, nothing written
+    before = journal(".runbook", "t")
+    bad = runbook("approve", "r.yaml", "ok", "--var", "nosuch=1")
+    assert bad.code == 2 and "--var nosuch: no such variable" in bad.err
+    assert journal(".runbook", "t") == before
