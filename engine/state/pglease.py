@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +131,7 @@ class PgLease(Losable):
         is taken before the state is opened), or raise ``LockHeld`` (exit 4) naming the
         holder."""
         del db
-        conn = pg.connect(self.url)
+        conn = pg.connect(self.url, pg.application_name("lease"))
         try:
             pg.check_schema(conn, self.url)
             self._take(conn)
@@ -146,18 +147,29 @@ class PgLease(Losable):
         return self
 
     def _take(self, conn: Any) -> None:
-        alive_free = bool(
-            conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
-            ).fetchone()[0]
-        )
-        self.proof = alive_free
+        """Take it, or ``LockHeld``. Another process taking it at this instant (its session
+        holds the advisory lock, its holder row not committed yet) is waited for a moment
+        (``RACE_WAIT``): then its row names it (refused as any live holder is); if it never
+        comes, the refusal names the session that holds the advisory lock."""
         psycopg = pg._psycopg()
-        try:
-            with conn.transaction():
-                self._swap(conn, alive_free)
-        except psycopg.errors.LockNotAvailable:
-            raise _busy(conn, self.name) from None
+        deadline = time.monotonic() + RACE_WAIT
+        while True:
+            alive_free = bool(
+                conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
+                ).fetchone()[0]
+            )
+            self.proof = alive_free
+            try:
+                with conn.transaction():
+                    self._swap(conn, alive_free)
+                return
+            except psycopg.errors.LockNotAvailable:
+                raise _busy(conn, self.name) from None
+            except _Racing:
+                if time.monotonic() > deadline:
+                    raise _racing(conn, self.name) from None
+                time.sleep(0.1)
 
     def _swap(self, conn: Any, alive_free: bool) -> None:
         conn.execute("SET LOCAL lock_timeout = '10s'")
@@ -173,9 +185,7 @@ class PgLease(Losable):
             # whose session ended since): a free lock proves nothing, its lease decides
             alive_free = False
         if old is None and not alive_free:
-            raise LockHeld(
-                f"the state of {self.name} is being locked by another process right now; try again"
-            )
+            raise _Racing  # another process is taking it right now: `_take` waits a moment
         if old is not None and not alive_free:
             held_for = (float(lease_ms) / 1000.0) if lease_ms is not None else self.lease
             if old.age <= held_for:
@@ -357,6 +367,48 @@ def force(url: str, name: str, command: str) -> tuple[Probe, int]:
     finally:
         conn.close()
     return seen, int(epoch)
+
+
+RACE_WAIT = 5.0  # seconds a taker waits for another one taking the lease at this instant
+
+
+class _Racing(Exception):
+    """Nobody holds the lease, but another session holds its advisory lock: it is being
+    taken (or released) at this instant."""
+
+
+def _racing(conn: Any, name: str) -> LockHeld:
+    """Exit 4 when another session kept the lease's advisory lock without a holder row for
+    ``RACE_WAIT``: named by its role and its ``application_name`` (``runbook lease T pid N
+    @HOST`` for a runbook process; ``pg_stat_activity`` shows any role both), with the last
+    holder the row names."""
+    who = "another session"
+    try:
+        row = conn.execute(
+            "SELECT a.usename, a.application_name FROM pg_locks l"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " CROSS JOIN (SELECT hashtextextended(%s, 0) AS k) key"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::text::bigint = (key.k >> 32) & 4294967295"
+            " AND l.objid::text::bigint = key.k & 4294967295 AND l.objsubid = 1"
+            " AND l.pid <> pg_backend_pid() LIMIT 1",
+            (_key(name),),
+        ).fetchone()
+        if row is not None:
+            user, app = (str(row[0]) if row[0] else "?"), str(row[1] or "").strip()
+            who = f"{user} ({app})" if app else f"{user} (a session without a name)"
+        last = conn.execute(_HOLDER, (name,)).fetchone()
+    except pg._psycopg().Error:  # the refusal is said whatever the read gives
+        last = None
+    before = ""
+    if last is not None and last[4]:
+        before = f"; the lease was last taken by {last[2]} (`{last[4]}` at {last[3]})"
+    return LockHeld(
+        f"the state of {name} is being taken right now by {who}: its session holds the "
+        f"lease's lock, and no holder was recorded in {RACE_WAIT:g}s{before}; try again, "
+        "and see `runbook lock FILE`"
+    )
 
 
 def _busy(conn: Any, name: str) -> LockHeld:
