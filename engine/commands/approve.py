@@ -60,7 +60,8 @@ def command(
     `allow_self` say who may decide.
 
     Never asks for confirmation, and never takes the run's lease (on either backend): it
-    may be given while an apply runs.
+    may be given while an apply runs. Beside a holder stalled inside a write (PostgreSQL)
+    it waits 5s at a time, with a notice, and after 15s exits 4 naming it.
 
     \b
     Examples:
@@ -230,7 +231,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
             },
         ], None
 
-    decide(state_dir, rb.name, Masker(), check)
+    decide(state_dir, rb.name, Masker(), check, people.notice)
     run_id, counted, more = said
     also = f" on behalf of {on_behalf}" if on_behalf else ""
     go = more or f"; run `runbook apply {file}` to go on"

@@ -411,13 +411,24 @@ def _racing(conn: Any, name: str) -> LockHeld:
     )
 
 
-def _busy(conn: Any, name: str) -> LockHeld:
-    """Exit 4 when the lease row stays locked past ``lock_timeout``: a writer (the holder,
-    stopped inside a write, most likely) is in the middle of a transaction; named when it
-    can be read (a plain read never waits on a row lock)."""
+def writer(conn: Any, name: str) -> str:
+    """Who is inside a write when a lock stays taken past ``lock_timeout``: the lease's
+    holder (stopped inside a write, most likely), read without waiting (a plain read never
+    waits on a row lock), or "another runbook process"."""
     try:
         seen = judge(conn, name)
-        who = seen.holder.describe() if seen.holder is not None else "another runbook process"
+        return seen.holder.describe() if seen.holder is not None else "another runbook process"
     except pg._psycopg().Error:  # the refusal is said whatever the read gives
-        who = "another runbook process"
-    return LockHeld(f"the state of {name} is busy: {who} is inside a write; try again")
+        return "another runbook process"
+
+
+def busy_error(name: str, who: str, more: str = "") -> LockHeld:
+    """Exit 4: the state is busy, ``who`` inside a write."""
+    also = f" ({more})" if more else ""
+    return LockHeld(f"the state of {name} is busy: {who} is inside a write{also}; try again")
+
+
+def _busy(conn: Any, name: str) -> LockHeld:
+    """Exit 4 when the lease row stays locked past ``lock_timeout`` (a takeover, ``unlock
+    --force``), naming the writer (``writer``)."""
+    return busy_error(name, writer(conn, name))

@@ -6,11 +6,14 @@ server (``tests/servers/postgres.py``, the ``team`` fixture of ``test_state_post
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.engine import test_state_postgres as pgt
-from tests.engine.helpers import runbook_yaml, sh
+from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
 from tests.engine.test_state_postgres import Team, _two_places, run
 
 team = pgt.team  # the fixture: one database, two operators' roles
@@ -58,3 +61,108 @@ def test_pg_apply_racing_another_acquire_names_who_is_taking_the_lease(
     done = run(bo, team.env(role_b), "apply", "r.yaml", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (bo / "ledger.txt").read_text().split() == ["a"]
+
+
+# -- 1: approve and resolve beside a writer stalled inside its transaction ----------------------
+
+
+def _stalled_writer_runbook(*dirs: Path) -> None:
+    """An approval step and a gate that waits (inconclusive), beside a step that keeps the
+    run (and its lease) going until the file `go` appears."""
+    gate = {
+        "id": "gate",
+        "action": "check",
+        "with": {"command": "echo notanumber", "condition": "value == 1", "interval": "0s"},
+        "rollback": "none",
+        "on_failure": "continue",
+    }
+    slow = sh(
+        "slow",
+        "i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done;"
+        " echo slow >> ledger.txt",
+    )
+    steps = [
+        {"id": "ok", "action": "approval"},
+        gate,
+        sh("after", "echo after >> ledger.txt", needs=["ok"]),
+        slow,
+    ]
+    for d in dirs:
+        (d / "r.yaml").write_text(
+            runbook_yaml("stall", phases=[{"id": "p", "parallel": True, "steps": steps}])
+        )
+
+
+def _waits(team: Team, name: str, *steps: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        waiting = {
+            r.get("id")
+            for _, r in team.journal(name)
+            if r["t"] == "step" and r.get("status") == "waiting"
+        }
+        if set(steps) <= waiting:
+            return
+        assert time.monotonic() < deadline, f"{steps} never waited"
+        time.sleep(0.1)
+
+
+def test_pg_approve_and_resolve_beside_a_stalled_writer_wait_bounded_then_exit_4_naming_it(
+    team: Team, tmp_path: Path
+) -> None:
+    """A holder stopped inside a write keeps the runbook's appenders' lock (its fence takes it
+    with the epoch check): `approve` and `resolve` wait for it a bounded time (a notice per
+    try), then exit 4 naming the holder; they never take the lease, and write nothing."""
+    import psycopg
+
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _stalled_writer_runbook(ana, bo)
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _waits(team, "stall", "ok", "gate")
+        lease = _lease(team, "stall")
+        assert lease == [(1, socket.gethostname(), proc.pid, role_a)]
+        before = team.journal("stall")
+        with psycopg.connect(team.admin) as stalled:  # inside a write, never committing
+            stalled.execute(
+                "SELECT (SELECT epoch FROM runbook.lease WHERE runbook = 'stall' FOR SHARE),"
+                " pg_advisory_xact_lock(hashtextextended('runbook.journal:' || 'stall', 0))"
+            )
+            started = time.monotonic()
+            approved = run(bo, team.env(role_b), "approve", "r.yaml", "ok")
+            resolved = run(bo, team.env(role_b), "resolve", "r.yaml", "gate", "--as", "failed")
+            took = time.monotonic() - started
+            stalled.rollback()
+        holder = f"{role_a}@{socket.gethostname()} pid {proc.pid} since "
+        for r in (approved, resolved):
+            assert r.returncode == 4, r.stdout + r.stderr
+            assert f"runbook: the state of stall is busy: {holder}" in r.stderr, r.stderr
+            assert "is inside a write (waited 15s; nothing was recorded); try again" in r.stderr
+            assert r.stderr.count("notice: the state of stall is busy: ") == 2, r.stderr
+            assert "waiting again (try 2 of 3)" in r.stderr
+            assert "waiting again (try 3 of 3)" in r.stderr
+            assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+        assert took < 170  # bounded (2 x 15 s of waits, generous for a loaded machine)
+        assert team.journal("stall") == before  # nothing recorded
+        assert _lease(team, "stall") == lease  # the lease never taken
+        # the writer gone: both go through at once, and the running apply reads them
+        approved = run(bo, team.env(role_b), "approve", "r.yaml", "ok")
+        assert approved.returncode == 0, approved.stderr
+        assert "notice:" not in approved.stderr
+        resolved = run(bo, team.env(role_b), "resolve", "r.yaml", "gate", "--as", "failed")
+        assert resolved.returncode == 0, resolved.stderr
+        assert _lease(team, "stall") == lease
+        (ana / "go").touch()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, out + err  # the gate failed by decision (on_failure: continue)
+    assert sorted((ana / "ledger.txt").read_text().split()) == ["after", "slow"]
+    approvals = [r for _, r in team.journal("stall") if r["t"] == "approval"]
+    assert [a["by"] for a in approvals] == [role_b]
