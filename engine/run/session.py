@@ -156,6 +156,8 @@ def open_session(
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )
+        # a failed renewal, and its recovery, are said as they happen (from the renewal thread)
+        lease.on_renewal(reporter.lease)
         try:
             for note in (lease.notice, store.notice):
                 if note:

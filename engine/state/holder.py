@@ -337,12 +337,55 @@ def earlier_holder(directory: Path) -> Holder | None:
 class Losable:
     """What both leases (a directory's, PostgreSQL's) do when theirs is found lost: ``lost``
     is set once, ``lost_error`` is the one ``LeaseLost`` every later write raises, and the
-    ``on_lost`` callbacks (cancel the running actions) run once, in the thread that found it."""
+    ``on_lost`` callbacks (cancel the running actions) run once, in the thread that found it.
+
+    A renewal that fails (the disk or the database away, the lease row locked) is said at once
+    to the ``on_renewal`` callbacks (``renewal_failed``, the reporter's notice and JSON event),
+    and so is the first renewal that succeeds again (``renewal_recovered``); a lease found lost
+    goes the ``on_lost`` way (exit 4)."""
+
+    seconds: float
 
     def _init_lost(self) -> None:
         self.lost = threading.Event()
         self.lost_error: LeaseLost | None = None
         self._on_lost: list[Callable[[], None]] = []
+        self._on_renewal: list[Callable[[str, str], None]] = []
+        self._failing_since: float | None = None  # monotonic time of the first failure
+
+    def on_renewal(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(state, text)`` runs (in the renewal thread) when a renewal fails
+        (``renewal_failed``) and when one succeeds again (``renewal_recovered``)."""
+        self._on_renewal.append(callback)
+
+    def _renewal_said(self, state: str, text: str) -> None:
+        for callback in self._on_renewal:
+            with contextlib.suppress(Exception):
+                callback(state, text)
+
+    def _renewal_failed(self, reason: str, last: str | None) -> None:
+        """A renewal failed: said once per stretch of failures."""
+        if self._failing_since is not None:
+            return
+        self._failing_since = time.monotonic()
+        since = f" at {last}" if last else ""
+        self._renewal_said(
+            "renewal_failed",
+            f"the lease renewal failed ({reason}); the lease expires {_seconds(self.seconds)} "
+            f"after its last renewal{since}, and another apply may then take it over: "
+            "retrying at each renewal",
+        )
+
+    def _renewal_ok(self) -> None:
+        """A renewal succeeded: said when it ends a stretch of failures."""
+        if self._failing_since is None:
+            return
+        took = time.monotonic() - self._failing_since
+        self._failing_since = None
+        self._renewal_said(
+            "renewal_recovered",
+            f"the lease was renewed again after {_seconds(round(took, 1))} of failed renewals",
+        )
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         """``callback`` runs (in the renewal thread) when the lease is found lost."""

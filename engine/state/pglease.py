@@ -116,6 +116,7 @@ class PgLease(Losable):
         self.took_over: Holder | None = None  # the holder it was taken from
         self._init_lost()
         self.user = ""
+        self.renewed: str | None = None  # the last renewal, database clock
         self.proof = False  # this session holds the advisory lock
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -142,6 +143,10 @@ class PgLease(Losable):
             conn.close()
             raise
         self.conn = conn
+        # a renewal never waits on the lease row longer than its interval (another session
+        # holding it locked): it fails, and the failure is said (``Losable._renewal_failed``)
+        with contextlib.suppress(Exception):
+            conn.execute(f"SET lock_timeout = '{max(1, int(self.interval * 1000))}ms'")
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._thread.start()
         return self
@@ -228,24 +233,41 @@ class PgLease(Losable):
                 return
 
     def renew(self) -> bool:
-        """Renew on the database clock; False (and ``lost`` set) when the epoch moved on."""
+        """Renew on the database clock; False (and ``lost`` set) when the epoch moved on. A
+        renewal that fails otherwise (the server away, the row locked) is said, as is the
+        first that succeeds again (``Losable.on_renewal``); the next write decides."""
+        failed: str | None = None
         with self._mutex:
             if self.conn is None or self.lost_error is not None:
                 return False
             try:
                 cur = self.conn.execute(
                     "UPDATE runbook.lease SET renewed_at = clock_timestamp()"
-                    " WHERE runbook = %s AND epoch = %s",
+                    " WHERE runbook = %s AND epoch = %s RETURNING"
+                    " to_char(renewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
                     (self.name, self.epoch),
                 )
-                if cur.rowcount == 1:
+                row = cur.fetchone()
+                if row is not None:
+                    self.renewed = str(row[0])
                     if not self.proof:  # the proof of life, once a lost holder's session ends
                         self._take_proof()
-                    return True
-                by = _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
-            except Exception:  # noqa: BLE001 - the server away: the next write decides
-                return True
-        self._lose(by)  # outside the mutex: the callbacks may take their own locks
+                by = (
+                    None
+                    if row is not None
+                    else _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
+                )
+            except Exception as exc:  # noqa: BLE001 - the server away: the next write decides
+                failed = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                by = None
+        # outside the mutex: the callbacks may take their own locks
+        if failed is not None:
+            self._renewal_failed(failed, self.renewed)
+            return True
+        if by is None:
+            self._renewal_ok()
+            return True
+        self._lose(by)
         return False
 
     def _take_proof(self) -> None:

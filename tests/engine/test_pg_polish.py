@@ -6,6 +6,7 @@ server (``tests/servers/postgres.py``, the ``team`` fixture of ``test_state_post
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.engine import test_state_postgres as pgt
-from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
+from tests.engine.helpers import RUNBOOK, Output, runbook_yaml, sh
 from tests.engine.test_state_postgres import Team, _two_places, run
 
 team = pgt.team  # the fixture: one database, two operators' roles
@@ -166,3 +167,54 @@ def test_pg_approve_and_resolve_beside_a_stalled_writer_wait_bounded_then_exit_4
     assert sorted((ana / "ledger.txt").read_text().split()) == ["after", "slow"]
     approvals = [r for _, r in team.journal("stall") if r["t"] == "approval"]
     assert [a["by"] for a in approvals] == [role_b]
+
+
+# -- 3: a failed lease renewal is said when it fails and when it recovers ----------------------
+
+
+def test_pg_failed_lease_renewal_is_a_notice_and_json_event_and_so_is_its_recovery(
+    team: Team, tmp_path: Path
+) -> None:
+    """Renewals blocked (the lease row locked by another session) fail within their
+    interval instead of hanging silently: the reporter says so (a JSON `lease` event with
+    `renewal_failed`), and says when a renewal succeeds again (`renewal_recovered`); the run
+    goes on and ends as usual, its lease never lost."""
+    import psycopg
+
+    ana, _bo = _two_places(tmp_path)
+    role_a, _role_b = list(team.roles)
+    steps = [
+        sh("w", "i=0; while [ ! -e go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done"),
+        sh("after", "echo after >> ledger.txt", needs=["w"]),
+    ]
+    (ana / "r.yaml").write_text(runbook_yaml("renewal", phases=[{"id": "p", "steps": steps}]))
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "3s", "--format", "json"],
+        cwd=ana, env=team.env(role_a), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    output = Output(proc)
+    try:
+        output.wait_for('"status": "running"')
+        lease = _lease(team, "renewal")
+        with psycopg.connect(team.admin) as blocker:  # the row locked: renewals cannot write
+            blocker.execute("SELECT 1 FROM runbook.lease WHERE runbook = 'renewal' FOR UPDATE")
+            output.wait_for('"state": "renewal_failed"')
+            blocker.rollback()
+        output.wait_for('"state": "renewal_recovered"')
+        assert _lease(team, "renewal") == lease  # still ours, same epoch
+        (ana / "go").touch()
+        out, err = output.finish()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + err
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    said = [e for e in events if e.get("event") == "lease"]
+    assert [e["state"] for e in said] == ["renewal_failed", "renewal_recovered"], said
+    assert said[0]["message"].startswith("the lease renewal failed (")
+    assert "the lease expires 3s after its last renewal" in said[0]["message"]
+    assert said[1]["message"].startswith("the lease was renewed again after ")
+    assert (ana / "ledger.txt").read_text().split() == ["after"]
+    assert "lost the lease" not in err
