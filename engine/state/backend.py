@@ -8,7 +8,8 @@ a writer takes, the identity it records, and what the PostgreSQL backend does no
 
 Both leases have one shape (``HeldLease``): ``acquire``, ``fence`` (set on the store with
 ``Store.fence_with``: it runs first inside every write transaction), ``release``, ``probe``,
-``notice``, ``took_over``, ``lost_error`` and ``on_lost``. ``approve`` and ``resolve`` never
+``notice``, ``took_over``, ``lost_error``, ``on_lost`` and ``on_renewal`` (a failed renewal
+and its recovery, said to the reporter). ``approve`` and ``resolve`` never
 take either (SPEC §11): ``decisions.py`` serialises their records with the holder's writes.
 """
 
@@ -40,6 +41,8 @@ class HeldLease(Protocol):
     def fence(self, db: Database) -> None: ...
 
     def on_lost(self, callback: Callable[[], None]) -> None: ...
+
+    def on_renewal(self, callback: Callable[[str, str], None]) -> None: ...
 
     def probe(self) -> Probe: ...
 

@@ -78,12 +78,24 @@ def _psycopg() -> Any:
     return psycopg
 
 
-def connect(url: str) -> Any:
+def application_name(what: str) -> str:
+    """How this process's session shows itself to others (``pg_stat_activity``, which any
+    role may read beside ``usename``, unlike the session's start): ``runbook WHAT T pid N
+    @HOST``, cut to PostgreSQL's 63 bytes."""
+    import os
+    import socket
+
+    text = f"runbook {what} {_now()[:19]}Z pid {os.getpid()} @{socket.gethostname()}"
+    return text.encode()[:63].decode(errors="ignore")
+
+
+def connect(url: str, name: str | None = None) -> Any:
     """An autocommit connection (transactions are explicit); exit 2 when it cannot be made,
-    the password masked."""
+    the password masked. ``name``: its ``application_name`` (``application_name``)."""
     psycopg = _psycopg()
+    extra = {"application_name": name} if name else {}
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=15)
+        return psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
     except psycopg.Error as exc:
         reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
