@@ -27,24 +27,14 @@ from .options import state_dir
     help="Also draw each step's rollback action, as a dashed node beside the step.",
 )
 @click.option(
-    "--status",
-    "with_status",
+    "--state",
+    "with_state",
     is_flag=True,
     help="Colour each step by its status in the state (done, running, failed, skipped, "
-    "waiting, unknown, rolled back, ...): mermaid classDef, dot fillcolor, json `status`. "
-    "The state is the one `runbook --state DIR|URL` names.",
-)
-@click.option(
-    # the flag's old spelling: it collided with the global --state DIR|URL (a location)
-    "--state",
-    "old_state",
-    is_flag=True,
-    hidden=True,
+    "waiting, unknown, rolled back, ...): mermaid classDef, dot fillcolor, json `status`.",
 )
 @click.pass_context
-def command(
-    ctx: click.Context, file: str, fmt: str, rollbacks: bool, with_status: bool, old_state: bool
-) -> int:
+def command(ctx: click.Context, file: str, fmt: str, rollbacks: bool, with_state: bool) -> int:
     """Print the runbook's dependency graph (DAG) of steps.
 
     \b
@@ -64,16 +54,9 @@ def command(
       runbook graph migrate.yaml > graph.mmd
       runbook graph --format dot migrate.yaml | dot -Tsvg > graph.svg
       runbook graph --format json --rollbacks migrate.yaml
-      runbook graph --status migrate.yaml    # coloured by each step's status
-      runbook --state postgresql://db.example/ops graph --status migrate.yaml
+      runbook graph --state migrate.yaml     # coloured by each step's status
     """
     console = Console()
-    if old_state:
-        console.err(
-            "warning: graph --state is deprecated: use graph --status (`runbook --state "
-            "DIR|URL` before the command says where the state is)"
-        )
-    with_state = with_status or old_state
     loaded = load_or_report(file, console)
     text = RENDERERS[fmt](loaded, rollbacks)
     if with_state:

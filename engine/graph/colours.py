@@ -1,4 +1,4 @@
-"""``graph --status``: the DAG coloured by each step's status, and the status palette the report
+"""``graph --state``: the DAG coloured by each step's status, and the status palette the report
 shares (one colour per status everywhere it is drawn).
 
 The renderers of ``graph_render.py`` draw the graph; this module adds the colours to what they

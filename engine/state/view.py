@@ -1,5 +1,5 @@
 """The document ``status --format json`` prints (SPEC §4), built from the runbook and the
-journal; also used by ``plan`` and ``graph --status``."""
+journal; also used by ``plan`` and ``graph --state``."""
 
 from __future__ import annotations
 

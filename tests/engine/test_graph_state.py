@@ -1,4 +1,4 @@
-"""graph --status: the DAG coloured by each step's status, in mermaid, dot and JSON."""
+"""graph --state: the DAG coloured by each step's status, in mermaid, dot and JSON."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def mermaid_classes(text: str) -> dict[str, str]:
 
 def test_mermaid_has_a_classdef_per_status_and_every_step_in_one(runbook) -> None:
     applied(runbook)
-    r = runbook("graph", "m.yaml", "--status")
+    r = runbook("graph", "m.yaml", "--state")
     assert r.code == 0, r.output
     classes = mermaid_classes(r.out)
     assert classes["health[all]"] == "failed"
@@ -56,12 +56,12 @@ def test_waiting_and_unknown_and_never_run_steps(runbook) -> None:
             }
         ],
     )
-    r = runbook("graph", "r.yaml", "--status")
+    r = runbook("graph", "r.yaml", "--state")
     assert r.code == 0 and set(mermaid_classes(r.out).values()) == {"pending"}
     assert runbook("apply", "r.yaml", "--yes").code == 3
-    classes = mermaid_classes(runbook("graph", "r.yaml", "--status").out)
+    classes = mermaid_classes(runbook("graph", "r.yaml", "--state").out)
     assert classes == {"ok": "waiting", "later": "pending"}
-    doc = json.loads(runbook("graph", "r.yaml", "--status", "--format", "json").out)
+    doc = json.loads(runbook("graph", "r.yaml", "--state", "--format", "json").out)
     steps = {n["id"]: n for n in doc["nodes"] if n["kind"] == "step"}
     assert steps["ok"]["status"] == "waiting" and steps["ok"]["fillcolor"] == STYLES["waiting"].fill
     assert steps["later"]["status"] == "pending"
@@ -70,7 +70,7 @@ def test_waiting_and_unknown_and_never_run_steps(runbook) -> None:
 
 def test_dot_fills_every_step_and_has_a_legend(runbook) -> None:
     applied(runbook)
-    r = runbook("graph", "m.yaml", "--status", "--format", "dot", "--rollbacks")
+    r = runbook("graph", "m.yaml", "--state", "--format", "dot", "--rollbacks")
     assert r.code == 0, r.output
     failed = STYLES["failed"]
     assert (
@@ -88,7 +88,7 @@ def test_dot_output_is_valid_graphviz(runbook, tmp_path: Path) -> None:
         ci_requires("graphviz (dot)")
     assert dot is not None
     applied(runbook)
-    r = runbook("graph", "m.yaml", "--status", "--format", "dot")
+    r = runbook("graph", "m.yaml", "--state", "--format", "dot")
     svg = subprocess.run([dot, "-Tsvg"], input=r.out, capture_output=True, text=True, check=False)
     assert svg.returncode == 0, svg.stderr
     assert svg.stderr == ""
@@ -108,6 +108,6 @@ def test_damaged_state_is_exit_2_and_left_untouched(runbook) -> None:
     )
     con.close()
     before = path.read_bytes()
-    r = runbook("graph", "m.yaml", "--status")
+    r = runbook("graph", "m.yaml", "--state")
     assert r.code == 2 and "is not a valid state record" in r.err
     assert "Traceback" not in r.output and path.read_bytes() == before

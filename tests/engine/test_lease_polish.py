@@ -70,32 +70,6 @@ def test_lease_above_an_hour_or_below_a_second_is_exit_2_located_on_apply_and_ro
     assert json.loads(runbook("lock", "r.yaml", "--format", "json").out)["lease"]["seconds"] == 3600
 
 
-# -- 8: graph --status (its old spelling --state is a deprecated alias) ------------------------
-
-
-def test_graph_status_flag_renamed_from_state_which_stays_a_deprecated_alias(runbook) -> None:
-    write("r.yaml", phases=[{"id": "p", "steps": [sh("a", "true"), sh("b", "false")]}])
-    assert runbook("apply", "r.yaml", "--yes").code == 1
-    new = runbook("graph", "r.yaml", "--status")
-    assert new.code == 0, new.output
-    assert "classDef st_succeeded" in new.out and "classDef st_failed" in new.out
-    assert "deprecated" not in new.err
-    old = runbook("graph", "r.yaml", "--state")
-    assert old.code == 0 and old.out == new.out
-    assert "graph --state is deprecated: use graph --status" in old.err
-    plain = runbook("graph", "r.yaml")
-    assert plain.code == 0 and "classDef st_" not in plain.out
-    options = runbook("graph", "--help").out.split("Options:")[1]
-    listed = [line.split()[0] for line in options.splitlines() if line.startswith("  -")]
-    assert "--status" in listed and "--state" not in listed  # the old spelling is hidden
-    # the global --state DIR before the command is the state's location, as everywhere
-    moved = runbook("--state", ".runbook", "graph", "r.yaml", "--status")
-    assert moved.code == 0 and moved.out == new.out
-    elsewhere = runbook("--state", "other", "graph", "r.yaml", "--status")
-    assert elsewhere.code == 0 and "classDef st_failed" not in elsewhere.out
-    assert not Path("other").exists()
-
-
 # -- 7: the report marks expired approvals -----------------------------------------------------
 
 
