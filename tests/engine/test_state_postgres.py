@@ -653,10 +653,13 @@ def test_audit_on_postgresql_finds_a_tampered_record_and_names_its_seq(
 # -- what the backend refuses ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["cohorts", "notify", "foreach"])
+@pytest.mark.parametrize("what", ["cohorts", "notify-cohort", "foreach"])
 def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_writing(
     team: Team, what: str
 ) -> None:
+    """The ledger is not on PostgreSQL yet: cohorts, a notify to a cohort's members (the
+    ledger records their messages) and foreach. A notify to explicit recipients runs there
+    (``test_outbox_postgres.py``)."""
     import sqlite3
 
     role = next(iter(team.roles))
@@ -667,20 +670,18 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     con.commit()
     con.close()
     first = sh("a", "echo a >> ledger.txt")
-    if what == "notify":
+    if what == "notify-cohort":
         tell = {
             "id": "tell",
             "action": "notify",
             "with": {
                 "channel": "outbox",
-                "to": ["ops@example.com"],
+                "to": {"cohort": "subs"},
                 "templates": {"en": {"subject": "Moving", "body": "Hi"}},
             },
             "rollback": "none",
         }
-        (cwd / "r.yaml").write_text(
-            runbook_yaml("refused", phases=[{"id": "p", "steps": [first, tell]}])
-        )
+        write_subs_runbook("refused", [first, tell], [{"id": "all", "size": "rest"}])
     elif what == "cohorts":
         write_subs_runbook("refused", [first], [{"id": "all", "size": "rest"}])
     else:
@@ -693,7 +694,7 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     assert "not supported on the PostgreSQL state backend yet" in r.stderr
     assert {
         "cohorts": "cohorts (subs)",
-        "notify": "notify steps",
+        "notify-cohort": "notify steps to a cohort, whose messages the ledger records (tell)",
         "foreach": "foreach steps (each)",
     }[what] in r.stderr
     assert "Traceback" not in r.stderr
@@ -701,6 +702,7 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.lease") == [(0,)]
+    assert team.sql("SELECT count(*) FROM runbook.outbox") == [(0,)]
 
 
 def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
