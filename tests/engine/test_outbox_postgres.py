@@ -144,6 +144,9 @@ def test_outbox_channel_on_postgresql_is_relayed_once_from_another_role_and_expo
     assert r.returncode == 0, r.stdout + r.stderr
     assert {row[3] for row in _rows(team)} == {"queued"} and len(_rows(team)) == 4
     assert not server.messages  # queued, not sent: the relay delivers
+    status = run(tmp_path, _env(team, bo), "status", "r.yaml", "--format", "json")
+    (step,) = json.loads(status.stdout)["steps"]
+    assert (step["outputs"]["sent"], step["outputs"]["skipped_already_sent"]) == (4, 0)
 
     exported = run(tmp_path, _env(team, bo), "outbox", "r.yaml", "--export", "out")
     assert exported.returncode == 0, exported.stdout + exported.stderr
@@ -296,6 +299,77 @@ def test_a_relay_killed_mid_send_on_postgresql_leaves_one_uncertain_never_sent_t
     assert again.returncode == 1 and len(server.messages) == 12  # not resent unprompted
 
 
+QUEUED = [f"c{i:04d}@example.org" for i in range(2_500)]  # 3 batches of 1,000, the last half
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "left"),
+    [
+        ("outbox:2", 1_000),  # killed inside the second batch: only the first committed
+        ("outbox-committed:2", 2_000),  # right after the second COMMIT
+        ("outbox-committed:3", 2_500),  # the whole step queued, its success not recorded
+    ],
+)
+def test_sigkill_inside_a_batch_on_postgresql_leaves_whole_batches_and_queues_each_once(
+    team: Team, tmp_path: Path, fault: str, left: int
+) -> None:
+    ana, bo = list(team.roles)
+    _write(tmp_path, [_queue("queue", QUEUED)])
+    killed = run(tmp_path, _env(team, ana, RUNBOOK_FAULT=fault), "apply", "r.yaml", "--yes")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert team.sql("SELECT count(*) FROM runbook.outbox") == [(left,)]
+    resumed = run(tmp_path, _env(team, bo), "apply", "r.yaml", "--yes")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    got = team.sql(
+        "SELECT count(*), count(DISTINCT recipient), count(DISTINCT message_id),"
+        " count(DISTINCT address) FROM runbook.outbox WHERE runbook = 'mail' AND state = 'queued'"
+    )
+    assert got == [(2_500, 2_500, 2_500, 2_500)]  # every recipient once
+    status = run(tmp_path, _env(team, bo), "status", "r.yaml", "--format", "json")
+    (step,) = json.loads(status.stdout)["steps"]
+    assert step["status"] == "succeeded"
+    assert (step["outputs"]["sent"], step["outputs"]["skipped_already_sent"]) == (
+        2_500 - left,
+        left,
+    )
+
+
+@pytest.mark.slow
+def test_a_holder_fenced_between_two_sends_records_nothing_more_and_sends_nobody_twice(
+    team: Team, tmp_path: Path, smtp_server: Any
+) -> None:
+    """`unlock --force` while the SMTP server holds its reply to bo: the holder's next outbox
+    write (bo `sent`, cy `sending`) is fenced, so it exits 4 having recorded neither and never
+    sent cy; the resume makes bo uncertain (he got it) and sends the others once."""
+    ana, bo = list(team.roles)
+    server: SmtpServer = smtp_server(hold_for={PEOPLE[1]})
+    _write(tmp_path, [_email("tell", server.port, PEOPLE)])
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "3s"], cwd=tmp_path,
+        env=_env(team, ana), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.holding.wait(60), "the send to bo never began"
+        unlocked = run(tmp_path, _env(team, bo), "unlock", "r.yaml", "--force")
+        assert unlocked.returncode == 0, unlocked.stdout + unlocked.stderr
+        before = team.journal("mail")
+    finally:
+        server.release.set()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, out + err
+    assert "lost the lease of the state to" in err
+    assert _received(server) == sorted(PEOPLE[:2])
+    assert {row[1]: row[3] for row in _rows(team)} == {PEOPLE[0]: "sent", PEOPLE[1]: "sending"}
+    assert team.journal("mail") == before  # nothing written after the unlock
+
+    resumed = run(tmp_path, _env(team, bo), "apply", "r.yaml", "--yes")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert _received(server) == sorted(PEOPLE) and set(_ids(server).values()) == {1}
+    states = {row[1]: row[3] for row in _rows(team)}
+    assert states == {p: ("uncertain" if p == PEOPLE[1] else "sent") for p in PEOPLE}
+
+
 # -- two relays -------------------------------------------------------------------------------------
 
 
@@ -369,6 +443,7 @@ def test_two_relay_queues_racing_on_one_database_claim_disjoint_rows(
         t.join(timeout=300)
     one, two = set(got["one"]), set(got["two"])
     assert not one & two  # never the same row
+    assert one and two, (len(one), len(two))  # both claimed, at once
     assert len(one) + len(two) == 400 == len(got["one"]) + len(got["two"])
     assert team.sql("SELECT state, count(*) FROM runbook.outbox GROUP BY state") == [("sent", 400)]
     by = dict(team.sql("SELECT claimed_by, count(*) FROM runbook.outbox GROUP BY claimed_by"))
