@@ -13,7 +13,10 @@ Tables (every key starts with the runbook's name):
   TEXT, byte for byte as written (never ``jsonb``: the audit chain hashes the stored text),
   ``hash`` its chain hash (``journal.py``);
 - ``lease``: the holder of a runbook's lease, its epoch and the database time of its last
-  renewal (``pglease.py``).
+  renewal (``pglease.py``);
+- ``outbox``: one row per message of a ``notify`` step (``outbox.py``), ``(runbook, run, step,
+  attempt, recipient)`` unique (a message is queued once by constraint), delivered by the relay
+  (``delivery.py``).
 
 A group commit is one transaction. Appenders of one runbook are serialised inside their
 transaction by a transaction-level advisory lock, so that the previous hash and sequence
@@ -34,7 +37,7 @@ from .db import Database
 from .location import shown
 
 FORMAT = "runbook-state"
-VERSION = 2
+VERSION = 4
 
 # version -> the statements that reach it from the version before
 STEPS: dict[int, tuple[str, ...]] = {
@@ -55,6 +58,25 @@ STEPS: dict[int, tuple[str, ...]] = {
     # the runbook's key for the keyed digests of its vars (``pinned.py``: never printed,
     # never journaled): one per runbook, as a state directory keeps its own in its meta
     2: ("ALTER TABLE runbook.state ADD COLUMN var_key TEXT",),
+    # reserved for the cohort ledger (its tables are ported beside this one): empty here, the
+    # ledger's port fills it
+    3: (),
+    # the outbox (``outbox.py``, ``delivery.py``), as the directory's ``schema.py`` version 3
+    # holds it, keyed by the runbook's name first. ``id`` is an identity column (the queue's
+    # order; an operator's INSERT needs no grant on its sequence). ``entity`` is TEXT until the
+    # ledger's key type joins it (a notify to a cohort is refused on PostgreSQL until then).
+    4: (
+        "CREATE TABLE runbook.outbox (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " runbook TEXT NOT NULL REFERENCES runbook.state, run TEXT NOT NULL,"
+        " step TEXT NOT NULL, attempt TEXT NOT NULL, recipient TEXT NOT NULL, cohort TEXT,"
+        " entity TEXT, channel TEXT NOT NULL, state TEXT NOT NULL, reason TEXT,"
+        " message_id TEXT NOT NULL, sender TEXT NOT NULL, address TEXT NOT NULL,"
+        " name TEXT NOT NULL, locale TEXT, subject TEXT NOT NULL, body TEXT NOT NULL,"
+        " headers TEXT NOT NULL, queued_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+        " claimed_by TEXT, UNIQUE (runbook, run, step, attempt, recipient))",
+        # the relay's queue: a runbook's messages of one channel and state, in queue order
+        "CREATE INDEX outbox_queue ON runbook.outbox (runbook, channel, state, id)",
+    ),
 }
 
 
@@ -137,7 +159,7 @@ class PgDatabase(Database):
             raise denied(self.url, str(exc).strip().splitlines()[0]) from None
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
-        with self.lock:
+        with self.lock, self._denied():
             cur = self.pcon.cursor()
             cur.executemany(self._sql(sql), list(rows))
             return cur
@@ -257,6 +279,17 @@ def check_schema(conn: Any, url: str) -> int:
     return version
 
 
+def added_tables(before: int) -> list[str]:
+    """The tables the migration from version ``before`` created: the operators' roles need
+    their grants given again (``GRANT ... ON ALL TABLES`` covers the tables of its time)."""
+    out: list[str] = []
+    for version in range(before + 1, VERSION + 1):
+        for stmt in STEPS[version]:
+            if stmt.startswith("CREATE TABLE "):
+                out.append(stmt.split()[2])
+    return out
+
+
 def init(url: str) -> tuple[int | None, int]:
     """Create or migrate the schema ``runbook`` (idempotent): (version before or None, now).
     A schema newer than the program is exit 2, left untouched."""
@@ -309,6 +342,26 @@ def init(url: str) -> tuple[int | None, int]:
     return before, VERSION
 
 
+# tables a run writes from its steps' threads (``outbox.py``): their grants are checked when a
+# writer opens the state, before anything is written, since a table that `state init` adds
+# has none until the database's owner grants them (README)
+CHECKED = ("outbox",)
+
+
+def check_grants(conn: Any, url: str) -> None:
+    """Exit 2 naming what the role lacks on the ``CHECKED`` tables."""
+    for table in CHECKED:
+        name = f"runbook.{table}"
+        row = conn.execute(
+            "SELECT has_table_privilege(%s, 'SELECT'), has_table_privilege(%s, 'INSERT'),"
+            " has_table_privilege(%s, 'UPDATE')",
+            (name, name, name),
+        ).fetchone()
+        missing = [p for p, ok in zip(("SELECT", "INSERT", "UPDATE"), row, strict=True) if not ok]
+        if missing:
+            raise denied(url, f"no {', '.join(missing)} on the table {name}")
+
+
 def open_db(url: str, name: str, *, write: bool) -> PgDatabase | None:
     """The state of runbook ``name`` in the database at ``url``. For a writer, the runbook
     is registered (its state exists from now on); for a reader, None when it has no state."""
@@ -317,6 +370,7 @@ def open_db(url: str, name: str, *, write: bool) -> PgDatabase | None:
         check_schema(conn, url)
         db = PgDatabase(url, name, conn)
         if write:
+            check_grants(conn, url)
             db.execute(
                 "INSERT INTO runbook.state (runbook, created) VALUES (%s, %s) "
                 "ON CONFLICT (runbook) DO NOTHING",
