@@ -95,13 +95,10 @@ def probe(state: str | os.PathLike[str], name: str) -> Probe:
 
 def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) -> None:
     """Exit 2, before anything is written, for what the PostgreSQL backend does not hold yet:
-    the cohort ledger, the outbox (every `notify` step writes it) and per-member records
-    (`foreach`)."""
+    the outbox (every `notify` step writes it). The ledger (cohorts) and foreach's member
+    records are held there."""
     if not location.is_postgres(state):
         return
-    found: list[str] = []
-    if rb.cohorts:
-        found.append(f"cohorts ({', '.join(rb.cohorts)})")
     notify = [
         s.id
         for ph in rb.phases
@@ -109,13 +106,8 @@ def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) ->
         if any(c is not None and c.action.startswith("notify") for c in (s.call, s.rollback))
     ] + [c.id for c in rb.contingencies if c.call.action.startswith("notify")]
     if notify:
-        found.append(f"notify steps, which write the outbox ({', '.join(notify[:5])})")
-    each = [s.id for ph in rb.phases for s in ph.steps if s.foreach is not None]
-    if each:
-        found.append(f"foreach steps ({', '.join(each[:5])})")
-    if found:
         raise InvalidInput(
-            f"{file}: {'; '.join(found)}: {UNSUPPORTED} (the ledger, the outbox and member "
-            f"records stay in a state directory this release); use --state DIR for "
-            f"{rb.name}; nothing was written"
+            f"{file}: notify steps, which write the outbox ({', '.join(notify[:5])}): "
+            f"{UNSUPPORTED} (the outbox stays in a state directory this release); use --state "
+            f"DIR for {rb.name}; nothing was written"
         )

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..actions import OutboxRow
 from ..errors import ActionFailed
+from . import dialect
 from .db import Database
 
 STATES = ("queued", "sending", "sent", "uncertain", "failed")
@@ -71,7 +72,7 @@ _TOLD = (
 def has_outbox(db: Database) -> bool:
     if db.dialect != "sqlite":
         return False  # the outbox is not on the PostgreSQL backend yet (backend.py)
-    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"))
+    return dialect.has_table(db, "outbox")
 
 
 def row_of(values: Sequence[Any]) -> OutboxRow:

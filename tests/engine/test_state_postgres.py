@@ -653,10 +653,12 @@ def test_audit_on_postgresql_finds_a_tampered_record_and_names_its_seq(
 # -- what the backend refuses ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["cohorts", "notify", "foreach"])
+@pytest.mark.parametrize("what", ["cohorts", "notify", "foreach", "cohort-notify"])
 def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_writing(
     team: Team, what: str
 ) -> None:
+    """Only the outbox (notify steps) is refused now: cohorts and foreach run on PostgreSQL
+    (tests/engine/test_ledger_postgres.py)."""
     import sqlite3
 
     role = next(iter(team.roles))
@@ -667,20 +669,22 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     con.commit()
     con.close()
     first = sh("a", "echo a >> ledger.txt")
+    tell = {
+        "id": "tell",
+        "action": "notify",
+        "with": {
+            "channel": "outbox",
+            "to": ["ops@example.com"],
+            "templates": {"en": {"subject": "Moving", "body": "Hi"}},
+        },
+        "rollback": "none",
+    }
     if what == "notify":
-        tell = {
-            "id": "tell",
-            "action": "notify",
-            "with": {
-                "channel": "outbox",
-                "to": ["ops@example.com"],
-                "templates": {"en": {"subject": "Moving", "body": "Hi"}},
-            },
-            "rollback": "none",
-        }
         (cwd / "r.yaml").write_text(
             runbook_yaml("refused", phases=[{"id": "p", "steps": [first, tell]}])
         )
+    elif what == "cohort-notify":
+        write_subs_runbook("refused", [first, tell], [{"id": "all", "size": "rest"}])
     elif what == "cohorts":
         write_subs_runbook("refused", [first], [{"id": "all", "size": "rest"}])
     else:
@@ -689,18 +693,23 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     valid = run(cwd, dict(os.environ), "validate", "r.yaml")
     assert valid.returncode == 0, valid.stdout + valid.stderr
     r = run(cwd, team.env(role), "apply", "r.yaml", "--yes")
+    if what in ("cohorts", "foreach"):  # held on PostgreSQL now
+        assert r.returncode == 0, r.stdout + r.stderr
+        # no step marks its members here: drawn into the wave, pending
+        assert team.sql("SELECT key, wave, state FROM runbook.entity") == [(1, "all", "pending")]
+        assert not (cwd / ".runbook").exists()
+        return
     assert r.returncode == 2, r.stdout + r.stderr
     assert "not supported on the PostgreSQL state backend yet" in r.stderr
-    assert {
-        "cohorts": "cohorts (subs)",
-        "notify": "notify steps",
-        "foreach": "foreach steps (each)",
-    }[what] in r.stderr
+    assert "notify steps, which write the outbox (tell)" in r.stderr
+    assert "(the outbox stays in a state directory this release)" in r.stderr
+    assert "cohorts" not in r.stderr and "foreach" not in r.stderr
     assert "Traceback" not in r.stderr
     assert not (cwd / "ledger.txt").exists() and not (cwd / ".runbook").exists()
     assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.lease") == [(0,)]
+    assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]
 
 
 def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
@@ -1055,11 +1064,14 @@ def test_pins_on_postgresql_use_a_per_runbook_var_key_never_shown(
     assert audit.returncode == 0 and "chain holds" in audit.stdout
 
 
-def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_path: Path) -> None:
+def test_state_init_migrates_a_version_1_schema_to_version_3(pg_dsn: str, tmp_path: Path) -> None:
     import psycopg
 
     assert _init(pg_dsn, tmp_path).returncode == 0
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 1 left it
+        conn.execute(
+            "DROP TABLE runbook.cohort, runbook.entity, runbook.transition, runbook.message"
+        )
         conn.execute("ALTER TABLE runbook.state DROP COLUMN var_key")
         conn.execute("UPDATE runbook.meta SET value = '1' WHERE key = 'version'")
     (tmp_path / "r.yaml").write_text(
@@ -1070,7 +1082,7 @@ def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_pa
     assert old.returncode == 2 and "migrate it with `runbook state init" in old.stderr
     migrated = _init(pg_dsn, tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    assert "migrated the state schema runbook from version 1 to 2" in migrated.stdout
+    assert "migrated the state schema runbook from version 1 to 3" in migrated.stdout
     applied = run(tmp_path, env, "apply", "r.yaml", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
