@@ -32,6 +32,7 @@ transaction (``fence``).
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -105,6 +106,9 @@ FENCED_APPEND_LOCK = (
 )
 
 
+_PERCENT = re.compile(r"%(?![s%])")
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -148,7 +152,9 @@ class PgDatabase(Database):
 
     @staticmethod
     def _sql(sql: str) -> str:
-        return sql.replace("?", "%s")
+        # the portable SQL's `?` become psycopg's `%s`; a literal `%` (LIKE '%#rollback') is
+        # doubled, as psycopg reads it (a `%s` written for psycopg is left as it is)
+        return _PERCENT.sub("%%", sql).replace("?", "%s")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self.lock, self._denied():

@@ -9,17 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
 from tests.engine import cohort_run as cr
 from tests.engine.test_state_postgres import Team, run
-from tests.engine.test_state_postgres import team as team  # noqa: F401  (the fixture)
+from tests.engine.test_state_postgres import team as team  # the fixture
 
 ROWS = 600
 
@@ -154,3 +150,219 @@ def test_state_init_migrates_a_version_2_schema_to_version_3_with_the_ledger(
     assert "60 customers: 59 verified, 1 excluded (no-contact)" in applied.stdout
     again = _init(pg_dsn, tmp_path)  # idempotent
     assert again.returncode == 0, again.stderr
+
+
+def _wave_keys(team: Team, name: str = "cohorts") -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key, wave in team.sql(
+        "SELECT key, wave FROM runbook.entity WHERE runbook = %s AND wave IS NOT NULL", (name,)
+    ):
+        out.setdefault(wave, []).append(key)
+    return out
+
+
+def _status(cwd: Path, env: dict[str, str], file: str = "m.yaml") -> dict[str, Any]:
+    r = run(cwd, env, "status", file, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    doc: dict[str, Any] = json.loads(r.stdout)
+    return {s["id"]: s for s in doc["steps"]}
+
+
+def test_keys_1_and_text_1_stay_two_entities_on_postgresql(team: Team, tmp_path: Path) -> None:
+    role, _ = _roles(team)
+    cwd = tmp_path / "w"
+    cwd.mkdir()
+    with sqlite3.connect(cwd / "legacy.db") as db:  # an untyped key column: 1 and '1'
+        db.execute("CREATE TABLE customers (id, email TEXT, locale TEXT, segment TEXT, active)")
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, 'en', 'retail', 1)",
+            [(1, "int@example.com"), ("1", "text@example.com"), (2, "two@example.com")],
+        )
+    cohort = cr.cohort(waves=[{"id": "all", "size": "rest"}], stratify_by=[], exclude=[])
+    cr.write(str(cwd / "m.yaml"), cohort=cohort, phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": [
+            {"id": "touch", "action": "shell", "marks": "moved", "rollback": "none",
+             "foreach": {"cohort": "customers"},
+             "with": {"command": "echo {{ member.key }} {{ member.email }} >> touched.txt"}},
+        ]},
+    ])  # fmt: skip
+    r = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = team.sql(
+        "SELECT key, jsonb_typeof(key), state, attrs FROM runbook.entity"
+        " WHERE runbook = 'cohorts' ORDER BY key"
+    )
+    assert sorted(((k, t, s) for k, t, s, _ in rows), key=str) == sorted(
+        [(1, "number", "moved"), ("1", "string", "moved"), (2, "number", "moved")], key=str
+    )
+    emails = {(type(k).__name__, k): json.loads(a)["email"] for k, _, _, a in rows}
+    assert emails[("int", 1)] == "int@example.com" and emails[("str", "1")] == "text@example.com"
+    # one call each, with its own attributes
+    touched = sorted((cwd / "touched.txt").read_text().splitlines())
+    assert touched == ["1 int@example.com", "1 text@example.com", "2 two@example.com"]
+    # `customers 1` finds both, each with its own journey
+    got = run(cwd, team.env(role), "customers", "m.yaml", "1", "--format", "json")
+    assert got.returncode == 0, got.stderr
+    entities = json.loads(got.stdout)["entities"]
+    assert sorted((type(e["key"]).__name__, e["attributes"]["email"]) for e in entities) == [
+        ("int", "int@example.com"),
+        ("str", "text@example.com"),
+    ]
+    assert all([t["state"] for t in e["transitions"]] == ["moved"] for e in entities)
+
+
+def test_cohort_admit_and_redraw_on_postgresql(team: Team, tmp_path: Path) -> None:
+    role, other = _roles(team)
+    cwd = tmp_path / "w"
+    _setup(cwd)
+    assert run(cwd, team.env(role), "cohort", "freeze", "m.yaml").returncode == 0
+    # an edit of the draw is refused by apply until the waves not started are drawn again
+    edited = cr.cohort(waves=[{"id": "pilot", "size": "5%", "min": 20}, {"id": "early", "size": "50%"}, {"id": "all", "size": "rest"}])  # fmt: skip
+    cr.write(str(cwd / "m.yaml"), cohort=edited, phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": _steps()}
+    ])  # fmt: skip
+    r = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert r.returncode == 2 and "runbook cohort redraw m.yaml --from WAVE" in r.stderr
+    before = {k for k in _wave_keys(team)["pilot"]}
+    redrawn = run(cwd, team.env(other), "cohort", "redraw", "m.yaml", "--from", "early")
+    assert redrawn.returncode == 0, redrawn.stdout + redrawn.stderr
+    waves = _wave_keys(team)
+    assert set(waves["pilot"]) == before  # kept
+    assert len(waves["early"]) == 294 and sum(map(len, waves.values())) == 588
+    # redrawn members have a transition saying so
+    said = team.sql(
+        "SELECT count(*) FROM runbook.transition WHERE runbook = 'cohorts'"
+        " AND reason LIKE 'redrawn into wave %%'"
+    )
+    assert said == [(len(waves["early"]) + len(waves["all"]),)]
+    with sqlite3.connect(cwd / "legacy.db") as db:
+        db.execute("INSERT INTO customers VALUES (9001, 'new@example.com', 'en', 'retail', 1)")
+        db.execute("UPDATE customers SET active = 0 WHERE id = 3")
+    again = run(cwd, team.env(other), "cohort", "freeze", "m.yaml")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 late (9001), 1 vanished (3)" in again.stdout
+    states = dict(team.sql("SELECT key, state FROM runbook.entity WHERE key IN ('3', '9001')"))
+    assert states == {3: "vanished", 9001: "late"}
+    admitted = run(cwd, team.env(role), "cohort", "admit", "m.yaml", "--include", "50")
+    assert admitted.returncode == 0, admitted.stdout + admitted.stderr
+    assert "admitted 2 into wave pilot (9001, 50)" in admitted.stdout
+    assert team.sql("SELECT wave, state FROM runbook.entity WHERE key = '9001'") == [
+        ("pilot", "pending")
+    ]
+    refused = run(cwd, team.env(role), "cohort", "admit", "m.yaml", "--include", "51")
+    assert refused.returncode == 2 and "entity 51 is pending, not excluded" in refused.stderr
+    applied = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    states = Counter(s for (w, s), n in _counts(team).items() for _ in range(n) if w)
+    assert states == Counter({"verified": 588 + 2 - 1, "vanished": 1})  # 3 vanished
+    assert team.sql("SELECT wave, state FROM runbook.entity WHERE key = '9001'") == [
+        ("pilot", "verified")
+    ]
+
+
+def test_a_cohort_gate_fails_a_churning_wave_and_its_members_are_compensated_on_postgresql(
+    team: Team, tmp_path: Path
+) -> None:
+    role, other = _roles(team)
+    cwd = tmp_path / "w"
+    gate = {
+        "id": "churn-gate",
+        "action": "check",
+        "on_failure": "rollback-wave",
+        "with": {
+            "cohort": "customers",
+            "dsn": "sqlite:///metrics.db",
+            "query": "SELECT customer_id, cancelled FROM subscriptions",
+            "metric": "rate",
+            "condition": "value <= baseline + 0.05",
+            "count": 1,
+        },
+    }
+    _setup(cwd, rows=200, cohort=cr.cohort(holdout={"size": "10%"}), phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": [*_steps(), gate]}
+    ])  # fmt: skip
+    assert run(cwd, team.env(role), "cohort", "freeze", "m.yaml").returncode == 0
+    w = _wave_keys(team)
+    with sqlite3.connect(cwd / "metrics.db") as db:  # the pilot's members all cancelled
+        db.execute("CREATE TABLE subscriptions (customer_id INTEGER, cancelled INTEGER)")
+        db.executemany(
+            "INSERT INTO subscriptions VALUES (?, ?)",
+            [(k, 1 if wave == "pilot" else 0) for wave, ks in w.items() for k in ks],
+        )
+    r = run(cwd, team.env(other), "apply", "m.yaml", "--yes")
+    assert r.returncode == 1, r.stdout + r.stderr
+    n, n_base = len(w["pilot"]), len(w["holdout"])
+    assert f"#1 1 vs holdout 0 (n {n}, n_baseline {n_base}): failed" in r.stdout
+    by = _status(cwd, team.env(role))
+    assert by["churn-gate[pilot]"]["status"] == "failed"
+    assert by["copy[pilot]"]["status"] == "rolled_back"
+    assert by["copy[early]"]["status"] == "pending"
+    got = by["churn-gate[pilot]"]["outputs"]
+    assert (got["outcome"], got["value"], got["baseline_of"]) == ("failed", 1, "holdout")
+    assert team.sql(
+        "SELECT DISTINCT state FROM runbook.entity WHERE runbook = 'cohorts' AND wave = 'pilot'"
+    ) == [("compensated",)]
+    # the copy's rollback deleted the pilot's rows from the target (its members, passed in)
+    with sqlite3.connect(cwd / "new.db") as db:
+        assert db.execute("SELECT count(*) FROM customers").fetchone() == (0,)
+
+
+def test_a_foreach_step_calls_each_member_once_on_postgresql(
+    team: Team, tmp_path: Path, provider: Any
+) -> None:
+    role, other = _roles(team)
+    cwd = tmp_path / "w"
+    move = {
+        "id": "move",
+        "action": "http",
+        "marks": "moved",
+        "foreach": {"cohort": "customers", "concurrency": 4, "max_failed": 1},
+        "retries": {"attempts": 1},
+        "rollback": "none",
+        "with": {
+            "method": "POST",
+            "url": provider.url + "/migrate",
+            "json": {"customer": "{{ member.key }}"},
+        },
+    }
+    _setup(cwd, rows=300, phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": [move]}
+    ])  # fmt: skip
+    assert run(cwd, team.env(role), "cohort", "freeze", "m.yaml").returncode == 0
+    bad = set(sorted(_wave_keys(team)["pilot"])[:2])
+    provider.fail = bad
+    r = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert r.returncode == 1, r.stdout + r.stderr  # more failed than max_failed
+    assert "move[pilot]" in r.stdout and "max_failed 1" in r.stdout, r.stdout
+    assert set(provider.calls.values()) == {1}  # no member called twice
+    failed = team.sql(
+        "SELECT key, reason FROM runbook.entity WHERE runbook = 'cohorts' AND state = 'failed'"
+    )
+    assert {k for k, _ in failed} == bad and all("returned 500" in why for _, why in failed)
+    done = team.sql("SELECT key FROM runbook.entity WHERE runbook = 'cohorts' AND state = 'moved'")
+    assert not {k for (k,) in done} & bad
+    # a re-run from the other operator calls the members not done yet, never the done ones
+    provider.fail = set()
+    before = Counter(provider.customers)
+    again = run(cwd, team.env(other), "apply", "m.yaml", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    called = {c for c, n in provider.customers.items() if n > before.get(c, 0)}
+    assert called >= bad and not called & {k for (k,) in done}
+    assert all(n == 1 for c, n in provider.customers.items() if c not in bad)
+    eligible = 300 - 6
+    assert _counts(team) == {
+        **{(w, "moved"): n for w, n in Counter(_wave_of(team)).items()},
+        (None, "excluded"): 6,
+    }
+    assert sum(n for (_, s), n in _counts(team).items() if s == "moved") == eligible
+    idem = {h.get("Idempotency-Key", "").split("/")[-1] for h in provider.headers}
+    assert len(idem) == eligible
+
+
+def _wave_of(team: Team) -> list[str]:
+    return [
+        w
+        for (w,) in team.sql(
+            "SELECT wave FROM runbook.entity WHERE runbook = 'cohorts' AND wave IS NOT NULL"
+        )
+    ]
