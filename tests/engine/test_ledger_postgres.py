@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.engine import cohort_run as cr
 from tests.engine.test_state_postgres import Team, run
@@ -366,3 +370,100 @@ def _wave_of(team: Team) -> list[str]:
             "SELECT wave FROM runbook.entity WHERE runbook = 'cohorts' AND wave IS NOT NULL"
         )
     ]
+
+
+# -- crash campaign --------------------------------------------------------------------------
+
+
+CRASH_ROWS = 150
+
+
+def _crash_steps() -> list[dict[str, Any]]:
+    """A foreach whose action is not idempotent (one line per call: a second call would show),
+    then copy and verify."""
+    tell = {
+        "id": "tell",
+        "action": "shell",
+        "marks": "notified",
+        "rollback": "none",
+        "foreach": {"cohort": "customers", "concurrency": 4},
+        "with": {"command": "echo {{ member.key }} >> calls.txt"},
+    }
+    return [tell, *_steps()]
+
+
+def _crash_and_resume(team: Team, cwd: Path, name: str, fault: str) -> int:
+    role, other = _roles(team)
+    _setup(cwd, rows=CRASH_ROWS, name=name, phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": _crash_steps()}
+    ])  # fmt: skip
+    env = {**team.env(role), "RUNBOOK_FAULT": fault}
+    first = run(cwd, env, "apply", "m.yaml", "--yes")
+    assert first.returncode in (-9, 0), first.stdout + first.stderr
+    env2 = team.env(other)  # the second operator resumes
+    for _ in range(20):
+        r = run(cwd, env2, "apply", "m.yaml", "--yes")
+        if r.returncode == 0:
+            break
+        if r.returncode == 4:  # the killed session not yet gone on the server
+            time.sleep(0.2)
+            continue
+        assert r.returncode == 3, (fault, r.stdout + r.stderr)
+        for sid, step in _status(cwd, env2).items():
+            if step["status"] == "unknown":
+                rr = run(cwd, env2, "resolve", "m.yaml", sid, "--as", "pending")
+                assert rr.returncode == 0, (fault, rr.stderr)
+    else:
+        raise AssertionError(f"{fault}: the run never finished: {r.stdout}{r.stderr}")
+    return first.returncode
+
+
+def _check_crash(team: Team, cwd: Path, name: str, fault: str) -> None:
+    states = Counter(
+        s
+        for (s,) in team.sql(
+            "SELECT state FROM runbook.entity WHERE runbook = %s AND wave IS NOT NULL", (name,)
+        )
+    )
+    eligible = CRASH_ROWS - CRASH_ROWS // 50
+    assert states == Counter({"verified": eligible}), (fault, states)  # none lost
+    twice = team.sql(
+        "SELECT key, state, attempt, count(*) FROM runbook.transition WHERE runbook = %s"
+        " GROUP BY key, state, attempt HAVING count(*) > 1",
+        (name,),
+    )
+    assert not twice, (fault, twice[:5])  # no member marked twice in one attempt
+    calls = Counter((cwd / "calls.txt").read_text().split())
+    assert len(calls) == eligible and set(calls.values()) == {1}, (fault, calls.most_common(3))
+    with sqlite3.connect(cwd / "new.db") as new, sqlite3.connect(cwd / "legacy.db") as old:
+        moved = set(new.execute("SELECT * FROM customers"))
+        assert moved == set(old.execute("SELECT * FROM customers WHERE email IS NOT NULL"))
+
+
+@pytest.mark.slow
+def test_sigkill_inside_ledger_commits_on_postgresql_loses_and_doubles_no_member(
+    team: Team, tmp_path: Path
+) -> None:
+    """SIGKILL inside each ledger commit (after its statements, before COMMIT) and right after
+    it: the freeze, each wave's start, the foreach's marks, the copy's, the verify's (about 13
+    in this run); a second operator resumes."""
+    commits = 14
+    faults = [
+        f"{point}:{n}" for n in range(1, commits + 1) for point in ("effects", "effects-committed")
+    ]
+    names = {f: f"crash-{f.replace(':', '-')}" for f in faults}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        codes = dict(
+            zip(
+                faults,
+                pool.map(
+                    lambda f: _crash_and_resume(team, tmp_path / names[f], names[f], f), faults
+                ),
+                strict=True,
+            )
+        )
+    hit = [n for n in range(1, commits + 1) if codes[f"effects:{n}"] == -9]
+    assert hit == list(range(1, len(hit) + 1)) and len(hit) >= 10, codes
+    assert all(codes[f"effects-committed:{n}"] == -9 for n in hit), codes
+    for f in faults:
+        _check_crash(team, tmp_path / names[f], names[f], f)
