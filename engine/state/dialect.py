@@ -17,6 +17,7 @@ Outside data (keys, attributes) are always parameters or COPY data, never SQL te
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -130,10 +131,14 @@ def load_entities(
 def same_rows(db: Database, select_from: str) -> str:
     """The condition of an ``UPDATE entity`` for the rows ``SELECT … {select_from}`` finds
     (``select_from``: ``FROM entity [e] WHERE …``, whose ``e`` alias is given as ``e.``)."""
-    if _pg(db):
-        alias = "e." if " entity e " in f"{select_from} " else ""
-        return f"(cohort, key) IN (SELECT {alias}cohort, {alias}key {select_from})"
     alias = "e." if " entity e " in f"{select_from} " else ""
+    if _pg(db):
+        # the condition itself, on the updated rows: a semi-join of the view on itself was
+        # planned as a nested loop over the whole wave (66 s for 15,000 members, measured)
+        for plain in ("FROM entity WHERE ", "FROM entity e WHERE "):
+            if select_from.startswith(plain):
+                return "(" + re.sub(r"\be\.", "entity.", select_from[len(plain) :]) + ")"
+        return f"(cohort, key) IN (SELECT {alias}cohort, {alias}key {select_from})"
     return f"rowid IN (SELECT {alias}rowid {select_from})"
 
 

@@ -113,6 +113,14 @@ def test_freeze_then_every_wave_marks_its_members_on_postgresql_and_customers_re
     assert "50,,excluded,no-contact" in csv.stdout
     missing = run(ana, team.env(role_a), "customers", "m.yaml", "999999")
     assert missing.returncode == 2 and "999999" in missing.stderr
+    # plan, status and report read the ledger from the database too
+    plan = run(ana, team.env(role_a), "plan", "m.yaml", "--format", "json")
+    assert plan.returncode == 0, plan.stderr
+    waves = json.loads(plan.stdout)["cohorts"]["customers"]["waves"]
+    assert [(w["id"], w["size"]) for w in waves] == [("pilot", 29), ("early", 117), ("all", 442)]
+    report = run(ana, team.env(role_a), "report", "m.yaml", "--format", "json")
+    assert report.returncode == 0, report.stderr
+    assert '"verified": 442' in report.stdout.replace("\n", "")
 
 
 def test_state_init_migrates_a_version_2_schema_to_version_3_with_the_ledger(
