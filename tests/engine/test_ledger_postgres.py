@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.engine import cohort_run as cr
+from tests.engine.helpers import RUNBOOK, wait_until
 from tests.engine.test_state_postgres import Team, run
 from tests.engine.test_state_postgres import team as team  # the fixture
 
@@ -475,3 +478,60 @@ def test_sigkill_inside_ledger_commits_on_postgresql_loses_and_doubles_no_member
     assert all(codes[f"effects-committed:{n}"] == -9 for n in hit), codes
     for f in faults:
         _check_crash(team, tmp_path / names[f], names[f], f)
+
+
+def test_a_foreach_cut_by_sigkill_leaves_members_unknown_on_postgresql_until_resolved(
+    team: Team, tmp_path: Path
+) -> None:
+    """Calls in flight when the holder is killed (a shell action: not idempotent) become
+    `unknown` in the ledger; the second operator resolves each from the file it wrote; no
+    member is called twice, none is lost."""
+    role, other = _roles(team)
+    cwd = tmp_path / "w"
+    move = {
+        "id": "move",
+        "action": "shell",
+        "marks": "moved",
+        "rollback": "none",
+        "foreach": {"cohort": "customers", "concurrency": 8},
+        "with": {"command": "echo {{ member.key }} >> moved.txt; sleep 0.05"},
+    }
+    _setup(cwd, rows=300, cohort=cr.cohort(waves=[{"id": "all", "size": "rest"}]), phases=[
+        {"id": "rollout", "waves": {"cohort": "customers"}, "steps": [move]}
+    ])  # fmt: skip
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "m.yaml", "--yes"], cwd=cwd, env=team.env(role),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    lines = cwd / "moved.txt"
+    wait_until(lambda: lines.exists() and len(lines.read_text().split()) > 100, "100 calls", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)  # the calls in flight (orphaned shells) finish their line first
+    env2 = team.env(other)
+    for _ in range(50):
+        r = run(cwd, env2, "apply", "m.yaml", "--yes")
+        if r.returncode != 4:  # the killed session not yet gone on the server
+            break
+        time.sleep(0.2)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "member call(s) were cut by a crash" in r.stdout
+    unknown = [
+        k
+        for (k,) in team.sql(
+            "SELECT key FROM runbook.entity WHERE runbook = 'cohorts' AND state = 'unknown'"
+        )
+    ]
+    assert unknown
+    done = {int(x) for x in lines.read_text().split()}
+    for k in unknown:  # the operator checks each one
+        rr = run(
+            cwd, env2, "resolve", "m.yaml", "move[all]", "--member", str(k),
+            "--as", "succeeded" if k in done else "pending",
+        )  # fmt: skip
+        assert rr.returncode == 0, rr.stdout + rr.stderr
+    r = run(cwd, env2, "apply", "m.yaml", "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = Counter(int(x) for x in lines.read_text().split())
+    assert len(calls) == 294 and set(calls.values()) == {1}  # each member exactly once
+    assert _counts(team) == {("all", "moved"): 294, (None, "excluded"): 6}
