@@ -194,19 +194,25 @@ def redraw(
         idx = [c[0] for c in counts].index(w)
         counts[idx] = (w, n + short)  # the last wave takes what the kept ones leave
     strata, placed = draw.place(cohort.seed, pool, counts)
-    db.executemany(
+    # set-wise: the new places in a temporary table (one COPY on PostgreSQL), then one
+    # statement for the transitions and one for the entities
+    to = dialect.rows_table(
+        db,
+        "redrawn",
+        (("wave", "TEXT"), ("rank", "BIGINT")),
+        ((k, w, r) for k, (w, r) in placed.items()),
+    )
+    db.execute(
         "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
-        " VALUES (?, ?, 'pending', NULL, ?, NULL, ?, ?)",
-        [
-            (cohort.name, dialect.key(db, k), run, f"redrawn into wave {w}", at)
-            for k, (w, _) in placed.items()
-        ],
+        f" SELECT ?, r.key, 'pending', NULL, ?, NULL, 'redrawn into wave ' || r.wave, ? FROM {to} r",
+        (cohort.name, run, at),
     )
-    db.executemany(
-        "UPDATE entity SET wave = ?, rank = ?, state = 'pending', reason = NULL, updated_at = ?"
-        " WHERE cohort = ? AND key = ?",
-        [(w, r, at, cohort.name, dialect.key(db, k)) for k, (w, r) in placed.items()],
+    db.execute(
+        f"UPDATE entity SET wave = r.wave, rank = r.rank, state = 'pending', reason = NULL,"
+        f" updated_at = ? FROM {to} r WHERE entity.cohort = ? AND entity.key = r.key",
+        (at, cohort.name),
     )
+    db.execute(f"DELETE FROM {to}")
     summary = dict(frozen.summary)
     sizes = {w: n for w, n in kept.items()}
     sizes.update({w: n for w, n in counts})

@@ -93,6 +93,31 @@ def keys_table(db: Database, name: str, values: Iterable[Any], attrs: bool = Fal
     return qualified
 
 
+def rows_table(
+    db: Database, name: str, columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]
+) -> str:
+    """This connection's temporary table ``name`` (``key`` unique, then ``columns``: (name,
+    type) pairs) holding ``rows`` (key first), for a set-wise statement to join with: one
+    ``COPY`` on PostgreSQL, inserts in the process on SQLite. Returns its qualified name."""
+    qualified = temp(db, name)
+    typed = ", ".join(f"{c} {t}" for c, t in columns)
+    cols = ", ".join(["key", *(c for c, _ in columns)])
+    if _pg(db):
+        db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (key JSONB PRIMARY KEY, {typed})")
+        db.execute(f"DELETE FROM {qualified}")
+        n = db.copy(  # type: ignore[attr-defined]
+            f"COPY {qualified} ({cols}) FROM STDIN", ((_text(r[0]), *r[1:]) for r in rows)
+        )
+        if n > 1000:
+            db.execute(f"ANALYZE {qualified}")
+        return qualified
+    db.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (key PRIMARY KEY, {typed}) WITHOUT ROWID")
+    db.execute(f"DELETE FROM {qualified}")
+    marks = ", ".join("?" * (len(columns) + 1))
+    db.executemany(f"INSERT INTO {qualified} ({cols}) VALUES ({marks})", rows)
+    return qualified
+
+
 def pairs_table(db: Database, name: str) -> str:
     """This connection's temporary table ``name`` (key unique, state TEXT), emptied: filled by
     the caller's INSERT … SELECT from the ledger. Returns its qualified name."""
