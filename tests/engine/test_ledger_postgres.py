@@ -535,3 +535,28 @@ def test_a_foreach_cut_by_sigkill_leaves_members_unknown_on_postgresql_until_res
     calls = Counter(int(x) for x in lines.read_text().split())
     assert len(calls) == 294 and set(calls.values()) == {1}  # each member exactly once
     assert _counts(team) == {("all", "moved"): 294, (None, "excluded"): 6}
+
+
+def test_copy_and_verify_into_a_postgresql_target_on_a_postgresql_state(
+    team: Team, tmp_path: Path
+) -> None:
+    """The wave's members reach a PostgreSQL target as a temp table (one COPY), as they do with
+    a directory's state: the ledger and the target may be the same database."""
+    role, _ = _roles(team)
+    cwd = tmp_path / "w"
+    _setup(cwd, rows=200)
+    team.sql(
+        "CREATE TABLE public.customers (id INTEGER PRIMARY KEY, email TEXT, locale TEXT,"
+        " segment TEXT, active INTEGER)"
+    )
+    team.sql(f"GRANT ALL ON public.customers TO {team.db}_operators")
+    r = run(cwd, team.env(role), "apply", "m.yaml", "--yes", "--var", f"new_db={team.url}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "200 customers: 196 verified, 4 excluded (no-contact)" in r.stdout
+    moved = team.sql("SELECT count(*), min(id), max(id) FROM public.customers")
+    assert moved == [(196, 1, 199)]
+    assert team.sql(
+        "SELECT count(*) FROM public.customers c WHERE NOT EXISTS (SELECT 1 FROM"
+        " runbook.entity e WHERE e.runbook = 'cohorts' AND e.key = to_jsonb(c.id)"
+        " AND e.state = 'verified')"
+    ) == [(0,)]
