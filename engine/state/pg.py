@@ -106,7 +106,7 @@ FENCED_APPEND_LOCK = (
 )
 
 
-_PERCENT = re.compile(r"%(?![s%])")
+_PERCENT = re.compile(r"%[s%]|%")
 
 
 def _psycopg() -> Any:
@@ -152,13 +152,16 @@ class PgDatabase(Database):
 
     @staticmethod
     def _sql(sql: str) -> str:
-        # the portable SQL's `?` become psycopg's `%s`; a literal `%` (LIKE '%#rollback') is
-        # doubled, as psycopg reads it (a `%s` written for psycopg is left as it is)
-        return _PERCENT.sub("%%", sql).replace("?", "%s")
+        # with parameters, the portable SQL's `?` become psycopg's `%s` and a literal `%` (LIKE
+        # '%#rollback') is doubled, as psycopg reads it then (a `%s` or `%%` written for
+        # psycopg is left as it is); without, psycopg sends the text as it is
+        return _PERCENT.sub(lambda m: m.group() if len(m.group()) == 2 else "%%", sql).replace(
+            "?", "%s"
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self.lock, self._denied():
-            return self.pcon.execute(self._sql(sql), params or None)
+            return self.pcon.execute(self._sql(sql) if params else sql, params or None)
 
     @contextlib.contextmanager
     def _denied(self) -> Iterator[None]:
@@ -176,7 +179,7 @@ class PgDatabase(Database):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.lock, self._denied():
             rows: list[tuple[Any, ...]] = self.pcon.execute(
-                self._sql(sql), params or None
+                self._sql(sql) if params else sql, params or None
             ).fetchall()
             return rows
 

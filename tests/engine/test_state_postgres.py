@@ -124,26 +124,35 @@ def test_state_init_twice_is_idempotent_and_a_newer_schema_is_exit_2(
 
     first = _init(pg_dsn, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "created the state schema runbook (version 2)" in first.stdout
+    assert "created the state schema runbook (version 3)" in first.stdout
     password = pg_dsn.split(":")[2].split("@")[0]
     assert password not in first.stdout + first.stderr and ":***@" in first.stdout
     again = _init(pg_dsn, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "is current (version 2): nothing to do" in again.stdout
+    assert "is current (version 3): nothing to do" in again.stdout
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
-        assert meta == {"format": "runbook-state", "version": "2"}
+        assert meta == {"format": "runbook-state", "version": "3"}
         tables = {
             r[0]
             for r in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'runbook'"
             )
         }
-        assert tables == {"meta", "state", "journal", "lease"}
+        assert tables == {
+            "meta",
+            "state",
+            "journal",
+            "lease",
+            "cohort",
+            "entity",
+            "transition",
+            "message",
+        }
         conn.execute("UPDATE runbook.meta SET value = '99' WHERE key = 'version'")
     newer = _init(pg_dsn, tmp_path)
     assert newer.returncode == 2
-    assert "version 99, newer than this program's (2)" in newer.stderr
+    assert "version 99, newer than this program's (3)" in newer.stderr
     assert "Traceback" not in newer.stderr and password not in newer.stderr
     (tmp_path / "r.yaml").write_text(
         runbook_yaml("n", phases=[{"id": "p", "steps": [sh("a", "true")]}])
