@@ -560,3 +560,23 @@ def test_copy_and_verify_into_a_postgresql_target_on_a_postgresql_state(
         " runbook.entity e WHERE e.runbook = 'cohorts' AND e.key = to_jsonb(c.id)"
         " AND e.state = 'verified')"
     ) == [(0,)]
+
+
+def test_a_role_without_grants_on_the_ledger_tables_is_exit_2_saying_which(
+    team: Team, tmp_path: Path
+) -> None:
+    """After a migration the operators' grants must be given again on the new tables: until
+    then a cohort runbook is exit 2 naming the grant, no traceback, nothing drawn."""
+    role, _ = _roles(team)
+    for table in ("cohort", "entity", "transition", "message"):
+        team.sql(f"REVOKE ALL ON runbook.{table} FROM {team.db}_operators")
+    cwd = tmp_path / "w"
+    _setup(cwd, rows=60)
+    r = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the role may not use the runbook state (permission denied for table cohort)" in (
+        r.stderr
+    )
+    assert "SELECT, INSERT, UPDATE on its tables" in r.stderr and "Traceback" not in r.stderr
+    assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]
+    assert not (cwd / ".runbook").exists()
