@@ -5,8 +5,9 @@ temporary views named like the directory's tables (``pg.ledger_views``).
 
 - a key as a parameter: SQLite keeps it untyped; PostgreSQL's ``key`` column is JSONB (the
   value with its type: 1 is not '1'), so a key is sent as JSON (``key``);
-- temporary tables: SQLite's ``temp`` schema, untyped keys, ``INSERT OR IGNORE`` one row at
-  a time in the process (no round trip); PostgreSQL's ``pg_temp``, JSONB keys, one ``COPY``;
+- temporary tables of keys (and of rows keyed by them, ``rows_table``): SQLite's ``temp``
+  schema, untyped keys, inserts in the process (no round trip); PostgreSQL's ``pg_temp``,
+  JSONB keys, one ``COPY``;
 - the frozen draw: SQLite inserts in the process with the wave index built after; PostgreSQL
   loads it with one ``COPY``;
 - catalogue, row identity, NULL-safe comparison, a JSON attribute, an exact key comparison.
