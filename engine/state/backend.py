@@ -106,14 +106,10 @@ def _to_cohort(call: Call | None) -> bool:
 
 def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) -> None:
     """Exit 2, before anything is written, for what the PostgreSQL backend does not hold yet:
-    the cohort ledger, and with it `notify` steps to a cohort's members (their messages are
-    recorded in the ledger) and per-member records (`foreach`). `notify` to explicit
-    recipients writes the outbox there (``outbox.py``)."""
+    the ledger's record of the messages of `notify` steps to a cohort's members (the outbox,
+    the ledger and foreach's member records are held there)."""
     if not location.is_postgres(state):
         return
-    found: list[str] = []
-    if rb.cohorts:
-        found.append(f"cohorts ({', '.join(rb.cohorts)})")
     told = [
         s.id
         for ph in rb.phases
@@ -121,15 +117,8 @@ def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) ->
         if any(_to_cohort(c) for c in (s.call, s.rollback))
     ] + [c.id for c in rb.contingencies if _to_cohort(c.call)]
     if told:
-        found.append(
-            f"notify steps to a cohort, whose messages the ledger records ({', '.join(told[:5])})"
-        )
-    each = [s.id for ph in rb.phases for s in ph.steps if s.foreach is not None]
-    if each:
-        found.append(f"foreach steps ({', '.join(each[:5])})")
-    if found:
         raise InvalidInput(
-            f"{file}: {'; '.join(found)}: {UNSUPPORTED} (the cohort ledger and member "
-            f"records stay in a state directory this release); use --state DIR for "
-            f"{rb.name}; nothing was written"
+            f"{file}: notify steps to a cohort, whose messages the ledger records "
+            f"({', '.join(told[:5])}): {UNSUPPORTED} (they stay in a state directory this "
+            f"release); use --state DIR for {rb.name}; nothing was written"
         )

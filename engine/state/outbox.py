@@ -30,6 +30,7 @@ from typing import Any
 
 from ..actions import OutboxRow
 from ..errors import ActionFailed, StateError
+from . import dialect
 from .db import Database
 
 STATES = ("queued", "sending", "sent", "uncertain", "failed")
@@ -71,7 +72,7 @@ def has_outbox(db: Database) -> bool:
     # dialect: on PostgreSQL the schema's version was checked on opening (``pg.check_schema``)
     if db.dialect == "postgresql":
         return True
-    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"))
+    return dialect.has_table(db, "outbox")
 
 
 def scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
