@@ -1,0 +1,328 @@
+"""Holes found by an audit of the PostgreSQL state backend (SPEC §8, §9, §11; issue 14).
+
+Each test states the correct behaviour and fails on the code as it is: it is marked
+``xfail(strict=True)`` so that the suite stays green until the hole is closed (a fix turns it
+into an unexpected pass, which fails the run: then remove the mark). Every command runs as its
+own process against a real PostgreSQL (``tests/servers/postgres.py``)."""
+
+# ruff: noqa: F811 - the `team` fixture is imported by name and taken as a parameter
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
+from tests.engine.test_state_postgres import (  # noqa: F401 - the fixture is used by name
+    Team,
+    _gate_runbook,
+    _init,
+    _two_places,
+    run,
+    team,
+)
+
+
+def _journal_has(team: Team, name: str, step: str, status: str) -> bool:
+    return any(
+        r["t"] == "step" and r.get("id") == step and r.get("status") == status
+        for _, r in team.journal(name)
+    )
+
+
+# -- the lease -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: a holder whose lease session is terminated never finds out at renewal "
+    "(renew swallows the error) and runs on beside the new holder",
+)
+def test_hole_a_holder_whose_lease_session_is_killed_runs_on_beside_the_new_holder(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: the lease's own connection (which holds the advisory lock, the proof of
+    life) is ended by the server (``pg_terminate_backend``, an idle-session timeout, a network
+    drop). Another operator then takes the lease over at once ("its session is gone"), but
+    ``PgLease.renew`` swallows every exception ("the server away: the next write decides") and
+    reports the lease as renewed, forever: the old holder never finds out at its renewal, keeps
+    its running steps going beside the new holder and only stops when a step ends and writes.
+
+    Correct (SPEC §8/§11): a run that loses its lease finds out at its next renewal, cancels
+    its running actions and exits 4: a renewal that cannot reach its session must not count
+    as a renewal (reconnect and check the epoch, or treat the proof as gone)."""
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    steps = [
+        {"id": "w", "action": "wait", "with": {"duration": "150s"}, "rollback": "none"},
+        sh("after", "echo after >> ledger.txt", needs=["w"]),
+    ]
+    for d in (ana, bo):
+        (d / "r.yaml").write_text(runbook_yaml("killed", phases=[{"id": "p", "steps": steps}]))
+    old = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "3s"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    new: subprocess.Popen[str] | None = None
+    old_out = old_err = ""
+    still_running_after_60s = False
+    try:
+        deadline = time.monotonic() + 90
+        while not _journal_has(team, "killed", "w", "running"):
+            assert time.monotonic() < deadline and old.poll() is None
+            time.sleep(0.05)
+        # the holder's lease session: the one session of role_a holding an advisory lock
+        pids = team.sql(
+            "SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND a.usename = %s",
+            (role_a,),
+        )
+        assert len(pids) == 1, pids
+        team.sql("SELECT pg_terminate_backend(%s)", (pids[0][0],))
+        new = subprocess.Popen(
+            [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "3s"], cwd=bo,
+            env=team.env(role_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while team.sql('SELECT "user" FROM runbook.lease WHERE runbook = %s', ("killed",)) != [
+            (role_b,)
+        ]:
+            assert time.monotonic() < deadline, new.poll()
+            time.sleep(0.05)
+        # renewals every second: the old holder must have found out long before 60 s
+        try:
+            old_out, old_err = old.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            still_running_after_60s = True
+    finally:
+        for p in (old, new):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert not still_running_after_60s, (
+        "the old holder was still running its steps 60 s after another operator took its lease over"
+    )
+    assert old.returncode == 4, old_out + old_err
+    assert f"lost the lease of the state to {role_b}@" in old_err
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: a --lease too large for the lease_ms BIGINT column is an internal error "
+    "(exit 1, traceback), not a refused option",
+)
+def test_hole_a_huge_lease_is_an_internal_error_instead_of_exit_2(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: ``--lease 99999999999999h`` passes the option's check (only a minimum)
+    and reaches ``UPDATE runbook.lease SET lease_ms = …``, where it overflows BIGINT:
+    ``runbook: internal error: NumericValueOutOfRange: bigint out of range`` (exit 1, a crash
+    log). Correct (HELPERS 3, "bad input"): a clear error naming ``--lease``, exit 2, nothing
+    written."""
+    role = next(iter(team.roles))
+    steps = [{"id": "a", "action": "wait", "with": {"duration": "0s"}, "rollback": "none"}]
+    (tmp_path / "r.yaml").write_text(runbook_yaml("huge", phases=[{"id": "p", "steps": steps}]))
+    r = run(tmp_path, team.env(role), "apply", "r.yaml", "--yes", "--lease", "99999999999999h")
+    assert "internal error" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--lease" in r.stderr
+    assert team.journal("huge") == []
+
+
+# -- approvals beside a stalled holder ----------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: approve waits without end (no lock_timeout) on the appenders' lock of a "
+    "holder stopped inside a write",
+)
+def test_hole_approve_hangs_forever_beside_a_holder_stopped_inside_a_write(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: a holder stopped (SIGSTOP, a paused VM, a debugger) inside its write
+    transaction keeps the runbook's appenders' advisory lock
+    (``pg_advisory_xact_lock(hashtextextended('runbook.journal:' || name, 0))``) and its share
+    lock on the lease row. ``approve`` appends its decision under the same advisory lock with
+    no ``lock_timeout``: it waits as long as the holder is stopped (here: still waiting after
+    60 s), although SPEC §11 says approve never waits for the run's lease, and takeover and
+    ``unlock --force`` in the same situation say "busy … try again" (exit 4) after
+    ``lock_timeout``.
+
+    Correct: approve gives up after a bounded wait with exit 4 saying the state is busy (or
+    otherwise returns), recording nothing."""
+    import psycopg
+
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _gate_runbook(ana, bo)
+    paused = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    assert paused.returncode == 3, paused.stdout + paused.stderr
+    before = team.journal("team")
+    hung = False
+    got: subprocess.CompletedProcess[str] | None = None
+    with psycopg.connect(team.admin) as conn:  # the stalled writer, inside its transaction
+        conn.execute("SELECT epoch FROM runbook.lease WHERE runbook = 'team' FOR SHARE")
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('runbook.journal:team', 0))")
+        try:
+            got = subprocess.run(
+                [RUNBOOK, "approve", "r.yaml", "go"], cwd=bo, env=team.env(role_b),
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            hung = True
+        conn.rollback()
+    assert not hung, "approve was still waiting after 60 s beside the stalled writer"
+    assert got is not None and got.returncode == 4, got.stdout + got.stderr
+    assert "busy" in got.stderr
+    assert team.journal("team") == before
+
+
+# -- secrets in the state URL -------------------------------------------------------------------
+
+
+def _port_db(team: Team) -> str:
+    return f"127.0.0.1:{team.port}/{team.db}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: `state init` prints the password of a URL libpq cannot decode "
+    '(invalid percent-encoded token: "PASSWORD")',
+)
+def test_hole_state_init_prints_the_password_of_a_url_with_a_bad_percent_escape(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: a password with a stray ``%`` (``s3cret-Pa55%``, as typed by a person
+    who did not percent-encode it) makes libpq fail with ``invalid percent-encoded token:
+    "s3cret-Pa55%"``; ``pg.connect`` masks the URL but not libpq's reason, and `state init`
+    (which takes the URL as an argument) prints the password in clear on stderr. (`status`,
+    `apply` and `lock` given the same URL with ``--state`` happen to mask it.)
+
+    Correct (SPEC §8 "Credentials", §9): the password is masked wherever the URL, or any part
+    of it, is printed."""
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_STATE" and not k.startswith("PG")}
+    for url in (
+        f"postgresql://postgres:s3cret-Pa55%@{_port_db(team)}",
+        f"postgresql://{_port_db(team)}?user=postgres&password=s3cret-Pa55%zz",
+    ):
+        r = run(tmp_path, env, "state", "init", url)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "cannot connect to the state database" in r.stderr
+        assert "s3cret-Pa55" not in r.stdout + r.stderr, r.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: `sslpassword=` in a state URL is never masked: printed in errors and stored "
+    "in runbook.lease.command",
+)
+def test_hole_the_sslpassword_of_a_state_url_is_printed_and_stored_in_clear(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: libpq takes ``sslpassword=`` (the passphrase of the client key) in a
+    URL's query. The masking pattern is ``\\bpassword\\s*=`` and there is no word boundary
+    inside ``sslpassword``, so the passphrase is printed in clear in every error that shows
+    the URL (here: a database that does not exist) and stored in clear in the lease row's
+    ``command`` (any operator with SELECT reads it, `runbook lock` prints it).
+
+    Correct (SPEC §8 "Credentials", §9): every password-like parameter of the URL
+    (``password``, ``sslpassword``) is masked in what is printed and what is stored."""
+    role = next(iter(team.roles))
+    secret = "Client-Key-Passphrase-7"
+    env = {
+        k: v for k, v in team.env(role).items() if k != "RUNBOOK_STATE"
+    }  # PGUSER/PGPASSWORD stay
+    steps = [sh("wait", "touch started; while [ ! -f go ]; do sleep 0.05; done")]
+    (tmp_path / "r.yaml").write_text(runbook_yaml("sslpw", phases=[{"id": "p", "steps": steps}]))
+    missing = f"postgresql://127.0.0.1:{team.port}/nodb_{team.db}?sslpassword={secret}"
+    refused = run(tmp_path, env, "--state", missing, "status", "r.yaml")
+    assert refused.returncode == 2, refused.stderr
+    assert "cannot connect to the state database" in refused.stderr
+    url = f"postgresql://{_port_db(team)}?sslpassword={secret}"
+    proc = subprocess.Popen(
+        [RUNBOOK, "--state", url, "apply", "r.yaml", "--yes"], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not (tmp_path / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        stored = team.sql("SELECT command FROM runbook.lease WHERE runbook = 'sslpw'")
+        shown_lock = run(tmp_path, env, "--state", url, "lock", "r.yaml", "--format", "json")
+    finally:
+        (tmp_path / "go").touch()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert stored and stored[0][0], stored
+    texts = team.sql("SELECT rec FROM runbook.journal WHERE runbook = 'sslpw'")
+    leaks = {
+        "stderr of status": secret in refused.stderr,
+        "runbook.lease.command": secret in stored[0][0],
+        "runbook lock": secret in shown_lock.stdout + shown_lock.stderr,
+        "journal": any(secret in t for (t,) in texts),
+        "apply's output": secret in out + err,
+    }
+    assert not any(leaks.values()), leaks
+
+
+# -- the schema ----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: `state init` adopts a schema `runbook` owned by another role (with its "
+    "objects) and creates the state tables inside it",
+)
+def test_hole_state_init_adopts_a_schema_runbook_created_by_another_role(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """What is wrong: ``state init`` runs ``CREATE SCHEMA IF NOT EXISTS runbook`` and, when
+    ``runbook.meta`` is missing, creates the state tables inside whatever schema ``runbook``
+    is there, whoever owns it and whatever it holds. A role that could create the schema
+    first (CREATE on the database) keeps owning it: it can drop or replace the journal and
+    lease tables the state trusts (here it drops ``runbook.journal`` with every record after
+    the team started using it), and its own objects sit beside them.
+
+    Correct: ``state init`` refuses (exit 2, naming the owner and the objects found) a schema
+    ``runbook`` that it did not create: one owned by another role, or not empty without
+    ``runbook.meta``; nothing is created in it."""
+    import psycopg
+
+    db = pg_dsn.rsplit("/", 1)[1]
+    mallory = f"{db}_mallory"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {mallory} LOGIN PASSWORD 'mallory-pw-1'")
+        conn.execute(f"CREATE SCHEMA runbook AUTHORIZATION {mallory}")
+        conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {mallory}")
+    try:
+        mallory_url = f"postgresql://{mallory}:mallory-pw-1@" + pg_dsn.split("@", 1)[1]
+        with psycopg.connect(mallory_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE runbook.collected (rec TEXT)")
+        r = _init(pg_dsn, tmp_path)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            tables = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT table_name FROM information_schema.tables"
+                    " WHERE table_schema = 'runbook'"
+                )
+            }
+        try:  # what the schema's owner can do to the team's state afterwards
+            with psycopg.connect(mallory_url, autocommit=True) as conn:
+                conn.execute("DROP TABLE runbook.journal")
+            dropped = True
+        except psycopg.Error:
+            dropped = False
+        seen = {"exit": r.returncode, "tables": sorted(tables), "owner dropped journal": dropped}
+        assert seen == {"exit": 2, "tables": ["collected"], "owner dropped journal": False}, seen
+        assert mallory in r.stderr
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS runbook CASCADE")
+            conn.execute(f"DROP OWNED BY {mallory}")
+            conn.execute(f"DROP ROLE {mallory}")
