@@ -326,3 +326,82 @@ def test_hole_state_init_adopts_a_schema_runbook_created_by_another_role(
             conn.execute("DROP SCHEMA IF EXISTS runbook CASCADE")
             conn.execute(f"DROP OWNED BY {mallory}")
             conn.execute(f"DROP ROLE {mallory}")
+
+
+# -- approvals and the clocks --------------------------------------------------------------------
+
+# a laptop whose clock runs a day ahead: `datetime.now` and `time.time` of the process moved,
+# as libfaketime would (the program is not changed: this only runs before it)
+_AHEAD = """
+import datetime as _d, time as _t, warnings as _w
+_w.filterwarnings("ignore", message="datetime.datetime size changed")
+_SKEW = _d.timedelta(days=1)
+_Real = _d.datetime
+class _Ahead(_Real):
+    @classmethod
+    def now(cls, tz=None):
+        return _Real.now(tz) + _SKEW
+    @classmethod
+    def utcnow(cls):
+        return _Real.utcnow() + _SKEW
+_d.datetime = _Ahead
+_real_time = _t.time
+_t.time = lambda: _real_time() + _SKEW.total_seconds()
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: an approval's age is taken from the approver's own clock: a clock ahead "
+    "makes an approval with `expires` count long after it expired",
+)
+def test_hole_an_approvers_clock_ahead_keeps_an_expired_approval_counting(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: on PostgreSQL the approval record's ``at`` is the approving machine's
+    clock (``now()`` in Python), and ``expires`` is judged as ``apply's clock - at``. An
+    approver whose laptop clock runs a day ahead (here simulated for that one process) records
+    an approval dated tomorrow: with ``expires: 2s`` it is still counted by the next apply
+    after more than 2 s by every other clock (the database's, the starter's), and would be for
+    a day. The step it guards runs on an expired approval.
+
+    Correct: on the PostgreSQL backend an approval's time comes from the database clock (as
+    the lease's does), or an approval dated in the future is refused/void; after ``expires``
+    by the database clock the approval no longer counts: the next apply pauses again (exit 3)
+    and `status` says ``approval void: expired``."""
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    steps = [
+        sh("a", "echo a >> ledger.txt"),
+        {
+            "id": "go",
+            "action": "approval",
+            "needs": ["a"],
+            "with": {"message": "go?", "expires": "2s"},
+        },
+        sh("b", "echo b >> ledger.txt", needs=["go"]),
+    ]
+    for d in (ana, bo):
+        (d / "r.yaml").write_text(runbook_yaml("skew", phases=[{"id": "p", "steps": steps}]))
+    paused = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    assert paused.returncode == 3, paused.stdout + paused.stderr
+    skew = tmp_path / "skew"
+    skew.mkdir()
+    (skew / "sitecustomize.py").write_text(_AHEAD)
+    env_b = {**team.env(role_b), "PYTHONPATH": str(skew)}
+    got = run(bo, env_b, "approve", "r.yaml", "go")
+    assert got.returncode == 0, got.stdout + got.stderr
+    (db_now,) = team.sql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD')")[0]
+    (at,) = [r["at"] for _, r in team.journal("skew") if r["t"] == "approval"]
+    time.sleep(4)  # the approval is now older than its 2 s by every clock but its approver's
+    again = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    seen = {
+        "approval dated by the database's day": at.startswith(db_now),
+        "apply exit": again.returncode,
+        "b ran": "b" in (ana / "ledger.txt").read_text().split(),
+    }
+    assert seen == {
+        "approval dated by the database's day": True,
+        "apply exit": 3,
+        "b ran": False,
+    }, (seen, at, again.stdout + again.stderr)
