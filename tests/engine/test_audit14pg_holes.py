@@ -10,6 +10,7 @@ own process against a real PostgreSQL (``tests/servers/postgres.py``)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -405,3 +406,74 @@ def test_hole_an_approvers_clock_ahead_keeps_an_expired_approval_counting(
         "apply exit": 3,
         "b ran": False,
     }, (seen, at, again.stdout + again.stderr)
+
+
+# -- unlock --force ------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: after `unlock --force` of a frozen holder nobody can take the lease while "
+    "that process lives: every apply is exit 4 'being locked by another process', `lock` says "
+    "nobody holds it",
+)
+def test_hole_unlock_force_of_a_frozen_holder_locks_every_apply_out(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: ``unlock --force`` clears the lease row (no host, no pid) and bumps the
+    epoch, but the frozen holder's session keeps its advisory lock. ``PgLease._swap`` then
+    sees no holder and a lock that is not free and refuses every apply with "the state of
+    … is being locked by another process right now; try again" (exit 4), for as long as the
+    frozen process lives (hours, for a paused VM), while `runbook lock` says "nobody holds
+    the lease" (exit 0). Without the `unlock --force` the same apply would have taken the
+    expired lease over: forcing the lock makes the state unusable.
+
+    Correct: after `unlock --force` the next apply takes the lease (the epoch the frozen
+    session held is fenced already; its advisory lock proves nothing about the new epoch),
+    and `lock` and `apply` agree about whether anyone holds it."""
+    from tests.engine.test_state_postgres import _blocking_runbook, _wait_starts
+
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    _blocking_runbook(ana, "forced", idempotent=True)
+    _blocking_runbook(bo, "forced", idempotent=True)
+    old = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "2s"], cwd=ana, env=team.env(role_a),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    new: subprocess.Popen[str] | None = None
+    tries: list[str] = []
+    took_over = False
+    try:
+        _wait_starts(ana, 1)
+        os.kill(old.pid, signal.SIGSTOP)
+        forced = run(bo, team.env(role_b), "unlock", "r.yaml", "--force")
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        assert "lease of forced cleared" in forced.stdout + forced.stderr
+        deadline = time.monotonic() + 30  # far past the 2 s lease
+        while time.monotonic() < deadline and not took_over:
+            new = subprocess.Popen(
+                [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "2s"], cwd=bo,
+                env=team.env(role_b), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            while new.poll() is None and not took_over:
+                took_over = team.sql(
+                    'SELECT "user", pid FROM runbook.lease WHERE runbook = %s', ("forced",)
+                ) == [(role_b, new.pid)]
+                time.sleep(0.1)
+            if not took_over:
+                _out, err = new.communicate()
+                tries.append(f"exit {new.returncode}: {err.strip()}")
+                time.sleep(1)
+        lock = run(bo, team.env(role_b), "lock", "r.yaml")
+    finally:
+        (tmp_path / "release").touch()
+        os.kill(old.pid, signal.SIGCONT)
+        for p in (old, new):
+            if p is not None and p.poll() is None:
+                try:
+                    p.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()
+    assert took_over, (tries[-3:], lock.stdout + lock.stderr)
