@@ -477,3 +477,57 @@ def test_hole_unlock_force_of_a_frozen_holder_locks_every_apply_out(
                     p.kill()
                     p.communicate()
     assert took_over, (tries[-3:], lock.stdout + lock.stderr)
+
+
+# -- the state database going away --------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: a run whose state connection is cut (server restart, failover, "
+    "pg_terminate_backend) dies with 'internal error: AdminShutdown' and a traceback",
+)
+def test_hole_a_run_whose_state_connection_is_cut_dies_with_an_internal_error(
+    team: Team, tmp_path: Path
+) -> None:
+    """What is wrong: the run's state connection (not the lease's) is ended by the server
+    while a step runs (a restart, a failover, an administrator's ``pg_terminate_backend``).
+    The scheduler's next read of the journal (``Store.refresh`` for new decisions, unguarded:
+    only writes catch ``write_errors``) raises ``psycopg.errors.AdminShutdown`` and the run
+    ends with ``runbook: internal error: AdminShutdown: terminating connection due to
+    administrator command`` (exit 1, a crash log).
+
+    Correct: a located error saying the state database connection was lost, no internal
+    error, nothing more started (as for a write that fails: "cannot write the state …
+    run `runbook apply` again to resume"), and the step after it never runs."""
+    role = next(iter(team.roles))
+    steps = [
+        {"id": "w", "action": "wait", "with": {"duration": "5s"}, "rollback": "none"},
+        sh("after", "echo after >> ledger.txt", needs=["w"]),
+    ]
+    (tmp_path / "r.yaml").write_text(runbook_yaml("cut", phases=[{"id": "p", "steps": steps}]))
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=tmp_path, env=team.env(role),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not _journal_has(team, "cut", "w", "running"):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        # every session of the run but the lease's (which holds the advisory lock)
+        cut = team.sql(
+            "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.usename = %s"
+            " AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
+            " AND l.locktype = 'advisory')",
+            (role,),
+        )
+        assert cut and all(ok for (ok,) in cut), cut
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "internal error" not in err and "Traceback" not in err, err
+    assert "state" in err and proc.returncode != 0, out + err
+    assert not (tmp_path / "ledger.txt").exists()
