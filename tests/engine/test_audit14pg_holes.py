@@ -38,11 +38,6 @@ def _journal_has(team: Team, name: str, step: str, status: str) -> bool:
 # -- the lease -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a holder whose lease session is terminated never finds out at renewal "
-    "(renew swallows the error) and runs on beside the new holder",
-)
 def test_hole_a_holder_whose_lease_session_is_killed_runs_on_beside_the_new_holder(
     team: Team, tmp_path: Path
 ) -> None:
