@@ -190,7 +190,16 @@ class PgLease(Losable):
             # the holder never held the advisory lock (it took over from a frozen holder
             # whose session ended since): a free lock proves nothing, its lease decides
             alive_free = False
-        if old is None and not alive_free:
+        forced = old is None and str(row[4] or "").startswith("runbook unlock")
+        if old is None and not alive_free and forced:
+            # `unlock --force` fenced the last holder (its epoch is gone) whose session still
+            # holds the advisory lock (a frozen process): that lock proves nothing about the
+            # new epoch. Taken without the proof; it comes when that session ends.
+            self.notice = (
+                f"took the lease cleared by {_taken_by(row)}; the session of the holder it "
+                "fenced is still open (that process stops at its next renewal or write)"
+            )
+        elif old is None and not alive_free:
             raise LockHeld(
                 f"the state of {self.name} is being locked by another process right now; try again"
             )

@@ -406,12 +406,6 @@ def test_hole_an_approvers_clock_ahead_keeps_an_expired_approval_counting(
 # -- unlock --force ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: after `unlock --force` of a frozen holder nobody can take the lease while "
-    "that process lives: every apply is exit 4 'being locked by another process', `lock` says "
-    "nobody holds it",
-)
 def test_hole_unlock_force_of_a_frozen_holder_locks_every_apply_out(
     team: Team, tmp_path: Path
 ) -> None:
@@ -472,6 +466,9 @@ def test_hole_unlock_force_of_a_frozen_holder_locks_every_apply_out(
                     p.kill()
                     p.communicate()
     assert took_over, (tries[-3:], lock.stdout + lock.stderr)
+    assert lock.returncode == 0 and f"{role_b}@" in lock.stdout, lock.stdout + lock.stderr
+    assert old.returncode == 4, "the fenced holder, resumed, must stop with exit 4"
+    assert new is not None and new.returncode == 0, new.returncode
 
 
 # -- the state database going away --------------------------------------------------------------
