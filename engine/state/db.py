@@ -53,6 +53,12 @@ class Database:
     # the errors of a write that failed for the disk or the server, not for our own values
     write_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
 
+    def connection_lost(self, exc: BaseException) -> bool:
+        """``exc`` (one of ``write_errors``) came from a connection that is gone: never on a
+        file."""
+        del exc
+        return False
+
     def __init__(self, path: Path, con: sqlite3.Connection) -> None:
         self.path = path
         self.con = con

@@ -109,6 +109,13 @@ class PgDatabase(Database):
         self.fence: Callable[[Database], None] | None = None
         self.write_errors = (_psycopg().OperationalError,)
 
+    def connection_lost(self, exc: BaseException) -> bool:
+        """The server ended this connection (a restart, a failover, ``pg_terminate_backend``)
+        or it cannot be reached."""
+        return isinstance(exc, _psycopg().OperationalError) and bool(
+            self.pcon.closed or self.pcon.broken
+        )
+
     @staticmethod
     def _sql(sql: str) -> str:
         return sql.replace("?", "%s")
