@@ -346,11 +346,6 @@ _t.time = lambda: _real_time() + _SKEW.total_seconds()
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an approval's age is taken from the approver's own clock: a clock ahead "
-    "makes an approval with `expires` count long after it expired",
-)
 def test_hole_an_approvers_clock_ahead_keeps_an_expired_approval_counting(
     team: Team, tmp_path: Path
 ) -> None:
@@ -401,6 +396,32 @@ def test_hole_an_approvers_clock_ahead_keeps_an_expired_approval_counting(
         "apply exit": 3,
         "b ran": False,
     }, (seen, at, again.stdout + again.stderr)
+    shown = run(ana, team.env(role_a), "status", "r.yaml")
+    assert "approval void: expired" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_an_approval_dated_in_the_future_does_not_count_on_a_directory(tmp_path: Path) -> None:
+    """On a directory an approval is dated by the approver's clock: one dated further in the
+    future than a small skew (a clock ahead) does not count, and `status` says why."""
+    steps = [
+        sh("a", "echo a >> ledger.txt"),
+        {"id": "go", "action": "approval", "needs": ["a"], "with": {"expires": "1h"}},
+        sh("b", "echo b >> ledger.txt", needs=["go"]),
+    ]
+    (tmp_path / "r.yaml").write_text(runbook_yaml("ahead", phases=[{"id": "p", "steps": steps}]))
+    env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_STATE"}
+    paused = run(tmp_path, env, "apply", "r.yaml", "--yes")
+    assert paused.returncode == 3, paused.stdout + paused.stderr
+    skew = tmp_path / "skew"
+    skew.mkdir()
+    (skew / "sitecustomize.py").write_text(_AHEAD)
+    got = run(tmp_path, {**env, "PYTHONPATH": str(skew)}, "approve", "r.yaml", "go")
+    assert got.returncode == 0, got.stdout + got.stderr
+    again = run(tmp_path, env, "apply", "r.yaml", "--yes")
+    assert again.returncode == 3, again.stdout + again.stderr
+    assert (tmp_path / "ledger.txt").read_text().split() == ["a"]
+    shown = run(tmp_path, env, "status", "r.yaml")
+    assert "approval void: dated in the future" in shown.stdout, shown.stdout + shown.stderr
 
 
 # -- unlock --force ------------------------------------------------------------------------------
