@@ -211,11 +211,6 @@ def test_hole_state_init_prints_the_password_of_a_url_with_a_bad_percent_escape(
         assert "s3cret-Pa55" not in r.stdout + r.stderr, r.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: `sslpassword=` in a state URL is never masked: printed in errors and stored "
-    "in runbook.lease.command",
-)
 def test_hole_the_sslpassword_of_a_state_url_is_printed_and_stored_in_clear(
     team: Team, tmp_path: Path
 ) -> None:
