@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
+from ..masking import mask_dsn
 from .db import Database
 from .location import shown
 
@@ -85,7 +86,9 @@ def connect(url: str) -> Any:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=15)
     except psycopg.Error as exc:
-        reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        # libpq may quote a password as typed (a value it cannot decode): masked by value
+        reason = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
+        reason = shown(reason)
         raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
 
 

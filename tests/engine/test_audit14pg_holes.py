@@ -184,11 +184,6 @@ def _port_db(team: Team) -> str:
     return f"127.0.0.1:{team.port}/{team.db}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: `state init` prints the password of a URL libpq cannot decode "
-    '(invalid percent-encoded token: "PASSWORD")',
-)
 def test_hole_state_init_prints_the_password_of_a_url_with_a_bad_percent_escape(
     team: Team, tmp_path: Path
 ) -> None:
@@ -204,6 +199,8 @@ def test_hole_state_init_prints_the_password_of_a_url_with_a_bad_percent_escape(
     for url in (
         f"postgresql://postgres:s3cret-Pa55%@{_port_db(team)}",
         f"postgresql://{_port_db(team)}?user=postgres&password=s3cret-Pa55%zz",
+        f"postgresql://postgres@{_port_db(team)}?sslpassword=s3cret-Pa55%zz",
+        f"postgresql://postgres:s3cret-Pa55%41@{_port_db(team)}?sslmode=bogus",
     ):
         r = run(tmp_path, env, "state", "init", url)
         assert r.returncode == 2, r.stdout + r.stderr
