@@ -261,11 +261,6 @@ def test_hole_the_sslpassword_of_a_state_url_is_printed_and_stored_in_clear(
 # -- the schema ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: `state init` adopts a schema `runbook` owned by another role (with its "
-    "objects) and creates the state tables inside it",
-)
 def test_hole_state_init_adopts_a_schema_runbook_created_by_another_role(
     pg_dsn: str, tmp_path: Path
 ) -> None:
@@ -538,3 +533,33 @@ def test_hole_a_run_whose_state_connection_is_cut_dies_with_an_internal_error(
     assert "after" in shown.stdout and "succeeded" not in shown.stdout.split("after", 1)[1], (
         shown.stdout
     )
+
+
+def test_state_init_refuses_a_schema_runbook_holding_objects_of_others(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    """A schema ``runbook`` of the role that runs `state init` but holding objects that are
+    not the state's (another tool's table, a view) is refused (exit 2, naming them); nothing
+    is created in it. Once they are gone, `state init` creates the state."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA runbook")
+        conn.execute("CREATE TABLE runbook.collected (rec TEXT)")
+    try:
+        r = _init(pg_dsn, tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "collected" in r.stderr and "left untouched" in r.stderr, r.stderr
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            got = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'runbook'"
+            ).fetchall()
+            assert got == [("collected",)], got
+            conn.execute("DROP TABLE runbook.collected")
+        again = _init(pg_dsn, tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        twice = _init(pg_dsn, tmp_path)  # its own schema, again: no refusal
+        assert twice.returncode == 0, twice.stdout + twice.stderr
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS runbook CASCADE")
