@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,18 @@ class PgDatabase(Database):
         if not self._appending:
             self.pcon.execute(APPEND_LOCK, (self.runbook,))
             self._appending = True
+
+    def clock(self) -> datetime:
+        """The database clock (an approval's age is judged by it, as it is dated by it); this
+        machine's when the database cannot be read (the next read or write says why)."""
+        try:
+            with self.lock:
+                got = self.pcon.execute(
+                    "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
+                ).fetchone()[0]
+        except _psycopg().Error:
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(float(got), UTC)
 
     def session_user(self) -> str:
         return str(self.query("SELECT session_user")[0][0])

@@ -563,3 +563,30 @@ def test_state_init_refuses_a_schema_runbook_holding_objects_of_others(
     finally:
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             conn.execute("DROP SCHEMA IF EXISTS runbook CASCADE")
+
+
+def test_an_apply_whose_clock_runs_ahead_judges_approvals_by_the_database_clock(
+    team: Team, tmp_path: Path
+) -> None:
+    """On PostgreSQL an approval is dated by the database clock and its ``expires`` judged by
+    the same clock: an apply on a machine whose clock runs a day ahead neither voids an
+    approval given a moment ago (1 h to go) nor lets it count for longer."""
+    ana, bo = _two_places(tmp_path)
+    role_a, role_b = list(team.roles)
+    steps = [
+        sh("a", "echo a >> ledger.txt"),
+        {"id": "go", "action": "approval", "needs": ["a"], "with": {"expires": "1h"}},
+        sh("b", "echo b >> ledger.txt", needs=["go"]),
+    ]
+    for d in (ana, bo):
+        (d / "r.yaml").write_text(runbook_yaml("ahead", phases=[{"id": "p", "steps": steps}]))
+    paused = run(ana, team.env(role_a), "apply", "r.yaml", "--yes")
+    assert paused.returncode == 3, paused.stdout + paused.stderr
+    got = run(bo, team.env(role_b), "approve", "r.yaml", "go")
+    assert got.returncode == 0, got.stdout + got.stderr
+    skew = tmp_path / "skew"
+    skew.mkdir()
+    (skew / "sitecustomize.py").write_text(_AHEAD)
+    again = run(ana, {**team.env(role_a), "PYTHONPATH": str(skew)}, "apply", "r.yaml", "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (ana / "ledger.txt").read_text().split() == ["a", "b"]
