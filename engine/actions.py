@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -260,6 +261,9 @@ class ActionContext:
     # ``vars`` (the digest of its vars as stored: ``format/approvals.py``). A person's decision
     # (an approval, a gate decision) counts only when it was given for this plan
     pinned: Mapping[str, Any] = field(default_factory=dict)
+    # the state's clock (an approval's `expires` is judged by it): the database's on
+    # PostgreSQL, where approvals are dated by it; this machine's on a directory
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     @property
     def deadline(self) -> float:

@@ -155,23 +155,14 @@ def _log_crash(exc: BaseException, state_dir: str | None, argv: list[str]) -> st
 
 
 def _without_state_password(text: str, obj: dict[str, Any]) -> str:
-    """``text`` with the password of the state URL (``--state postgresql://u:PW@…``), as
-    given and percent-decoded, masked."""
-    from urllib.parse import unquote, urlsplit
-
-    from .masking import MASK
+    """``text`` with every password of the state URL (``--state postgresql://u:PW@…``, its
+    ``password=`` and ``sslpassword=``), as given and percent-decoded, masked."""
+    from .masking import mask_dsn
 
     state = obj.get("state_dir")
     if not isinstance(state, str) or "://" not in state:
         return text
-    try:
-        password = urlsplit(state).password
-    except ValueError:
-        return text
-    for form in {password or "", unquote(password or "")}:
-        if len(form) >= 4:  # shorter: the messages built from the URL mask it already
-            text = text.replace(form, MASK)
-    return text
+    return mask_dsn(text, state)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,11 @@ MASK = "***"
 # declared as a secret: it would otherwise land in the journal through a variable or an output
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?P<at>@)")
 # a keyword DSN (`host=db user=app password=...`) or a URL's `?password=`: libpq's quoting
-_KEYWORD_PASSWORD = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)")
+# (every keyword that holds a password: `password`, `sslpassword`, any `…password`)
+_KEYWORD_PASSWORD = re.compile(
+    r"(?i)(?P<head>\b[a-z_]*password\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&'\"]+)"
+)
+_DSN_PAIR = re.compile(r"(?i)\b([a-z_]+)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s'\"]+)")
 MIN_SECRET = 6  # characters: a shorter secret cannot be masked without destroying text
 _MIN_FORM = 4  # a derived form shorter than this is not masked (it would mask everything)
 # the fields of a journal record the engine writes itself: never masked (see mask_record)
@@ -74,6 +78,45 @@ def mask_url_passwords(text: str) -> str:
     if "assword" in text or "ASSWORD" in text:
         text = _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     return text
+
+
+def dsn_secrets(dsn: str) -> set[str]:
+    """The secret values of a PostgreSQL URL or keyword DSN (the password of its user part,
+    every parameter whose name holds ``password``: ``password``, ``sslpassword``), as given
+    and percent-decoded: libpq may quote any of them in its errors (a value it cannot decode,
+    as typed)."""
+    from urllib.parse import unquote, urlsplit
+
+    found: set[str] = set()
+    if "://" in dsn:
+        rest = dsn.partition("://")[2]
+        userinfo = rest.split("/", 1)[0].split("?", 1)[0]
+        if "@" in userinfo:
+            user_part = userinfo.rsplit("@", 1)[0]
+            if ":" in user_part:
+                found.add(user_part.split(":", 1)[1])
+        try:
+            query = urlsplit(dsn).query
+        except ValueError:
+            query = rest.split("?", 1)[1] if "?" in rest else ""
+        for piece in query.split("&"):
+            key, _, value = piece.partition("=")
+            if "password" in unquote(key).lower():
+                found.add(value)
+    else:
+        for key, value in _DSN_PAIR.findall(dsn):
+            if "password" in key.lower():
+                found.add(value[1:-1] if value.startswith("'") else value)
+    forms = found | {unquote(f) for f in found}
+    return {f for f in forms if len(f) >= _MIN_FORM}
+
+
+def mask_dsn(text: str, dsn: str) -> str:
+    """``text`` (a message about ``dsn``: libpq's own included) with every password of
+    ``dsn`` masked, in any form it may be quoted in, and every password of a URL in it."""
+    for form in sorted(dsn_secrets(dsn), key=len, reverse=True):
+        text = text.replace(form, MASK)
+    return mask_url_passwords(text)
 
 
 def check_length(name: str, value: str) -> str | None:

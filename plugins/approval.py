@@ -5,7 +5,6 @@ says what counts)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from runbook_engine.actions import ActionContext, BuiltinAction
@@ -69,7 +68,7 @@ class ApprovalAction(BuiltinAction):
             digest=str(pinned.get("digest") or ctx.runbook.digest),
             vars_now=str(pinned["vars"]) if pinned.get("vars") else None,
             step_pin=inst.digest if inst is not None else None,
-            now=datetime.now(UTC),
+            now=ctx.clock(),
             used=approvals.used_of(_prior_outputs(ctx)),
         )
         if len(got.valid) < rules.required:

@@ -169,6 +169,9 @@ def rules(
     )
 
 
+FUTURE_SKEW = 60.0  # seconds an approval may be dated ahead of the clock that judges it
+
+
 def _age(at: Any, now: datetime) -> float | None:
     if not isinstance(at, str):
         return None
@@ -202,10 +205,16 @@ def void_reason(
     if vars_now and isinstance(doc.get("vars"), str) and doc["vars"] != vars_now:
         names = f" ({', '.join(changed_vars)})" if changed_vars else ""
         return f"other vars{names} than it was given for"
-    if expires is not None:
-        age = _age(doc.get("at"), now)
-        if age is None or age > expires:
-            return f"expired (given at {doc.get('at')}; expires: {format_duration(expires)})"
+    age = _age(doc.get("at"), now)
+    if age is not None and age < -FUTURE_SKEW:
+        # a clock ahead would keep it counting past its `expires` (a directory's approvals
+        # are dated by the approver's clock; PostgreSQL's by the database's)
+        return (
+            f"dated in the future (given at {doc.get('at')}, {-age:.0f}s ahead of this "
+            "clock: the approver's clock runs ahead)"
+        )
+    if expires is not None and (age is None or age > expires):
+        return f"expired (given at {doc.get('at')}; expires: {format_duration(expires)})"
     return None
 
 

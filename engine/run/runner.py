@@ -273,6 +273,7 @@ class Runner:
                 members=wave,
                 outbox=outbox,
                 pinned=self.pinned_plan(),
+                clock=s.store.db.clock,
             )
 
         def on_retry(n: str, attempt: int, error: str, delay: float) -> None:

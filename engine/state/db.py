@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,17 @@ class Database:
     dialect = "sqlite"
     # the errors of a write that failed for the disk or the server, not for our own values
     write_errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+
+    def clock(self) -> datetime:
+        """The clock the state's times are judged by: this machine's on a file (the
+        database's on PostgreSQL)."""
+        return datetime.now(UTC)
+
+    def connection_lost(self, exc: BaseException) -> bool:
+        """``exc`` (one of ``write_errors``) came from a connection that is gone: never on a
+        file."""
+        del exc
+        return False
 
     def __init__(self, path: Path, con: sqlite3.Connection) -> None:
         self.path = path

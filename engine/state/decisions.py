@@ -20,6 +20,7 @@ decision is refused with exit 4 naming the holder the lease row names; nothing i
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -152,9 +153,16 @@ def _decide(
         db.before_append()
         state = fold(name, journal.read(db, after=seen), path, state)
         wanted, effect = check(state)
+        # on PostgreSQL a decision is dated by the database clock (as the lease is), never
+        # by the clock of the machine that decides (one running ahead would keep an approval
+        # with `expires` counting)
+        stamp = _db_now(db) if db.dialect == "postgresql" else None
         clean: list[dict[str, Any]] = []
         for rec in wanted:
             c: dict[str, Any] = masker.mask_record(rec)
+            if stamp is not None:
+                c["at"] = stamp
+                _restamp(c, stamp)
             c.setdefault("at", now())
             state.apply(c)  # refused here (ValueError) if the fold would refuse it
             clean.append(c)
@@ -162,3 +170,29 @@ def _decide(
             effect(db)
         journal.append(db, clean)
     return clean
+
+
+def _db_now(db: dbm.Database) -> str:
+    """The database clock, UTC, as the journal writes times."""
+    got = db.query(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    )
+    return str(got[0][0])
+
+
+def _restamp(rec: dict[str, Any], stamp: str) -> None:
+    """The decision documents a record carries (``items``: JSON, as ``approve`` writes them)
+    dated ``stamp`` too."""
+    items = rec.get("items")
+    if not isinstance(items, dict):
+        return
+    for key, text in list(items.items()):
+        if not isinstance(text, str):
+            continue
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "at" in doc:
+            doc["at"] = stamp
+            items[key] = json.dumps(doc)

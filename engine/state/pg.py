@@ -38,10 +38,12 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import StateError
+from ..masking import mask_dsn
 from .db import Database
 from .location import shown
 
@@ -157,7 +159,9 @@ def connect(url: str, name: str | None = None) -> Any:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
     except psycopg.Error as exc:
-        reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        # libpq may quote a password as typed (a value it cannot decode): masked by value
+        reason = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
+        reason = shown(reason)
         raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
 
 
@@ -180,6 +184,13 @@ class PgDatabase(Database):
         # transaction whose lease epoch is no longer the holder's
         self.fence: Callable[[Database], None] | None = None
         self.write_errors = (_psycopg().OperationalError,)
+
+    def connection_lost(self, exc: BaseException) -> bool:
+        """The server ended this connection (a restart, a failover, ``pg_terminate_backend``)
+        or it cannot be reached."""
+        return isinstance(exc, _psycopg().OperationalError) and bool(
+            self.pcon.closed or self.pcon.broken
+        )
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -257,6 +268,18 @@ class PgDatabase(Database):
                     cp.write_row(row)
                     n += 1
         return n
+
+    def clock(self) -> datetime:
+        """The database clock (an approval's age is judged by it, as it is dated by it); this
+        machine's when the database cannot be read (the next read or write says why)."""
+        try:
+            with self.lock:
+                got = self.pcon.execute(
+                    "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8"
+                ).fetchone()[0]
+        except _psycopg().Error:
+            return datetime.now(UTC)
+        return datetime.fromtimestamp(float(got), UTC)
 
     def session_user(self) -> str:
         return str(self.query("SELECT session_user")[0][0])
@@ -345,6 +368,65 @@ def added_tables(before: int) -> list[str]:
     return out
 
 
+# the tables the steps create: anything else in the schema was put there by someone else
+_TABLES = frozenset(
+    stmt.split()[2].split(".", 1)[1]
+    for stmts in STEPS.values()
+    for stmt in stmts
+    if stmt.startswith("CREATE TABLE runbook.")
+)
+# the role that runs `state init` owns the schema, or is a member of the role that does
+# (never through being a superuser: a superuser is "a member" of every role)
+_SCHEMA_OWNER = (
+    "SELECT n.nspowner::regrole::text, current_user,"
+    " n.nspowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) OR n.nspowner IN ("
+    " WITH RECURSIVE m(roleid) AS (SELECT roleid FROM pg_auth_members WHERE member ="
+    " (SELECT oid FROM pg_roles WHERE rolname = current_user)"
+    " UNION SELECT a.roleid FROM pg_auth_members a JOIN m ON a.member = m.roleid)"
+    " SELECT roleid FROM m)"
+    " FROM pg_namespace n WHERE n.nspname = 'runbook'"
+)
+_SCHEMA_OBJECTS = (
+    "SELECT c.relname, c.relkind::text FROM pg_class c WHERE c.relnamespace = 'runbook'::regnamespace"
+    " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
+    " UNION ALL SELECT p.proname, 'function' FROM pg_proc p"
+    " WHERE p.pronamespace = 'runbook'::regnamespace"
+    " UNION ALL SELECT t.typname, 'type' FROM pg_type t"
+    " WHERE t.typnamespace = 'runbook'::regnamespace AND t.typtype IN ('c', 'd', 'e', 'r')"
+    " AND t.typrelid = 0"
+)
+
+
+def _refuse_foreign_schema(conn: Any, url: str) -> None:
+    """Exit 2 when a schema ``runbook`` is there that ``state init`` did not create: owned by
+    another role (it could drop or replace the tables the state trusts), or holding objects
+    that are not the state's. Nothing is created in it."""
+    row = conn.execute(_SCHEMA_OWNER).fetchone()
+    if row is None:
+        return  # no schema yet: created now, owned by this role
+    owner, me, mine = str(row[0]), str(row[1]), bool(row[2])
+    if not mine:
+        raise StateError(
+            f"{shown(url)}: the schema runbook is owned by the role {owner}, not by {me} (nor "
+            f"a role {me} is a member of): `state init` never adopts a schema it did not "
+            f"create (its owner can drop or replace the state's tables); it was left "
+            f"untouched. Check who made it, then drop it (`DROP SCHEMA runbook`) or `ALTER "
+            f"SCHEMA runbook OWNER TO {me}` and run `state init` again"
+        )
+    foreign = sorted(
+        f"{name} ({kind})"
+        for name, kind in conn.execute(_SCHEMA_OBJECTS).fetchall()
+        if not (kind in ("r", "p") and name in _TABLES)
+    )
+    if foreign:
+        shown_objects = ", ".join(foreign[:10]) + (" …" if len(foreign) > 10 else "")
+        raise StateError(
+            f"{shown(url)}: the schema runbook holds objects that are not the runbook state's "
+            f"({shown_objects}); `state init` never creates the state beside them: it was left "
+            "untouched. Move them out of the schema runbook, then run `state init` again"
+        )
+
+
 def init(url: str) -> tuple[int | None, int]:
     """Create or migrate the schema ``runbook`` (idempotent): (version before or None, now).
     A schema newer than the program is exit 2, left untouched."""
@@ -354,6 +436,7 @@ def init(url: str) -> tuple[int | None, int]:
         with conn.transaction():
             # one init at a time (two operators at once)
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('runbook.init', 0))")
+            _refuse_foreign_schema(conn, url)
             conn.execute("CREATE SCHEMA IF NOT EXISTS runbook")
             exists = conn.execute("SELECT to_regclass('runbook.meta')").fetchone()[0]
             before: int | None = None

@@ -93,6 +93,21 @@ def _taken_by(row: Any) -> str:
     return "another holder"
 
 
+class _SessionGone(Exception):
+    """The lease's session no longer holds its advisory lock."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return shown(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _warn(text: str) -> None:
+    """A notice from the renewal thread (no reporter there): on stderr, as errors are."""
+    with contextlib.suppress(Exception):
+        print(f"runbook: notice: {mask_url_passwords(text)}", file=sys.stderr, flush=True)
+
+
 def interval(lease: float) -> float:
     """How often the holder renews: min(5 s, lease/3)."""
     return min(5.0, lease / 3.0)
@@ -121,6 +136,7 @@ class PgLease(Losable):
         self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewed: float | None = None  # monotonic time of the last renewal
 
     def probe(self) -> Probe:
         """The lease of this runbook as a reader sees it (``read``)."""
@@ -147,6 +163,7 @@ class PgLease(Losable):
         # holding it locked): it fails, and the failure is said (``Losable._renewal_failed``)
         with contextlib.suppress(Exception):
             conn.execute(f"SET lock_timeout = '{max(1, int(self.interval * 1000))}ms'")
+        self._renewed = time.monotonic()
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._thread.start()
         return self
@@ -189,7 +206,16 @@ class PgLease(Losable):
             # the holder never held the advisory lock (it took over from a frozen holder
             # whose session ended since): a free lock proves nothing, its lease decides
             alive_free = False
-        if old is None and not alive_free:
+        forced = old is None and str(row[4] or "").startswith("runbook unlock")
+        if old is None and not alive_free and forced:
+            # `unlock --force` fenced the last holder (its epoch is gone) whose session still
+            # holds the advisory lock (a frozen process): that lock proves nothing about the
+            # new epoch. Taken without the proof; it comes when that session ends.
+            self.notice = (
+                f"took the lease cleared by {_taken_by(row)}; the session of the holder it "
+                "fenced is still open (that process stops at its next renewal or write)"
+            )
+        elif old is None and not alive_free:
             raise _Racing  # another process is taking it right now: `_take` waits a moment
         if old is not None and not alive_free:
             held_for = (float(lease_ms) / 1000.0) if lease_ms is not None else self.lease
@@ -233,14 +259,25 @@ class PgLease(Losable):
                 return
 
     def renew(self) -> bool:
-        """Renew on the database clock; False (and ``lost`` set) when the epoch moved on. A
-        renewal that fails otherwise (the server away, the row locked) is said, as is the
-        first that succeeds again (``Losable.on_renewal``); the next write decides."""
+        """Renew on the database clock; False (and ``lost`` set) when the lease is lost: the
+        epoch moved on, or the session that holds the advisory lock (the proof of life) ended.
+
+        A session that ended is never taken again: anyone may take a lease over at once when
+        its holder's advisory lock is free (SPEC §11), so the run stops (exit 4). It reads the
+        lease on a new connection until the lease expires, to name who took it over. A
+        transient error on a live session is retried at the next renewal until the lease
+        expires; a failed renewal is said, as is the first that succeeds again
+        (``Losable.on_renewal``)."""
+        psycopg = pg._psycopg()
         failed: str | None = None
         with self._mutex:
             if self.conn is None or self.lost_error is not None:
                 return False
+            if self._renewed is None:
+                self._renewed = time.monotonic()
             try:
+                if self.proof and not self._holds_lock():
+                    raise _SessionGone("its session no longer holds the lease's advisory lock")
                 cur = self.conn.execute(
                     "UPDATE runbook.lease SET renewed_at = clock_timestamp()"
                     " WHERE runbook = %s AND epoch = %s RETURNING"
@@ -252,14 +289,22 @@ class PgLease(Losable):
                     self.renewed = str(row[0])
                     if not self.proof:  # the proof of life, once a lost holder's session ends
                         self._take_proof()
-                by = (
-                    None
-                    if row is not None
-                    else _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
-                )
-            except Exception as exc:  # noqa: BLE001 - the server away: the next write decides
-                failed = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-                by = None
+                    self._renewed = time.monotonic()
+                    by = None
+                else:
+                    by = _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
+            except (psycopg.Error, _SessionGone) as exc:
+                gone = isinstance(exc, _SessionGone) or bool(self.conn.closed or self.conn.broken)
+                reason = _first_line(exc)
+                if not gone and time.monotonic() - self._renewed <= self.lease:
+                    failed, by = reason, None  # retried at the next renewal
+                else:
+                    _warn(
+                        f"could not renew the lease of the state of {self.name} ({reason}): "
+                        + ("its session ended, " if gone else "")
+                        + "the lease is no longer proven; this run stops"
+                    )
+                    by = self._who_took(reason)
         # outside the mutex: the callbacks may take their own locks
         if failed is not None:
             self._renewal_failed(failed, self.renewed)
@@ -269,6 +314,36 @@ class PgLease(Losable):
             return True
         self._lose(by)
         return False
+
+    def _holds_lock(self) -> bool:
+        row = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks, hashtextextended(%s, 0) AS k"
+            " WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()"
+            " AND objsubid = 1 AND classid::bigint = ((k >> 32) & 4294967295)"
+            " AND objid::bigint = (k & 4294967295))",
+            (_key(self.name),),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _who_took(self, reason: str) -> str:
+        """Who took the lease over, read on new connections until it expires (the run is
+        stopping either way); else why it is lost."""
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        deadline = (self._renewed or time.monotonic()) + self.lease + 1.0
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                conn = pg.connect(self.url)
+                try:
+                    row = conn.execute(_HOLDER, (self.name,)).fetchone()
+                finally:
+                    conn.close()
+                if row is None or row[7] is None or int(row[7]) != self.epoch:
+                    return _taken_by(row)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        return f"nobody yet: its session ended ({reason}), so anyone may take it over at once"
 
     def _take_proof(self) -> None:
         got = self.conn.execute(
@@ -286,6 +361,8 @@ class PgLease(Losable):
         or ``LeaseLost`` (exit 4) and the transaction writes nothing. The appenders' lock is
         taken in the same statement."""
         assert isinstance(db, pg.PgDatabase)
+        if self.lost_error is not None:  # found lost at a renewal, whatever the epoch says now
+            raise self.lost_error
         row = db.pcon.execute(pg.FENCED_APPEND_LOCK, (self.name, db.runbook)).fetchone()
         if row is None or row[0] is None or int(row[0]) != self.epoch:
             raise self._lose(_taken_by(db.pcon.execute(_HOLDER, (self.name,)).fetchone()))

@@ -154,6 +154,11 @@ def read_records(
     return [r for _, r in records], notice
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class Store:
     """The writable state: fold + durable append. Open it only under the state's guard
     (``lease.guard``); a run writes under its lease, whose check is the ``fence``."""
@@ -352,6 +357,8 @@ class Store:
                 more = journal.read(self.db, after=self.seq)
             except sqlite3.DatabaseError as exc:
                 raise dbm.damaged(self.db.path, exc) from None
+            except self.db.write_errors as exc:  # the state database's connection lost
+                self._fail(exc)
             steps: set[str] = set()
             for seq, rec in more:
                 if seq in self._own:
@@ -370,6 +377,15 @@ class Store:
 
     def write_failed(self, exc: BaseException) -> str:
         """A write that failed: every later write is refused; returns what to tell."""
+        if self.db.connection_lost(exc):
+            self.failed = (
+                f"{self.db.path}: the connection to the state database was lost "
+                f"({location.shown(_first_line(exc))}); "
+                "nothing more is started and the state stays as it was at the last checkpoint. "
+                "Run `runbook status` and `runbook apply` again to resume once the database is "
+                "back"
+            )
+            return self.failed
         self.failed = (
             f"{self.db.path}: cannot write the state ({location.shown(str(exc))}); nothing "
             "more is started and the state stays as it was at the last checkpoint. Free the space or "
