@@ -1,9 +1,8 @@
 """Holes found by an audit of the PostgreSQL state backend (SPEC §8, §9, §11; issue 14).
 
-Each test states the correct behaviour and fails on the code as it is: it is marked
-``xfail(strict=True)`` so that the suite stays green until the hole is closed (a fix turns it
-into an unexpected pass, which fails the run: then remove the mark). Every command runs as its
-own process against a real PostgreSQL (``tests/servers/postgres.py``)."""
+Each test states the correct behaviour, and failed on the code the audit found: every hole is
+closed now. Every command runs as its own process against a real PostgreSQL
+(``tests/servers/postgres.py``)."""
 
 # ruff: noqa: F811 - the `team` fixture is imported by name and taken as a parameter
 
@@ -14,8 +13,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
 from tests.engine.test_state_postgres import (  # noqa: F401 - the fixture is used by name
@@ -105,11 +102,6 @@ def test_hole_a_holder_whose_lease_session_is_killed_runs_on_beside_the_new_hold
     assert f"lost the lease of the state to {role_b}@" in old_err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a --lease too large for the lease_ms BIGINT column is an internal error "
-    "(exit 1, traceback), not a refused option",
-)
 def test_hole_a_huge_lease_is_an_internal_error_instead_of_exit_2(
     team: Team, tmp_path: Path
 ) -> None:
@@ -131,11 +123,6 @@ def test_hole_a_huge_lease_is_an_internal_error_instead_of_exit_2(
 # -- approvals beside a stalled holder ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: approve waits without end (no lock_timeout) on the appenders' lock of a "
-    "holder stopped inside a write",
-)
 def test_hole_approve_hangs_forever_beside_a_holder_stopped_inside_a_write(
     team: Team, tmp_path: Path
 ) -> None:
