@@ -15,7 +15,8 @@ Every takeover (and ``unlock --force``) bumps ``epoch``. ``fence`` runs first in
 write transaction of the holder (``Store.fence_with``, ``Database.transaction``: ``SELECT epoch
 … FOR SHARE`` with the appenders' lock, one statement): when the epoch is no longer its own,
 ``LeaseLost`` (exit 4) is raised there, the transaction rolls back and nothing is written; the
-run stops.
+run stops. A checkpoint written by one statement (``pg.FUSED_APPEND``) reads the epoch the same
+way and inserts nothing when it is not this holder's; the transaction that follows raises.
 
 ``PgLease`` has the shape of the directory's ``Lease`` (``lease.py``): ``acquire``, ``fence``,
 ``release``, ``probe``, ``notice``, ``took_over``, ``lost``/``lost_error`` and ``on_lost``;
