@@ -23,6 +23,8 @@ alike; the median and the minimum of each are printed, with the load average bef
   same INSERT as one autocommit statement (one round trip, one commit). **(b)**: two such
   transactions per step (a ``running`` and a ``succeeded`` row), the two durable transitions of
   a step that stands alone.
+- (c'), (a), (a1) and (b) run in one process on one database, alternating every 10 steps, so
+  that a swing of the machine's load hits each alike; their ratios are the steadiest figures.
 - **(d)** the same runbooks applied on a fresh state directory, and the local floor beside it:
   append 300 bytes to a file and ``fsync``, in the same temporary file system.
 
@@ -149,39 +151,14 @@ def timed_apply_dir(file: Path) -> float:
     return _run_apply(env, file, "--state", str(state / "s"))
 
 
-def bare(server: Any, n: int, sizes: list[int], autocommit_only: bool = False) -> float:
-    """Seconds per step of ``n`` steps, each ``BEGIN; INSERT; COMMIT`` of one row per entry
-    of ``sizes`` (one transaction each); ``autocommit_only``: the INSERT as its own
-    statement, no BEGIN/COMMIT round trips."""
+def interleaved(
+    server: Any, n: int, size: int, sizes: list[int], block: int = 10
+) -> dict[str, float]:
+    """Seconds per step of (c') the checkpoint alone and the bare loops (a), (a1), (b), in one
+    process on one database, alternating every ``block`` steps so that a swing of the
+    machine's load (other processes' fsyncs) hits each alike."""
     import psycopg
 
-    name = server.create_database()
-    try:
-        with psycopg.connect(server.dsn(name), autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE journal (runbook TEXT NOT NULL, seq BIGINT NOT NULL, at TEXT NOT "
-                "NULL, kind TEXT NOT NULL, rec TEXT NOT NULL, hash TEXT, PRIMARY KEY (runbook, seq))"
-            )
-            texts = ["x" * size for size in sizes]
-            sql = "INSERT INTO journal VALUES (%s, %s, %s, %s, %s, %s)"
-            seq = 0
-            t0 = time.perf_counter()
-            for _ in range(n):
-                for text in texts:
-                    seq += 1
-                    row = ("bench-pg", seq, "2026-12-02T00:00:00.000Z", "step", text, "0" * 64)
-                    if autocommit_only:
-                        conn.execute(sql, row)
-                    else:
-                        with conn.transaction():
-                            conn.execute(sql, row)
-            return (time.perf_counter() - t0) / n
-    finally:
-        server.drop_database(name)
-
-
-def checkpoint_alone(server: Any, n: int) -> float:
-    """Seconds per step of the state's own work for a step of the timed apply (module doc)."""
     from runbook_engine.masking import Masker
     from runbook_engine.state import backend, pg
 
@@ -189,19 +166,59 @@ def checkpoint_alone(server: Any, n: int) -> float:
     url = server.dsn(name)
     try:
         pg.init(url)
-        with backend.leased(url, "bench-pg", Masker()) as (store, _):
+        with (
+            backend.leased(url, "bench-pg", Masker()) as (store, _),
+            psycopg.connect(url, autocommit=True) as conn,
+        ):
+            conn.execute(
+                "CREATE TABLE bare (runbook TEXT NOT NULL, seq BIGINT NOT NULL, at TEXT NOT "
+                "NULL, kind TEXT NOT NULL, rec TEXT NOT NULL, hash TEXT, PRIMARY KEY (runbook, seq))"
+            )
             store.stage({"t": "step", "id": "b0", "status": "pending"})
             store.flush()
-            t0 = time.perf_counter()
-            for i in range(n):
-                step = {"t": "step", "id": f"s{i:04d}", "attempt": 1, "digest": DIGEST}
+            sql = "INSERT INTO bare VALUES (%s, %s, %s, %s, %s, %s)"
+            seq = 0
+            step_no = 0
+
+            def rows(lengths: list[int]) -> None:
+                nonlocal seq
+                for length in lengths:
+                    seq += 1
+                    with conn.transaction():
+                        conn.execute(sql, ("b", seq, "2026-12-02T00:00:00.000Z", "step",
+                                           "x" * length, "0" * 64))  # fmt: skip
+
+            def one_statement() -> None:
+                nonlocal seq
+                seq += 1
+                conn.execute(sql, ("b", seq, "2026-12-02T00:00:00.000Z", "step", "x" * size,
+                                   "0" * 64))  # fmt: skip
+
+            def checkpoint() -> None:
+                nonlocal step_no
+                step = {"t": "step", "id": f"s{step_no:05d}", "attempt": 1, "digest": DIGEST}
+                step_no += 1
                 store.refresh()
                 store.stage({**step, "status": "running", "run": RUN})
                 store.flush()
                 store.stage({**step, "status": "succeeded", "outputs": {}, "run": RUN})
-            wall = time.perf_counter() - t0
+
+            kinds: dict[str, Callable[[], None]] = {
+                "c1": checkpoint,
+                "a": lambda: rows([size]),
+                "a1": one_statement,
+                "b": lambda: rows(sizes),
+            }
+            spent = dict.fromkeys(kinds, 0.0)
+            for _ in range(max(1, n // block)):
+                for kind, fn in kinds.items():
+                    t0 = time.perf_counter()
+                    for _ in range(block):
+                        fn()
+                    spent[kind] += time.perf_counter() - t0
             store.flush()
-        return wall / n
+        steps = max(1, n // block) * block
+        return {k: v / steps for k, v in spent.items()}
     finally:
         server.drop_database(name)
 
@@ -260,10 +277,8 @@ def main() -> None:
             got["c"].append((t_n - t_0) / n)
             size = int(mean_len) or size
             sizes = [size - 24, size + 24]  # `running` and `succeeded` (outputs, no run-level)
-            got["c1"].append(checkpoint_alone(server, n))
-            got["a"].append(bare(server, n, [size]))
-            got["a1"].append(bare(server, n, [size], autocommit_only=True))
-            got["b"].append(bare(server, n, sizes))
+            for k, v in interleaved(server, n, size, sizes).items():
+                got[k].append(v)
             got["d"].append((timed_apply_dir(files[n]) - timed_apply_dir(files[0])) / n)
             got["fsync"].append(fsync_floor(n))
     load_after = os.getloadavg()
@@ -289,6 +304,10 @@ def main() -> None:
     print(f"(b)  bare, two commits per step ({sizes[0]} + {sizes[1]} bytes): {fig('b')}")
     print(f"(d)  the same apply on a state directory, per step: {fig('d')}")
     print(f"(d') append 300 bytes + fsync, local file: {fig('fsync')}")
+    ratio = statistics.median(c / a for c, a in zip(got["c"], got["a"], strict=True))
+    print(f"(c)/(a) per run, median: {ratio:.2f}x; "
+          f"(c')/(a) per run, median: "
+          f"{statistics.median(c / a for c, a in zip(got['c1'], got['a'], strict=True)):.2f}x")  # fmt: skip
     for ref in ("a", "a1", "b"):
         print(f"(c)/({ref}) {med['c'] / med[ref]:.2f}x, (c')/({ref}) {med['c1'] / med[ref]:.2f}x;"
               f" (c)-({ref}) {(med['c'] - med[ref]) * 1000:+.3f} ms")  # fmt: skip
