@@ -217,12 +217,14 @@ class PgDatabase(Database):
         lease's on PostgreSQL (or the lease is lost): the transaction path decides."""
         if self.fence is None:
             return False, None
-        from .pglease import PgLease
-
-        owner = getattr(self.fence, "__self__", None)
-        if not isinstance(owner, PgLease) or owner.epoch is None or owner.lost_error is not None:
+        # ``PgLease.fence`` (bound): its check is the one ``FUSED_APPEND`` repeats
+        owner: Any = getattr(self.fence, "__self__", None)
+        if getattr(owner, "FUSED_FENCE", False) is not True:
             return None
-        return True, owner.epoch
+        epoch = owner.epoch
+        if not isinstance(epoch, int) or owner.lost_error is not None:
+            return None
+        return True, epoch
 
     def append_once(self, records: Sequence[dict[str, Any]]) -> int | None:
         """One round trip per checkpoint (``FUSED_APPEND``): fenced, serialised, chained to the

@@ -102,6 +102,9 @@ class PgLease(Losable):
     """This process's lease on one runbook's state on PostgreSQL: ``acquire``, a renewal
     thread, ``fence`` inside every write transaction, ``release``."""
 
+    # ``fence`` is the epoch check on ``runbook.lease`` that ``pg.FUSED_APPEND`` repeats
+    FUSED_FENCE = True
+
     def __init__(
         self, url: str, name: str, lease: float = DEFAULT_SECONDS, command: str | None = None
     ) -> None:
