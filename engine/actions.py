@@ -98,7 +98,8 @@ class Members(Protocol):
     """The members of the wave a step works on (a step with ``cohort:``), from the ledger.
 
     An action reads them (``rows``), or lets its database select them (``ledger_path`` and
-    ``select_sql``: attach the ledger to a SQLite connection, or stream ``keys()``), and says
+    ``select_sql``: attach the ledger to a SQLite connection when it is a file, else stream
+    ``keys()`` into a temporary table), and says
     what happened to them: ``only`` (the members it handled, when not all), ``fail`` (a member
     that failed, with the reason). The engine commits those marks with the step's success.
     """
@@ -115,7 +116,9 @@ class Members(Protocol):
     def keys(self) -> list[Any]: ...
 
     @property
-    def ledger_path(self) -> Path: ...
+    def ledger_path(self) -> Path | None:
+        """The ledger's SQLite file, or None when it is not a file (a PostgreSQL state)."""
+        ...
 
     def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:
         """``SELECT key FROM SCHEMA.entity WHERE …`` and its parameters (``?`` style)."""

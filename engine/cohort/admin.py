@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from ..format.model import HOLDOUT, Cohort
-from ..state import ledger
+from ..state import dialect, ledger
 from ..state.db import Database
 from . import draw
 from .freeze import digest, stratum
@@ -65,7 +65,8 @@ def admit(
     ]
     for k in include:
         row = db.query(
-            "SELECT key, state FROM entity WHERE cohort = ? AND key = ?", (cohort.name, k)
+            "SELECT key, state FROM entity WHERE cohort = ? AND key = ?",
+            (cohort.name, dialect.key(db, k)),
         )
         if not row:
             raise InvalidInput(f"cohort {cohort.name!r}: no entity with key {k!r}")
@@ -77,18 +78,24 @@ def admit(
         keys.append(row[0][0])
     rows = []
     for k in keys:
-        attrs = db.query("SELECT attrs FROM entity WHERE cohort = ? AND key = ?", (cohort.name, k))
+        attrs = db.query(
+            "SELECT attrs FROM entity WHERE cohort = ? AND key = ?",
+            (cohort.name, dialect.key(db, k)),
+        )
         parsed = json.loads(attrs[0][0]) if attrs and attrs[0][0] else {}
         rows.append((stratum(cohort, parsed), draw.rank(cohort.seed, k), k))
     db.executemany(
         "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
         " VALUES (?, ?, 'pending', NULL, ?, NULL, ?, ?)",
-        [(cohort.name, k, run, f"admitted into wave {wave}", at) for _, _, k in rows],
+        [
+            (cohort.name, dialect.key(db, k), run, f"admitted into wave {wave}", at)
+            for _, _, k in rows
+        ],
     )
     db.executemany(
         "UPDATE entity SET wave = ?, state = 'pending', reason = NULL, stratum = ?, rank = ?,"
         " updated_at = ? WHERE cohort = ? AND key = ?",
-        [(wave, st, r, at, cohort.name, k) for st, r, k in rows],
+        [(wave, st, r, at, cohort.name, dialect.key(db, k)) for st, r, k in rows],
     )
     return Admitted(wave, keys)
 
@@ -166,12 +173,12 @@ def redraw(
         db.execute(
             "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
             " VALUES (?, ?, ?, NULL, ?, NULL, ?, ?)",
-            (cohort.name, k, state, run, f"{why} (cohort redraw)", at),
+            (cohort.name, dialect.key(db, k), state, run, f"{why} (cohort redraw)", at),
         )
         db.execute(
             "UPDATE entity SET wave = NULL, state = ?, reason = ?, updated_at = ?"
             " WHERE cohort = ? AND key = ?",
-            (state, why, at, cohort.name, k),
+            (state, why, at, cohort.name, dialect.key(db, k)),
         )
     total = sum(kept.values()) + len(pool)
     planned = draw.sizes(cohort, total)
@@ -187,16 +194,25 @@ def redraw(
         idx = [c[0] for c in counts].index(w)
         counts[idx] = (w, n + short)  # the last wave takes what the kept ones leave
     strata, placed = draw.place(cohort.seed, pool, counts)
-    db.executemany(
+    # set-wise: the new places in a temporary table (one COPY on PostgreSQL), then one
+    # statement for the transitions and one for the entities
+    to = dialect.rows_table(
+        db,
+        "redrawn",
+        (("wave", "TEXT"), ("rank", "BIGINT")),
+        ((k, w, r) for k, (w, r) in placed.items()),
+    )
+    db.execute(
         "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
-        " VALUES (?, ?, 'pending', NULL, ?, NULL, ?, ?)",
-        [(cohort.name, k, run, f"redrawn into wave {w}", at) for k, (w, _) in placed.items()],
+        f" SELECT ?, r.key, 'pending', NULL, ?, NULL, 'redrawn into wave ' || r.wave, ? FROM {to} r",
+        (cohort.name, run, at),
     )
-    db.executemany(
-        "UPDATE entity SET wave = ?, rank = ?, state = 'pending', reason = NULL, updated_at = ?"
-        " WHERE cohort = ? AND key = ?",
-        [(w, r, at, cohort.name, k) for k, (w, r) in placed.items()],
+    db.execute(
+        f"UPDATE entity SET wave = r.wave, rank = r.rank, state = 'pending', reason = NULL,"
+        f" updated_at = ? FROM {to} r WHERE entity.cohort = ? AND entity.key = r.key",
+        (at, cohort.name),
     )
+    db.execute(f"DELETE FROM {to}")
     summary = dict(frozen.summary)
     sizes = {w: n for w, n in kept.items()}
     sizes.update({w: n for w, n in counts})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.model import Cohort, digest_of
-from ..state import ledger
+from ..state import dialect, ledger
 from ..state.db import Database
 from . import draw, source
 
@@ -162,21 +162,17 @@ def reconcile(
     the attributes of ``refresh_wave``'s members refreshed from the source. A vanished member
     back in the source rejoins its wave when that wave has not started (``started`` lists the
     waves that have), else it is late: `cohort admit` puts it in a wave."""
-    db.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS source_keys (key PRIMARY KEY, attrs TEXT) WITHOUT ROWID"
-    )
-    db.execute("DELETE FROM temp.source_keys")
 
     def feed() -> Any:
         for key, _reason, _stratum, attrs in source.rows(cohort, dsn, smap):
             if key is not None:
                 yield key, attrs
 
-    db.executemany("INSERT OR IGNORE INTO temp.source_keys (key, attrs) VALUES (?, ?)", feed())
+    src = dialect.keys_table(db, "source_keys", feed(), attrs=True)
     out = Reconciled()
     back = db.query(
         "SELECT e.key, e.wave FROM entity e WHERE e.cohort = ? AND e.state = 'vanished'"
-        " AND EXISTS (SELECT 1 FROM temp.source_keys s WHERE s.key = e.key)",
+        f" AND EXISTS (SELECT 1 FROM {src} s WHERE s.key = e.key)",
         (cohort.name,),
     )
     gone_by = set(started) - ({refresh_wave} if refresh_wave else set())
@@ -190,19 +186,19 @@ def reconcile(
         db.execute(
             "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
             " VALUES (?, ?, ?, NULL, ?, NULL, ?, ?)",
-            (cohort.name, key, state, run, why, at),
+            (cohort.name, dialect.key(db, key), state, run, why, at),
         )
         db.execute(
             "UPDATE entity SET state = ?, reason = ?, updated_at = ?"
             + ("" if rejoin else ", wave = NULL")
             + " WHERE cohort = ? AND key = ?",
-            (state, None if rejoin else why, at, cohort.name, key),
+            (state, None if rejoin else why, at, cohort.name, dialect.key(db, key)),
         )
         if not rejoin:
             out.late += 1
             out.late_keys.append(key)
     late = db.query(
-        "SELECT s.key FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"
+        f"SELECT s.key FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM entity e"
         " WHERE e.cohort = ? AND e.key = s.key)",
         (cohort.name,),
     )
@@ -210,7 +206,7 @@ def reconcile(
     out.late_keys = (out.late_keys + [k for (k,) in late])[:LISTED]
     if late:
         new = (
-            " FROM temp.source_keys s WHERE NOT EXISTS (SELECT 1 FROM entity e"
+            f" FROM {src} s WHERE NOT EXISTS (SELECT 1 FROM entity e"
             " WHERE e.cohort = ? AND e.key = s.key)"
         )
         db.execute(
@@ -225,7 +221,7 @@ def reconcile(
         )
     gone = (
         "FROM entity e WHERE e.cohort = ? AND e.state IN ('pending', 'notified')"
-        " AND NOT EXISTS (SELECT 1 FROM temp.source_keys s WHERE s.key = e.key)"
+        f" AND NOT EXISTS (SELECT 1 FROM {src} s WHERE s.key = e.key)"
     )
     vanished = db.query(f"SELECT e.key {gone}", (cohort.name,))
     out.vanished = len(vanished)
@@ -238,17 +234,17 @@ def reconcile(
         )
         db.execute(
             "UPDATE entity SET state = 'vanished', reason = 'gone from the source',"
-            " updated_at = ? WHERE rowid IN (SELECT e.rowid " + gone + ")",
+            f" updated_at = ? WHERE {dialect.same_rows(db, gone)}",
             (at, cohort.name),
         )
     if refresh_wave is not None:
         # only the rows whose attributes changed are written (a wave of 200,000 unchanged
         # members rewrote all their pages at every wave start)
         db.execute(
-            "UPDATE entity SET attrs = s.attrs FROM temp.source_keys s"
+            f"UPDATE entity SET attrs = s.attrs FROM {src} s"
             " WHERE entity.cohort = ? AND entity.wave = ? AND s.key = entity.key"
-            " AND entity.attrs IS NOT s.attrs",
+            f" AND entity.attrs {dialect.differs(db)} s.attrs",
             (cohort.name, refresh_wave),
         )
-    db.execute("DELETE FROM temp.source_keys")
+    db.execute(f"DELETE FROM {src}")
     return out

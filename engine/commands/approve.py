@@ -51,14 +51,17 @@ def command(
     true on a state directory, false on PostgreSQL); an identity not among the step's `approvers`; a second
     approval by the same identity; a copy of the runbook that differs from the one the
     run is pinned to (compared on the runbook only; without --var, the run's own vars are
-    used, and `approvers` is always rendered with them).
+    used, and `approvers` is always rendered with them). No --var is needed, even for a
+    var whose value held a secret (the run recorded it masked): the approval is bound to
+    the run's vars as recorded.
 
     On a gate (`check`) that waits after an inconclusive evaluation, approving passes it:
     the decision is bound to the measurements it was made on; the gate's `approvers` and
     `allow_self` say who may decide.
 
     Never asks for confirmation, and never takes the run's lease (on either backend): it
-    may be given while an apply runs.
+    may be given while an apply runs. Beside a holder stalled inside a write (PostgreSQL)
+    it waits 5s at a time, with a notice, and after 15s exits 4 naming it.
 
     \b
     Examples:
@@ -68,13 +71,17 @@ def command(
     from ..run.session import prepare
     from ..state.pinned import run_vars
 
-    # without --var, the vars of the run in progress (SPEC §11)
+    # without --var, the vars of the run in progress (SPEC §11). An approval is checked and
+    # bound with the run's vars as recorded (`approvers` rendered with them, their digest),
+    # and an approver's copy is compared on the runbook digest only: no value is needed
+    # here, so a var that held a secret (recorded masked, not reusable) is never asked for
     prepared = prepare(
         file,
         assignments,
         var_files,
         resolve_secrets=False,
         pinned=lambda rb: run_vars(state_dir(ctx), rb.name),
+        require_all=False,
     )
     rb = prepared.runbook
     inst = rb.instances.get(step)
@@ -224,7 +231,7 @@ def _approve(state_dir: str, rb: Any, file: str, step: str, by: str | None, comm
             },
         ], None
 
-    decide(state_dir, rb.name, Masker(), check)
+    decide(state_dir, rb.name, Masker(), check, people.notice)
     run_id, counted, more = said
     also = f" on behalf of {on_behalf}" if on_behalf else ""
     go = more or f"; run `runbook apply {file}` to go on"

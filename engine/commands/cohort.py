@@ -237,9 +237,12 @@ def admit(
 
 def _typed(store: Any, cohort: str, text: str) -> Any:
     """A key as the ledger stores it: ``42`` may be the integer 42."""
+    from ..state import dialect
+
+    forms = (text, int(text) if text.lstrip("-").isdigit() else text)
     rows = store.db.query(
         "SELECT key FROM entity WHERE cohort = ? AND (key = ? OR key = ?)",
-        (cohort, text, int(text) if text.lstrip("-").isdigit() else text),
+        (cohort, *dialect.keys(store.db, forms)),
     )
     if not rows:
         raise InvalidInput(f"cohort {cohort!r}: no entity with key {text!r}")

@@ -38,6 +38,13 @@ def identity(state: str | None = None) -> str:
     return ident.identity(state) if state is not None else ident.os_user()
 
 
+def notice(text: str) -> None:
+    """A notice of a decision while it waits (a holder stalled inside a write), on stderr."""
+    from ..console.terminal import Console
+
+    Console().err(f"notice: {text}")
+
+
 def check_text(option: str, value: str | None, limit: int = 500) -> None:
     """Refuse (exit 2) a ``--by`` or ``--comment`` that holds a control or format character
     (a line break, ESC, a bidi override...): it is stored in the journal and printed by
@@ -199,7 +206,7 @@ def record(
             {"t": "gate", "step": step, **{k: v for k, v in decided.items() if k != "at"}},
         ], None
 
-    decide(state_dir, rb.name, Masker(), check)
+    decide(state_dir, rb.name, Masker(), check, notice)
     return decided
 
 

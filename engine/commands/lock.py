@@ -23,7 +23,8 @@ def command(ctx: click.Context, file: str, fmt: str) -> int:
     lease/3). The holder is `live`, `expired` (not renewed for its --lease: the next
     apply takes it over, with a notice) or `lost` (its process is gone from this host, or,
     on a PostgreSQL state, its database session is gone: taken over at once). Ages are on
-    the state's clock (the file system's, or the database's). Reads only; takes nothing.
+    the state's clock (the file system's, or the database's). Reads only; takes nothing and
+    changes nothing on disk (not even a file's modification time).
     A run of an earlier version of runbook holding `lock` is named too. Exit 0, with a
     holder or without; 2 when the state cannot be read (damaged, or not a runbook state).
 

@@ -15,13 +15,10 @@ from ..errors import Exit, InvalidInput
 from ..masking import mask_url_passwords
 from ..plugins.notify.channels import ChannelDown, Smtp
 from ..plugins.notify.export import ExportError, export_all
-from ..plugins.notify.relay import BadUrl, relay, smtp_config
+from ..plugins.notify.relay import BadUrl, Relayed, relay, smtp_config
 from ..report import outbox as view
-from ..state import db as dbm
 from ..state import delivery
-from ..state.db import FILE
-from ..state.journeys import reader
-from ..state.store import state_path
+from ..state.db import Database
 from .common import load_or_report
 from .options import state_dir
 
@@ -110,24 +107,25 @@ def command(
 
     refuse_unsupported(rb, state_dir(ctx), file)
     smtp = _smtp(relay_url, ca_file) if relay_url else None
-    path = state_path(state_dir(ctx), rb.name) / FILE
+    state = state_dir(ctx)
     export: dict[str, Any] | None = None
     relayed: dict[str, Any] | None = None
     code = Exit.OK
-    if not path.exists():
-        counts: list[tuple[str, str, int]] = []
-    else:
-        if export_dir:
-            export = _export(path, rb.name, Path(export_dir))
+    counts: list[tuple[str, str, int]] = []
+    with delivery.opened(state, rb.name, write=False) as db:
+        present = db is not None
+        if db is not None and export_dir:
+            export = _export(db, Path(export_dir))
             if fmt == "text":
                 console.out(f"wrote {export['files']:,} message(s) to {export_dir}")
-        if smtp is not None:
-            assert relay_url is not None
-            relayed, code = _relay(path, rb.name, smtp, resend_uncertain)
-            if fmt == "text":
-                for line in view.relay_lines(relayed, mask_url_passwords(relay_url)):
-                    console.out(line)
-        with reader(state_dir(ctx), rb.name) as db:
+    if present and smtp is not None:
+        assert relay_url is not None
+        relayed, code = _relay(state, rb.name, smtp, resend_uncertain)
+        if fmt == "text":
+            for line in view.relay_lines(relayed, mask_url_passwords(relay_url)):
+                console.out(line)
+    if present:
+        with delivery.opened(state, rb.name, write=False) as db:
             counts = delivery.counts(db) if db is not None else []
     if fmt == "json":
         console.out(view.as_json(rb.name, counts, export, relayed))
@@ -165,18 +163,15 @@ def _smtp(url: str, ca_file: str | None) -> Smtp:
         raise InvalidInput(f"--relay {shown}: {why}") from None
 
 
-def _export(path: Path, name: str, folder: Path) -> dict[str, Any]:
-    db = dbm.open_reader(path, name)
+def _export(db: Database, folder: Path) -> dict[str, Any]:
     try:
         files = export_all(delivery.messages(db), folder)
     except ExportError as exc:
         raise InvalidInput(f"--export {folder}: {exc.reason}") from None
-    finally:
-        db.close()
     return {"dir": str(folder), "files": files}
 
 
-def _relay(path: Path, name: str, smtp: Smtp, resend: bool) -> tuple[dict[str, Any], Exit]:
+def _relay(state: str, name: str, smtp: Smtp, resend: bool) -> tuple[dict[str, Any], Exit]:
     """Relay until the queue is empty, the server stops us, or Ctrl-C; 130 when interrupted,
     1 when messages are left unsent, uncertain or failed."""
     cancel = threading.Event()
@@ -184,16 +179,17 @@ def _relay(path: Path, name: str, smtp: Smtp, resend: bool) -> tuple[dict[str, A
     def stop(_signum: int, _frame: object) -> None:
         cancel.set()
 
-    db = delivery.writable(path, name)
     old = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        queue = delivery.RelayQueue(db)
-        done = relay(queue, smtp, resend_uncertain=resend, cancel=cancel)
-        left = queue.left()
+        with delivery.opened(state, name, write=True) as db:
+            done, left = Relayed(), {}
+            if db is not None:  # else removed since it was read: nothing to relay
+                queue = delivery.RelayQueue(db)
+                done = relay(queue, smtp, resend_uncertain=resend, cancel=cancel)
+                left = queue.left()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        db.close()
     doc = {**asdict(done), "left": left}
     if done.stopped == "interrupted":
         return doc, Exit.INTERRUPTED

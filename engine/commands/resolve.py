@@ -75,6 +75,8 @@ def command(
     Never takes the run's lease (on either backend): the decision is checked and written
     in one transaction beside a running apply, which reads it at its next transition. The
     identity recorded is the OS user, or the database's session_user on a PostgreSQL state.
+    Beside a holder stalled inside a write (PostgreSQL) it waits 5s at a time, with a
+    notice, and after 15s exits 4 naming it, recording nothing.
 
     \b
     Examples:
@@ -146,7 +148,7 @@ def _unknown(state_dir: str, rb: Any, step: str, as_: str, by: str | None) -> No
     """A step left `unknown`: record what really happened."""
     from ..run.cohorts import resolved_marks
     from ..state.decisions import decide
-    from .decide import identity
+    from .decide import identity, notice
 
     who = identity(state_dir)
     also = f" on behalf of {by}" if by and by != who else ""
@@ -178,4 +180,4 @@ def _unknown(state_dir: str, rb: Any, step: str, as_: str, by: str | None) -> No
             rec["reset_attempts"] = True
         return [rec], resolved_marks(rb, state, step, as_)
 
-    decide(state_dir, rb.name, Masker(), check)
+    decide(state_dir, rb.name, Masker(), check, notice)

@@ -25,7 +25,8 @@ def init(url: str) -> int:
 
     Run once per database by a role with CREATE on it; running it again changes nothing.
     Operators then point at the same URL with --state URL (or RUNBOOK_STATE); their roles
-    need USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README).
+    need USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README),
+    given again for the tables a migration adds (it names them).
 
     \b
     Exit codes: 0 created, migrated or already current; 2 not a PostgreSQL URL, the
@@ -48,5 +49,11 @@ def init(url: str) -> int:
         said = f"the state schema runbook is current (version {now}): nothing to do"
     else:
         said = f"migrated the state schema runbook from version {before} to {now}"
+        added = pg.added_tables(before)
+        if added:
+            said += (
+                f"; grant the operators' roles SELECT, INSERT, UPDATE on the tables it added: "
+                f"{', '.join(added)}"
+            )
     Console().out(f"{where.shown()}: {said}")
     return 0

@@ -106,6 +106,9 @@ class LiveReporter:
     def notice(self, text: str) -> None:
         self.console.print(printable(self.masker.mask(text)), markup=False, highlight=False)
 
+    def lease(self, state: str, text: str) -> None:
+        self.notice(f"notice: {text}")
+
     def summary(self, text: str, data: dict[str, Any]) -> None:
         self.live.stop()
         self.console.print(printable(self.masker.mask(text)), markup=False, highlight=False)

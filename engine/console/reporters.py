@@ -31,6 +31,10 @@ class Reporter(Protocol):
 
     def notice(self, text: str) -> None: ...
 
+    def lease(self, state: str, text: str) -> None:
+        """The lease's renewal: ``renewal_failed`` or ``renewal_recovered``, and what it means."""
+        ...
+
     def summary(self, text: str, data: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
@@ -63,6 +67,9 @@ class PlainReporter:
 
     def notice(self, text: str) -> None:
         self._write(text)
+
+    def lease(self, state: str, text: str) -> None:
+        self._write(f"notice: {text}")
 
     def summary(self, text: str, data: dict[str, Any]) -> None:
         with self._lock:
@@ -97,6 +104,9 @@ class JsonReporter:
 
     def notice(self, text: str) -> None:
         self._emit({"event": "notice", "message": text})
+
+    def lease(self, state: str, text: str) -> None:
+        self._emit({"event": "lease", "state": state, "message": text})
 
     def summary(self, text: str, data: dict[str, Any]) -> None:
         self._emit({"event": "summary", "message": text, **data})

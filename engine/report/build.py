@@ -86,4 +86,48 @@ def build(
     for rid, s, e in runs_of(records):
         status = [r.get("status") for r in records[s:e] if r.get("t") == "run"]
         runs.append({"id": rid, "status": str(status[-1]), "started": str(records[s].get("at"))})
-    return sections.report(walk.run_info(), runs, notes)
+    rep = sections.report(walk.run_info(), runs, notes)
+    void_now(rep, walk)
+    return rep
+
+
+def void_now(rep: Report, walk: Walk) -> None:
+    """The approvals of a step still waiting that no longer count now, marked void with the
+    reason ``plan`` and ``status`` give (``approval void: REASON``: expired past the step's
+    ``expires``, the runbook or the step edited, other vars). An approval acted on (its step
+    ran) stood, whatever its age since."""
+    from datetime import UTC, datetime
+
+    from ..format import approvals
+    from ..state.status import Status
+
+    state, rb = walk.state, walk.rb
+    run = state.run
+    if run is None or run.finished:
+        return
+    for node, inst in rb.instances.items():
+        if inst.step.action != "approval" or state.status_of(node) is not Status.WAITING:
+            continue
+        try:  # allow_self does not void anything: any default does
+            rules = approvals.rules(inst.step.call.params, run.vars or {}, True, node)
+        except ValueError:
+            continue
+        st = state.steps.get(node)
+        got = approvals.tally(
+            state.records.get(node),
+            run.id,
+            rules,
+            digest=rb.digest,
+            vars_now=approvals.vars_digest(run.vars or {}),
+            step_pin=inst.digest,
+            now=datetime.now(UTC),
+            used=approvals.used_of(st.outputs if st else None),
+        )
+        for doc, why in got.void:
+            was = doc.get("was")
+            who = str((was if isinstance(was, dict) else doc).get("by"))
+            for a in reversed(rep.approvals):
+                if a.step == node and a.by == who and a.run in (run.id, None):
+                    if a.void is None:
+                        a.void = why
+                    break

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..format.model import Runbook
-from ..state import journeys, ledger
+from ..state import dialect, journeys, ledger
 from ..state.db import Database
 from ..state.outcome import cohort_outcomes
 from ..state.status import State
@@ -31,7 +31,8 @@ def _first(
         where = "wave IS NULL" if w is None else "wave = ?"
         args = (cohort, state) if w is None else (cohort, w, state)
         sql = f"SELECT key FROM entity WHERE cohort = ? AND {where} AND state = ?"
-        keys.extend(k for (k,) in db.query(f"{sql} ORDER BY +key LIMIT {LISTED}", args))
+        order = dialect.exact(db, "key")
+        keys.extend(k for (k,) in db.query(f"{sql} ORDER BY {order} LIMIT {LISTED}", args))
     return sorted(keys, key=lambda k: (type(k).__name__, k))[:LISTED]
 
 
@@ -39,7 +40,7 @@ def _excluded(db: Database, cohort: str) -> list[KeyedCount]:
     rows = db.query(
         "SELECT reason, n, key FROM (SELECT reason, count(*) OVER (PARTITION BY reason) AS n,"
         " key, row_number() OVER (PARTITION BY reason ORDER BY key) AS i FROM entity"
-        " WHERE cohort = ? AND wave IS NULL AND state = 'excluded') WHERE i <= ?"
+        " WHERE cohort = ? AND wave IS NULL AND state = 'excluded') AS x WHERE i <= ?"
         " ORDER BY n DESC, reason, i",
         (cohort, LISTED),
     )

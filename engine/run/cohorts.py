@@ -176,7 +176,10 @@ class WaveMembers:
         return moved, "pending", keys
 
     @property
-    def ledger_path(self) -> Path:
+    def ledger_path(self) -> Path | None:
+        """The ledger's file (a directory's ``state.db``); None on PostgreSQL."""
+        if self.store.db.dialect != "sqlite":
+            return None
         return Path(self.store.db.path)
 
     def select_sql(self, schema: str) -> tuple[str, tuple[Any, ...]]:

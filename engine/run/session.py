@@ -70,11 +70,13 @@ def prepare(
     *,
     resolve_secrets: bool = True,
     pinned: Callable[[Runbook], dict[str, Any] | None] | None = None,
+    require_all: bool = True,
 ) -> Prepared:
     """``pinned`` gives the vars of the run in progress, used when no --var and no --var-file
     is given (SPEC §11: a resume without --var uses the run's vars); given ones are the
     whole set, over the runbook's defaults, as for a new run (a difference from the run's is
-    then the run's change check's to report)."""
+    then the run's change check's to report). ``require_all=False``: a var with no value is
+    left out instead of refused (a command that runs nothing with them, ``approve``)."""
     loaded = load(file)
     rb = loaded.runbook
     assignments, var_files = tuple(assignments), tuple(var_files)
@@ -84,6 +86,7 @@ def prepare(
         assignments,
         var_files,
         pinned=pinned(rb) if pinned is not None and not given else None,
+        require_all=require_all,
     )
     secret_values: dict[str, str] = {}
     if resolve_secrets:
@@ -153,6 +156,8 @@ def open_session(
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name
         )
+        # a failed renewal, and its recovery, are said as they happen (from the renewal thread)
+        lease.on_renewal(reporter.lease)
         try:
             for note in (lease.notice, store.notice):
                 if note:

@@ -4,11 +4,12 @@ a writer takes, the identity it records, and what the PostgreSQL backend does no
 - a directory: the lease of ``lease.py`` (a row of ``state.db``, a flocked file per epoch),
   the OS user (``identity.py``);
 - PostgreSQL: the lease of ``pglease.py`` (a row of ``runbook.lease``, an advisory lock as
-  proof of life), ``session_user``.
+  proof of life), ``session_user``; the outbox as rows of ``runbook.outbox``.
 
 Both leases have one shape (``HeldLease``): ``acquire``, ``fence`` (set on the store with
 ``Store.fence_with``: it runs first inside every write transaction), ``release``, ``probe``,
-``notice``, ``took_over``, ``lost_error`` and ``on_lost``. ``approve`` and ``resolve`` never
+``notice``, ``took_over``, ``lost_error``, ``on_lost`` and ``on_renewal`` (a failed renewal
+and its recovery, said to the reporter). ``approve`` and ``resolve`` never
 take either (SPEC §11): ``decisions.py`` serialises their records with the holder's writes.
 """
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from ..errors import InvalidInput, LeaseLost
-from ..format.model import Runbook
+from ..format.model import Call, Runbook
 from ..masking import Masker
 from . import location
 from .db import Database
@@ -40,6 +41,8 @@ class HeldLease(Protocol):
     def fence(self, db: Database) -> None: ...
 
     def on_lost(self, callback: Callable[[], None]) -> None: ...
+
+    def on_renewal(self, callback: Callable[[str, str], None]) -> None: ...
 
     def probe(self) -> Probe: ...
 
@@ -93,29 +96,29 @@ def probe(state: str | os.PathLike[str], name: str) -> Probe:
     return probe_dir(state_path(state, name))
 
 
+def _to_cohort(call: Call | None) -> bool:
+    """A `notify` call that addresses a cohort's members (`to: {cohort: NAME}`)."""
+    if call is None or not call.action.startswith("notify"):
+        return False
+    to = call.params.get("to")
+    return isinstance(to, Mapping) and "cohort" in to
+
+
 def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) -> None:
     """Exit 2, before anything is written, for what the PostgreSQL backend does not hold yet:
-    the cohort ledger, the outbox (every `notify` step writes it) and per-member records
-    (`foreach`)."""
+    the ledger's record of the messages of `notify` steps to a cohort's members (the outbox,
+    the ledger and foreach's member records are held there)."""
     if not location.is_postgres(state):
         return
-    found: list[str] = []
-    if rb.cohorts:
-        found.append(f"cohorts ({', '.join(rb.cohorts)})")
-    notify = [
+    told = [
         s.id
         for ph in rb.phases
         for s in ph.steps
-        if any(c is not None and c.action.startswith("notify") for c in (s.call, s.rollback))
-    ] + [c.id for c in rb.contingencies if c.call.action.startswith("notify")]
-    if notify:
-        found.append(f"notify steps, which write the outbox ({', '.join(notify[:5])})")
-    each = [s.id for ph in rb.phases for s in ph.steps if s.foreach is not None]
-    if each:
-        found.append(f"foreach steps ({', '.join(each[:5])})")
-    if found:
+        if any(_to_cohort(c) for c in (s.call, s.rollback))
+    ] + [c.id for c in rb.contingencies if _to_cohort(c.call)]
+    if told:
         raise InvalidInput(
-            f"{file}: {'; '.join(found)}: {UNSUPPORTED} (the ledger, the outbox and member "
-            f"records stay in a state directory this release); use --state DIR for "
-            f"{rb.name}; nothing was written"
+            f"{file}: notify steps to a cohort, whose messages the ledger records "
+            f"({', '.join(told[:5])}): {UNSUPPORTED} (they stay in a state directory this "
+            f"release); use --state DIR for {rb.name}; nothing was written"
         )

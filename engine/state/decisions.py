@@ -12,8 +12,10 @@ migrated here: the decision is refused (exit 2) and nothing is written.
 
 On PostgreSQL the same: the transaction first takes the runbook's appenders' lock
 (``Database.before_append``, the lock the holder's fenced writes take with their epoch check,
-``pg.py``), then reads what was committed since, checks and appends; it never takes or reads
-the lease.
+``pg.py``), then reads what was committed since, checks and appends; it never takes the lease.
+A holder stalled inside a write (stopped before its COMMIT) keeps that lock: each try waits at
+most ``LOCK_WAIT`` (``SET LOCAL lock_timeout``), a notice says so, and after ``TRIES`` tries the
+decision is refused with exit 4 naming the holder the lease row names; nothing is written.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from .status import State
 from .store import fold, now, state_path
 
 Check = Callable[[State], tuple[Sequence[dict[str, Any]], Callable[[dbm.Database], None] | None]]
+Notice = Callable[[str], None]
+
+LOCK_WAIT = 5  # seconds one try waits for the appenders' lock on PostgreSQL
+TRIES = 3  # tries before exit 4
 
 
 def _refuse_older_schema(state_dir: str | os.PathLike[str], name: str, check: Check) -> None:
@@ -52,10 +58,15 @@ def _refuse_older_schema(state_dir: str | os.PathLike[str], name: str, check: Ch
 
 
 def decide(
-    state_dir: str | os.PathLike[str], name: str, masker: Masker, check: Check
+    state_dir: str | os.PathLike[str],
+    name: str,
+    masker: Masker,
+    check: Check,
+    notice: Notice | None = None,
 ) -> list[dict[str, Any]]:
     """Append the records ``check(state)`` returns (masked, stamped), with their effect, in one
-    transaction checked against the state as it is at that instant; returns them as written."""
+    transaction checked against the state as it is at that instant; returns them as written.
+    ``notice`` hears of a wait for a holder stalled inside a write (PostgreSQL)."""
     if location.is_postgres(state_dir):
         from . import pg
 
@@ -66,7 +77,7 @@ def decide(
                 f"no state of {name} in {location.shown(str(state_dir))}: nothing to decide on"
             )
         try:
-            return _decide(pgdb, name, masker, check, pgdb.path)
+            return _decide_pg(pgdb, name, masker, check, notice)
         finally:
             pgdb.close()
     base = state_path(state_dir, name)
@@ -97,13 +108,44 @@ def decide(
         db.close()
 
 
+def _decide_pg(
+    db: Any, name: str, masker: Masker, check: Check, notice: Notice | None
+) -> list[dict[str, Any]]:
+    """``_decide`` on PostgreSQL, each try bounded by ``LOCK_WAIT``; exit 4 after ``TRIES``."""
+    from . import pg, pglease
+
+    psycopg = pg._psycopg()
+    for attempt in range(1, TRIES + 1):
+        try:
+            return _decide(db, name, masker, check, db.path, lock_wait=LOCK_WAIT)
+        except psycopg.errors.LockNotAvailable:
+            who = pglease.writer(db.pcon, name)
+            if attempt == TRIES:
+                raise pglease.busy_error(
+                    name, who, f"waited {LOCK_WAIT * TRIES}s; nothing was recorded"
+                ) from None
+            if notice is not None:
+                notice(
+                    f"the state of {name} is busy: {who} is inside a write; waited "
+                    f"{LOCK_WAIT * attempt}s, waiting again (try {attempt + 1} of {TRIES})"
+                )
+    raise AssertionError("unreachable")
+
+
 def _decide(
-    db: dbm.Database, name: str, masker: Masker, check: Check, path: object
+    db: dbm.Database,
+    name: str,
+    masker: Masker,
+    check: Check,
+    path: object,
+    lock_wait: int | None = None,
 ) -> list[dict[str, Any]]:
     records = journal.read(db)
     state = fold(name, records, path)
     seen = records[-1][0] if records else 0
     with db.transaction(fenced=False):
+        if lock_wait is not None:  # PostgreSQL: a bounded wait for the appenders' lock
+            db.execute(f"SET LOCAL lock_timeout = '{int(lock_wait)}s'")
         # serialised with every other appender first (SQLite: BEGIN IMMEDIATE already;
         # PostgreSQL: the appenders' lock), then what was committed since (an apply goes on
         # beside this command) is folded in

@@ -14,6 +14,7 @@ unless asked (``requeue_uncertain``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -23,9 +24,10 @@ from pathlib import Path
 from ..actions import OutboxRow
 from ..errors import StateError
 from . import db as dbm
+from . import location
 from .db import Database
-from .outbox import _ROW, has_outbox, row_of
-from .store import now
+from .outbox import _ROW, has_outbox, row_of, scope
+from .store import now, state_path
 
 RELAYED = "outbox"  # the one channel the relay delivers; email and webhook sent themselves
 
@@ -34,7 +36,12 @@ def counts(db: Database) -> list[tuple[str, str, int]]:
     """(channel, state, count) of every message, channels and states in a fixed order."""
     if not has_outbox(db):
         return []
-    rows = db.query("SELECT channel, state, count(*) FROM outbox GROUP BY channel, state")
+    table, mine, args = scope(db)
+    rows = db.query(
+        f"SELECT channel, state, count(*) FROM {table} WHERE {mine}channel IS NOT NULL"
+        " GROUP BY channel, state",
+        args,
+    )
     return [(c, s, int(n)) for c, s, n in rows]
 
 
@@ -43,11 +50,12 @@ def messages(db: Database, channel: str = RELAYED) -> Iterator[tuple[OutboxRow, 
     if not has_outbox(db):
         return
     last = 0
+    table, mine, args = scope(db)
     while True:
         got = db.query(
-            f"SELECT id, {_ROW}, step, queued_at FROM outbox WHERE channel = ? AND id > ?"
+            f"SELECT id, {_ROW}, step, queued_at FROM {table} WHERE {mine}channel = ? AND id > ?"
             " ORDER BY id LIMIT 1000",
-            (channel, last),
+            (*args, channel, last),
         )
         if not got:
             return
@@ -116,6 +124,7 @@ class RelayQueue:
         self.db = db
         self.who = who or claimant()
         self.last = 0  # rows up to here were looked at by this relay
+        self.table, self.mine, self.args = scope(db)
 
     def settle_orphans(self) -> int:
         """Rows left ``sending`` by a relay that is gone: ``uncertain``."""
@@ -123,12 +132,13 @@ class RelayQueue:
             return 0
         with self.db.transaction():
             rows = self.db.query(
-                "SELECT id, claimed_by FROM outbox WHERE channel = ? AND state = 'sending'",
-                (RELAYED,),
+                f"SELECT id, claimed_by FROM {self.table} WHERE {self.mine}channel = ?"
+                " AND state = 'sending'",
+                (*self.args, RELAYED),
             )
             cut = [(i, w) for i, w in rows if w != self.who and gone(w)]
             self.db.executemany(
-                "UPDATE outbox SET state = 'uncertain', reason = ?, updated_at = ?"
+                f"UPDATE {self.table} SET state = 'uncertain', reason = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'sending'",
                 [(_cut(w), now(), i) for i, w in cut],
             )
@@ -140,9 +150,9 @@ class RelayQueue:
             return 0
         with self.db.transaction():
             cur = self.db.execute(
-                "UPDATE outbox SET state = 'queued', reason = NULL, updated_at = ?"
-                " WHERE channel = ? AND state = 'uncertain'",
-                (now(), RELAYED),
+                f"UPDATE {self.table} SET state = 'queued', reason = NULL, updated_at = ?"
+                f" WHERE {self.mine}channel = ? AND state = 'uncertain'",
+                (now(), *self.args, RELAYED),
             )
         return int(cur.rowcount)
 
@@ -155,21 +165,23 @@ class RelayQueue:
         message (``sending``, by this relay), or None when there is none."""
         if not has_outbox(self.db):
             return None
+        # dialect: on PostgreSQL the row is locked as it is read, and a row another relay
+        # holds is passed over (two relays never claim one row); SQLite has one writer
         skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
         at = now()
         with self.db.transaction():
             if done is not None:
                 self._settle(done, at)
             got = self.db.query(
-                f"SELECT id, {_ROW}, step, queued_at FROM outbox WHERE channel = ? AND"
-                f" state = 'queued' AND id > ? ORDER BY id LIMIT 1{skip}",
-                (RELAYED, self.last),
+                f"SELECT id, {_ROW}, step, queued_at FROM {self.table} WHERE {self.mine}"
+                f"channel = ? AND state = 'queued' AND id > ? ORDER BY id LIMIT 1{skip}",
+                (*self.args, RELAYED, self.last),
             )
             if not got:
                 return None
             r = got[0]
             claimed = self.db.execute(
-                "UPDATE outbox SET state = 'sending', claimed_by = ?, updated_at = ?"
+                f"UPDATE {self.table} SET state = 'sending', claimed_by = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'queued'",
                 (self.who, at, r[0]),
             ).rowcount
@@ -186,7 +198,7 @@ class RelayQueue:
     def _settle(self, done: tuple[int, str, str | None], at: str) -> None:
         mid, state, reason = done
         self.db.execute(
-            "UPDATE outbox SET state = ?, reason = ?, updated_at = ? WHERE id = ?"
+            f"UPDATE {self.table} SET state = ?, reason = ?, updated_at = ? WHERE id = ?"
             " AND state = 'sending' AND claimed_by = ?",
             (state, reason, at, mid, self.who),
         )
@@ -203,3 +215,33 @@ def writable(path: Path, name: str) -> Database:
         db.close()
         raise
     return db
+
+
+@contextlib.contextmanager
+def opened(state: str | os.PathLike[str], name: str, *, write: bool) -> Iterator[Database | None]:
+    """The runbook's state for ``runbook outbox``, or None when it has none: a directory's
+    ``state.db`` (a reader's ``query_only``; the relay's ``writable``), or its rows in the
+    PostgreSQL database at ``state`` (a reader's session read-only). Never takes the lease."""
+    if location.is_postgres(state):
+        from . import pg
+
+        pdb = pg.open_db(str(state), name, write=False)  # no state: nothing is registered
+        if pdb is None:
+            yield None
+            return
+        try:
+            if not write:  # dialect: PostgreSQL's read-only session, SQLite's query_only
+                pdb.execute("SET default_transaction_read_only = on")
+            yield pdb
+        finally:
+            pdb.close()
+        return
+    path = state_path(state, name) / dbm.FILE
+    if not path.exists():
+        yield None
+        return
+    db = writable(path, name) if write else dbm.open_reader(path, name)
+    try:
+        yield db
+    finally:
+        db.close()

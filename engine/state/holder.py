@@ -3,7 +3,9 @@ and ``lease.py`` before it takes it): the ``lease`` row of ``state.db`` (epoch, 
 duration, released) and the holder's file ``STATE_DIR/NAME/lease-EPOCH``, whose flock proves
 the holder alive on this host and whose modification time is its last renewal. Times are
 measured on the file system's clock (SPEC §11): "now" is the modification time of the
-``lock`` file, touched by whoever asks. Reading takes nothing and writes nothing else.
+``lock`` file, touched by whoever takes the lease; a reader (``lock``, ``status``) takes it
+from an anonymous file of that folder (``reader_now``), so that reading takes nothing and
+changes nothing on disk, not even a modification time.
 
 On PostgreSQL the same ``Probe`` is read from the ``runbook.lease`` row and its holder's
 session, on the database clock (``pglease.read``); ``backend.probe`` reads either.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import socket
 import sqlite3
@@ -159,6 +162,63 @@ def file_now(directory: Path) -> float:
         return time.time()
 
 
+def reader_now(directory: Path) -> float:
+    """Now on the clock of the state's file system, read without changing anything there
+    (``lock`` and ``status`` only read): the modification time of an anonymous file made in
+    that folder (``O_TMPFILE``: never linked, gone when closed, the folder untouched); this
+    machine's clock where the file system cannot make one (or the reader may not)."""
+    flags = getattr(os, "O_TMPFILE", 0)
+    if not flags:
+        return time.time()
+    try:
+        fd = os.open(directory, flags | os.O_WRONLY, 0o600)
+    except OSError:
+        return time.time()
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def _fetch(con: sqlite3.Connection, sql: str) -> list[tuple[object, ...]]:
+    return con.execute(sql).fetchall()
+
+
+def _read_row(path: Path) -> tuple[bool, Row | None]:
+    """Whether the state has a ``lease`` table, and its row, read without writing anything:
+    with no write-ahead log beside it (no process has the database open), read as an
+    immutable file (SQLite makes no ``-wal``/``-shm`` files for it, the folder untouched);
+    otherwise through the log that is there. A read that fails the first way is made the
+    second (a writer opened it meanwhile)."""
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    uris = [f"file:{quote(str(path))}?mode=ro"]
+    if not os.path.lexists(wal):
+        uris.insert(0, f"file:{quote(str(path))}?mode=ro&immutable=1")
+    for i, uri in enumerate(uris):
+        try:
+            con = sqlite3.connect(uri, uri=True, timeout=30.0)
+        except sqlite3.Error:
+            if i + 1 < len(uris):
+                continue
+            raise
+        try:
+            con.execute("PRAGMA query_only = ON")
+            tables = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lease'"
+            ).fetchall()
+            row = Row.read(functools.partial(_fetch, con)) if tables else None
+            return bool(tables), row
+        except sqlite3.DatabaseError:
+            if i + 1 < len(uris):
+                continue
+            raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
+
+
 def flocked(path: Path) -> bool:
     """Whether a process holds the flock of ``path`` now (False when there is no file; True
     when it cannot be opened to tell, or is not a regular file: only expiry decides then).
@@ -227,29 +287,19 @@ def probe(directory: Path) -> Probe:
     if not path.exists():
         return Probe("none")
     try:
-        con = sqlite3.connect(path, timeout=30.0)
+        tables, row = _read_row(path)
     except sqlite3.Error as exc:
         raise dbm.damaged(path, exc) from None
-    try:
-        con.execute("PRAGMA query_only = ON")
-        tables = con.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lease'"
-        ).fetchall()
-        row = Row.read(lambda sql: con.execute(sql).fetchall()) if tables else None
-    except sqlite3.DatabaseError as exc:
-        raise dbm.damaged(path, exc) from None
-    finally:
-        con.close()
     if not tables:  # an older schema: no lease; a run of an earlier version holds `lock`
         old = earlier_holder(directory)
         if old is None:
             return Probe("none")
         try:
-            age: float | None = file_now(directory) - _ts(old.started)
+            age: float | None = reader_now(directory) - _ts(old.started)
         except ValueError:
             age = None
         return Probe("held", 0, old, DEFAULT_SECONDS, None, age)
-    return judge(directory, row, file_now(directory))
+    return judge(directory, row, reader_now(directory))
 
 
 def earlier_holder(directory: Path) -> Holder | None:
@@ -287,12 +337,55 @@ def earlier_holder(directory: Path) -> Holder | None:
 class Losable:
     """What both leases (a directory's, PostgreSQL's) do when theirs is found lost: ``lost``
     is set once, ``lost_error`` is the one ``LeaseLost`` every later write raises, and the
-    ``on_lost`` callbacks (cancel the running actions) run once, in the thread that found it."""
+    ``on_lost`` callbacks (cancel the running actions) run once, in the thread that found it.
+
+    A renewal that fails (the disk or the database away, the lease row locked) is said at once
+    to the ``on_renewal`` callbacks (``renewal_failed``, the reporter's notice and JSON event),
+    and so is the first renewal that succeeds again (``renewal_recovered``); a lease found lost
+    goes the ``on_lost`` way (exit 4)."""
+
+    seconds: float
 
     def _init_lost(self) -> None:
         self.lost = threading.Event()
         self.lost_error: LeaseLost | None = None
         self._on_lost: list[Callable[[], None]] = []
+        self._on_renewal: list[Callable[[str, str], None]] = []
+        self._failing_since: float | None = None  # monotonic time of the first failure
+
+    def on_renewal(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(state, text)`` runs (in the renewal thread) when a renewal fails
+        (``renewal_failed``) and when one succeeds again (``renewal_recovered``)."""
+        self._on_renewal.append(callback)
+
+    def _renewal_said(self, state: str, text: str) -> None:
+        for callback in self._on_renewal:
+            with contextlib.suppress(Exception):
+                callback(state, text)
+
+    def _renewal_failed(self, reason: str, last: str | None) -> None:
+        """A renewal failed: said once per stretch of failures."""
+        if self._failing_since is not None:
+            return
+        self._failing_since = time.monotonic()
+        since = f" at {last}" if last else ""
+        self._renewal_said(
+            "renewal_failed",
+            f"the lease renewal failed ({reason}); the lease expires {_seconds(self.seconds)} "
+            f"after its last renewal{since}, and another apply may then take it over: "
+            "retrying at each renewal",
+        )
+
+    def _renewal_ok(self) -> None:
+        """A renewal succeeded: said when it ends a stretch of failures."""
+        if self._failing_since is None:
+            return
+        took = time.monotonic() - self._failing_since
+        self._failing_since = None
+        self._renewal_said(
+            "renewal_recovered",
+            f"the lease was renewed again after {_seconds(round(took, 1))} of failed renewals",
+        )
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         """``callback`` runs (in the renewal thread) when the lease is found lost."""

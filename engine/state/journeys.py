@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidInput
 from . import db as dbm
-from . import ledger, location
+from . import dialect, ledger, location
 from .outbox import has_outbox
 from .store import state_path
 
@@ -39,10 +39,22 @@ class NotDrawn(InvalidInput):
 
 @contextmanager
 def reader(state_dir: str | os.PathLike[str], name: str) -> Iterator[dbm.Database | None]:
-    """The runbook's state database opened read-only, or None when it has none (or when the
-    state is on PostgreSQL, which holds no ledger yet: ``backend.refuse_unsupported``)."""
+    """The runbook's state database opened read-only, or None when it has none: a directory's
+    ``state.db`` (``query_only``), or the runbook's rows on PostgreSQL (read-only
+    transactions)."""
     if location.is_postgres(state_dir):
-        yield None
+        from . import pg
+
+        state_path(".", name)
+        pgdb = pg.open_db(str(state_dir), name, write=False)
+        if pgdb is None:
+            yield None
+            return
+        try:
+            pgdb.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            yield pgdb
+        finally:
+            pgdb.close()
         return
     path = state_path(state_dir, name) / dbm.FILE
     if not path.exists():
@@ -189,7 +201,7 @@ def find(db: dbm.Database, cohort: str, keys: Sequence[str]) -> tuple[list[Entit
         part = wanted[i : i + CHUNK]
         for row in db.query(
             f"SELECT {_COLUMNS} FROM entity WHERE cohort = ? AND key IN ({_marks(len(part))})",
-            (cohort, *part),
+            (cohort, *dialect.keys(db, part)),
         ):
             e = _entity(row)
             found[(type(e.key).__name__, e.key)] = e
@@ -282,9 +294,9 @@ def flat(
         return
     where, args = _filter(cohort, wave, states)
     # `+key`: not the primary key's order, so that a filter uses the wave/state index
-    order = "+key" if wave is not None or states else "key"
+    order = dialect.exact(db, "key") if wave is not None or states else "key"
     keep = ", ".join(f"'{s}'" for s in sorted(WITH_REASON))
-    cols = "".join(", attrs ->> ?" for _ in attributes)
+    cols = "".join(f", {dialect.json_field(db, 'attrs')}" for _ in attributes)
     cur = db.execute(
         f"SELECT key, wave, state, CASE WHEN state IN ({keep}) THEN reason END, updated_at"
         f"{cols} FROM entity WHERE {where} ORDER BY {order}",
@@ -335,7 +347,10 @@ def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
         inn = f"cohort = ? AND key IN ({_marks(len(part))})"
         _attach(
             by_key,
-            db.query(f"SELECT {_T} FROM transition WHERE {inn} ORDER BY seq", (cohort, *part)),
+            db.query(
+                f"SELECT {_T} FROM transition WHERE {inn} ORDER BY seq",
+                (cohort, *dialect.keys(db, part)),
+            ),
             False,
         )
         inn = f"m.cohort = ? AND m.key IN ({_marks(len(part))})"
@@ -343,7 +358,7 @@ def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:
             by_key,
             db.query(
                 f"SELECT {cols} FROM message m{delivery} WHERE {inn} ORDER BY m.seq",
-                (cohort, *part),
+                (cohort, *dialect.keys(db, part)),
             ),
             True,
         )

@@ -244,8 +244,14 @@ class Lease(Losable):
                 self.renew()
             except LeaseLost:
                 return
-            except (sqlite3.Error, OSError):
-                continue  # a busy or slow disk: the next renewal tries again
+            except (sqlite3.Error, OSError) as exc:
+                # a busy or slow disk: said (``Losable.on_renewal``); the next one tries again
+                last = None
+                with contextlib.suppress(OSError):
+                    last = iso(os.fstat(self._fd).st_mtime)
+                self._renewal_failed(str(exc) or type(exc).__name__, last)
+                continue
+            self._renewal_ok()
 
     def renew(self) -> None:
         """Touch this epoch's file, after checking the epoch is still ours (``LeaseLost``)."""

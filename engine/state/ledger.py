@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import dialect
 from .db import Database
 
 ORDER = ("pending", "notified", "moved", "verified")
@@ -60,9 +61,7 @@ class Mark:
 
 
 def has_ledger(db: Database) -> bool:
-    if db.dialect != "sqlite":
-        return False  # the ledger is not on the PostgreSQL backend yet (backend.py)
-    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'entity'"))
+    return dialect.has_table(db, "entity")
 
 
 def frozen(db: Database, cohort: str) -> Frozen | None:
@@ -93,14 +92,7 @@ def write_draw(
         " VALUES (?, ?, ?, ?, ?, ?)",
         (cohort, at, run, digest, json.dumps(definition), json.dumps(summary)),
     )
-    # the wave index is built once after the rows, not kept up to date row by row
-    db.execute("DROP INDEX IF EXISTS entity_by_wave")
-    db.executemany(
-        "INSERT INTO entity (cohort, key, wave, state, reason, stratum, rank, attrs, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ((cohort, *row, at) for row in rows),
-    )
-    db.execute("CREATE INDEX entity_by_wave ON entity (cohort, wave, state)")
+    dialect.load_entities(db, cohort, at, rows)
 
 
 def _lower_than(state: str) -> tuple[str, ...]:
@@ -111,10 +103,9 @@ def _placeholders(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _keys_table(db: Database, keys: Iterable[Any]) -> None:
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS mark_keys (key PRIMARY KEY) WITHOUT ROWID")
-    db.execute("DELETE FROM temp.mark_keys")
-    db.executemany("INSERT OR IGNORE INTO temp.mark_keys (key) VALUES (?)", ((k,) for k in keys))
+def _keys_table(db: Database, keys: Iterable[Any]) -> str:
+    """``key IN (SELECT key FROM …)`` of these keys (a temporary table)."""
+    return f"key IN (SELECT key FROM {dialect.keys_table(db, 'mark_keys', keys)})"
 
 
 def _move(
@@ -136,7 +127,7 @@ def _move(
     )
     cur = db.execute(
         "UPDATE entity SET state = ?, updated_at = ?, reason = ?"
-        f" WHERE rowid IN (SELECT rowid {base})",
+        f" WHERE {dialect.same_rows(db, base)}",
         (state, at, reason, *args),  # a new state says its own reason, or none
     )
     return int(cur.rowcount)
@@ -150,15 +141,12 @@ def apply_mark(db: Database, m: Mark, at: str) -> dict[str, int]:
         for key, why in m.failed:
             by_reason.setdefault(why, []).append(key)
         for why, keys in by_reason.items():
-            _keys_table(db, keys)
+            among = _keys_table(db, keys)
             states = tuple(s for s in MEMBER_STATES if s not in ("failed", "compensated"))
-            where = f"state IN ({_placeholders(len(states))}) AND key IN (SELECT key FROM temp.mark_keys)"
+            where = f"state IN ({_placeholders(len(states))}) AND {among}"
             out["failed"] = out.get("failed", 0) + _move(db, m, "failed", where, states, at, why)
     if m.unknown:
-        _keys_table(db, m.unknown)
-        where = (
-            f"state IN ({_placeholders(len(ORDER))}) AND key IN (SELECT key FROM temp.mark_keys)"
-        )
+        where = f"state IN ({_placeholders(len(ORDER))}) AND {_keys_table(db, m.unknown)}"
         why = "its call was cut by a crash: resolve it"
         out["unknown"] = _move(db, m, "unknown", where, ORDER, at, why)
     if m.state is not None:
@@ -167,8 +155,7 @@ def apply_mark(db: Database, m: Mark, at: str) -> dict[str, int]:
             lower = (*lower, "failed", "unknown")
         where = f"state IN ({_placeholders(len(lower))})"
         if m.keys is not None:
-            _keys_table(db, m.keys)
-            where += " AND key IN (SELECT key FROM temp.mark_keys)"
+            where += f" AND {_keys_table(db, m.keys)}"
         if lower:
             out[m.state] = _move(db, m, m.state, where, lower, at, None)
     return out
@@ -197,8 +184,7 @@ def compensate_keys(
     undone for them (a per-member rollback that undid only some of its members)."""
     m = Mark(cohort, wave, "compensated", step, run, attempt)
     states = tuple(s for s in MEMBER_STATES if s != "compensated")
-    _keys_table(db, keys)
-    where = f"state IN ({_placeholders(len(states))}) AND key IN (SELECT key FROM temp.mark_keys)"
+    where = f"state IN ({_placeholders(len(states))}) AND {_keys_table(db, keys)}"
     return _move(db, m, "compensated", where, states, at, None)
 
 
@@ -211,7 +197,7 @@ def resolve_member(
         rows = db.query(
             "SELECT state FROM transition WHERE cohort = ? AND key = ? AND state != 'unknown'"
             " ORDER BY seq DESC LIMIT 1",
-            (cohort, key),
+            (cohort, dialect.key(db, key)),
         )
         state = rows[0][0] if rows else "pending"
     m = Mark(cohort, "", state, step, run, attempt)
@@ -219,22 +205,21 @@ def resolve_member(
         "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
         " SELECT cohort, key, ?, ?, ?, ?, 'resolved by the operator', ? FROM entity"
         " WHERE cohort = ? AND key = ? AND state = 'unknown'",
-        (state, m.step, run, attempt, at, cohort, key),
+        (state, m.step, run, attempt, at, cohort, dialect.key(db, key)),
     )
     db.execute(
         "UPDATE entity SET state = ?, reason = NULL, updated_at = ? WHERE cohort = ? AND key = ?"
         " AND state = 'unknown'",
-        (state, at, cohort, key),
+        (state, at, cohort, dialect.key(db, key)),
     )
 
 
 def revert(db: Database, cohort: str, wave: str, step: str, attempt: int, run: str, at: str) -> int:
     """``step`` was undone: the members whose current state it set in ``attempt`` go back to
     the state they had before it (``pending`` when none), each with a transition."""
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS revert_to (key PRIMARY KEY, state TEXT)")
-    db.execute("DELETE FROM temp.revert_to")
+    to = dialect.pairs_table(db, "revert_to")
     db.execute(
-        "INSERT INTO temp.revert_to (key, state)"
+        f"INSERT INTO {to} (key, state)"
         " SELECT t.key, COALESCE((SELECT p.state FROM transition p WHERE p.cohort = t.cohort"
         " AND p.key = t.key AND p.seq < t.seq AND p.state NOT IN ('unknown')"
         " ORDER BY p.seq DESC LIMIT 1), 'pending')"
@@ -247,16 +232,16 @@ def revert(db: Database, cohort: str, wave: str, step: str, attempt: int, run: s
     )
     db.execute(
         "INSERT INTO transition (cohort, key, state, step, run, attempt, reason, at)"
-        " SELECT ?, r.key, r.state, ?, ?, ?, ?, ? FROM temp.revert_to r",
+        f" SELECT ?, r.key, r.state, ?, ?, ?, ?, ? FROM {to} r",
         (cohort, f"{step}#rollback", run, attempt, f"undone by the rollback of {step}", at),
     )
     cur = db.execute(
-        "UPDATE entity SET state = (SELECT r.state FROM temp.revert_to r WHERE r.key ="
+        f"UPDATE entity SET state = (SELECT r.state FROM {to} r WHERE r.key ="
         " entity.key), reason = NULL, updated_at = ? WHERE cohort = ? AND key IN"
-        " (SELECT key FROM temp.revert_to)",
+        f" (SELECT key FROM {to})",
         (at, cohort),
     )
-    db.execute("DELETE FROM temp.revert_to")
+    db.execute(f"DELETE FROM {to}")
     return int(cur.rowcount)
 
 
@@ -309,5 +294,8 @@ def record_messages(
     db.executemany(
         "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        ((cohort, k, step, attempt, ch, mid, st, at) for k, step, attempt, ch, mid, st in rows),
+        (
+            (cohort, dialect.key(db, k), step, attempt, ch, mid, st, at)
+            for k, step, attempt, ch, mid, st in rows
+        ),
     )

@@ -14,18 +14,23 @@ A message to a cohort member is recorded in the ledger (``message``, pointing at
 row) in the same transaction that tells it: queued (outbox) or sent (email, webhook).
 
 ``StepOutbox`` is ``ActionContext.outbox``: the rows of one step, written by the step's own
-thread under the state's lock. The SQL is portable (``?`` parameters, ``ON CONFLICT``).
+thread under the state's lock. The SQL is portable (``?`` parameters, ``ON CONFLICT``); on
+PostgreSQL (``pg.py``, schema version 4) one table ``runbook.outbox`` holds the messages of
+every runbook, keyed by the runbook's name first (``scope``). A message to a cohort's member
+needs the ledger, which is not on PostgreSQL yet: refused there (``backend.py``, and here).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..actions import OutboxRow
-from ..errors import ActionFailed
+from ..errors import ActionFailed, StateError
+from . import dialect
 from .db import Database
 
 STATES = ("queued", "sending", "sent", "uncertain", "failed")
@@ -49,11 +54,6 @@ def _fault(point: str) -> None:
 _ROW = (
     "recipient, channel, message_id, sender, address, name, locale, subject, body, headers, entity"
 )
-_INSERT = (
-    "INSERT INTO outbox (run, step, attempt, cohort, state, queued_at, updated_at, " + _ROW + ")"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run, step, attempt, recipient) "
-)
 # a message sent again (a failed or uncertain one, on request) takes its new state and text
 _REPLACE = (
     "DO UPDATE SET state = excluded.state, reason = NULL, subject = excluded.subject,"
@@ -69,9 +69,30 @@ _TOLD = (
 
 
 def has_outbox(db: Database) -> bool:
-    if db.dialect != "sqlite":
-        return False  # the outbox is not on the PostgreSQL backend yet (backend.py)
-    return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"))
+    # dialect: on PostgreSQL the schema's version was checked on opening (``pg.check_schema``)
+    if db.dialect == "postgresql":
+        return True
+    return dialect.has_table(db, "outbox")
+
+
+def scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
+    """The outbox's table, the condition that keeps one runbook's rows (empty, or ending in
+    ``AND``) and its parameters: on PostgreSQL one table holds every runbook's messages."""
+    # dialect: PostgreSQL's tables are keyed by the runbook's name first (``pg.py``)
+    name = getattr(db, "runbook", None)
+    if db.dialect == "postgresql" and isinstance(name, str):
+        return "runbook.outbox", "runbook = ? AND ", (name,)
+    return "outbox", "", ()
+
+
+def db_errors(db: Database) -> tuple[type[BaseException], ...]:
+    """The driver's errors: a write of the outbox that failed fails the step, never the run."""
+    # dialect: psycopg's errors on PostgreSQL, sqlite3's on a directory
+    if db.dialect == "postgresql":
+        import psycopg
+
+        return (psycopg.Error,)
+    return (sqlite3.Error,)
 
 
 def row_of(values: Sequence[Any]) -> OutboxRow:
@@ -91,29 +112,58 @@ class StepOutbox:
         *,
         cohort: str | None = None,
         ledger_attempt: int | None = None,
-        failed: Callable[[sqlite3.Error], str] | None = None,
+        failed: Callable[[BaseException], str] | None = None,
     ) -> None:
         self.db = db
         self.run, self.step, self.attempt = run, step, attempt
         self.key = (run, step, attempt)
+        table, mine, args = scope(db)
+        self._table = table
+        self._where = mine + _KEY  # this runbook's rows of (run, step, attempt)
+        self._args = (*args, *self.key)
+        cols = "runbook, " if args else ""
+        marks = ", ".join("?" * (len(self._args) + 15))
+        self._insert = (
+            f"INSERT INTO {table} ({cols}run, step, attempt, cohort, state, queued_at,"
+            f" updated_at, {_ROW}) VALUES ({marks}) ON CONFLICT ({cols}run, step, attempt,"
+            " recipient) "
+        )
         self.cohort = cohort  # members' messages are recorded in this cohort's ledger
         self.ledger_attempt = ledger_attempt
         self._failed = failed
 
+    @contextlib.contextmanager
+    def _refused(self) -> Iterator[None]:
+        """A role the database refuses (``pg.denied``): the step fails saying which grant is
+        missing, never as an internal error."""
+        try:
+            yield
+        except StateError as exc:
+            raise ActionFailed(f"notify: {exc}", retryable=False) from None
+
     def states(self) -> dict[str, str]:
-        return dict(self.db.query(f"SELECT recipient, state FROM outbox WHERE {_KEY}", self.key))
+        with self._refused():
+            return dict(
+                self.db.query(
+                    f"SELECT recipient, state FROM {self._table} WHERE {self._where}", self._args
+                )
+            )
 
     def rows(self) -> list[tuple[OutboxRow, str, str, str | None]]:
-        got = self.db.query(
-            f"SELECT {_ROW}, state, queued_at, reason FROM outbox WHERE {_KEY} ORDER BY id",
-            self.key,
-        )
+        with self._refused():
+            got = self.db.query(
+                f"SELECT {_ROW}, state, queued_at, reason FROM {self._table}"
+                f" WHERE {self._where} ORDER BY id",
+                self._args,
+            )
         return [(row_of(r[:11]), r[11], r[12], r[13]) for r in got]
 
     def counts(self) -> dict[str, int]:
-        got = self.db.query(
-            f"SELECT state, count(*) FROM outbox WHERE {_KEY} GROUP BY state", self.key
-        )
+        with self._refused():
+            got = self.db.query(
+                f"SELECT state, count(*) FROM {self._table} WHERE {self._where} GROUP BY state",
+                self._args,
+            )
         return {s: int(n) for s, n in got}
 
     def write(
@@ -126,32 +176,40 @@ class StepOutbox:
         changes: Mapping[str, tuple[str, str | None]] | None = None,
     ) -> int:
         global _writes
-        db, key = self.db, self.key
+        db = self.db
         added = 0
+        # the ledger's record of the members told: a directory's state only for now
+        tell = self.cohort is not None and db.dialect == "sqlite"  # dialect: no ledger on PG
+        if self.cohort is not None and not tell and any(r.entity is not None for r in add):
+            raise ActionFailed(
+                "notify: messages to a cohort's members need the cohort ledger, which is not "
+                "on the PostgreSQL state backend yet; nothing was queued or sent",
+                retryable=False,
+            )
         try:
-            with db.transaction():
+            with self._refused(), db.transaction():
                 before = 0
-                if add and self.cohort is not None and state == "queued":
+                if add and tell and state == "queued":
                     before = int(db.query("SELECT coalesce(max(id), 0) FROM outbox")[0][0])
                 if add:
-                    head = (*key, self.cohort, state, at, at)
+                    head = (*self._args, self.cohort, state, at, at)
                     cur = db.executemany(  # a row is a tuple in the order of _ROW
-                        _INSERT + (_REPLACE if replace else "DO NOTHING"),
+                        self._insert + (_REPLACE if replace else "DO NOTHING"),
                         [(*head, *r) for r in add],
                     )
                     added = max(0, cur.rowcount)
                 if changes:
                     db.executemany(
-                        "UPDATE outbox SET state = ?, reason = ?, updated_at = ?"
-                        f" WHERE {_KEY} AND recipient = ?",
-                        [(s, why, at, *key, who) for who, (s, why) in changes.items()],
+                        f"UPDATE {self._table} SET state = ?, reason = ?, updated_at = ?"
+                        f" WHERE {self._where} AND recipient = ?",
+                        [(s, why, at, *self._args, who) for who, (s, why) in changes.items()],
                     )
-                if self.cohort is not None:
+                if tell:
                     self._tell(add, state, changes, before, at)
                 if _FAULT:
                     _writes += 1
                     _fault("outbox")
-        except sqlite3.Error as exc:
+        except db_errors(db) as exc:
             message = self._failed(exc) if self._failed else f"{db.path}: {exc}"
             raise ActionFailed(message, retryable=False) from None
         if _FAULT:

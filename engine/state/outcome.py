@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.model import Runbook, instance_id
-from . import ledger
+from . import dialect, ledger
 from .db import Database
 from .status import DONE, State, Status
 
@@ -161,7 +161,7 @@ def untold_of(db: Database, cohort: str, wave: str, attempt: int) -> Short | Non
         " AND s.key = m.key AND s.step = m.step AND s.attempt = m.attempt AND s.state = 'sent')"
     )
     keys = [k for (k,) in db.query(sql, (cohort, attempt, cohort, wave))]
-    if db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"):
+    if dialect.has_table(db, "outbox"):
         # the outbox keeps each message's delivery state (a send cut by a crash: uncertain)
         seen = set(keys)
         keys += [

@@ -31,6 +31,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,7 @@ class PgLease(Losable):
         self.took_over: Holder | None = None  # the holder it was taken from
         self._init_lost()
         self.user = ""
+        self.renewed: str | None = None  # the last renewal, database clock
         self.proof = False  # this session holds the advisory lock
         self._mutex = threading.Lock()
         self._stop = threading.Event()
@@ -134,7 +136,7 @@ class PgLease(Losable):
         is taken before the state is opened), or raise ``LockHeld`` (exit 4) naming the
         holder."""
         del db
-        conn = pg.connect(self.url)
+        conn = pg.connect(self.url, pg.application_name("lease"))
         try:
             pg.check_schema(conn, self.url)
             self._take(conn)
@@ -145,23 +147,38 @@ class PgLease(Losable):
             conn.close()
             raise
         self.conn = conn
+        # a renewal never waits on the lease row longer than its interval (another session
+        # holding it locked): it fails, and the failure is said (``Losable._renewal_failed``)
+        with contextlib.suppress(Exception):
+            conn.execute(f"SET lock_timeout = '{max(1, int(self.interval * 1000))}ms'")
         self._thread = threading.Thread(target=self._renew_loop, name="lease", daemon=True)
         self._thread.start()
         return self
 
     def _take(self, conn: Any) -> None:
-        alive_free = bool(
-            conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
-            ).fetchone()[0]
-        )
-        self.proof = alive_free
+        """Take it, or ``LockHeld``. Another process taking it at this instant (its session
+        holds the advisory lock, its holder row not committed yet) is waited for a moment
+        (``RACE_WAIT``): then its row names it (refused as any live holder is); if it never
+        comes, the refusal names the session that holds the advisory lock."""
         psycopg = pg._psycopg()
-        try:
-            with conn.transaction():
-                self._swap(conn, alive_free)
-        except psycopg.errors.LockNotAvailable:
-            raise _busy(conn, self.name) from None
+        deadline = time.monotonic() + RACE_WAIT
+        while True:
+            alive_free = bool(
+                conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_key(self.name),)
+                ).fetchone()[0]
+            )
+            self.proof = alive_free
+            try:
+                with conn.transaction():
+                    self._swap(conn, alive_free)
+                return
+            except psycopg.errors.LockNotAvailable:
+                raise _busy(conn, self.name) from None
+            except _Racing:
+                if time.monotonic() > deadline:
+                    raise _racing(conn, self.name) from None
+                time.sleep(0.1)
 
     def _swap(self, conn: Any, alive_free: bool) -> None:
         conn.execute("SET LOCAL lock_timeout = '10s'")
@@ -177,9 +194,7 @@ class PgLease(Losable):
             # whose session ended since): a free lock proves nothing, its lease decides
             alive_free = False
         if old is None and not alive_free:
-            raise LockHeld(
-                f"the state of {self.name} is being locked by another process right now; try again"
-            )
+            raise _Racing  # another process is taking it right now: `_take` waits a moment
         if old is not None and not alive_free:
             held_for = (float(lease_ms) / 1000.0) if lease_ms is not None else self.lease
             if old.age <= held_for:
@@ -222,24 +237,41 @@ class PgLease(Losable):
                 return
 
     def renew(self) -> bool:
-        """Renew on the database clock; False (and ``lost`` set) when the epoch moved on."""
+        """Renew on the database clock; False (and ``lost`` set) when the epoch moved on. A
+        renewal that fails otherwise (the server away, the row locked) is said, as is the
+        first that succeeds again (``Losable.on_renewal``); the next write decides."""
+        failed: str | None = None
         with self._mutex:
             if self.conn is None or self.lost_error is not None:
                 return False
             try:
                 cur = self.conn.execute(
                     "UPDATE runbook.lease SET renewed_at = clock_timestamp()"
-                    " WHERE runbook = %s AND epoch = %s",
+                    " WHERE runbook = %s AND epoch = %s RETURNING"
+                    " to_char(renewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
                     (self.name, self.epoch),
                 )
-                if cur.rowcount == 1:
+                row = cur.fetchone()
+                if row is not None:
+                    self.renewed = str(row[0])
                     if not self.proof:  # the proof of life, once a lost holder's session ends
                         self._take_proof()
-                    return True
-                by = _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
-            except Exception:  # noqa: BLE001 - the server away: the next write decides
-                return True
-        self._lose(by)  # outside the mutex: the callbacks may take their own locks
+                by = (
+                    None
+                    if row is not None
+                    else _taken_by(self.conn.execute(_HOLDER, (self.name,)).fetchone())
+                )
+            except Exception as exc:  # noqa: BLE001 - the server away: the next write decides
+                failed = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                by = None
+        # outside the mutex: the callbacks may take their own locks
+        if failed is not None:
+            self._renewal_failed(failed, self.renewed)
+            return True
+        if by is None:
+            self._renewal_ok()
+            return True
+        self._lose(by)
         return False
 
     def _take_proof(self) -> None:
@@ -363,13 +395,66 @@ def force(url: str, name: str, command: str) -> tuple[Probe, int]:
     return seen, int(epoch)
 
 
-def _busy(conn: Any, name: str) -> LockHeld:
-    """Exit 4 when the lease row stays locked past ``lock_timeout``: a writer (the holder,
-    stopped inside a write, most likely) is in the middle of a transaction; named when it
-    can be read (a plain read never waits on a row lock)."""
+RACE_WAIT = 5.0  # seconds a taker waits for another one taking the lease at this instant
+
+
+class _Racing(Exception):
+    """Nobody holds the lease, but another session holds its advisory lock: it is being
+    taken (or released) at this instant."""
+
+
+def _racing(conn: Any, name: str) -> LockHeld:
+    """Exit 4 when another session kept the lease's advisory lock without a holder row for
+    ``RACE_WAIT``: named by its role and its ``application_name`` (``runbook lease T pid N
+    @HOST`` for a runbook process; ``pg_stat_activity`` shows any role both), with the last
+    holder the row names."""
+    who = "another session"
+    try:
+        row = conn.execute(
+            "SELECT a.usename, a.application_name FROM pg_locks l"
+            " LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+            " CROSS JOIN (SELECT hashtextextended(%s, 0) AS k) key"
+            " WHERE l.locktype = 'advisory' AND l.granted"
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND l.classid::text::bigint = (key.k >> 32) & 4294967295"
+            " AND l.objid::text::bigint = key.k & 4294967295 AND l.objsubid = 1"
+            " AND l.pid <> pg_backend_pid() LIMIT 1",
+            (_key(name),),
+        ).fetchone()
+        if row is not None:
+            user, app = (str(row[0]) if row[0] else "?"), str(row[1] or "").strip()
+            who = f"{user} ({app})" if app else f"{user} (a session without a name)"
+        last = conn.execute(_HOLDER, (name,)).fetchone()
+    except pg._psycopg().Error:  # the refusal is said whatever the read gives
+        last = None
+    before = ""
+    if last is not None and last[4]:
+        before = f"; the lease was last taken by {last[2]} (`{last[4]}` at {last[3]})"
+    return LockHeld(
+        f"the state of {name} is being taken right now by {who}: its session holds the "
+        f"lease's lock, and no holder was recorded in {RACE_WAIT:g}s{before}; try again, "
+        "and see `runbook lock FILE`"
+    )
+
+
+def writer(conn: Any, name: str) -> str:
+    """Who is inside a write when a lock stays taken past ``lock_timeout``: the lease's
+    holder (stopped inside a write, most likely), read without waiting (a plain read never
+    waits on a row lock), or "another runbook process"."""
     try:
         seen = judge(conn, name)
-        who = seen.holder.describe() if seen.holder is not None else "another runbook process"
+        return seen.holder.describe() if seen.holder is not None else "another runbook process"
     except pg._psycopg().Error:  # the refusal is said whatever the read gives
-        who = "another runbook process"
-    return LockHeld(f"the state of {name} is busy: {who} is inside a write; try again")
+        return "another runbook process"
+
+
+def busy_error(name: str, who: str, more: str = "") -> LockHeld:
+    """Exit 4: the state is busy, ``who`` inside a write."""
+    also = f" ({more})" if more else ""
+    return LockHeld(f"the state of {name} is busy: {who} is inside a write{also}; try again")
+
+
+def _busy(conn: Any, name: str) -> LockHeld:
+    """Exit 4 when the lease row stays locked past ``lock_timeout`` (a takeover, ``unlock
+    --force``), naming the writer (``writer``)."""
+    return busy_error(name, writer(conn, name))

@@ -318,13 +318,26 @@ KEYS = "rb_member_keys"
 
 def _sqlite_members(conn: Connection, members: Any) -> None:
     """The members' keys in the connection's temp table ``rb_member_keys``, from the ledger
-    attached read-only; a read-only connection (``query_only``) lifts it for these engine
-    statements only."""
+    attached read-only, or, when the ledger is not a file (a PostgreSQL state), from the
+    members' keys inserted in the process (no round trip); a read-only connection
+    (``query_only``) lifts it for these engine statements only."""
     raw = conn.raw
+    path = members.ledger_path
+    if path is None:
+        with conn.engine_statements():
+            raw.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {KEYS} (rb_key PRIMARY KEY) WITHOUT ROWID"
+            )
+            raw.execute(f"DELETE FROM temp.{KEYS}")
+            keys = members.keys()
+            raw.executemany(
+                f"INSERT OR IGNORE INTO temp.{KEYS} (rb_key) VALUES (?)", [(k,) for k in keys]
+            )
+        return
     attached = {row[1] for row in raw.execute("PRAGMA database_list")}
     with conn.engine_statements():
         if LEDGER not in attached:
-            uri = "file:" + str(members.ledger_path) + "?mode=ro"
+            uri = "file:" + str(path) + "?mode=ro"
             raw.execute(f"ATTACH DATABASE ? AS {LEDGER}", (uri,))
         sql, args = members.select_sql(LEDGER)
         raw.execute(f"CREATE TEMP TABLE IF NOT EXISTS {KEYS} (rb_key PRIMARY KEY) WITHOUT ROWID")

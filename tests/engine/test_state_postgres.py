@@ -124,26 +124,36 @@ def test_state_init_twice_is_idempotent_and_a_newer_schema_is_exit_2(
 
     first = _init(pg_dsn, tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "created the state schema runbook (version 2)" in first.stdout
+    assert "created the state schema runbook (version 4)" in first.stdout
     password = pg_dsn.split(":")[2].split("@")[0]
     assert password not in first.stdout + first.stderr and ":***@" in first.stdout
     again = _init(pg_dsn, tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "is current (version 2): nothing to do" in again.stdout
+    assert "is current (version 4): nothing to do" in again.stdout
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         meta = dict(conn.execute("SELECT key, value FROM runbook.meta").fetchall())
-        assert meta == {"format": "runbook-state", "version": "2"}
+        assert meta == {"format": "runbook-state", "version": "4"}
         tables = {
             r[0]
             for r in conn.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = 'runbook'"
             )
         }
-        assert tables == {"meta", "state", "journal", "lease"}
+        assert tables == {
+            "meta",
+            "state",
+            "journal",
+            "lease",
+            "cohort",
+            "entity",
+            "transition",
+            "message",
+            "outbox",
+        }
         conn.execute("UPDATE runbook.meta SET value = '99' WHERE key = 'version'")
     newer = _init(pg_dsn, tmp_path)
     assert newer.returncode == 2
-    assert "version 99, newer than this program's (2)" in newer.stderr
+    assert "version 99, newer than this program's (4)" in newer.stderr
     assert "Traceback" not in newer.stderr and password not in newer.stderr
     (tmp_path / "r.yaml").write_text(
         runbook_yaml("n", phases=[{"id": "p", "steps": [sh("a", "true")]}])
@@ -653,10 +663,13 @@ def test_audit_on_postgresql_finds_a_tampered_record_and_names_its_seq(
 # -- what the backend refuses ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("what", ["cohorts", "notify", "foreach"])
+@pytest.mark.parametrize("what", ["cohorts", "notify-cohort", "foreach"])
 def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_writing(
     team: Team, what: str
 ) -> None:
+    """Only a notify to a cohort's members (the ledger records their messages) is refused
+    now: cohorts and foreach run on PostgreSQL (test_ledger_postgres.py), and so does a
+    notify to explicit recipients (test_outbox_postgres.py)."""
     import sqlite3
 
     role = next(iter(team.roles))
@@ -667,20 +680,18 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     con.commit()
     con.close()
     first = sh("a", "echo a >> ledger.txt")
-    if what == "notify":
+    if what == "notify-cohort":
         tell = {
             "id": "tell",
             "action": "notify",
             "with": {
                 "channel": "outbox",
-                "to": ["ops@example.com"],
+                "to": {"cohort": "subs"},
                 "templates": {"en": {"subject": "Moving", "body": "Hi"}},
             },
             "rollback": "none",
         }
-        (cwd / "r.yaml").write_text(
-            runbook_yaml("refused", phases=[{"id": "p", "steps": [first, tell]}])
-        )
+        write_subs_runbook("refused", [first, tell], [{"id": "all", "size": "rest"}])
     elif what == "cohorts":
         write_subs_runbook("refused", [first], [{"id": "all", "size": "rest"}])
     else:
@@ -689,18 +700,23 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
     valid = run(cwd, dict(os.environ), "validate", "r.yaml")
     assert valid.returncode == 0, valid.stdout + valid.stderr
     r = run(cwd, team.env(role), "apply", "r.yaml", "--yes")
+    if what in ("cohorts", "foreach"):  # held on PostgreSQL now
+        assert r.returncode == 0, r.stdout + r.stderr
+        # no step marks its members here: drawn into the wave, pending
+        assert team.sql("SELECT key, wave, state FROM runbook.entity") == [(1, "all", "pending")]
+        assert not (cwd / ".runbook").exists()
+        return
     assert r.returncode == 2, r.stdout + r.stderr
     assert "not supported on the PostgreSQL state backend yet" in r.stderr
-    assert {
-        "cohorts": "cohorts (subs)",
-        "notify": "notify steps",
-        "foreach": "foreach steps (each)",
-    }[what] in r.stderr
+    assert "notify steps to a cohort, whose messages the ledger records (tell)" in r.stderr
+    assert "foreach steps" not in r.stderr
     assert "Traceback" not in r.stderr
     assert not (cwd / "ledger.txt").exists() and not (cwd / ".runbook").exists()
     assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
     assert team.sql("SELECT count(*) FROM runbook.lease") == [(0,)]
+    assert team.sql("SELECT count(*) FROM runbook.outbox") == [(0,)]
+    assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]
 
 
 def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
@@ -1055,11 +1071,17 @@ def test_pins_on_postgresql_use_a_per_runbook_var_key_never_shown(
     assert audit.returncode == 0 and "chain holds" in audit.stdout
 
 
-def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_path: Path) -> None:
+def test_state_init_migrates_a_version_1_schema_to_the_current_version(
+    pg_dsn: str, tmp_path: Path
+) -> None:
     import psycopg
 
     assert _init(pg_dsn, tmp_path).returncode == 0
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 1 left it
+        conn.execute(
+            "DROP TABLE runbook.outbox, runbook.cohort, runbook.entity, runbook.transition,"
+            " runbook.message"
+        )
         conn.execute("ALTER TABLE runbook.state DROP COLUMN var_key")
         conn.execute("UPDATE runbook.meta SET value = '1' WHERE key = 'version'")
     (tmp_path / "r.yaml").write_text(
@@ -1070,7 +1092,7 @@ def test_state_init_migrates_a_version_1_schema_to_version_2(pg_dsn: str, tmp_pa
     assert old.returncode == 2 and "migrate it with `runbook state init" in old.stderr
     migrated = _init(pg_dsn, tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    assert "migrated the state schema runbook from version 1 to 2" in migrated.stdout
+    assert "migrated the state schema runbook from version 1 to 4" in migrated.stdout
     applied = run(tmp_path, env, "apply", "r.yaml", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
