@@ -126,7 +126,7 @@ def test_freeze_then_every_wave_marks_its_members_on_postgresql_and_customers_re
     assert '"verified": 442' in report.stdout.replace("\n", "")
 
 
-def test_state_init_migrates_a_version_2_schema_to_version_3_with_the_ledger(
+def test_state_init_migrates_a_version_2_schema_to_the_current_one_with_the_ledger(
     pg_dsn: str, tmp_path: Path
 ) -> None:
     import psycopg
@@ -136,18 +136,19 @@ def test_state_init_migrates_a_version_2_schema_to_version_3_with_the_ledger(
     assert _init(pg_dsn, tmp_path).returncode == 0
     with psycopg.connect(pg_dsn, autocommit=True) as conn:  # as version 2 left it
         conn.execute(
-            "DROP TABLE runbook.cohort, runbook.entity, runbook.transition, runbook.message"
+            "DROP TABLE runbook.cohort, runbook.entity, runbook.transition, runbook.message,"
+            " runbook.outbox"
         )
         conn.execute("UPDATE runbook.meta SET value = '2' WHERE key = 'version'")
     _setup(tmp_path / "w", rows=60)
     env = {**os.environ, "RUNBOOK_STATE": pg_dsn}
     old = run(tmp_path / "w", env, "apply", "m.yaml", "--yes")
     assert old.returncode == 2, old.stdout + old.stderr
-    assert "the state schema is at version 2, this program needs 3" in old.stderr
+    assert "the state schema is at version 2, this program needs 4" in old.stderr
     assert "migrate it with `runbook state init" in old.stderr
     migrated = _init(pg_dsn, tmp_path)
     assert migrated.returncode == 0, migrated.stderr
-    assert "migrated the state schema runbook from version 2 to 3" in migrated.stdout
+    assert "migrated the state schema runbook from version 2 to 4" in migrated.stdout
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         tables = {
             r[0]
@@ -155,10 +156,9 @@ def test_state_init_migrates_a_version_2_schema_to_version_3_with_the_ledger(
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'runbook'"
             ).fetchall()
         }
-        assert {"cohort", "entity", "transition", "message"} <= tables
-        assert not {t for t in tables if "outbox" in t}  # version 4's, not this one's
+        assert {"cohort", "entity", "transition", "message", "outbox"} <= tables
         assert conn.execute("SELECT value FROM runbook.meta WHERE key = 'version'").fetchone() == (
-            "3",
+            "4",
         )
     applied = run(tmp_path / "w", env, "apply", "m.yaml", "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr

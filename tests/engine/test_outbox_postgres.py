@@ -500,7 +500,11 @@ def test_state_init_migrates_a_version_2_schema_to_4_keeping_its_runbooks(
         runbook_yaml("old", phases=[{"id": "p", "steps": [sh("a", "true")]}])
     )
     assert run(tmp_path, _env(team, ana), "apply", "old.yaml", "--yes").returncode == 0
-    team.sql("DROP TABLE runbook.outbox")  # as version 2 left it
+    # as version 2 left it: neither the ledger's tables (version 3) nor the outbox (4)
+    team.sql(
+        "DROP TABLE runbook.outbox, runbook.cohort, runbook.entity, runbook.transition,"
+        " runbook.message"
+    )
     team.sql("UPDATE runbook.meta SET value = '2' WHERE key = 'version'")
     _write(tmp_path, [_email("tell", server.port, PEOPLE[:2])])
     old = run(tmp_path, _env(team, ana), "apply", "r.yaml", "--yes")
@@ -513,7 +517,8 @@ def test_state_init_migrates_a_version_2_schema_to_4_keeping_its_runbooks(
     assert "migrated the state schema runbook from version 2 to 4" in migrated.stdout
     assert (
         "grant the operators' roles SELECT, INSERT, UPDATE on the tables it added: "
-        "runbook.outbox" in migrated.stdout
+        "runbook.cohort, runbook.entity, runbook.transition, runbook.message, runbook.outbox"
+        in migrated.stdout
     )
     assert team.sql("SELECT value FROM runbook.meta WHERE key = 'version'") == [("4",)]
     # a table made by the migration has no grants yet: exit 2 before anything, naming them
