@@ -117,6 +117,18 @@ class Database:
         """Inside a write transaction, before the journal's last record is read: nothing on
         SQLite (``BEGIN IMMEDIATE`` serialises the writers already)."""
 
+    def appended(self, seq: int, hash_: str) -> None:
+        """``journal.append`` wrote up to record ``seq`` whose chain hash is ``hash_`` (in the
+        caller's transaction): nothing on SQLite."""
+
+    def append_once(self, records: Sequence[dict[str, Any]]) -> int | None:
+        """Append ``records`` (masked, stamped) fenced, chained and committed by one statement,
+        outside any transaction: the sequence number of the first, or None when this backend
+        has no such statement or it could not be used (the caller then writes them in a
+        transaction). SQLite's commit is local: none."""
+        del records
+        return None
+
     def close(self) -> None:
         with self.lock:
             self.con.close()

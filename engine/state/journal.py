@@ -51,12 +51,7 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
     last = db.query(f"SELECT seq, hash FROM {table}{where} ORDER BY seq DESC LIMIT 1", scope)
     seq, prev = (int(last[0][0]), last[0][1] or GENESIS) if last else (0, GENESIS)
     first = seq + 1
-    rows = []
-    for r in records:
-        seq += 1
-        text = encode(r)
-        prev = link(prev, seq, text)
-        rows.append((*scope, seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+    rows = [(*scope, *row) for row in chained(seq, prev, records)]
     if scope:  # PostgreSQL: one statement per 5,000 records (under its 65,535 parameters)
         for start in range(0, len(rows), 5000):
             chunk = rows[start : start + 5000]
@@ -65,9 +60,24 @@ def append(db: Database, records: Sequence[dict[str, Any]]) -> int:
                 f"INSERT INTO {table} (runbook, seq, at, kind, rec, hash) VALUES {values}",
                 [v for row in chunk for v in row],
             )
+        db.appended(first + len(rows) - 1, str(rows[-1][-1]))  # the next append_once's base
         return first
     db.executemany("INSERT INTO journal (seq, at, kind, rec, hash) VALUES (?, ?, ?, ?, ?)", rows)
     return first
+
+
+def chained(
+    seq: int, prev: str, records: Sequence[dict[str, Any]]
+) -> list[tuple[int, str, str, str, str]]:
+    """(seq, at, kind, stored text, chain hash) of ``records`` appended after record ``seq``
+    whose hash is ``prev``: the text encoded once, each hash over the text as stored."""
+    rows = []
+    for r in records:
+        seq += 1
+        text = encode(r)
+        prev = link(prev, seq, text)
+        rows.append((seq, str(r.get("at", "")), str(r.get("t", "")), text, prev))
+    return rows
 
 
 def _scope(db: Database) -> tuple[str, str, tuple[str, ...]]:

@@ -29,7 +29,11 @@ dialects is in ``dialect.py``.
 A group commit is one transaction. Appenders of one runbook are serialised inside their
 transaction by a transaction-level advisory lock, so that the previous hash and sequence
 number read in it are the last ones; a lease holder's writes are fenced in the same
-transaction (``fence``).
+transaction (``fence``). A checkpoint of records only (no effects) is one statement, its own
+transaction, one round trip (``FUSED_APPEND``, ``PgDatabase.append_once``): the fence, the
+lock and the insert of records the client chained to the last record its connection wrote;
+when another process appended since (``approve``, ``resolve``) or the epoch moved on, it writes
+nothing and the checkpoint is written by the transaction, whose fence refuses a lost lease.
 """
 
 from __future__ import annotations
@@ -126,6 +130,40 @@ FENCED_APPEND_LOCK = (
     " pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %s, 0))"
 )
 
+# One checkpoint in one statement, its own transaction (autocommit: no BEGIN, no COMMIT round
+# trip), written by ``PgDatabase.append_once``: the lease's epoch read under a share lock (the
+# fence), the appenders' lock, the journal's last record, and the insert of records chained
+# by the client to the last record it wrote. The insert happens only when the epoch is the
+# holder's and the last record is still the one the hashes were chained to; otherwise
+# nothing is written and the caller writes in a transaction (``Store.flush``). The statement's
+# snapshot is taken before the appenders' lock: an append committed by another process in
+# between is not seen by ``last`` but collides on the key (runbook, seq), which aborts the
+# whole statement (unique violation), so a record is never chained to a stale hash.
+FUSED_APPEND = (
+    "WITH fence AS MATERIALIZED (SELECT {epoch} AS epoch,"
+    " pg_advisory_xact_lock(hashtextextended('runbook.journal:' || %(rb)s, 0)) AS locked),"
+    " last AS MATERIALIZED (SELECT seq, hash FROM runbook.journal WHERE runbook = %(rb)s"
+    " ORDER BY seq DESC LIMIT 1),"
+    " ins AS (INSERT INTO runbook.journal (runbook, seq, at, kind, rec, hash)"
+    " SELECT %(rb)s, v.seq, v.at, v.kind, v.rec, v.hash FROM (VALUES {values})"
+    " AS v (seq, at, kind, rec, hash), fence"
+    " WHERE fence.epoch IS NOT DISTINCT FROM %(epoch)s::bigint"
+    " AND coalesce((SELECT seq FROM last), 0) = %(seq)s::bigint"
+    " AND (SELECT hash FROM last) IS NOT DISTINCT FROM %(hash)s::text RETURNING 1)"
+    " SELECT fence.epoch, (SELECT count(*) FROM ins) FROM fence"
+)
+_LEASE_EPOCH = "(SELECT epoch FROM runbook.lease WHERE runbook = %(rb)s FOR SHARE)"
+
+
+def fused_append(fenced: bool, rows: int) -> str:
+    """``FUSED_APPEND`` for ``rows`` records; ``fenced``: with the lease's epoch check (a
+    writer without the lease, ``approve`` or ``resolve``, checks none)."""
+    values = ", ".join(
+        f"(%(s{i})s::bigint, %(a{i})s::text, %(k{i})s::text, %(r{i})s::text, %(h{i})s::text)"
+        for i in range(rows)
+    )
+    return FUSED_APPEND.format(epoch=_LEASE_EPOCH if fenced else "NULL::bigint", values=values)
+
 
 _PERCENT = re.compile(r"%[s%]|%")
 
@@ -184,6 +222,8 @@ class PgDatabase(Database):
         # transaction whose lease epoch is no longer the holder's
         self.fence: Callable[[Database], None] | None = None
         self.write_errors = (_psycopg().OperationalError,)
+        # (seq, hash) of the last record this connection wrote: ``append_once`` chains to it
+        self._head: tuple[int, str] | None = None
 
     def connection_lost(self, exc: BaseException) -> bool:
         """The server ended this connection (a restart, a failover, ``pg_terminate_backend``)
@@ -256,6 +296,54 @@ class PgDatabase(Database):
         if not self._appending:
             self.pcon.execute(APPEND_LOCK, (self.runbook,))
             self._appending = True
+
+    def appended(self, seq: int, hash_: str) -> None:
+        self._head = (seq, hash_)
+
+    def _epoch(self) -> tuple[bool, int | None] | None:
+        """(fenced, the lease's epoch) for ``append_once``; None when the fence is not the
+        lease's on PostgreSQL (or the lease is lost): the transaction path decides."""
+        if self.fence is None:
+            return False, None
+        # ``PgLease.fence`` (bound): its check is the one ``FUSED_APPEND`` repeats
+        owner: Any = getattr(self.fence, "__self__", None)
+        if getattr(owner, "FUSED_FENCE", False) is not True:
+            return None
+        epoch = owner.epoch
+        if not isinstance(epoch, int) or owner.lost_error is not None:
+            return None
+        return True, epoch
+
+    def append_once(self, records: Sequence[dict[str, Any]]) -> int | None:
+        """One round trip per checkpoint (``FUSED_APPEND``): fenced, serialised, chained to the
+        last record this connection wrote and committed by the one statement. None, with
+        nothing written, when it does not apply (no record written by this connection yet,
+        inside a transaction, more than 1,000 records, another process appended since, the
+        epoch moved on): the caller then writes in a transaction, whose fence says why."""
+        from . import journal
+
+        with self.lock:
+            fence = self._epoch()
+            if self._depth or self._head is None or fence is None or not 0 < len(records) <= 1000:
+                return None
+            seq, prev = self._head
+            rows = journal.chained(seq, prev, records)
+            params: dict[str, Any] = {"rb": self.runbook, "epoch": fence[1], "seq": seq,
+                                      "hash": prev}  # fmt: skip
+            for i, (s, a, k, r, h) in enumerate(rows):
+                params.update({f"s{i}": s, f"a{i}": a, f"k{i}": k, f"r{i}": r, f"h{i}": h})
+            psycopg = _psycopg()
+            try:
+                with self._denied():
+                    got = self.pcon.execute(fused_append(fence[0], len(rows)), params).fetchone()
+            except psycopg.errors.UniqueViolation:  # appended by another process meanwhile
+                self._head = None
+                return None
+            if got is None or int(got[1]) != len(rows):
+                self._head = None
+                return None
+            self._head = (rows[-1][0], rows[-1][4])
+            return seq + 1
 
     def copy(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """``COPY … FROM STDIN`` of ``rows`` (text format; a value is its text, None is

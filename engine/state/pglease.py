@@ -15,7 +15,8 @@ Every takeover (and ``unlock --force``) bumps ``epoch``. ``fence`` runs first in
 write transaction of the holder (``Store.fence_with``, ``Database.transaction``: ``SELECT epoch
 … FOR SHARE`` with the appenders' lock, one statement): when the epoch is no longer its own,
 ``LeaseLost`` (exit 4) is raised there, the transaction rolls back and nothing is written; the
-run stops.
+run stops. A checkpoint written by one statement (``pg.FUSED_APPEND``) reads the epoch the same
+way and inserts nothing when it is not this holder's; the transaction that follows raises.
 
 ``PgLease`` has the shape of the directory's ``Lease`` (``lease.py``): ``acquire``, ``fence``,
 ``release``, ``probe``, ``notice``, ``took_over``, ``lost``/``lost_error`` and ``on_lost``;
@@ -116,6 +117,9 @@ def interval(lease: float) -> float:
 class PgLease(Losable):
     """This process's lease on one runbook's state on PostgreSQL: ``acquire``, a renewal
     thread, ``fence`` inside every write transaction, ``release``."""
+
+    # ``fence`` is the epoch check on ``runbook.lease`` that ``pg.FUSED_APPEND`` repeats
+    FUSED_FENCE = True
 
     def __init__(
         self, url: str, name: str, lease: float = DEFAULT_SECONDS, command: str | None = None

@@ -282,7 +282,8 @@ class Store:
             return clean
 
     def flush(self) -> None:
-        """Write every staged record in one transaction (one fsync). A failed write (disk
+        """Write every staged record in one transaction (one fsync; on PostgreSQL one
+        statement when there are no effects, ``Database.append_once``). A failed write (disk
         full, I/O error) commits nothing and every later write is refused: the state on disk
         stays as it was at the last checkpoint, and nothing acts on what was not written."""
         with self._lock:
@@ -292,6 +293,14 @@ class Store:
                 raise StateWriteError(self.failed)
             staged, self._staged = self._staged, []
             effects, self._effects = self._effects, []
+            once: int | None = None
+            try:
+                once = None if effects else self.db.append_once(staged)
+            except self.db.write_errors as exc:
+                self._fail(exc)
+            if once is not None:  # fenced, chained and committed by one statement
+                self._written(once, len(staged))
+                return
             try:
                 with self.db.transaction():
                     for effect in effects:
@@ -318,14 +327,29 @@ class Store:
             if self.failed is not None:
                 raise StateWriteError(self.failed)
             clean: list[dict[str, Any]] = []
+            once: int | None = None
+            if effect is None:
+                for rec in records:
+                    c: dict[str, Any] = self.masker.mask_record(rec)
+                    c.setdefault("at", now())
+                    clean.append(c)
+                try:
+                    once = self.db.append_once(clean)
+                except self.db.write_errors as exc:
+                    self._fail(exc)
+                if once is not None:
+                    for c in clean:
+                        self.state.apply(c)
+                    self._written(once, len(clean))
+                    return clean
             try:
                 with self.db.transaction():
                     if effect is not None:
-                        effect(self.db)
-                    for rec in records:
-                        c: dict[str, Any] = self.masker.mask_record(rec)
-                        c.setdefault("at", now())
-                        clean.append(c)
+                        effect(self.db)  # it may fill in the records: masked after it
+                        for rec in records:
+                            c = self.masker.mask_record(rec)
+                            c.setdefault("at", now())
+                            clean.append(c)
                     first = journal.append(self.db, clean)
                     if effect is not None and _FAULT:
                         _count_effects()
