@@ -474,12 +474,17 @@ _SCHEMA_OWNER = (
     " SELECT roleid FROM m)"
     " FROM pg_namespace n WHERE n.nspname = 'runbook'"
 )
+# every object of the schema, with the table that owns it when it is a sequence (an identity
+# column's: the state's own when its table is)
 _SCHEMA_OBJECTS = (
-    "SELECT c.relname, c.relkind::text FROM pg_class c WHERE c.relnamespace = 'runbook'::regnamespace"
+    "SELECT c.relname, c.relkind::text, (SELECT t.relname FROM pg_depend d"
+    " JOIN pg_class t ON t.oid = d.refobjid WHERE d.classid = 'pg_class'::regclass"
+    " AND d.objid = c.oid AND d.deptype IN ('a', 'i') AND t.relnamespace = c.relnamespace"
+    " LIMIT 1) FROM pg_class c WHERE c.relnamespace = 'runbook'::regnamespace"
     " AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')"
-    " UNION ALL SELECT p.proname, 'function' FROM pg_proc p"
+    " UNION ALL SELECT p.proname, 'function', NULL FROM pg_proc p"
     " WHERE p.pronamespace = 'runbook'::regnamespace"
-    " UNION ALL SELECT t.typname, 'type' FROM pg_type t"
+    " UNION ALL SELECT t.typname, 'type', NULL FROM pg_type t"
     " WHERE t.typnamespace = 'runbook'::regnamespace AND t.typtype IN ('c', 'd', 'e', 'r')"
     " AND t.typrelid = 0"
 )
@@ -503,8 +508,8 @@ def _refuse_foreign_schema(conn: Any, url: str) -> None:
         )
     foreign = sorted(
         f"{name} ({kind})"
-        for name, kind in conn.execute(_SCHEMA_OBJECTS).fetchall()
-        if not (kind in ("r", "p") and name in _TABLES)
+        for name, kind, table in conn.execute(_SCHEMA_OBJECTS).fetchall()
+        if not (kind in ("r", "p") and name in _TABLES) and not (kind == "S" and table in _TABLES)
     )
     if foreign:
         shown_objects = ", ".join(foreign[:10]) + (" …" if len(foreign) > 10 else "")

@@ -308,7 +308,7 @@ class PgLease(Losable):
                         + ("its session ended, " if gone else "")
                         + "the lease is no longer proven; this run stops"
                     )
-                    by = self._who_took(reason)
+                    by = self._who_took(reason, gone)
         # outside the mutex: the callbacks may take their own locks
         if failed is not None:
             self._renewal_failed(failed, self.renewed)
@@ -329,7 +329,7 @@ class PgLease(Losable):
         ).fetchone()
         return bool(row and row[0])
 
-    def _who_took(self, reason: str) -> str:
+    def _who_took(self, reason: str, gone: bool = True) -> str:
         """Who took the lease over, read on new connections until it expires (the run is
         stopping either way); else why it is lost."""
         with contextlib.suppress(Exception):
@@ -347,6 +347,8 @@ class PgLease(Losable):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        if not gone:
+            return f"nobody yet: it expired unrenewed ({reason}), so anyone may take it over"
         return f"nobody yet: its session ended ({reason}), so anyone may take it over at once"
 
     def _take_proof(self) -> None:

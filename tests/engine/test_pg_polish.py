@@ -119,8 +119,10 @@ def test_pg_approve_and_resolve_beside_a_stalled_writer_wait_bounded_then_exit_4
     ana, bo = _two_places(tmp_path)
     role_a, role_b = list(team.roles)
     _stalled_writer_runbook(ana, bo)
+    # a lease longer than the stall: the stand-in writer also blocks the holder's renewals
+    # (an apply whose lease expires unrenewed stops, exit 4: not what is tested here)
     proc = subprocess.Popen(
-        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=ana, env=team.env(role_a),
+        [RUNBOOK, "apply", "r.yaml", "--yes", "--lease", "300s"], cwd=ana, env=team.env(role_a),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
