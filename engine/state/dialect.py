@@ -37,10 +37,11 @@ def _pg(db: Database) -> bool:
 
 def has_table(db: Database, name: str) -> bool:
     """The table ``name`` of the state exists (on PostgreSQL: this session's view of a ledger
-    table, else the schema's table)."""
+    table; the schema's other tables are there, its version was checked on opening)."""
     if _pg(db):
-        where = f"pg_temp.{name}" if name in LEDGER_TABLES else f"runbook.{name}"
-        return db.query("SELECT to_regclass(?)", (where,))[0][0] is not None
+        if name not in LEDGER_TABLES:
+            return True
+        return db.query("SELECT to_regclass(?)", (f"pg_temp.{name}",))[0][0] is not None
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
 
