@@ -56,10 +56,9 @@ def _one(rb: Any, name: str | None) -> Any:
 
 @contextmanager
 def _store(ctx: click.Context, prepared: Any) -> Iterator[Any]:
-    from ..state.backend import leased, refuse_unsupported
+    from ..state.backend import leased
 
     rb = prepared.runbook
-    refuse_unsupported(rb, state_dir(ctx), prepared.file)
     from ..run.session import stop_leftovers
 
     console = Console()

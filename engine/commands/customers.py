@@ -77,9 +77,6 @@ def command(
 
     console = Console()
     rb = load_or_report(file, console).runbook
-    from ..state.backend import refuse_unsupported
-
-    refuse_unsupported(rb, state_dir(ctx), file)
     cohort = pick_cohort(rb, cohort_name)
     masker = Masker(available(rb))
     query = Query(keys, wave, states, fmt)

@@ -103,9 +103,6 @@ def command(
         raise InvalidInput("--resend-uncertain and --ca-file go with --relay URL")
     console = Console()
     rb = load_or_report(file, console).runbook
-    from ..state.backend import refuse_unsupported
-
-    refuse_unsupported(rb, state_dir(ctx), file)
     smtp = _smtp(relay_url, ca_file) if relay_url else None
     state = state_dir(ctx)
     export: dict[str, Any] | None = None

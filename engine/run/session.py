@@ -148,10 +148,8 @@ def open_session(
     """The runbook's state under this process's lease (``state/backend.leased``: the
     directory's ``state/lease``, or PostgreSQL's ``state/pglease``): taken (or taken over
     from a holder that is gone or expired, with a notice) before anything is read for the
-    run, renewed by its own thread, checked inside every write, released at the end. What
-    the PostgreSQL backend does not hold yet is refused (exit 2) before anything is taken."""
+    run, renewed by its own thread, checked inside every write, released at the end."""
     rb = prepared.runbook
-    backend.refuse_unsupported(rb, state_dir, prepared.file)
     with backend.leased(state_dir, rb.name, prepared.masker, lease_seconds) as (store, lease):
         reporter: Reporter = make_reporter(
             fmt, prepared.masker, len(rb.instances), title or rb.name

@@ -1,10 +1,11 @@
 """The backend a command works on, chosen by its state location (``location.py``): the lease
-a writer takes, the identity it records, and what the PostgreSQL backend does not hold yet.
+a writer takes, and how anyone reads it.
 
 - a directory: the lease of ``lease.py`` (a row of ``state.db``, a flocked file per epoch),
   the OS user (``identity.py``);
 - PostgreSQL: the lease of ``pglease.py`` (a row of ``runbook.lease``, an advisory lock as
-  proof of life), ``session_user``; the outbox as rows of ``runbook.outbox``.
+  proof of life), ``session_user``; the ledger and the outbox as rows of the schema
+  ``runbook`` (``pg.py``).
 
 Both leases have one shape (``HeldLease``): ``acquire``, ``fence`` (set on the store with
 ``Store.fence_with``: it runs first inside every write transaction), ``release``, ``probe``,
@@ -17,18 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..errors import InvalidInput, LeaseLost
-from ..format.model import Call, Runbook
+from ..errors import LeaseLost
 from ..masking import Masker
 from . import location
 from .db import Database
 from .holder import DEFAULT_SECONDS, Holder, Probe
 from .store import Store, state_path
-
-UNSUPPORTED = "not supported on the PostgreSQL state backend yet"
 
 
 class HeldLease(Protocol):
@@ -94,31 +92,3 @@ def probe(state: str | os.PathLike[str], name: str) -> Probe:
     from .holder import probe as probe_dir
 
     return probe_dir(state_path(state, name))
-
-
-def _to_cohort(call: Call | None) -> bool:
-    """A `notify` call that addresses a cohort's members (`to: {cohort: NAME}`)."""
-    if call is None or not call.action.startswith("notify"):
-        return False
-    to = call.params.get("to")
-    return isinstance(to, Mapping) and "cohort" in to
-
-
-def refuse_unsupported(rb: Runbook, state: str | os.PathLike[str], file: str) -> None:
-    """Exit 2, before anything is written, for what the PostgreSQL backend does not hold yet:
-    the ledger's record of the messages of `notify` steps to a cohort's members (the outbox,
-    the ledger and foreach's member records are held there)."""
-    if not location.is_postgres(state):
-        return
-    told = [
-        s.id
-        for ph in rb.phases
-        for s in ph.steps
-        if any(_to_cohort(c) for c in (s.call, s.rollback))
-    ] + [c.id for c in rb.contingencies if _to_cohort(c.call)]
-    if told:
-        raise InvalidInput(
-            f"{file}: notify steps to a cohort, whose messages the ledger records "
-            f"({', '.join(told[:5])}): {UNSUPPORTED} (they stay in a state directory this "
-            f"release); use --state DIR for {rb.name}; nothing was written"
-        )

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..actions import OutboxRow
 from ..errors import StateError
 from . import db as dbm
-from . import location
+from . import dialect, location
 from .db import Database
 from .outbox import _ROW, has_outbox, row_of, scope
 from .store import now, state_path
@@ -165,9 +165,7 @@ class RelayQueue:
         message (``sending``, by this relay), or None when there is none."""
         if not has_outbox(self.db):
             return None
-        # dialect: on PostgreSQL the row is locked as it is read, and a row another relay
-        # holds is passed over (two relays never claim one row); SQLite has one writer
-        skip = " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
+        skip = dialect.skip_locked(self.db)  # two relays never claim one row
         at = now()
         with self.db.transaction():
             if done is not None:
@@ -230,8 +228,8 @@ def opened(state: str | os.PathLike[str], name: str, *, write: bool) -> Iterator
             yield None
             return
         try:
-            if not write:  # dialect: PostgreSQL's read-only session, SQLite's query_only
-                pdb.execute("SET default_transaction_read_only = on")
+            if not write:
+                dialect.read_only(pdb)
             yield pdb
         finally:
             pdb.close()

@@ -1,7 +1,8 @@
-"""What the ledger's SQL says differently on the two state backends, keyed on ``db.dialect``
-(``"sqlite"``: ``db.py``; ``"postgresql"``: ``pg.py``). Everything else of the ledger's SQL is
-the same text on both: on PostgreSQL each connection sees the runbook's ledger rows through
-temporary views named like the directory's tables (``pg.ledger_views``).
+"""What the ledger's and the outbox's SQL say differently on the two state backends, keyed on
+``db.dialect`` (``"sqlite"``: ``db.py``; ``"postgresql"``: ``pg.py``). Everything else of the
+ledger's SQL is the same text on both: on PostgreSQL each connection sees the runbook's ledger
+rows through temporary views named like the directory's tables (``pg.ledger_views``); the
+outbox is one table for every runbook there, scoped by ``outbox.scope``.
 
 - a key as a parameter: SQLite keeps it untyped; PostgreSQL's ``key`` column is JSONB (the
   value with its type: 1 is not '1'), so a key is sent as JSON (``key``);
@@ -10,7 +11,9 @@ temporary views named like the directory's tables (``pg.ledger_views``).
   JSONB keys, one ``COPY``;
 - the frozen draw: SQLite inserts in the process with the wave index built after; PostgreSQL
   loads it with one ``COPY``;
-- catalogue, row identity, NULL-safe comparison, a JSON attribute, an exact key comparison.
+- catalogue, row identity, NULL-safe comparison, a JSON attribute, an exact key comparison;
+- the outbox: a member's key in its rows (``with_key``), the driver's errors, the relay's
+  skip-locked claim, a reader's read-only session.
 
 Outside data (keys, attributes) are always parameters or COPY data, never SQL text.
 """
@@ -23,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .db import Database
+from .pg import LEDGER_TABLES
 
 PG = "postgresql"
 
@@ -32,8 +36,11 @@ def _pg(db: Database) -> bool:
 
 
 def has_table(db: Database, name: str) -> bool:
-    """The table ``name`` of the state exists (on PostgreSQL: this session's view of it)."""
+    """The table ``name`` of the state exists (on PostgreSQL: this session's view of a ledger
+    table; the schema's other tables are there, its version was checked on opening)."""
     if _pg(db):
+        if name not in LEDGER_TABLES:
+            return True
         return db.query("SELECT to_regclass(?)", (f"pg_temp.{name}",))[0][0] is not None
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
 
@@ -49,6 +56,40 @@ def key(db: Database, value: Any) -> Any:
 
 def keys(db: Database, values: Iterable[Any]) -> list[Any]:
     return [key(db, v) for v in values]
+
+
+def with_key(db: Database, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows whose last column is a ledger key or None (an outbox row's ``entity``), that key
+    as ``key`` sends it (JSONB on PostgreSQL, None a NULL); on SQLite the rows as they are."""
+    if not _pg(db):
+        return rows
+    return [(*r[:-1], None if r[-1] is None else key(db, r[-1])) for r in rows]
+
+
+def errors(db: Database) -> tuple[type[BaseException], ...]:
+    """The driver's errors (psycopg's, or sqlite3's)."""
+    if _pg(db):
+        import psycopg
+
+        return (psycopg.Error,)
+    import sqlite3
+
+    return (sqlite3.Error,)
+
+
+def skip_locked(db: Database) -> str:
+    """The tail of a claim's ``SELECT``: on PostgreSQL the row is locked as it is read and a
+    row another transaction holds is passed over; SQLite has one writer at a time."""
+    return " FOR UPDATE SKIP LOCKED" if _pg(db) else ""
+
+
+def read_only(db: Database) -> None:
+    """This connection's transactions read only: PostgreSQL's session default, SQLite's
+    ``query_only``."""
+    if _pg(db):
+        db.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+    else:
+        db.execute("PRAGMA query_only = ON")
 
 
 def _text(value: Any) -> str:
@@ -173,9 +214,20 @@ def differs(db: Database) -> str:
     return "IS DISTINCT FROM" if _pg(db) else "IS NOT"
 
 
+# a JSON text's escaped NUL (``\u0000`` after an even run of backslashes), which PostgreSQL's
+# ``jsonb`` refuses; twice, for NULs side by side (a match takes the character before it)
+_NUL = r"'(^|[^\\])((\\\\)*)\\u0000', '\1\2\\ufffd', 'g'"
+
+
 def json_field(db: Database, column: str) -> str:
-    """``column``'s (JSON text) attribute named by the next parameter, as text."""
-    return f"({column})::jsonb ->> ?" if _pg(db) else f"{column} ->> ?"
+    """``column``'s (JSON text) attribute named by the next parameter, as text. On PostgreSQL
+    a NUL in it (SQLite's source data may hold one) reads as U+FFFD: ``jsonb`` holds none."""
+    if not _pg(db):
+        return f"{column} ->> ?"
+    fixed = f"regexp_replace(regexp_replace({column}, {_NUL}), {_NUL})"
+    return (
+        f"(CASE WHEN strpos({column}, '\\u0000') > 0 THEN {fixed} ELSE {column} END)::jsonb ->> ?"
+    )
 
 
 def exact(db: Database, column: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import InvalidInput
 from . import db as dbm
 from . import dialect, ledger, location
-from .outbox import has_outbox
+from .outbox import has_outbox, scope
 from .store import state_path
 
 CHUNK = 400  # keys per `IN (...)` list (SQLite's parameter limit is far above)
@@ -51,7 +51,7 @@ def reader(state_dir: str | os.PathLike[str], name: str) -> Iterator[dbm.Databas
             yield None
             return
         try:
-            pgdb.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            dialect.read_only(pgdb)
             yield pgdb
         finally:
             pgdb.close()
@@ -334,7 +334,8 @@ def _messages(db: dbm.Database) -> tuple[str, str]:
     cols = ", ".join(f"m.{c.strip()}" for c in _M.split(","))
     if not has_outbox(db):
         return cols + ", NULL", ""
-    return cols + ", o.state", " LEFT JOIN outbox o ON o.id = m.outbox"
+    table, _, _ = scope(db)  # an outbox row's id is unique in the table
+    return cols + ", o.state", f" LEFT JOIN {table} o ON o.id = m.outbox"
 
 
 def history(db: dbm.Database, cohort: str, entities: Sequence[Entity]) -> None:

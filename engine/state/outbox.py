@@ -11,20 +11,22 @@ before the send, ``sent`` or ``failed`` after it; a row found ``sending`` by a l
 by a crash and becomes ``uncertain``.
 
 A message to a cohort member is recorded in the ledger (``message``, pointing at its outbox
-row) in the same transaction that tells it: queued (outbox) or sent (email, webhook).
+row) in the same transaction that tells it: queued (outbox) or sent (email, webhook), fenced
+like every write of the lease holder; the ledger's ``message_once`` index keeps one record per
+(member, step, wave attempt). The row's ``entity`` is the member's key as the ledger keeps it
+(JSONB on PostgreSQL: 1 and '1' are two members), so the two join.
 
 ``StepOutbox`` is ``ActionContext.outbox``: the rows of one step, written by the step's own
 thread under the state's lock. The SQL is portable (``?`` parameters, ``ON CONFLICT``); on
 PostgreSQL (``pg.py``, schema version 4) one table ``runbook.outbox`` holds the messages of
-every runbook, keyed by the runbook's name first (``scope``). A message to a cohort's member
-needs the ledger, which is not on PostgreSQL yet: refused there (``backend.py``, and here).
+every runbook, keyed by the runbook's name first (``scope``); what else differs is in
+``dialect.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,39 +62,35 @@ _REPLACE = (
     " body = excluded.body, updated_at = excluded.updated_at, claimed_by = NULL"
 )
 _KEY = "run = ? AND step = ? AND attempt = ?"
-# the ledger's record of a member told: one row per (member, step, wave attempt, state)
-_TOLD = (
-    "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at, outbox)"
-    " SELECT cohort, entity, step, ?, channel, message_id, 'sent', ?, id FROM outbox"
-    f" WHERE {_KEY} AND entity IS NOT NULL AND cohort IS NOT NULL"
-)
+
+
+def _told(table: str, mine: str) -> str:
+    """The ledger's record of the members told by rows of (run, step, attempt) of the outbox
+    ``table``: one row per (member, step, wave attempt, state), pointing at the outbox row."""
+    return (
+        "INSERT INTO message (cohort, key, step, attempt, channel, message_id, state, at, outbox)"
+        f" SELECT cohort, entity, step, ?, channel, message_id, 'sent', ?, id FROM {table}"
+        f" WHERE {mine}{_KEY} AND entity IS NOT NULL AND cohort IS NOT NULL"
+    )
 
 
 def has_outbox(db: Database) -> bool:
-    # dialect: on PostgreSQL the schema's version was checked on opening (``pg.check_schema``)
-    if db.dialect == "postgresql":
-        return True
     return dialect.has_table(db, "outbox")
 
 
 def scope(db: Database) -> tuple[str, str, tuple[str, ...]]:
     """The outbox's table, the condition that keeps one runbook's rows (empty, or ending in
-    ``AND``) and its parameters: on PostgreSQL one table holds every runbook's messages."""
-    # dialect: PostgreSQL's tables are keyed by the runbook's name first (``pg.py``)
+    ``AND``) and its parameters: on PostgreSQL one table holds every runbook's messages,
+    keyed by the runbook's name first (``pg.py``)."""
     name = getattr(db, "runbook", None)
-    if db.dialect == "postgresql" and isinstance(name, str):
+    if db.dialect == dialect.PG and isinstance(name, str):
         return "runbook.outbox", "runbook = ? AND ", (name,)
     return "outbox", "", ()
 
 
 def db_errors(db: Database) -> tuple[type[BaseException], ...]:
     """The driver's errors: a write of the outbox that failed fails the step, never the run."""
-    # dialect: psycopg's errors on PostgreSQL, sqlite3's on a directory
-    if db.dialect == "postgresql":
-        import psycopg
-
-        return (psycopg.Error,)
-    return (sqlite3.Error,)
+    return dialect.errors(db)
 
 
 def row_of(values: Sequence[Any]) -> OutboxRow:
@@ -131,6 +129,7 @@ class StepOutbox:
         self.cohort = cohort  # members' messages are recorded in this cohort's ledger
         self.ledger_attempt = ledger_attempt
         self._failed = failed
+        self._told = _told(table, mine)
 
     @contextlib.contextmanager
     def _refused(self) -> Iterator[None]:
@@ -178,24 +177,18 @@ class StepOutbox:
         global _writes
         db = self.db
         added = 0
-        # the ledger's record of the members told: a directory's state only for now
-        tell = self.cohort is not None and db.dialect == "sqlite"  # dialect: no ledger on PG
-        if self.cohort is not None and not tell and any(r.entity is not None for r in add):
-            raise ActionFailed(
-                "notify: messages to a cohort's members need the cohort ledger, which is not "
-                "on the PostgreSQL state backend yet; nothing was queued or sent",
-                retryable=False,
-            )
+        tell = self.cohort is not None  # the ledger's record of the members told
         try:
             with self._refused(), db.transaction():
                 before = 0
                 if add and tell and state == "queued":
-                    before = int(db.query("SELECT coalesce(max(id), 0) FROM outbox")[0][0])
+                    # the rows added below come after it (the outbox's ids only grow)
+                    before = int(db.query(f"SELECT coalesce(max(id), 0) FROM {self._table}")[0][0])
                 if add:
                     head = (*self._args, self.cohort, state, at, at)
                     cur = db.executemany(  # a row is a tuple in the order of _ROW
                         self._insert + (_REPLACE if replace else "DO NOTHING"),
-                        [(*head, *r) for r in add],
+                        dialect.with_key(db, [(*head, *r) for r in add]),
                     )
                     added = max(0, cur.rowcount)
                 if changes:
@@ -228,13 +221,13 @@ class StepOutbox:
         told = self.ledger_attempt
         if add and state == "queued":
             self.db.execute(
-                _TOLD + " AND id > ? ON CONFLICT DO NOTHING", (told, at, *self.key, before)
+                self._told + " AND id > ? ON CONFLICT DO NOTHING", (told, at, *self._args, before)
             )
         sent = [who for who, (s, _) in (changes or {}).items() if s == "sent"]
         if add and state == "sent":
             sent += [r.recipient for r in add]
         if sent:
             self.db.executemany(
-                _TOLD + " AND recipient = ? ON CONFLICT DO NOTHING",
-                [(told, at, *self.key, who) for who in sent],
+                self._told + " AND recipient = ? ON CONFLICT DO NOTHING",
+                [(told, at, *self._args, who) for who in sent],
             )

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.model import Runbook, instance_id
-from . import dialect, ledger
+from . import ledger
 from .db import Database
+from .outbox import has_outbox, scope
 from .status import DONE, State, Status
 
 LISTED = 10  # first keys named
@@ -161,18 +162,19 @@ def untold_of(db: Database, cohort: str, wave: str, attempt: int) -> Short | Non
         " AND s.key = m.key AND s.step = m.step AND s.attempt = m.attempt AND s.state = 'sent')"
     )
     keys = [k for (k,) in db.query(sql, (cohort, attempt, cohort, wave))]
-    if dialect.has_table(db, "outbox"):
+    if has_outbox(db):
         # the outbox keeps each message's delivery state (a send cut by a crash: uncertain)
-        seen = set(keys)
+        seen = {(type(k).__name__, k) for k in keys}
+        table, mine, args = scope(db)
         keys += [
             k
             for (k,) in db.query(
-                "SELECT DISTINCT o.entity FROM outbox o WHERE o.cohort = ? AND o.attempt = ?"
-                " AND o.state = 'uncertain' AND o.entity IN (SELECT key FROM entity"
-                " WHERE cohort = ? AND wave = ?)",
-                (cohort, str(attempt), cohort, wave),
+                f"SELECT DISTINCT o.entity FROM {table} o WHERE {mine}o.cohort = ?"
+                " AND o.attempt = ? AND o.state = 'uncertain' AND o.entity IN (SELECT key"
+                " FROM entity WHERE cohort = ? AND wave = ?)",
+                (*args, cohort, str(attempt), cohort, wave),
             )
-            if k not in seen
+            if (type(k).__name__, k) not in seen
         ]
     if not keys:
         return None

@@ -25,6 +25,7 @@ from runbook_engine.plugins.notify.channels import (
     MaybeSent,
     NotSent,
     check_headers,
+    check_text,
 )
 from runbook_engine.plugins.notify.export import ExportError, Folder
 from runbook_engine.plugins.notify.recipients import Message, Recipient
@@ -151,6 +152,7 @@ class Attempt:
             for m in chunk:
                 one = stored(row(m))
                 try:
+                    check_text(one)
                     check_headers(one)
                 except NotSent as exc:
                     self._refused(m, exc)
@@ -232,6 +234,11 @@ class Attempt:
             for i, m in enumerate(todo):
                 self._check_time(i, len(todo), "sent")
                 row = self.row(m)
+                try:
+                    check_text(row)  # before its `sending` record: the state keeps no NUL
+                except NotSent as exc:
+                    self._refused(m, exc)
+                    continue
                 self.outbox.write(
                     [self.stored(row)], state=SENDING, at=now(), replace=True, changes=changes
                 )

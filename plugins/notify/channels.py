@@ -96,6 +96,24 @@ def check_headers(row: OutboxRow) -> None:
                 )
 
 
+def check_text(row: OutboxRow) -> None:
+    """A NUL byte in a message (its recipient's data, or what a template rendered from it) is
+    refused: ``NotSent``, permanent, naming where. No e-mail may hold one (RFC 5322), and a
+    PostgreSQL state cannot store one in its TEXT columns: the message fails alone, before
+    anything of it is written, on either backend."""
+    for where, value in (
+        ("name", row.name),
+        ("address", row.address),
+        ("subject", row.subject),
+        ("body", row.body),
+        ("locale", row.locale or ""),
+    ):
+        if "\0" in value:
+            raise NotSent(
+                f"the message's {where} contains a NUL byte (\\x00): refused", permanent=True
+            )
+
+
 @lru_cache(maxsize=64)
 def _breaks(sender: str, headers: str) -> bool:
     """Whether the headers a step gives all its messages hold a line break (once per step)."""

@@ -28,8 +28,8 @@ ROWS = 600
 
 
 def _steps() -> list[dict[str, Any]]:
-    """The cohort migration of ``cohort_run`` without its announcement (notify writes the
-    outbox, not held on PostgreSQL yet): copy (marks moved), verify (marks verified)."""
+    """The cohort migration of ``cohort_run`` without its announcement (a notify to the
+    members: ``test_tell_postgres.py``): copy (marks moved), verify (marks verified)."""
     return [s for s in cr.steps() if s["action"] != "notify"]
 
 

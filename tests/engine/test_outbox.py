@@ -435,3 +435,45 @@ def test_a_secret_in_a_message_never_reaches_the_state_or_the_files(
     assert runbook("outbox", "r.yaml", "--export", "out").code == 0
     for path in [STATE, *Path("mail").iterdir(), *Path("out").rglob("*.eml")]:
         assert b"tok-5e3c2a1b" not in path.read_bytes(), path
+
+
+def test_a_nul_byte_in_a_members_data_fails_that_member_alone_on_a_directory_too(
+    tmp_path: Path, smtp_server: Any
+) -> None:
+    """As on PostgreSQL (test_tell_postgres.py), where text holds no NUL: the member whose
+    name or rendered body holds one fails with the reason, before anything of it is written;
+    the others are sent once."""
+    import os
+
+    from tests.engine.test_tell_postgres import NAME, _announce, _legacy, _write
+
+    server: SmtpServer = smtp_server()
+    _legacy(
+        tmp_path,
+        [
+            (1, "a@example.com", "Ann", "en", "retail"),
+            (2, "b@example.com", "B\x00b", "en", "retail"),
+            (3, "c@example.com", "Cy", "en", "re\x00tail"),
+        ],
+    )
+    _write(tmp_path, _announce("email", server.port), waves=[{"id": "pilot", "size": "rest"}])
+    env = {k: v for k, v in os.environ.items() if k not in ("RUNBOOK_STATE", "RUNBOOK_FAULT")}
+    r = subprocess.run(
+        [RUNBOOK, "apply", "r.yaml", "--yes"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stdout + r.stderr  # not clean: two members failed
+    assert "3 customers: 0 verified, 1 notified, 2 failed" in r.stdout
+    with server.lock:
+        assert [m.rcpt_tos for m in server.messages] == [["a@example.com"]]
+    con = sqlite3.connect(tmp_path / ".runbook" / NAME / "state.db")
+    try:
+        failed = dict(con.execute("SELECT key, reason FROM entity WHERE state = 'failed'"))
+        sent = con.execute("SELECT entity, state FROM outbox").fetchall()
+    finally:
+        con.close()
+    assert failed == {
+        2: "the message's name contains a NUL byte (\\x00): refused",
+        3: "the message's body contains a NUL byte (\\x00): refused",
+    }
+    assert sent == [(1, "sent")]

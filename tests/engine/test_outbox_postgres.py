@@ -2,8 +2,8 @@
 explicit recipients (addresses, a webhook, a contingency) write `runbook.outbox`; the email
 channel sends once per recipient to a real SMTP server; `runbook outbox` counts, exports and
 relays from other processes and roles; a SIGKILL between queue and send never sends twice nor
-reports sent what was not; two relays on one database never claim one row; a notify to a
-cohort is still refused (exit 2, nothing written). Real servers only (``tests/servers``)."""
+reports sent what was not; two relays on one database never claim one row (a notify to a
+cohort's members: ``test_tell_postgres.py``). Real servers only (``tests/servers``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.engine import test_state_postgres
-from tests.engine.helpers import RUNBOOK, runbook_yaml, sh, write_subs_runbook
+from tests.engine.helpers import RUNBOOK, runbook_yaml, sh
 from tests.engine.test_state_postgres import Team, run
 from tests.servers.http import HttpServer
 from tests.servers.smtp import SmtpServer
@@ -450,42 +450,6 @@ def test_two_relay_queues_racing_on_one_database_claim_disjoint_rows(
     assert by == {
         k: v for k, v in {"tester one -": len(one), "tester two -": len(two)}.items() if v
     }
-
-
-# -- still refused ----------------------------------------------------------------------------------
-
-
-def test_a_notify_to_a_cohort_is_refused_on_postgresql_before_writing(
-    team: Team, tmp_path: Path
-) -> None:
-    import sqlite3
-
-    ana, _ = list(team.roles)
-    cwd = Path.cwd()
-    con = sqlite3.connect(cwd / "legacy.db")
-    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT)")
-    con.execute("INSERT INTO customers VALUES (1, 'a@example.com')")
-    con.commit()
-    con.close()
-    tell = {
-        "id": "tell",
-        "action": "notify",
-        "rollback": "none",
-        "with": {"channel": "outbox", "to": {"cohort": "subs"}, "subject": "s", "message": "m"},
-    }
-    write_subs_runbook(
-        "refused", [sh("a", "echo a >> ledger.txt"), tell], [{"id": "all", "size": "rest"}]
-    )
-    assert run(cwd, dict(os.environ), "validate", "r.yaml").returncode == 0
-    for args in (("apply", "r.yaml", "--yes"), ("outbox", "r.yaml")):
-        r = run(cwd, _env(team, ana), *args)
-        assert r.returncode == 2, (args, r.stdout + r.stderr)
-        assert "notify steps to a cohort, whose messages the ledger records (tell)" in r.stderr
-        assert "not supported on the PostgreSQL state backend yet" in r.stderr
-        assert "Traceback" not in r.stderr
-    assert not (cwd / "ledger.txt").exists() and not (cwd / ".runbook").exists()
-    for table in ("state", "journal", "lease", "outbox"):
-        assert team.sql(f"SELECT count(*) FROM runbook.{table}") == [(0,)]
 
 
 # -- state init ---------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The run state on PostgreSQL (SPEC §8, issue 14): `state init`, journal rows, the lease of two
 operators with their own roles, fencing of a frozen holder, the crash campaign, the audit
-chain, and what the backend refuses; `runbook lock` and `status` reading the lease, `unlock
+chain, and the ledger, outbox and foreach held there; `runbook lock` and `status` reading the lease, `unlock
 --force`, approve and resolve beside a running apply (never taking the lease, `allow_self`
 false by default), and the pinned vars' per-runbook key. Every command runs as its own process (two operators,
 two machines), against a real server (``tests/servers/postgres.py``)."""
@@ -660,16 +660,15 @@ def test_audit_on_postgresql_finds_a_tampered_record_and_names_its_seq(
     assert as_json["broken"]["seq"] == 3 and as_json["broken"]["reason"] == "hash"
 
 
-# -- what the backend refuses ----------------------------------------------------------------------
+# -- nothing refused any more -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("what", ["cohorts", "notify-cohort", "foreach"])
-def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_writing(
-    team: Team, what: str
-) -> None:
-    """Only a notify to a cohort's members (the ledger records their messages) is refused
-    now: cohorts and foreach run on PostgreSQL (test_ledger_postgres.py), and so does a
-    notify to explicit recipients (test_outbox_postgres.py)."""
+def test_ledger_outbox_and_foreach_runbooks_run_on_postgresql(team: Team, what: str) -> None:
+    """Nothing is refused on PostgreSQL any more: cohorts and foreach run there
+    (test_ledger_postgres.py), a notify to explicit recipients (test_outbox_postgres.py) and
+    a notify to a cohort's members, whose messages the ledger records
+    (test_tell_postgres.py)."""
     import sqlite3
 
     role = next(iter(team.roles))
@@ -684,6 +683,7 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
         tell = {
             "id": "tell",
             "action": "notify",
+            "marks": "notified",
             "with": {
                 "channel": "outbox",
                 "to": {"cohort": "subs"},
@@ -691,32 +691,29 @@ def test_ledger_outbox_and_foreach_runbooks_are_refused_on_postgresql_before_wri
             },
             "rollback": "none",
         }
-        write_subs_runbook("refused", [first, tell], [{"id": "all", "size": "rest"}])
+        write_subs_runbook("held", [first, tell], [{"id": "all", "size": "rest"}])
     elif what == "cohorts":
-        write_subs_runbook("refused", [first], [{"id": "all", "size": "rest"}])
+        write_subs_runbook("held", [first], [{"id": "all", "size": "rest"}])
     else:
         each = sh("each", "true", foreach={"cohort": "subs"})
-        write_subs_runbook("refused", [first, each], [{"id": "all", "size": "rest"}])
+        write_subs_runbook("held", [first, each], [{"id": "all", "size": "rest"}])
     valid = run(cwd, dict(os.environ), "validate", "r.yaml")
     assert valid.returncode == 0, valid.stdout + valid.stderr
     r = run(cwd, team.env(role), "apply", "r.yaml", "--yes")
-    if what in ("cohorts", "foreach"):  # held on PostgreSQL now
-        assert r.returncode == 0, r.stdout + r.stderr
-        # no step marks its members here: drawn into the wave, pending
-        assert team.sql("SELECT key, wave, state FROM runbook.entity") == [(1, "all", "pending")]
-        assert not (cwd / ".runbook").exists()
-        return
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "not supported on the PostgreSQL state backend yet" in r.stderr
-    assert "notify steps to a cohort, whose messages the ledger records (tell)" in r.stderr
-    assert "foreach steps" not in r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (cwd / "ledger.txt").exists() and not (cwd / ".runbook").exists()
-    assert team.sql("SELECT count(*) FROM runbook.state") == [(0,)]
-    assert team.sql("SELECT count(*) FROM runbook.journal") == [(0,)]
-    assert team.sql("SELECT count(*) FROM runbook.lease") == [(0,)]
-    assert team.sql("SELECT count(*) FROM runbook.outbox") == [(0,)]
-    assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not supported on the PostgreSQL state backend" not in r.stdout + r.stderr
+    assert not (cwd / ".runbook").exists()
+    assert (cwd / "ledger.txt").read_text() == "a\n"
+    state = "notified" if what == "notify-cohort" else "pending"  # only the notify marks
+    assert team.sql("SELECT key, wave, state FROM runbook.entity") == [(1, "all", state)]
+    if what == "notify-cohort":
+        assert team.sql("SELECT entity, address, state FROM runbook.outbox") == [
+            (1, "a@example.com", "queued")
+        ]
+        assert team.sql(
+            "SELECT m.key, m.step, m.state FROM runbook.message m JOIN runbook.outbox o"
+            " ON o.id = m.outbox AND o.entity = m.key"
+        ) == [(1, "tell[all]", "sent")]
 
 
 def test_a_role_without_the_grants_is_exit_2_saying_which_and_writes_nothing(
