@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import os
 import secrets as pysecrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ from .rollback import Rollback, partial_effects
 from .runner import DEFAULT_GRACE, Runner, Session
 
 _STRENGTH = {None: 0, "abort": 1, "rollback-wave": 2, "rollback": 3}
+# how often a busy run reads the decisions written beside it (``Apply.read_decisions``)
+DECISIONS_EVERY = 0.2
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Apply(Runner):
         self.scope: set[str] = select(self.rb, options.only)
         self.ready: list[tuple[int, str]] = []
         self.stopping: str | None = None
+        self._decisions_read = float("-inf")  # monotonic time of the last read
         self.wave_rollbacks: list[tuple[str, str]] = []  # (phase, wave)
         self.failures: list[tuple[str, str]] = []
         self.first_attempt: dict[str, int] = {}
@@ -309,6 +313,14 @@ class Apply(Runner):
         left unknown that was resolved goes on as resolved."""
         if self.stopping is not None or self.interrupted_at is not None:
             return
+        # while steps are queued or running, at most every DECISIONS_EVERY seconds: a decision
+        # is about a step that waits, which a few milliseconds do not change, and a read of
+        # the state per step is a round trip on PostgreSQL. Before the loop would end (nothing
+        # queued, nothing running) always, so that no decision is left unread
+        now = time.monotonic()
+        if (self.ready or self.running) and now - self._decisions_read < DECISIONS_EVERY:
+            return
+        self._decisions_read = now
         for node in sorted(self.s.store.refresh()):
             if node not in self.scope or node in self.running:
                 continue
