@@ -1,0 +1,258 @@
+"""Holes found reviewing the cohort ledger, the outbox and foreach on the PostgreSQL state
+(issue 14): each test says what is wrong and what is right, and fails until the hole is closed
+(``xfail(strict=True)``). Every command is its own process against a real server
+(``tests/servers/postgres.py``); the cohorts' source and target are SQLite files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.engine import cohort_run as cr
+from tests.engine.helpers import RUNBOOK
+from tests.engine.test_ledger_postgres import _counts, _setup
+from tests.engine.test_state_postgres import Team, run
+from tests.engine.test_state_postgres import team as team  # the fixture
+
+DRAWN_100 = {
+    ("pilot", "pending"): 20,
+    ("early", "pending"): 19,
+    ("all", "pending"): 59,
+    (None, "excluded"): 2,
+}
+
+
+def _role(team: Team) -> str:
+    return next(iter(team.roles))
+
+
+def _secret_env(team: Team, role: str) -> tuple[dict[str, str], str]:
+    """The role's password in the state URL itself (no PGPASSWORD): it must never be shown."""
+    password = team.roles[role]
+    env = {k: v for k, v in os.environ.items() if k not in ("PGUSER", "PGPASSWORD")}
+    env["RUNBOOK_STATE"] = f"postgresql://{role}:{password}@127.0.0.1:{team.port}/{team.db}"
+    return env, password
+
+
+def _kinds(team: Team, name: str = "cohorts") -> list[str]:
+    return [k for (k,) in team.sql("SELECT kind FROM runbook.journal WHERE runbook = %s", (name,))]
+
+
+def _keyed_source(cwd: Path, rows: list[tuple[Any, str]]) -> None:
+    """A source of (key, email) rows, one wave, and a target keyed like it."""
+    cwd.mkdir()
+    with sqlite3.connect(cwd / "legacy.db") as db:
+        db.execute("CREATE TABLE customers (id, email TEXT, locale TEXT, segment TEXT, active)")
+        db.executemany("INSERT INTO customers VALUES (?, ?, 'en', 'retail', 1)", rows)
+    with sqlite3.connect(cwd / "new.db") as db:
+        db.execute(
+            "CREATE TABLE customers (id PRIMARY KEY, email TEXT, locale TEXT, segment TEXT, active)"
+        )
+    cr.write(
+        str(cwd / "m.yaml"),
+        cohort=cr.cohort(stratify_by=[], waves=[{"id": "all", "size": "rest"}]),
+        phases=[
+            {
+                "id": "rollout",
+                "waves": {"cohort": "customers"},
+                "steps": [s for s in cr.steps() if s["action"] != "notify"],
+            }
+        ],
+    )
+
+
+@pytest.mark.xfail(
+    strict=True, reason="hole: `customers FILE KEY` joins an `outbox` view that PG lacks"
+)
+def test_hole_customers_of_one_entity_is_an_internal_error_on_postgresql(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: `runbook customers FILE KEY` (one entity's journey) on any PostgreSQL state is
+    exit 1 "internal error: UndefinedTable: relation "outbox" does not exist": journeys.py
+    joins the ledger's messages with an unqualified `outbox`, which is a table of the
+    directory's state, while pg.ledger_views makes views for cohort/entity/transition/message
+    only (outbox.has_outbox says True on PostgreSQL). Right: the entity, its wave, state and
+    transitions, exit 0, as on a directory."""
+    cwd = tmp_path / "a"
+    _setup(cwd, rows=100)
+    role = _role(team)
+    frozen = run(cwd, team.env(role), "cohort", "freeze", "m.yaml")
+    assert frozen.returncode == 0, frozen.stderr
+    got = run(cwd, team.env(role), "customers", "m.yaml", "7", "--format", "json")
+    assert "internal error" not in got.stderr
+    assert got.returncode == 0, got.stderr
+    (entity,) = json.loads(got.stdout)["entities"]
+    assert entity["key"] == 7 and entity["state"] == "pending"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="hole: unqualified ledger SQL follows the role's search_path"
+)
+def test_hole_a_search_path_with_pg_temp_late_sends_the_ledger_to_another_table(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: the ledger's SQL names `entity`, `transition`… unqualified, trusting pg_temp to
+    be searched first; a role whose search_path lists pg_temp explicitly after another schema
+    (`ALTER ROLE … SET search_path = public, pg_temp`, as hardening guides advise) resolves
+    `entity` to public.entity, a table of the application's: after a freeze that wrote 100
+    entities to runbook.entity, `customers` says "0 entities" and `apply` starts a run and
+    dies with exit 1 "internal error: NotNullViolation … relation "entity"". Right: the
+    engine's session reads its own views whatever the role's search_path (qualified
+    pg_temp.entity, or its own search_path set on connecting): `customers` shows the 100
+    entities, `apply` verifies them, public.entity is never read or written."""
+    cwd = tmp_path / "a"
+    _setup(cwd, rows=100)
+    role = _role(team)
+    team.sql("CREATE TABLE public.entity (LIKE runbook.entity)")
+    team.sql(f"GRANT SELECT, INSERT, UPDATE ON public.entity TO {team.db}_operators")
+    team.sql(f"ALTER ROLE {role} IN DATABASE {team.db} SET search_path = public, pg_temp")
+    frozen = run(cwd, team.env(role), "cohort", "freeze", "m.yaml")
+    assert frozen.returncode == 0, frozen.stderr
+    assert _counts(team) == DRAWN_100
+    shown = run(cwd, team.env(role), "customers", "m.yaml")
+    assert shown.returncode == 0, shown.stderr
+    assert "100 entities" in shown.stdout, shown.stdout
+    applied = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
+    assert "internal error" not in applied.stderr
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert team.sql("SELECT count(*) FROM public.entity") == [(0,)]
+
+
+@pytest.mark.xfail(strict=True, reason="hole: a NUL byte in a source key is an internal error")
+def test_hole_a_nul_byte_in_a_source_key_is_an_internal_error_on_postgresql(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: a source key holding a NUL byte ('x\\x00y', a valid SQLite text) makes `cohort
+    freeze` exit 1 "internal error: UntranslatableCharacter … COPY entity … column key" with
+    a traceback (JSONB cannot hold \\u0000), and `apply` does the same after it has journaled
+    a new run. Right: exit 2 naming the cohort and the key that cannot be stored (or the key
+    stored and drawn as on a directory); never an internal error, and a refused draw writes
+    nothing (no cohort, no entity, no run)."""
+    cwd = tmp_path / "a"
+    _keyed_source(cwd, [(i, f"c{i}@example.com") for i in range(1, 40)] + [("x\x00y", "n@e.com")])
+    role = _role(team)
+    for args in (["cohort", "freeze", "m.yaml"], ["apply", "m.yaml", "--yes"]):
+        r = run(cwd, team.env(role), *args)
+        assert "internal error" not in r.stderr, (args, r.stderr)
+        assert r.returncode in (0, 2), (args, r.stdout, r.stderr)
+        if r.returncode == 2:
+            assert "customers" in r.stderr
+            assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]
+            assert "run" not in _kinds(team)
+
+
+@pytest.mark.xfail(strict=True, reason="hole: a NUL byte in an attribute breaks `customers` CSV")
+def test_hole_a_nul_byte_in_a_member_attribute_breaks_customers_csv_on_postgresql(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: a member whose attribute (its email) holds a NUL byte is frozen and migrated, but
+    `customers FILE --format csv` is then exit 1 "internal error: UntranslatableCharacter:
+    unsupported Unicode escape sequence" for the whole cohort: journeys.rows casts the
+    attributes' JSON text to jsonb (`attrs::jsonb ->> ?`), which refuses \\u0000. Right: the
+    CSV of every member, exit 0 (as on a directory), or a located exit 2; never a
+    traceback."""
+    cwd = tmp_path / "a"
+    _setup(cwd, rows=100)
+    with sqlite3.connect(cwd / "legacy.db") as db:
+        db.execute("UPDATE customers SET email = 'x' || char(0) || 'y@example.com' WHERE id = 5")
+    role = _role(team)
+    frozen = run(cwd, team.env(role), "cohort", "freeze", "m.yaml")
+    assert frozen.returncode == 0, frozen.stderr
+    csv = run(cwd, team.env(role), "customers", "m.yaml", "--format", "csv")
+    assert "internal error" not in csv.stderr
+    assert csv.returncode == 0, csv.stderr
+    assert len([line for line in csv.stdout.splitlines() if line[:1].isdigit()]) == 100
+
+
+@pytest.mark.xfail(strict=True, reason="hole: missing grants on the ledger's tables fail mid-run")
+def test_hole_missing_grants_on_the_ledger_tables_fail_a_wave_instead_of_exit_2(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: pg.check_grants checks only runbook.outbox, so a role without its grants on a
+    ledger table (the database migrated by `state init`, the grant run again only for
+    runbook.outbox, the table the exit 2 names) passes the check: `apply` journals a new run,
+    starts the pilot's first step and fails it (exit 1, "wave pilot cannot start … permission
+    denied for table transition", `resume with`). The README says an apply stops with exit 2
+    before writing anything, naming what the role lacks. Right: exit 2 naming
+    runbook.transition, no run record written; the password of the URL never shown."""
+    cwd = tmp_path / "a"
+    _setup(cwd, rows=100)
+    role = _role(team)
+    env, password = _secret_env(team, role)
+    frozen = run(cwd, env, "cohort", "freeze", "m.yaml")
+    assert frozen.returncode == 0, frozen.stderr
+    team.sql(f"REVOKE ALL ON runbook.transition FROM {team.db}_operators")
+    applied = run(cwd, env, "apply", "m.yaml", "--yes")
+    assert password not in applied.stdout + applied.stderr
+    assert applied.returncode == 2, applied.stdout + applied.stderr
+    assert "runbook.transition" in applied.stderr
+    assert _kinds(team) == ["cohort"]
+    assert _counts(team) == DRAWN_100
+
+
+@pytest.mark.xfail(strict=True, reason="hole: no TEMPORARY registers the runbook, advice omits it")
+def test_hole_a_role_without_temporary_registers_the_runbook_and_is_told_other_grants(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: with TEMPORARY revoked on the database (the README lists it among the grants an
+    operator needs), `apply` is exit 2 as it should be, but only after registering the
+    runbook in runbook.state (pg.open_db inserts it before making the ledger's temp views),
+    and its advice names "USAGE on the schema runbook and SELECT, INSERT, UPDATE on its
+    tables", not TEMPORARY. Right: exit 2 naming TEMPORARY on the database, nothing
+    written."""
+    cwd = tmp_path / "a"
+    cwd.mkdir()
+    (cwd / "r.yaml").write_text(
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: notemp}\nphases:\n- id: p\n"
+        "  steps:\n  - {id: a, action: shell, rollback: none, with: {command: 'true'}}\n"
+    )
+    team.sql(f"REVOKE TEMPORARY ON DATABASE {team.db} FROM PUBLIC")
+    r = run(cwd, team.env(_role(team)), "apply", "r.yaml", "--yes")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "TEMPORARY" in r.stderr
+    assert team.sql("SELECT runbook FROM runbook.state") == []
+
+
+@pytest.mark.xfail(strict=True, reason="hole: a cut state connection is an internal error")
+def test_hole_a_state_connection_cut_mid_run_is_an_internal_error(
+    team: Team, tmp_path: Path
+) -> None:
+    """Wrong: when the run's state session is ended under it (pg_terminate_backend: a
+    failover, a pooler, an idle-session killer) while a step runs, `apply` dies with exit 1
+    "internal error: AdminShutdown: terminating connection due to administrator command" and
+    a traceback; it neither reconnects (remaking its temp views) nor says what happened.
+    Right: a located error naming the state database (its password masked) and that its
+    connection was lost, no traceback; `apply` again resumes the run."""
+    cwd = tmp_path / "a"
+    cwd.mkdir()
+    (cwd / "r.yaml").write_text(
+        "apiVersion: runbook/v1\nkind: Runbook\nmetadata: {name: term}\nphases:\n- id: p\n"
+        "  steps:\n  - {id: a, action: shell, rollback: none, with: {command: 'sleep 6'}}\n"
+        "  - {id: b, action: shell, rollback: none, needs: [a], with: {command: 'echo b'}}\n"
+    )
+    role = _role(team)
+    env, password = _secret_env(team, role)
+    proc = subprocess.Popen(
+        [RUNBOOK, "apply", "r.yaml", "--yes"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "step" not in _kinds(team, "term") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cut = team.sql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"
+        " AND application_name NOT LIKE 'runbook lease%%'",
+        (role,),
+    )
+    assert cut == [(True,)]
+    out, err = proc.communicate(timeout=120)
+    assert password not in out + err
+    assert "internal error" not in err, err
+    assert f"127.0.0.1:{team.port}/{team.db}" in err
