@@ -125,6 +125,14 @@ FENCED_APPEND_LOCK = (
 )
 
 
+# the session's own search path, whatever the role's setting or the URL's `options` say: the
+# ledger's unqualified names (``entity``, ``transition``…) are this session's temporary views
+# (``ledger_views``), never a table of another schema; and a function or operator named
+# unqualified (``hashtextextended``, ``->>``) is the system's, never one of another schema
+# (PostgreSQL never looks functions up in ``pg_temp``, so only ``pg_catalog`` is searched for
+# them). Every other name of the engine's SQL is qualified (``runbook.journal``)
+SEARCH_PATH = "SET search_path = pg_temp, pg_catalog"
+
 _PERCENT = re.compile(r"%[s%]|%")
 
 
@@ -155,10 +163,17 @@ def connect(url: str, name: str | None = None) -> Any:
     psycopg = _psycopg()
     extra = {"application_name": name} if name else {}
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
     except psycopg.Error as exc:
         reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
+    try:
+        conn.execute(SEARCH_PATH)
+    except psycopg.Error as exc:
+        conn.close()
+        reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise StateError(f"{shown(url)}: cannot use the state database ({reason})") from None
+    return conn
 
 
 class PgDatabase(Database):
@@ -419,7 +434,7 @@ def check_grants(conn: Any, url: str) -> None:
 
 def ledger_views(conn: Any, name: str) -> None:
     """This session's views of runbook ``name``'s ledger rows, named like the directory's
-    tables (``pg_temp`` is searched first): the ledger's SQL runs unchanged on both backends,
+    tables (``pg_temp`` is searched first: ``SEARCH_PATH``): the ledger's SQL runs unchanged on both backends,
     and a row inserted through a view belongs to the runbook (the view's default)."""
     from psycopg import sql
 
