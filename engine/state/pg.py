@@ -4,7 +4,8 @@ the schema ``runbook`` that holds the state of many runbooks in one database.
 The schema is versioned in ``runbook.meta`` (format, version) and created or migrated only by
 ``runbook state init URL`` (a role with CREATE on the database); every other command checks
 it and refuses (exit 2) a database without it, or one written by a newer program. Operators'
-roles need only USAGE on the schema and SELECT, INSERT, UPDATE on its tables (README).
+roles need only USAGE on the schema, SELECT, INSERT, UPDATE on its tables and TEMPORARY on
+the database (README); a writer checks them before it writes anything (``check_grants``).
 
 Tables (every key starts with the runbook's name):
 
@@ -300,8 +301,8 @@ def denied(url: str, what: str) -> StateError:
     """A role without the grants an operator needs (exit 2, saying which)."""
     return StateError(
         f"{shown(url)}: the role may not use the runbook state ({what}); an operator's role "
-        "needs USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README: "
-        '"A team\'s state on PostgreSQL")'
+        "needs USAGE on the schema runbook, SELECT, INSERT, UPDATE on its tables and "
+        'TEMPORARY on the database (README: "A team\'s state on PostgreSQL")'
     )
 
 
@@ -412,14 +413,27 @@ def init(url: str) -> tuple[int | None, int]:
     return before, VERSION
 
 
-# tables a run writes from its steps' threads (``outbox.py``): their grants are checked when a
-# writer opens the state, before anything is written, since a table that `state init` adds
-# has none until the database's owner grants them (README)
-CHECKED = ("outbox",)
+# tables a run writes after it has started (the ledger's from its waves, ``outbox.py``'s from
+# its steps' threads): their grants are checked when a writer opens the state, before anything
+# is written, since a table that `state init` adds has none until the database's owner grants
+# them (README), and a grant may be revoked from one table only
+CHECKED = (*LEDGER_TABLES, "outbox")
+
+
+def check_temporary(conn: Any, url: str) -> None:
+    """Exit 2 unless the role may create this session's temporary views (``ledger_views``):
+    checked before anything is written."""
+    row = conn.execute(
+        "SELECT has_database_privilege(current_database(), 'TEMPORARY'), current_database()"
+    ).fetchone()
+    if not row[0]:
+        raise denied(url, f"no TEMPORARY on the database {row[1]}")
 
 
 def check_grants(conn: Any, url: str) -> None:
-    """Exit 2 naming what the role lacks on the ``CHECKED`` tables."""
+    """Exit 2 naming what the role lacks: TEMPORARY on the database, SELECT, INSERT, UPDATE
+    on the ``CHECKED`` tables."""
+    check_temporary(conn, url)
     for table in CHECKED:
         name = f"runbook.{table}"
         row = conn.execute(

@@ -202,7 +202,6 @@ def test_hole_a_nul_byte_in_a_member_attribute_breaks_customers_csv_on_postgresq
     assert len([line for line in csv.stdout.splitlines() if line[:1].isdigit()]) == 100
 
 
-@pytest.mark.xfail(strict=True, reason="hole: missing grants on the ledger's tables fail mid-run")
 def test_hole_missing_grants_on_the_ledger_tables_fail_a_wave_instead_of_exit_2(
     team: Team, tmp_path: Path
 ) -> None:
