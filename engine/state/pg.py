@@ -482,6 +482,8 @@ def open_db(url: str, name: str, *, write: bool) -> PgDatabase | None:
         elif not db.query("SELECT 1 FROM runbook.state WHERE runbook = %s", (name,)):
             conn.close()
             return None
+        else:
+            check_temporary(conn, url)
         with db._denied():
             ledger_views(conn, name)
         return db

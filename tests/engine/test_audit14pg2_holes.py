@@ -227,7 +227,6 @@ def test_hole_missing_grants_on_the_ledger_tables_fail_a_wave_instead_of_exit_2(
     assert _counts(team) == DRAWN_100
 
 
-@pytest.mark.xfail(strict=True, reason="hole: no TEMPORARY registers the runbook, advice omits it")
 def test_hole_a_role_without_temporary_registers_the_runbook_and_is_told_other_grants(
     team: Team, tmp_path: Path
 ) -> None:
