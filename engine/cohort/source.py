@@ -84,6 +84,15 @@ def key_of(value: Any) -> Any:
     return str(value)
 
 
+def unusable(key: Any) -> str | None:
+    """Why the ledger cannot keep ``key``, as the draw's exclusion reason, or None: ``bad-key``
+    for a text with a NUL character (PostgreSQL's text and JSONB cannot hold it; a directory's
+    state refuses it too, so that a draw does not depend on where the state is)."""
+    if type(key) is not str:
+        return None
+    return "bad-key" if "\x00" in key else None
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 

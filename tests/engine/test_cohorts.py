@@ -107,6 +107,32 @@ def test_duplicate_and_null_keys_are_excluded_and_reported(runbook) -> None:
     ]
 
 
+def test_keys_the_ledger_cannot_keep_are_excluded_and_reported(runbook) -> None:
+    """A text key with a NUL character (`bad-key`) is excluded at the draw, counted like a
+    NULL key and never written: the same draw as on a PostgreSQL state, which cannot hold
+    it (issue 14). A later wave's reconcile does not see it as late."""
+    cr.legacy(rows=100)
+    cr.target()
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE more (id, email TEXT, locale TEXT, segment TEXT)")
+        db.executemany(
+            "INSERT INTO more VALUES (?, 'x@example.com', 'en', 'retail')", [("x\x00y",)]
+        )
+    query = (
+        "SELECT id, email, locale, segment FROM customers UNION ALL "
+        "SELECT id, email, locale, segment FROM more"
+    )
+    cr.write(cohort=cr.cohort(source={"dsn": "{{ vars.legacy_db }}", "query": query}))
+    r = runbook("cohort", "freeze", "m.yaml")
+    assert r.code == 0, r.output
+    assert "1 bad-key" in r.output
+    assert cr.summary()["excluded"] == {"bad-key": 1, "no-contact": 2}
+    assert cr.ledger("cohorts", "SELECT count(*) FROM entity") == [(100,)]
+    applied = runbook("apply", "m.yaml", "--yes")
+    assert applied.code == 0, applied.output
+    assert cr.ledger("cohorts", "SELECT count(*) FROM entity WHERE state = 'late'") == [(0,)]
+
+
 def test_a_journey_across_a_wave_rollback_and_the_re_run(runbook) -> None:
     """Wave early fails verify: it is rolled back, its members compensated and told; the next
     apply starts attempt 2, tells them again and moves them (issue 11)."""
