@@ -84,13 +84,23 @@ def key_of(value: Any) -> Any:
     return str(value)
 
 
+# the longest key a cohort's ledger keeps, in bytes of its UTF-8 text: PostgreSQL's index of
+# the ledger's keys holds at most 2,704 bytes a row (runbook, cohort and key together); the same
+# limit on both backends, so that a draw does not depend on where the state is (README)
+MAX_KEY_BYTES = 1024
+
+
 def unusable(key: Any) -> str | None:
     """Why the ledger cannot keep ``key``, as the draw's exclusion reason, or None: ``bad-key``
-    for a text with a NUL character (PostgreSQL's text and JSONB cannot hold it; a directory's
-    state refuses it too, so that a draw does not depend on where the state is)."""
+    for a text with a NUL character (PostgreSQL's text and JSONB cannot hold it),
+    ``key-too-long`` for one over ``MAX_KEY_BYTES``. Only text keys can be either."""
     if type(key) is not str:
         return None
-    return "bad-key" if "\x00" in key else None
+    if "\x00" in key:
+        return "bad-key"
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:
+        return "key-too-long"
+    return None
 
 
 def _literal(text: str) -> str:
