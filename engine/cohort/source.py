@@ -5,6 +5,7 @@ templates), streamed in batches."""
 from __future__ import annotations
 
 import decimal
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,8 +67,10 @@ def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
 
 def key_of(value: Any) -> Any:
     """A source's key as the ledger keeps it: integers and text as they are; a number that is
-    whole as an integer; a UUID, a date or anything else as its text (SQLite stores those
-    types, and the members' joins compare them the same way on every engine)."""
+    whole as an integer; any other finite float (a REAL) as it is, so that the members' joins
+    find the source's row by its own value (its text '1.5' would match no REAL 1.5: issue 14);
+    a UUID, a date, a decimal or anything else as its text (SQLite stores those types, and
+    the members' joins compare them the same way on every engine)."""
     kind = type(value)
     if kind is int or kind is str or value is None:
         return value
@@ -76,7 +79,9 @@ def key_of(value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return int(value) if value.is_integer() else repr(value)
+        if value.is_integer():
+            return int(value)
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else str(value.normalize())
     if isinstance(value, (bytes, bytearray, memoryview)):

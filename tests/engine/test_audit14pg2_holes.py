@@ -320,7 +320,6 @@ def test_a_long_source_key_is_excluded_at_the_draw_on_postgresql(
         assert db.execute("SELECT count(*) FROM customers").fetchone() == (30,)
 
 
-@pytest.mark.xfail(strict=True, reason="hole: a REAL key member is not copied by sql.copy")
 def test_hole_a_member_with_a_real_key_is_not_copied_on_postgresql(
     team: Team, tmp_path: Path
 ) -> None:

@@ -135,6 +135,30 @@ def test_keys_the_ledger_cannot_keep_are_excluded_and_reported(runbook) -> None:
     assert cr.ledger("cohorts", "SELECT count(*) FROM entity WHERE state = 'late'") == [(0,)]
 
 
+def test_a_member_with_a_real_key_is_copied_and_verified(runbook) -> None:
+    """A REAL key (1.5) beside integers is kept as a number in the ledger, so that sql.copy
+    and sql.verify find the source's row by it: it was kept as the text '1.5', which no REAL
+    matches, and left out of the copy (issue 14)."""
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE customers (id, email TEXT, locale TEXT, segment TEXT, active)")
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, 'en', 'retail', 1)",
+            [(k, f"c{k}@example.com") for k in [*range(1, 100), 1.5]],
+        )
+    with sqlite3.connect("new.db") as db:
+        db.execute("CREATE TABLE customers (id PRIMARY KEY, email TEXT, locale TEXT,"
+                   " segment TEXT, active INTEGER)")  # fmt: skip
+    cr.write()
+    r = runbook("apply", "m.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert cr.ledger("cohorts", "SELECT typeof(key) FROM entity WHERE key = 1.5") == [("real",)]
+    with sqlite3.connect("new.db") as db:
+        assert db.execute("SELECT count(*) FROM customers WHERE id = 1.5").fetchone() == (1,)
+        got = db.execute("SELECT count(*) FROM customers").fetchone()[0]
+    moved = cr.ledger("cohorts", "SELECT count(*) FROM entity WHERE state = 'verified'")
+    assert moved == [(got,)]
+
+
 def test_the_longest_key_the_ledger_keeps_is_1024_bytes_of_utf8() -> None:
     assert source.MAX_KEY_BYTES == 1024
     assert source.unusable("k" * 1024) is None
