@@ -86,11 +86,15 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
     duplicates: dict[Any, int] = {}  # key -> copies beyond the first
     canon = _Canon()
     no_key = 0
+    bad: dict[str, int] = {}  # reason -> keys the ledger cannot keep (``source.unusable``)
+    unusable = source.unusable
     n = 0
     for key, reason, raw_stratum, attrs in source.rows(cohort, dsn, smap):
         n += 1
         if key is None:
             no_key += 1
+        elif (why := unusable(key)) is not None:
+            bad[why] = bad.get(why, 0) + 1
         elif key in seen:
             duplicates[key] = duplicates.get(key, 0) + 1
         else:
@@ -106,6 +110,8 @@ def read(cohort: Cohort, dsn: str, smap: Any = None) -> Drawn:
     out.plan = plan
     if no_key:
         out.excluded["no-key"] = no_key
+    # like a NULL key, a key the ledger cannot keep is counted, not written (SPEC §7)
+    out.excluded.update(bad)
     # the ledger's rows wave by wave (in source order within each): a wave's rows then share
     # their pages, and marking a wave rewrites a fifth of the table, not every page of it
     # (200,000 marks of 1,000,000: 0.6-0.8 s instead of 1.4-2.7 s, measured)
@@ -165,7 +171,7 @@ def reconcile(
 
     def feed() -> Any:
         for key, _reason, _stratum, attrs in source.rows(cohort, dsn, smap):
-            if key is not None:
+            if key is not None and source.unusable(key) is None:
                 yield key, attrs
 
     src = dialect.keys_table(db, "source_keys", feed(), attrs=True)

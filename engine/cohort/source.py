@@ -5,6 +5,7 @@ templates), streamed in batches."""
 from __future__ import annotations
 
 import decimal
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,8 +67,10 @@ def columns(cohort: Cohort, dsn: str, smap: Any = None) -> list[str]:
 
 def key_of(value: Any) -> Any:
     """A source's key as the ledger keeps it: integers and text as they are; a number that is
-    whole as an integer; a UUID, a date or anything else as its text (SQLite stores those
-    types, and the members' joins compare them the same way on every engine)."""
+    whole as an integer; any other finite float (a REAL) as it is, so that the members' joins
+    find the source's row by its own value (its text '1.5' would match no REAL 1.5: issue 14);
+    a UUID, a date, a decimal or anything else as its text (SQLite stores those types, and
+    the members' joins compare them the same way on every engine)."""
     kind = type(value)
     if kind is int or kind is str or value is None:
         return value
@@ -76,12 +79,33 @@ def key_of(value: Any) -> Any:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return int(value) if value.is_integer() else repr(value)
+        if value.is_integer():
+            return int(value)
+        return value if math.isfinite(value) else repr(value)
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else str(value.normalize())
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     return str(value)
+
+
+# the longest key a cohort's ledger keeps, in bytes of its UTF-8 text: PostgreSQL's index of
+# the ledger's keys holds at most 2,704 bytes a row (runbook, cohort and key together); the same
+# limit on both backends, so that a draw does not depend on where the state is (README)
+MAX_KEY_BYTES = 1024
+
+
+def unusable(key: Any) -> str | None:
+    """Why the ledger cannot keep ``key``, as the draw's exclusion reason, or None: ``bad-key``
+    for a text with a NUL character (PostgreSQL's text and JSONB cannot hold it),
+    ``key-too-long`` for one over ``MAX_KEY_BYTES``. Only text keys can be either."""
+    if type(key) is not str:
+        return None
+    if "\x00" in key:
+        return "bad-key"
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode()) > MAX_KEY_BYTES:
+        return "key-too-long"
+    return None
 
 
 def _literal(text: str) -> str:

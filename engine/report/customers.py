@@ -287,6 +287,8 @@ _RISKY = frozenset("=@\t\r+-")
 
 def _cell(value: Any) -> Any:
     if isinstance(value, str):
+        if "\x00" in value:  # no reader keeps a NUL character: shown as its escape
+            value = value.replace("\x00", "\\x00")
         if value and value[0] in _RISKY and (value[0] not in "+-" or not _NUMBER.fullmatch(value)):
             return "'" + value  # a spreadsheet would run it as a formula
         return value

@@ -230,6 +230,11 @@ def json_field(db: Database, column: str) -> str:
     )
 
 
+def contains(db: Database, column: str, literal: str) -> str:
+    """``column`` (text) holds the SQL string ``literal``."""
+    return f"strpos({column}, {literal}) > 0" if _pg(db) else f"instr({column}, {literal}) > 0"
+
+
 def exact(db: Database, column: str) -> str:
     """``column`` in a comparison or order that must not use its index or affinity: SQLite's
     unary ``+``; PostgreSQL compares JSONB by type already."""

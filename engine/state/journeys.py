@@ -296,17 +296,37 @@ def flat(
     # `+key`: not the primary key's order, so that a filter uses the wave/state index
     order = dialect.exact(db, "key") if wave is not None or states else "key"
     keep = ", ".join(f"'{s}'" for s in sorted(WITH_REASON))
-    cols = "".join(f", {dialect.json_field(db, 'attrs')}" for _ in attributes)
+    # an attribute holding a NUL character (JSON's \u0000, which a source may hold) is taken
+    # out by Python: PostgreSQL's `::jsonb` refuses it, SQLite's `->>` cuts the text there;
+    # every other row is as the database gives it
+    nul = dialect.contains(db, "attrs", "'\\u0000'")
+    field = dialect.json_field(db, "attrs")
+    cols = "".join(f", CASE WHEN {nul} THEN NULL ELSE {field} END" for _ in attributes)
     cur = db.execute(
         f"SELECT key, wave, state, CASE WHEN state IN ({keep}) THEN reason END, updated_at"
-        f"{cols} FROM entity WHERE {where} ORDER BY {order}",
+        f"{cols}, CASE WHEN {nul} THEN attrs END FROM entity WHERE {where} ORDER BY {order}",
         (*attributes, *args),
     )
     while True:
         rows = cur.fetchmany(5000)
         if not rows:
             return
-        yield from rows
+        for row in rows:
+            if row[-1] is None:
+                yield row[:-1]
+                continue
+            got = json.loads(row[-1])
+            yield (*row[:5], *(_text_of(got.get(a)) for a in attributes))
+
+
+def _text_of(value: Any) -> Any:
+    """An attribute as ``->>`` gives it: a string, a number or None as it is, an object or an
+    array as its JSON text, a boolean as ``true``/``false``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
 
 
 def _bucket(entities: Sequence[Entity]) -> dict[tuple[str, Any], Entity]:

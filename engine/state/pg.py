@@ -4,7 +4,8 @@ the schema ``runbook`` that holds the state of many runbooks in one database.
 The schema is versioned in ``runbook.meta`` (format, version) and created or migrated only by
 ``runbook state init URL`` (a role with CREATE on the database); every other command checks
 it and refuses (exit 2) a database without it, or one written by a newer program. Operators'
-roles need only USAGE on the schema and SELECT, INSERT, UPDATE on its tables (README).
+roles need only USAGE on the schema, SELECT, INSERT, UPDATE on its tables and TEMPORARY on
+the database (README); a writer checks them before it writes anything (``check_grants``).
 
 Tables (every key starts with the runbook's name):
 
@@ -165,6 +166,14 @@ def fused_append(fenced: bool, rows: int) -> str:
     return FUSED_APPEND.format(epoch=_LEASE_EPOCH if fenced else "NULL::bigint", values=values)
 
 
+# the session's own search path, whatever the role's setting or the URL's `options` say: the
+# ledger's unqualified names (``entity``, ``transition``…) are this session's temporary views
+# (``ledger_views``), never a table of another schema; and a function or operator named
+# unqualified (``hashtextextended``, ``->>``) is the system's, never one of another schema
+# (PostgreSQL never looks functions up in ``pg_temp``, so only ``pg_catalog`` is searched for
+# them). Every other name of the engine's SQL is qualified (``runbook.journal``)
+SEARCH_PATH = "SET search_path = pg_temp, pg_catalog"
+
 _PERCENT = re.compile(r"%[s%]|%")
 
 
@@ -195,12 +204,19 @@ def connect(url: str, name: str | None = None) -> Any:
     psycopg = _psycopg()
     extra = {"application_name": name} if name else {}
     try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=15, **extra)
     except psycopg.Error as exc:
         # libpq may quote a password as typed (a value it cannot decode): masked by value
         reason = mask_dsn(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc), url)
         reason = shown(reason)
         raise StateError(f"{shown(url)}: cannot connect to the state database ({reason})") from None
+    try:
+        conn.execute(SEARCH_PATH)
+    except psycopg.Error as exc:
+        conn.close()
+        reason = shown(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise StateError(f"{shown(url)}: cannot use the state database ({reason})") from None
+    return conn
 
 
 class PgDatabase(Database):
@@ -396,8 +412,8 @@ def denied(url: str, what: str) -> StateError:
     """A role without the grants an operator needs (exit 2, saying which)."""
     return StateError(
         f"{shown(url)}: the role may not use the runbook state ({what}); an operator's role "
-        "needs USAGE on the schema runbook and SELECT, INSERT, UPDATE on its tables (README: "
-        '"A team\'s state on PostgreSQL")'
+        "needs USAGE on the schema runbook, SELECT, INSERT, UPDATE on its tables and "
+        'TEMPORARY on the database (README: "A team\'s state on PostgreSQL")'
     )
 
 
@@ -573,14 +589,27 @@ def init(url: str) -> tuple[int | None, int]:
     return before, VERSION
 
 
-# tables a run writes from its steps' threads (``outbox.py``): their grants are checked when a
-# writer opens the state, before anything is written, since a table that `state init` adds
-# has none until the database's owner grants them (README)
-CHECKED = ("outbox",)
+# tables a run writes after it has started (the ledger's from its waves, ``outbox.py``'s from
+# its steps' threads): their grants are checked when a writer opens the state, before anything
+# is written, since a table that `state init` adds has none until the database's owner grants
+# them (README), and a grant may be revoked from one table only
+CHECKED = (*LEDGER_TABLES, "outbox")
+
+
+def check_temporary(conn: Any, url: str) -> None:
+    """Exit 2 unless the role may create this session's temporary views (``ledger_views``):
+    checked before anything is written."""
+    row = conn.execute(
+        "SELECT has_database_privilege(current_database(), 'TEMPORARY'), current_database()"
+    ).fetchone()
+    if not row[0]:
+        raise denied(url, f"no TEMPORARY on the database {row[1]}")
 
 
 def check_grants(conn: Any, url: str) -> None:
-    """Exit 2 naming what the role lacks on the ``CHECKED`` tables."""
+    """Exit 2 naming what the role lacks: TEMPORARY on the database, SELECT, INSERT, UPDATE
+    on the ``CHECKED`` tables."""
+    check_temporary(conn, url)
     for table in CHECKED:
         name = f"runbook.{table}"
         row = conn.execute(
@@ -595,7 +624,7 @@ def check_grants(conn: Any, url: str) -> None:
 
 def ledger_views(conn: Any, name: str) -> None:
     """This session's views of runbook ``name``'s ledger rows, named like the directory's
-    tables (``pg_temp`` is searched first): the ledger's SQL runs unchanged on both backends,
+    tables (``pg_temp`` is searched first: ``SEARCH_PATH``): the ledger's SQL runs unchanged on both backends,
     and a row inserted through a view belongs to the runbook (the view's default)."""
     from psycopg import sql
 
@@ -629,6 +658,8 @@ def open_db(url: str, name: str, *, write: bool) -> PgDatabase | None:
         elif not db.query("SELECT 1 FROM runbook.state WHERE runbook = %s", (name,)):
             conn.close()
             return None
+        else:
+            check_temporary(conn, url)
         with db._denied():
             ledger_views(conn, name)
         return db

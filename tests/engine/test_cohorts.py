@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_engine.cohort import draw
+from runbook_engine.cohort import draw, source
 from runbook_engine.format.loader import load_text
 from tests.engine import cohort_run as cr
 
@@ -105,6 +105,68 @@ def test_duplicate_and_null_keys_are_excluded_and_reported(runbook) -> None:
     assert cr.ledger("cohorts", "SELECT state, reason FROM entity WHERE key = 7") == [
         ("excluded", "duplicate-key")
     ]
+
+
+def test_keys_the_ledger_cannot_keep_are_excluded_and_reported(runbook) -> None:
+    """A text key with a NUL character (`bad-key`) or over 1,024 bytes of UTF-8
+    (`key-too-long`) is excluded at the draw, counted like a NULL key and never written: the
+    same draw as on a PostgreSQL state, which cannot hold them (issue 14). A later wave's
+    reconcile does not see them as late."""
+    cr.legacy(rows=100)
+    cr.target()
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE more (id, email TEXT, locale TEXT, segment TEXT)")
+        db.executemany(
+            "INSERT INTO more VALUES (?, 'x@example.com', 'en', 'retail')",
+            [("x\x00y",), ("k" * 1025,), ("é" * 513,)],
+        )
+    query = (
+        "SELECT id, email, locale, segment FROM customers UNION ALL "
+        "SELECT id, email, locale, segment FROM more"
+    )
+    cr.write(cohort=cr.cohort(source={"dsn": "{{ vars.legacy_db }}", "query": query}))
+    r = runbook("cohort", "freeze", "m.yaml")
+    assert r.code == 0, r.output
+    assert "1 bad-key" in r.output and "2 key-too-long" in r.output
+    assert cr.summary()["excluded"] == {"bad-key": 1, "key-too-long": 2, "no-contact": 2}
+    assert cr.ledger("cohorts", "SELECT count(*) FROM entity") == [(100,)]
+    applied = runbook("apply", "m.yaml", "--yes")
+    assert applied.code == 0, applied.output
+    assert cr.ledger("cohorts", "SELECT count(*) FROM entity WHERE state = 'late'") == [(0,)]
+
+
+def test_a_member_with_a_real_key_is_copied_and_verified(runbook) -> None:
+    """A REAL key (1.5) beside integers is kept as a number in the ledger, so that sql.copy
+    and sql.verify find the source's row by it: it was kept as the text '1.5', which no REAL
+    matches, and left out of the copy (issue 14)."""
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("CREATE TABLE customers (id, email TEXT, locale TEXT, segment TEXT, active)")
+        db.executemany(
+            "INSERT INTO customers VALUES (?, ?, 'en', 'retail', 1)",
+            [(k, f"c{k}@example.com") for k in [*range(1, 100), 1.5]],
+        )
+    with sqlite3.connect("new.db") as db:
+        db.execute("CREATE TABLE customers (id PRIMARY KEY, email TEXT, locale TEXT,"
+                   " segment TEXT, active INTEGER)")  # fmt: skip
+    cr.write()
+    r = runbook("apply", "m.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert cr.ledger("cohorts", "SELECT typeof(key) FROM entity WHERE key = 1.5") == [("real",)]
+    with sqlite3.connect("new.db") as db:
+        assert db.execute("SELECT count(*) FROM customers WHERE id = 1.5").fetchone() == (1,)
+        got = db.execute("SELECT count(*) FROM customers").fetchone()[0]
+    moved = cr.ledger("cohorts", "SELECT count(*) FROM entity WHERE state = 'verified'")
+    assert moved == [(got,)]
+
+
+def test_the_longest_key_the_ledger_keeps_is_1024_bytes_of_utf8() -> None:
+    assert source.MAX_KEY_BYTES == 1024
+    assert source.unusable("k" * 1024) is None
+    assert source.unusable("é" * 512) is None
+    assert source.unusable("k" * 1025) == "key-too-long"
+    assert source.unusable("é" * 513) == "key-too-long"
+    assert source.unusable("a\x00") == "bad-key"
+    assert source.unusable(10**30) is None and source.unusable(None) is None
 
 
 def test_a_journey_across_a_wave_rollback_and_the_re_run(runbook) -> None:

@@ -181,6 +181,23 @@ def test_csv_is_one_line_per_entity_with_the_attributes(runbook, applied) -> Non
     assert [row[0] for row in csv.reader(io.StringIO(r.out))] == ["key", "20", "40"]
 
 
+def test_csv_shows_a_nul_character_of_an_attribute_escaped(runbook) -> None:
+    """No CSV reader keeps a NUL character: an attribute holding one is shown as `\\x00`
+    (on PostgreSQL its `::jsonb` refused it: issue 14)."""
+    legacy_db()
+    with sqlite3.connect("legacy.db") as db:
+        db.execute("UPDATE customers SET email = 'x' || char(0) || 'y@example.com' WHERE id = 5")
+    migration()
+    frozen = runbook("cohort", "freeze", "m.yaml")
+    assert frozen.code == 0, frozen.err
+    for extra in ([], ["--in", "pending"]):
+        r = runbook("customers", "m.yaml", "--format", "csv", *extra)
+        assert r.code == 0, r.err
+        assert "\x00" not in r.out
+        by_key = {row[0]: row for row in csv.reader(io.StringIO(r.out))}
+        assert by_key["5"][5] == "x\\x00y@example.com"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

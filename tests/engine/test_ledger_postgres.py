@@ -574,8 +574,9 @@ def test_a_role_without_grants_on_the_ledger_tables_is_exit_2_saying_which(
     _setup(cwd, rows=60)
     r = run(cwd, team.env(role), "apply", "m.yaml", "--yes")
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "the role may not use the runbook state (permission denied for table cohort)" in (
-        r.stderr
+    assert (
+        "the role may not use the runbook state (no SELECT, INSERT, UPDATE on the table "
+        "runbook.cohort)" in r.stderr
     )
     assert "SELECT, INSERT, UPDATE on its tables" in r.stderr and "Traceback" not in r.stderr
     assert team.sql("SELECT count(*) FROM runbook.entity") == [(0,)]

@@ -486,16 +486,21 @@ def test_state_init_migrates_a_version_2_schema_to_4_keeping_its_runbooks(
     )
     assert team.sql("SELECT value FROM runbook.meta WHERE key = 'version'") == [("4",)]
     # a table made by the migration has no grants yet: exit 2 before anything, naming them
-    denied = run(tmp_path, _env(team, ana), "apply", "r.yaml", "--yes")
-    assert denied.returncode == 2, denied.stdout + denied.stderr
-    assert (
-        "the role may not use the runbook state (no SELECT, INSERT, UPDATE on the table "
-        "runbook.outbox)" in denied.stderr
-    )
-    assert "Traceback" not in denied.stdout + denied.stderr
-    assert not server.messages
-    assert team.sql("SELECT runbook FROM runbook.state") == [("old",)]
-    assert team.sql("SELECT count(*) FROM runbook.journal WHERE runbook = 'mail'") == [(0,)]
+    # (the ledger's tables of version 3 first, then the outbox of version 4)
+    for table in ("cohort", "outbox"):
+        denied = run(tmp_path, _env(team, ana), "apply", "r.yaml", "--yes")
+        assert denied.returncode == 2, denied.stdout + denied.stderr
+        assert (
+            "the role may not use the runbook state (no SELECT, INSERT, UPDATE on the table "
+            f"runbook.{table})" in denied.stderr
+        )
+        assert "Traceback" not in denied.stdout + denied.stderr
+        assert not server.messages
+        assert team.sql("SELECT runbook FROM runbook.state") == [("old",)]
+        assert team.sql("SELECT count(*) FROM runbook.journal WHERE runbook = 'mail'") == [(0,)]
+        if table == "cohort":
+            for t in ("cohort", "entity", "transition", "message"):
+                team.sql(f"GRANT SELECT, INSERT, UPDATE ON runbook.{t} TO {team.db}_operators")
 
     team.sql(f"GRANT SELECT, INSERT, UPDATE ON runbook.outbox TO {team.db}_operators")
     applied = run(tmp_path, _env(team, ana), "apply", "r.yaml", "--yes")

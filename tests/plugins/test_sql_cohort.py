@@ -167,3 +167,40 @@ def test_cohort_sql_postgresql_to_sqlite(runbook, pg_dsn: str) -> None:
     """Issue 13: the hashed key ranges (SQLite on the target side) find the changed order of
     a member of the second wave and mark that member alone."""
     _check(runbook, _pg(pg_dsn, True), _sqlite("new.db", False))
+
+
+def test_cohort_sql_a_real_key_on_postgresql_is_copied_and_verified(runbook, pg_dsn: str) -> None:
+    """A double precision key holding 1.5 beside whole numbers: the member is copied and
+    verified by its own value (its text '1.5' in the ledger matched no row: issue 14)."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("CREATE TABLE customers (id double precision PRIMARY KEY, email TEXT)")
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO customers VALUES (%s, %s)",
+                [(k, f"c{k}@example.com") for k in [*range(1, 20), 1.5, 2.25]],
+            )
+    with sqlite3.connect("new.db") as db:
+        db.execute("CREATE TABLE customers (id REAL PRIMARY KEY, email TEXT)")
+    copy = {"source": "{{ vars.src }}", "target": "{{ vars.dst }}", "cohort": "customers",
+            "table": "customers", "key": "id"}  # fmt: skip
+    write(
+        "m.yaml",
+        "cohort-sql",
+        vars={"src": pg_dsn, "dst": "sqlite:///new.db"},
+        cohorts={"customers": {
+            "source": {"dsn": "{{ vars.src }}", "query": "SELECT id, email FROM customers"},
+            "key": "id", "attributes": ["email"],
+            "waves": [{"id": "first", "size": 5}, {"id": "second", "size": "rest"}], "seed": 3,
+        }},
+        phases=[{"id": "move", "waves": {"cohort": "customers"}, "steps": [
+            {"id": "copy", "action": "sql.copy", "rollback": "none", "with": copy},
+            {"id": "verify", "action": "sql.verify", "marks": "verified", "with": copy},
+        ]}],
+    )  # fmt: skip
+    r = runbook("apply", "m.yaml", "--yes")
+    assert r.code == 0, r.output
+    assert _count("sqlite:///new.db", "SELECT count(*) FROM customers") == 21
+    assert dict(_ledger("SELECT state, count(*) FROM entity GROUP BY state")) == {"verified": 21}
+    assert _ledger("SELECT count(*) FROM entity WHERE key IN (1.5, 2.25)") == [(2,)]
