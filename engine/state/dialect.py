@@ -214,20 +214,10 @@ def differs(db: Database) -> str:
     return "IS DISTINCT FROM" if _pg(db) else "IS NOT"
 
 
-# a JSON text's escaped NUL (``\u0000`` after an even run of backslashes), which PostgreSQL's
-# ``jsonb`` refuses; twice, for NULs side by side (a match takes the character before it)
-_NUL = r"'(^|[^\\])((\\\\)*)\\u0000', '\1\2\\ufffd', 'g'"
-
-
 def json_field(db: Database, column: str) -> str:
-    """``column``'s (JSON text) attribute named by the next parameter, as text. On PostgreSQL
-    a NUL in it (SQLite's source data may hold one) reads as U+FFFD: ``jsonb`` holds none."""
-    if not _pg(db):
-        return f"{column} ->> ?"
-    fixed = f"regexp_replace(regexp_replace({column}, {_NUL}), {_NUL})"
-    return (
-        f"(CASE WHEN strpos({column}, '\\u0000') > 0 THEN {fixed} ELSE {column} END)::jsonb ->> ?"
-    )
+    """``column``'s (JSON text) attribute named by the next parameter, as text (a row whose
+    attributes hold a NUL is read by Python: ``journeys.rows``)."""
+    return f"({column})::jsonb ->> ?" if _pg(db) else f"{column} ->> ?"
 
 
 def contains(db: Database, column: str, literal: str) -> str:
