@@ -220,6 +220,12 @@ def opened(state: str | os.PathLike[str], name: str, *, write: bool) -> Iterator
     """The runbook's state for ``runbook outbox``, or None when it has none: a directory's
     ``state.db`` (a reader's ``query_only``; the relay's ``writable``), or its rows in the
     PostgreSQL database at ``state`` (a reader's session read-only). Never takes the lease."""
+    if not write:
+        from .journeys import reader
+
+        with reader(state, name) as got:
+            yield got
+        return
     if location.is_postgres(state):
         from . import pg
 
@@ -228,8 +234,6 @@ def opened(state: str | os.PathLike[str], name: str, *, write: bool) -> Iterator
             yield None
             return
         try:
-            if not write:
-                dialect.read_only(pdb)
             yield pdb
         finally:
             pdb.close()
@@ -238,7 +242,7 @@ def opened(state: str | os.PathLike[str], name: str, *, write: bool) -> Iterator
     if not path.exists():
         yield None
         return
-    db = writable(path, name) if write else dbm.open_reader(path, name)
+    db = writable(path, name)
     try:
         yield db
     finally:
