@@ -306,22 +306,23 @@ class Apply(Runner):
                 self.running.pop(result.node, None)
                 self.handle(result)
 
-    def read_decisions(self) -> None:
+    def read_decisions(self) -> bool:
         """The decisions written beside this run since it last looked (``approve`` and
         ``resolve`` never take its lock: SPEC §11): a waiting step that got one is evaluated
         again (an approval step counts its approvals, a gate reads its decision); a step
         left unknown that was resolved goes on as resolved."""
         if self.stopping is not None or self.interrupted_at is not None:
-            return
+            return False
         # while steps are queued or running, at most every DECISIONS_EVERY seconds: a decision
         # is about a step that waits, which a few milliseconds do not change, and a read of
         # the state per step is a round trip on PostgreSQL. Before the loop would end (nothing
         # queued, nothing running) always, so that no decision is left unread
         now = time.monotonic()
         if (self.ready or self.running) and now - self._decisions_read < DECISIONS_EVERY:
-            return
+            return False
         self._decisions_read = now
-        for node in sorted(self.s.store.refresh()):
+        decided = sorted(self.s.store.refresh())
+        for node in decided:
             if node not in self.scope or node in self.running:
                 continue
             status = self.status(node)
@@ -340,6 +341,7 @@ class Apply(Runner):
                 self.done(node)
             elif status is Status.PENDING and self.countdown.left.get(node, 0) == 0:
                 self.push_ready([node])
+        return bool(decided)
 
     def prepare(self, inst: Instance) -> Job | None:
         """when, render, validate: a Job to run, or None when the step ended here."""
@@ -643,7 +645,7 @@ class Apply(Runner):
             self.flush()
         return failures
 
-    def outcome(self, rollback_failures: list[str]) -> ApplyOutcome:
+    def outcome(self, rollback_failures: list[str]) -> ApplyOutcome | None:
         state = self.s.state
         run = state.run
         assert run is not None
@@ -702,8 +704,21 @@ class Apply(Runner):
             )
             if pending_elsewhere:
                 status = RunStatus.PAUSED  # the run goes on with the next apply
-        self.emit({"t": "run", "run": run.id, "status": status.value})
-        self.flush()
+        closing = {"t": "run", "run": run.id, "status": status.value}
+        if status is RunStatus.PAUSED:
+            # a decision committed before this record must not be left unread behind it: the
+            # read and the write in one transaction, which `approve` and `resolve` wait for
+            # (their writes take the same lock); None: one came in, the run goes on with it
+            with self.s.store.exclusive():
+                self.flush()
+                self._decisions_read = float("-inf")
+                if self.read_decisions():
+                    return None
+                self.emit(closing)
+                self.flush()
+        else:
+            self.emit(closing)
+            self.flush()
         out.cohorts = rcohorts.outcomes(self.rb, self.s.store)
         out.short = sum(s.count for c in out.cohorts for s in c.short)
         if out.short and out.exit is Exit.OK:
@@ -732,7 +747,13 @@ class Apply(Runner):
                     self.finish_undo()
                 self.loop()
             failures = self.after()
-        return self.outcome(failures)
+        out = self.outcome(failures)
+        while out is None:  # decisions recorded as it was pausing: it goes on with them
+            with self.signals():
+                self.loop()
+                failures = self.after()
+            out = self.outcome(failures)
+        return out
 
     def finish_undo(self) -> None:
         """Steps found rolling back after a crash: their rollback is finished (re-run when it

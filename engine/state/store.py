@@ -10,11 +10,12 @@ the first time a command writes to it, in the same step that creates the databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -371,6 +372,13 @@ class Store:
             self.seq = first + count - 1
         else:  # another process (`approve`, `resolve`) wrote in between: read by `refresh`
             self._own.update(range(first, first + count))
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One write transaction (fenced) under the store's lock, in the order its writers take
+        them: what is read and written inside sees no other process's append between."""
+        with self._lock, self.db.transaction():
+            yield
 
     def refresh(self) -> set[str]:
         """Fold in the records another process appended since (the decisions ``approve`` and

@@ -1,7 +1,7 @@
 """Holes found on PostgreSQL in the one-statement checkpoint, in when a busy apply reads the
-decisions written beside it, and in `notify` to a cohort (issue 14). Each test says what is
-wrong and what is right, and is expected to fail until the hole is closed. Real PostgreSQL
-only (``tests/servers/postgres.py``)."""
+decisions written beside it, and in `notify` to a cohort (issue 14). Each test says what was
+wrong and what is right; each failed on the code the review found, and is closed now. Real
+PostgreSQL only (``tests/servers/postgres.py``)."""
 
 from __future__ import annotations
 
@@ -51,11 +51,6 @@ def _until(what: str, cond: Any, proc: subprocess.Popen[str] | None = None) -> N
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an approval committed after the run's last read of decisions and before its "
-    "last checkpoint is left unread; the run ends paused on a step the journal says is approved",
-)
 def test_an_approval_chained_before_the_runs_last_records_is_read_before_it_ends_paused(
     pg_dsn: str, tmp_path: Path
 ) -> None:
